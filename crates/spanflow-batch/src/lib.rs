@@ -1,0 +1,1 @@
+//! spanflow-batch (skeleton; see the crate's issue).

@@ -1,0 +1,1 @@
+//! spanflow-export (skeleton; see the crate's issue).

@@ -1,0 +1,1 @@
+//! spanflow-lockfree (skeleton; see the crate's issue).

@@ -1,0 +1,1 @@
+//! spanflow-otlp (skeleton; see the crate's issue).

@@ -1,0 +1,1 @@
+//! spanflow-process (skeleton; see the crate's issue).

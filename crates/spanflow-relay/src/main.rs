@@ -1,0 +1,3 @@
+//! spanflow-relay (skeleton).
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! spanflow facade (skeleton).

@@ -1,0 +1,3 @@
+//! xtask (skeleton).
+
+fn main() {}
