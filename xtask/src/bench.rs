@@ -1,0 +1,223 @@
+//! `cargo xtask bench` and `cargo xtask bench-report`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::command::Cmd;
+use crate::criterion::{self, Origin, PackageMap};
+use crate::flags::{BenchArgs, ReportArgs};
+use crate::machine::MachineFacts;
+use crate::report;
+use crate::workspace::Metadata;
+
+/// Criterion arguments for `--quick`. Criterion applies them as defaults, so a group that
+/// sets its own `sample_size`/`measurement_time` keeps its values; 10 is criterion's minimum
+/// sample size.
+const QUICK_ARGS: [&str; 6] = [
+    "--warm-up-time",
+    "0.3",
+    "--measurement-time",
+    "1",
+    "--sample-size",
+    "10",
+];
+
+/// One `cargo bench -p <package> --bench <bench>` invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BenchTarget {
+    package: String,
+    bench: String,
+}
+
+/// The bench targets of the requested packages (all members with benches when none is
+/// named), in member order.
+fn select_targets(metadata: &Metadata, requested: &[String]) -> Result<Vec<BenchTarget>> {
+    let with_benches: Vec<&str> = metadata
+        .packages
+        .iter()
+        .filter(|p| p.benches().next().is_some())
+        .map(|p| p.name.as_str())
+        .collect();
+    for name in requested {
+        if !with_benches.contains(&name.as_str()) {
+            bail!(
+                "package `{name}` has no bench target; packages with benches: {}",
+                if with_benches.is_empty() {
+                    "none".to_owned()
+                } else {
+                    with_benches.join(", ")
+                }
+            );
+        }
+    }
+    let targets = metadata
+        .packages
+        .iter()
+        .filter(|p| requested.is_empty() || requested.contains(&p.name))
+        .flat_map(|p| {
+            p.benches().map(|bench| BenchTarget {
+                package: p.name.clone(),
+                bench: bench.to_owned(),
+            })
+        })
+        .collect();
+    Ok(targets)
+}
+
+pub(crate) fn run(args: &BenchArgs, root: &Path) -> Result<()> {
+    let metadata = Metadata::load(root)?;
+    let targets = select_targets(&metadata, &args.packages)?;
+    if targets.is_empty() {
+        bail!("no workspace member has a bench target");
+    }
+    let criterion_dir = metadata.criterion_dir();
+    let mut packages = PackageMap::load(&criterion_dir)?;
+
+    let bar = ProgressBar::new(targets.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>8.cyan.bold} [{bar:30}] {pos}/{len} {wide_msg}")
+            .context("invalid progress bar template")?
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("bench");
+    for (index, target) in targets.iter().enumerate() {
+        bar.set_message(format!("{} --bench {}", target.package, target.bench));
+        let mut cmd = Cmd::cargo().current_dir(root).args([
+            "bench",
+            "--locked",
+            "-p",
+            &target.package,
+            "--bench",
+            &target.bench,
+        ]);
+        if args.quick {
+            cmd = cmd.arg("--").args(QUICK_ARGS);
+        }
+        let before = criterion::snapshot(&criterion_dir)?;
+        bar.suspend(|| eprintln!("[{}/{}] $ {cmd}", index + 1, targets.len()));
+        let outcome = run_under_bar(&bar, &cmd);
+        // Attribute what was measured even when the run failed part-way.
+        let after = criterion::snapshot(&criterion_dir)?;
+        for path in criterion::changed(&before, &after) {
+            let group = criterion::group_of(&path)?;
+            let origin = Origin {
+                package: target.package.clone(),
+                bench: target.bench.clone(),
+                quick: args.quick,
+            };
+            packages.groups.insert(group, origin);
+        }
+        packages.save(&criterion_dir)?;
+        if let Err(err) = outcome {
+            bar.abandon();
+            return Err(err);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    write_report(root, &criterion_dir, &root.join("docs"), &metadata)
+}
+
+/// Runs `cmd` with its output piped and re-printed line by line above the progress bar, so
+/// the bar stays intact while cargo and criterion still stream.
+fn run_under_bar(bar: &ProgressBar, cmd: &Cmd) -> Result<()> {
+    let mut child = cmd
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start `{cmd}`"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("child stdout was not captured")?;
+    let stderr = child
+        .stderr
+        .take()
+        .context("child stderr was not captured")?;
+    let err_bar = bar.clone();
+    let stderr_thread = std::thread::spawn(move || forward(stderr, &err_bar, Stream::Stderr));
+    forward(stdout, bar, Stream::Stdout);
+    // The reader thread only forwards lines; if it panicked the output is incomplete, not
+    // wrong, so the exit status below still decides.
+    let _ = stderr_thread.join();
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot wait for `{cmd}`"))?;
+    cmd.check(status)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+fn forward(from: impl Read, bar: &ProgressBar, to: Stream) {
+    for line in BufReader::new(from).lines() {
+        let Ok(line) = line else { break };
+        bar.suspend(|| match to {
+            Stream::Stdout => println!("{line}"),
+            Stream::Stderr => eprintln!("{line}"),
+        });
+    }
+}
+
+pub(crate) fn report_only(args: &ReportArgs, root: &Path) -> Result<()> {
+    // The workspace layout only orders the sections and locates criterion's directory;
+    // without it (a broken manifest, say) the report still works from explicit paths.
+    let metadata = Metadata::load(root);
+    let criterion_dir = match (&args.criterion_dir, &metadata) {
+        (Some(dir), _) => dir.clone(),
+        (None, Ok(metadata)) => metadata.criterion_dir(),
+        (None, Err(err)) => {
+            bail!("{err:#}\n(pass --criterion-dir to name criterion's directory explicitly)")
+        }
+    };
+    let out_dir = args.out_dir.clone().unwrap_or_else(|| root.join("docs"));
+    let order = metadata.map(|m| member_order(&m)).unwrap_or_default();
+    write_report_ordered(root, &criterion_dir, &out_dir, &order)
+}
+
+fn member_order(metadata: &Metadata) -> Vec<String> {
+    metadata.packages.iter().map(|p| p.name.clone()).collect()
+}
+
+fn write_report(
+    root: &Path,
+    criterion_dir: &Path,
+    out_dir: &Path,
+    metadata: &Metadata,
+) -> Result<()> {
+    write_report_ordered(root, criterion_dir, out_dir, &member_order(metadata))
+}
+
+fn write_report_ordered(
+    root: &Path,
+    criterion_dir: &Path,
+    out_dir: &Path,
+    member_order: &[String],
+) -> Result<()> {
+    let measurements = criterion::load_measurements(criterion_dir)?;
+    let packages = PackageMap::load(criterion_dir)?;
+    let sections = report::sections(&measurements, &packages, member_order);
+    let facts = MachineFacts::gather(root);
+    report::write_report(out_dir, &facts, &sections)?;
+    let written: [PathBuf; 2] = [
+        out_dir.join("BENCHMARKS.md"),
+        out_dir.join("benchmarks.svg"),
+    ];
+    eprintln!(
+        "wrote {} and {} ({} benchmarks from {})",
+        written[0].display(),
+        written[1].display(),
+        measurements.len(),
+        criterion_dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! The command line, parsed with clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// spanflow project automation: the CI gate and the benchmark report.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+pub(crate) struct Xtask {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the CI gate in order, stopping at the first failure: fmt, clippy, tests, doctests,
+    /// loom models, valgrind memcheck of the lock-free stress test, fuzz smoke scripts.
+    Test(TestArgs),
+    /// Run the criterion benches (one `cargo bench -p P --bench B` per bench target), then
+    /// write docs/BENCHMARKS.md and docs/benchmarks.svg.
+    Bench(BenchArgs),
+    /// Rewrite docs/BENCHMARKS.md and docs/benchmarks.svg from the criterion output already on
+    /// disk, without running any benchmark.
+    BenchReport(ReportArgs),
+}
+
+/// Flags of `cargo xtask test`; CI passes none of them.
+#[derive(Debug, Default, Args)]
+pub(crate) struct TestArgs {
+    /// Skip the loom models (step 5).
+    #[arg(long)]
+    pub(crate) no_loom: bool,
+    /// Skip the valgrind memcheck of the lock-free stress test (step 6).
+    #[arg(long)]
+    pub(crate) no_valgrind: bool,
+    /// Skip the fuzz smoke scripts (step 7).
+    #[arg(long)]
+    pub(crate) no_fuzz: bool,
+    /// Skip `cargo fmt --check` (step 1).
+    #[arg(long)]
+    pub(crate) skip_fmt: bool,
+    /// Skip `cargo clippy` (step 2).
+    #[arg(long)]
+    pub(crate) skip_clippy: bool,
+}
+
+/// Flags of `cargo xtask bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Short measurements (criterion `--warm-up-time 0.3 --measurement-time 1
+    /// --sample-size 10`); groups that set their own times keep them. Results are noisier
+    /// and marked "quick" in the report.
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Packages to benchmark (default: every workspace member with a bench target).
+    #[arg(value_name = "PACKAGE")]
+    pub(crate) packages: Vec<String>,
+}
+
+/// Flags of `cargo xtask bench-report`.
+#[derive(Debug, Args)]
+pub(crate) struct ReportArgs {
+    /// Criterion's output directory (default: $CRITERION_HOME, else <target dir>/criterion).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) criterion_dir: Option<PathBuf>,
+    /// Where BENCHMARKS.md and benchmarks.svg are written (default: <workspace>/docs).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out_dir: Option<PathBuf>,
+}
