@@ -1,3 +1,3 @@
-//! spanflow-relay (skeleton).
+//! The `spanflow-relay` binary.
 
 fn main() {}

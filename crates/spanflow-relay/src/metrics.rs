@@ -1,0 +1,399 @@
+//! Self-observability: the relay's own counters and the `/metrics` + `/healthz` server.
+//!
+//! Counters are plain relaxed atomics: each is an independent running total read only for
+//! reporting, so no ordering with other memory is needed.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::sink::{Sink, SinkStats};
+
+/// The receiving protocol of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP.
+    Http,
+}
+
+impl Protocol {
+    const ALL: [Protocol; 2] = [Protocol::Grpc, Protocol::Http];
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every span accepted.
+    Accepted,
+    /// Some spans refused as invalid, the rest accepted.
+    Partial,
+    /// Not a valid request.
+    Malformed,
+    /// Larger than the configured limit.
+    TooLarge,
+    /// Content type not supported.
+    UnsupportedMediaType,
+    /// Refused because the memory budget was full.
+    Backpressure,
+    /// Refused because the relay is shutting down.
+    Closed,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 7] = [
+        Outcome::Accepted,
+        Outcome::Partial,
+        Outcome::Malformed,
+        Outcome::TooLarge,
+        Outcome::UnsupportedMediaType,
+        Outcome::Backpressure,
+        Outcome::Closed,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Partial => "partial",
+            Outcome::Malformed => "malformed",
+            Outcome::TooLarge => "too_large",
+            Outcome::UnsupportedMediaType => "unsupported_media_type",
+            Outcome::Backpressure => "backpressure",
+            Outcome::Closed => "closed",
+        }
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The relay's own counters, shared by the receivers.
+#[derive(Debug, Default)]
+pub struct RelayMetrics {
+    requests: [[AtomicU64; 7]; 2],
+    spans_received: [AtomicU64; 2],
+    spans_accepted: [AtomicU64; 2],
+    spans_refused_backpressure: AtomicU64,
+    spans_refused_closed: AtomicU64,
+    spans_refused_invalid: AtomicU64,
+    ready: AtomicBool,
+}
+
+/// A point-in-time copy of [`RelayMetrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayCounts {
+    /// Requests received, any outcome.
+    pub requests: u64,
+    /// Spans in well-formed requests.
+    pub spans_received: u64,
+    /// Spans the pipeline accepted.
+    pub spans_accepted: u64,
+    /// Spans refused because the budget was full (the client was told to retry).
+    pub spans_refused_backpressure: u64,
+    /// Spans refused because the relay was closing (the client was told to retry).
+    pub spans_refused_closed: u64,
+    /// Spans refused as invalid (reported in partial_success).
+    pub spans_refused_invalid: u64,
+}
+
+fn pidx(p: Protocol) -> usize {
+    p as usize
+}
+
+impl RelayMetrics {
+    /// Counts a finished request.
+    pub fn request(&self, protocol: Protocol, outcome: Outcome) {
+        self.requests[pidx(protocol)][outcome.index()].fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts spans in a well-formed request.
+    pub fn received(&self, protocol: Protocol, spans: usize) {
+        self.spans_received[pidx(protocol)].fetch_add(spans as u64, Ordering::Relaxed);
+    }
+    /// Counts spans the pipeline accepted.
+    pub fn accepted(&self, protocol: Protocol, spans: usize) {
+        self.spans_accepted[pidx(protocol)].fetch_add(spans as u64, Ordering::Relaxed);
+    }
+    /// Counts spans refused for backpressure.
+    pub fn refused_backpressure(&self, spans: usize) {
+        self.spans_refused_backpressure
+            .fetch_add(spans as u64, Ordering::Relaxed);
+    }
+    /// Counts spans refused because the relay is closing.
+    pub fn refused_closed(&self, spans: usize) {
+        self.spans_refused_closed
+            .fetch_add(spans as u64, Ordering::Relaxed);
+    }
+    /// Counts spans refused as invalid.
+    pub fn refused_invalid(&self, spans: usize) {
+        self.spans_refused_invalid
+            .fetch_add(spans as u64, Ordering::Relaxed);
+    }
+    /// Marks the relay ready (or not) for `/healthz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+    /// Whether `/healthz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+    /// A copy of the totals.
+    pub fn counts(&self) -> RelayCounts {
+        let sum = |a: &[AtomicU64; 2]| a.iter().map(|x| x.load(Ordering::Relaxed)).sum();
+        RelayCounts {
+            requests: self
+                .requests
+                .iter()
+                .flatten()
+                .map(|x| x.load(Ordering::Relaxed))
+                .sum(),
+            spans_received: sum(&self.spans_received),
+            spans_accepted: sum(&self.spans_accepted),
+            spans_refused_backpressure: self.spans_refused_backpressure.load(Ordering::Relaxed),
+            spans_refused_closed: self.spans_refused_closed.load(Ordering::Relaxed),
+            spans_refused_invalid: self.spans_refused_invalid.load(Ordering::Relaxed),
+        }
+    }
+    /// Requests with `outcome` on `protocol`.
+    pub fn requests_with(&self, protocol: Protocol, outcome: Outcome) -> u64 {
+        self.requests[pidx(protocol)][outcome.index()].load(Ordering::Relaxed)
+    }
+
+    /// Renders the relay's and the sink's counters in the Prometheus text format (0.0.4).
+    pub fn render(&self, sink: &SinkStats) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut family = |name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            name.to_owned()
+        };
+        let requests = family(
+            "spanflow_relay_requests_total",
+            "counter",
+            "Export requests received, by protocol and outcome.",
+        );
+        let mut lines = String::new();
+        for p in Protocol::ALL {
+            for o in Outcome::ALL {
+                let _ = writeln!(
+                    lines,
+                    "{requests}{{protocol=\"{}\",outcome=\"{}\"}} {}",
+                    p.label(),
+                    o.label(),
+                    self.requests_with(p, o)
+                );
+            }
+        }
+        out.push_str(&lines);
+        lines.clear();
+        let simple = |out: &mut String, name: &str, kind: &str, help: &str, values: &[(String, f64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, v) in values {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{name} {v}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+                }
+            }
+        };
+        let per_proto = |a: &[AtomicU64; 2]| -> Vec<(String, f64)> {
+            Protocol::ALL
+                .iter()
+                .map(|p| {
+                    (
+                        format!("protocol=\"{}\"", p.label()),
+                        a[pidx(*p)].load(Ordering::Relaxed) as f64,
+                    )
+                })
+                .collect()
+        };
+        simple(
+            &mut out,
+            "spanflow_relay_spans_received_total",
+            "counter",
+            "Spans received in well-formed requests.",
+            &per_proto(&self.spans_received),
+        );
+        simple(
+            &mut out,
+            "spanflow_relay_spans_accepted_total",
+            "counter",
+            "Spans the pipeline accepted.",
+            &per_proto(&self.spans_accepted),
+        );
+        let c = self.counts();
+        simple(
+            &mut out,
+            "spanflow_relay_spans_refused_total",
+            "counter",
+            "Spans refused at the receiver, by reason (backpressure and closed are retried by clients).",
+            &[
+                ("reason=\"backpressure\"".into(), c.spans_refused_backpressure as f64),
+                ("reason=\"closed\"".into(), c.spans_refused_closed as f64),
+                ("reason=\"invalid\"".into(), c.spans_refused_invalid as f64),
+            ],
+        );
+        let dropped: Vec<(String, f64)> = sink
+            .dropped_spans
+            .iter()
+            .map(|(r, n)| (format!("reason=\"{}\"", escape(r)), *n as f64))
+            .collect();
+        simple(
+            &mut out,
+            "spanflow_pipeline_spans_dropped_total",
+            "counter",
+            "Spans dropped after acceptance, by reason.",
+            &dropped,
+        );
+        let one = |v: u64| vec![(String::new(), v as f64)];
+        simple(
+            &mut out,
+            "spanflow_pipeline_spans_exported_total",
+            "counter",
+            "Spans a backend confirmed.",
+            &one(sink.exported_spans),
+        );
+        simple(
+            &mut out,
+            "spanflow_pipeline_spans_failed_total",
+            "counter",
+            "Spans that finally failed to export.",
+            &one(sink.failed_spans),
+        );
+        simple(
+            &mut out,
+            "spanflow_pipeline_export_retries_total",
+            "counter",
+            "Export attempts that were retried.",
+            &one(sink.retried),
+        );
+        simple(
+            &mut out,
+            "spanflow_pipeline_queue_spans",
+            "gauge",
+            "Spans waiting in the pipeline.",
+            &one(sink.queued_spans),
+        );
+        simple(
+            &mut out,
+            "spanflow_pipeline_queue_bytes",
+            "gauge",
+            "Bytes waiting in the pipeline.",
+            &one(sink.queued_bytes),
+        );
+        simple(
+            &mut out,
+            "spanflow_pipeline_memory_budget_bytes",
+            "gauge",
+            "The pipeline's memory budget.",
+            &one(sink.budget_bytes),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP spanflow_pipeline_export_duration_seconds Time spent exporting batches."
+        );
+        let _ = writeln!(out, "# TYPE spanflow_pipeline_export_duration_seconds summary");
+        let _ = writeln!(
+            out,
+            "spanflow_pipeline_export_duration_seconds_sum {}",
+            sink.export_seconds_total
+        );
+        let _ = writeln!(
+            out,
+            "spanflow_pipeline_export_duration_seconds_count {}",
+            sink.export_count
+        );
+        out
+    }
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[derive(Clone)]
+struct MetricsState {
+    metrics: Arc<RelayMetrics>,
+    sink: Arc<dyn Sink>,
+}
+
+/// The router of the self-metrics server: `GET /metrics` and `GET /healthz`.
+pub fn router(metrics: Arc<RelayMetrics>, sink: Arc<dyn Sink>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .with_state(MetricsState { metrics, sink })
+}
+
+async fn metrics_page(State(state): State<MetricsState>) -> impl IntoResponse {
+    let stats = state.sink.stats();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(&stats),
+    )
+}
+
+async fn healthz(State(state): State<MetricsState>) -> impl IntoResponse {
+    if state.metrics.is_ready() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    }
+}
+
+/// The address a metrics server listens on, for logs.
+pub fn describe(addr: SocketAddr) -> String {
+    format!("http://{addr}/metrics")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_every_family_and_counts() {
+        let m = RelayMetrics::default();
+        m.request(Protocol::Grpc, Outcome::Accepted);
+        m.received(Protocol::Grpc, 10);
+        m.accepted(Protocol::Grpc, 10);
+        m.refused_backpressure(3);
+        let stats = SinkStats {
+            dropped_spans: vec![("filtered".into(), 2)],
+            exported_spans: 8,
+            ..SinkStats::default()
+        };
+        let text = m.render(&stats);
+        assert!(text.contains("spanflow_relay_requests_total{protocol=\"grpc\",outcome=\"accepted\"} 1"));
+        assert!(text.contains("spanflow_relay_spans_received_total{protocol=\"grpc\"} 10"));
+        assert!(text.contains("spanflow_relay_spans_refused_total{reason=\"backpressure\"} 3"));
+        assert!(text.contains("spanflow_pipeline_spans_dropped_total{reason=\"filtered\"} 2"));
+        assert!(text.contains("spanflow_pipeline_spans_exported_total 8"));
+        assert!(text.contains("spanflow_pipeline_queue_bytes 0"));
+        assert!(text.contains("spanflow_pipeline_export_duration_seconds_count 0"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap_or("");
+            assert!(value.parse::<f64>().is_ok(), "bad sample line {line}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\n"), "a\\\"b\\\\c\\n");
+    }
+}
