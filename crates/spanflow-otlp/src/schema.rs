@@ -1,0 +1,191 @@
+//! The OTLP trace message schema (field numbers and types) and a validator that walks
+//! any message with it: the same checks prost makes while decoding, without building
+//! anything.
+
+use crate::error::DecodeError;
+use crate::wire::{self, Value, MAX_DEPTH};
+
+/// Messages of `opentelemetry/proto/{trace,common,resource}/v1` the reader knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Msg {
+    Request,
+    ResourceSpans,
+    Resource,
+    EntityRef,
+    ScopeSpans,
+    Scope,
+    Span,
+    Event,
+    Link,
+    Status,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+}
+
+/// Declared type of a field, as far as the wire cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Varint,
+    Fixed64,
+    Fixed32,
+    Str,
+    Bytes,
+    Message(Msg),
+}
+
+impl Kind {
+    fn wire_type(self) -> u8 {
+        match self {
+            Kind::Varint => wire::VARINT,
+            Kind::Fixed64 => wire::I64,
+            Kind::Fixed32 => wire::I32,
+            Kind::Str | Kind::Bytes | Kind::Message(_) => wire::LEN,
+        }
+    }
+}
+
+impl Msg {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Msg::Request => "ExportTraceServiceRequest",
+            Msg::ResourceSpans => "ResourceSpans",
+            Msg::Resource => "Resource",
+            Msg::EntityRef => "EntityRef",
+            Msg::ScopeSpans => "ScopeSpans",
+            Msg::Scope => "InstrumentationScope",
+            Msg::Span => "Span",
+            Msg::Event => "Span.Event",
+            Msg::Link => "Span.Link",
+            Msg::Status => "Status",
+            Msg::KeyValue => "KeyValue",
+            Msg::AnyValue => "AnyValue",
+            Msg::ArrayValue => "ArrayValue",
+            Msg::KeyValueList => "KeyValueList",
+        }
+    }
+
+    /// Name and kind of field `number`, `None` for fields this schema does not know.
+    pub(crate) fn field(self, number: u32) -> Option<(&'static str, Kind)> {
+        use Kind::*;
+        Some(match (self, number) {
+            (Msg::Request, 1) => ("resource_spans", Message(Msg::ResourceSpans)),
+            (Msg::ResourceSpans, 1) => ("resource", Message(Msg::Resource)),
+            (Msg::ResourceSpans, 2) => ("scope_spans", Message(Msg::ScopeSpans)),
+            (Msg::ResourceSpans, 3) => ("schema_url", Str),
+            (Msg::Resource, 1) => ("attributes", Message(Msg::KeyValue)),
+            (Msg::Resource, 2) => ("dropped_attributes_count", Varint),
+            (Msg::Resource, 3) => ("entity_refs", Message(Msg::EntityRef)),
+            (Msg::EntityRef, 1) => ("schema_url", Str),
+            (Msg::EntityRef, 2) => ("type", Str),
+            (Msg::EntityRef, 3) => ("id_keys", Str),
+            (Msg::EntityRef, 4) => ("description_keys", Str),
+            (Msg::ScopeSpans, 1) => ("scope", Message(Msg::Scope)),
+            (Msg::ScopeSpans, 2) => ("spans", Message(Msg::Span)),
+            (Msg::ScopeSpans, 3) => ("schema_url", Str),
+            (Msg::Scope, 1) => ("name", Str),
+            (Msg::Scope, 2) => ("version", Str),
+            (Msg::Scope, 3) => ("attributes", Message(Msg::KeyValue)),
+            (Msg::Scope, 4) => ("dropped_attributes_count", Varint),
+            (Msg::Span, 1) => ("trace_id", Bytes),
+            (Msg::Span, 2) => ("span_id", Bytes),
+            (Msg::Span, 3) => ("trace_state", Str),
+            (Msg::Span, 4) => ("parent_span_id", Bytes),
+            (Msg::Span, 5) => ("name", Str),
+            (Msg::Span, 6) => ("kind", Varint),
+            (Msg::Span, 7) => ("start_time_unix_nano", Fixed64),
+            (Msg::Span, 8) => ("end_time_unix_nano", Fixed64),
+            (Msg::Span, 9) => ("attributes", Message(Msg::KeyValue)),
+            (Msg::Span, 10) => ("dropped_attributes_count", Varint),
+            (Msg::Span, 11) => ("events", Message(Msg::Event)),
+            (Msg::Span, 12) => ("dropped_events_count", Varint),
+            (Msg::Span, 13) => ("links", Message(Msg::Link)),
+            (Msg::Span, 14) => ("dropped_links_count", Varint),
+            (Msg::Span, 15) => ("status", Message(Msg::Status)),
+            (Msg::Span, 16) => ("flags", Fixed32),
+            (Msg::Event, 1) => ("time_unix_nano", Fixed64),
+            (Msg::Event, 2) => ("name", Str),
+            (Msg::Event, 3) => ("attributes", Message(Msg::KeyValue)),
+            (Msg::Event, 4) => ("dropped_attributes_count", Varint),
+            (Msg::Link, 1) => ("trace_id", Bytes),
+            (Msg::Link, 2) => ("span_id", Bytes),
+            (Msg::Link, 3) => ("trace_state", Str),
+            (Msg::Link, 4) => ("attributes", Message(Msg::KeyValue)),
+            (Msg::Link, 5) => ("dropped_attributes_count", Varint),
+            (Msg::Link, 6) => ("flags", Fixed32),
+            (Msg::Status, 2) => ("message", Str),
+            (Msg::Status, 3) => ("code", Varint),
+            (Msg::KeyValue, 1) => ("key", Str),
+            (Msg::KeyValue, 2) => ("value", Message(Msg::AnyValue)),
+            (Msg::KeyValue, 3) => ("key_strindex", Varint),
+            (Msg::AnyValue, 1) => ("string_value", Str),
+            (Msg::AnyValue, 2) => ("bool_value", Varint),
+            (Msg::AnyValue, 3) => ("int_value", Varint),
+            (Msg::AnyValue, 4) => ("double_value", Fixed64),
+            (Msg::AnyValue, 5) => ("array_value", Message(Msg::ArrayValue)),
+            (Msg::AnyValue, 6) => ("kvlist_value", Message(Msg::KeyValueList)),
+            (Msg::AnyValue, 7) => ("bytes_value", Bytes),
+            (Msg::AnyValue, 8) => ("string_value_strindex", Varint),
+            (Msg::ArrayValue, 1) => ("values", Message(Msg::AnyValue)),
+            (Msg::KeyValueList, 1) => ("values", Message(Msg::KeyValue)),
+            _ => return None,
+        })
+    }
+}
+
+/// Checks one field of `msg` found at `base + field.start` against the schema, validating
+/// nested messages recursively. Unknown fields only have to be well-formed.
+#[inline]
+pub(crate) fn check_field(
+    msg: Msg,
+    field: &wire::Field<'_>,
+    base: usize,
+    depth: u32,
+) -> Result<(), DecodeError> {
+    let Some((name, kind)) = msg.field(field.number) else {
+        return Ok(());
+    };
+    let found = field.wire_type();
+    let expected = kind.wire_type();
+    if found != expected {
+        return Err(DecodeError::WrongWireType {
+            message: msg.name(),
+            field: name,
+            found,
+            expected,
+            offset: base + field.start,
+        });
+    }
+    match (kind, field.value) {
+        (Kind::Str, Value::Len(body)) => {
+            if std::str::from_utf8(body).is_err() {
+                return Err(DecodeError::InvalidUtf8 {
+                    message: msg.name(),
+                    field: name,
+                    offset: base + field.body_start(),
+                });
+            }
+        }
+        (Kind::Message(inner), Value::Len(body)) => {
+            validate(inner, body, base + field.body_start(), depth + 1)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Validates a whole message body found at byte `base` of the request.
+pub(crate) fn validate(msg: Msg, buf: &[u8], base: usize, depth: u32) -> Result<(), DecodeError> {
+    if depth > MAX_DEPTH {
+        return Err(DecodeError::TooDeep { offset: base });
+    }
+    let mut pos = 0;
+    loop {
+        match wire::next_field(buf, &mut pos) {
+            Ok(Some(field)) => check_field(msg, &field, base, depth)?,
+            Ok(None) => return Ok(()),
+            Err((e, at)) => return Err(DecodeError::from_wire(e, msg.name(), base + at)),
+        }
+    }
+}

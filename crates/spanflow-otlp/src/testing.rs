@@ -1,0 +1,176 @@
+//! Realistic span fixtures for tests and benchmarks (this crate's and others').
+//!
+//! Not part of the stable API.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::{
+    Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use opentelemetry_sdk::Resource;
+
+/// A small deterministic PRNG (SplitMix64), so fixtures need no `rand`.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// The resource used by the fixtures: `service.name = "checkout"` and a few more.
+pub fn resource() -> Resource {
+    Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", "checkout"),
+            KeyValue::new("service.version", "1.4.2"),
+            KeyValue::new("host.name", "node-17.eu-west"),
+            KeyValue::new("telemetry.sdk.language", "rust"),
+        ])
+        .build()
+}
+
+const NAMES: [&str; 6] = [
+    "GET /api/cart",
+    "POST /api/checkout",
+    "SELECT orders",
+    "redis GET",
+    "publish order.created",
+    "render invoice",
+];
+
+const ROUTES: [&str; 4] = ["/api/cart", "/api/checkout", "/api/orders/{id}", "/health"];
+
+fn scopes() -> [InstrumentationScope; 2] {
+    [
+        InstrumentationScope::builder("checkout-http")
+            .with_version("0.9.1")
+            .build(),
+        InstrumentationScope::builder("sqlx")
+            .with_version("0.8.0")
+            .with_schema_url("https://opentelemetry.io/schemas/1.24.0")
+            .with_attributes([KeyValue::new("db.system", "postgresql")])
+            .build(),
+    ]
+}
+
+/// One realistic span: 4–8 attributes of mixed types, 0–2 events, sometimes a link;
+/// about 290 bytes on the wire.
+pub fn span(rng: &mut Rng) -> SpanData {
+    let [http, sql] = scopes();
+    let scope = if rng.below(3) == 0 { sql } else { http };
+    let trace_id = TraceId::from(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64() | 1));
+    let span_id = SpanId::from(rng.next_u64() | 1);
+    let parent = if rng.below(4) == 0 {
+        SpanId::INVALID
+    } else {
+        SpanId::from(rng.next_u64() | 1)
+    };
+    let start = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000 + rng.below(1 << 40));
+    let end = start + Duration::from_micros(rng.below(2_000_000));
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", if rng.below(2) == 0 { "GET" } else { "POST" }),
+        KeyValue::new("url.path", ROUTES[rng.below(ROUTES.len() as u64) as usize]),
+        KeyValue::new("http.response.status_code", [200i64, 201, 404, 500][rng.below(4) as usize]),
+        KeyValue::new("server.address", "checkout.internal"),
+    ];
+    let extra = rng.below(5);
+    if extra > 0 {
+        attributes.push(KeyValue::new("user.id", format!("u-{}", rng.below(100_000))));
+    }
+    if extra > 1 {
+        attributes.push(KeyValue::new("retry", rng.below(2) == 0));
+    }
+    if extra > 2 {
+        attributes.push(KeyValue::new("latency.ratio", rng.below(1000) as f64 / 997.0));
+    }
+    if extra > 3 {
+        attributes.push(KeyValue::new(
+            "cart.items",
+            opentelemetry::Value::Array(opentelemetry::Array::String(vec![
+                "sku-1".into(),
+                "sku-22".into(),
+            ])),
+        ));
+    }
+    let mut events = SpanEvents::default();
+    for _ in 0..rng.below(3) {
+        events.events.push(Event::new(
+            "cache.miss",
+            start + Duration::from_micros(rng.below(1000)),
+            vec![KeyValue::new("cache.key", "cart:42")],
+            0,
+        ));
+    }
+    let mut links = SpanLinks::default();
+    if rng.below(3) == 0 {
+        links.links.push(Link::new(
+            SpanContext::new(
+                TraceId::from(u128::from(rng.next_u64()) + 1),
+                SpanId::from(rng.next_u64() | 1),
+                TraceFlags::SAMPLED,
+                true,
+                TraceState::default(),
+            ),
+            vec![KeyValue::new("link.kind", "follows_from")],
+            0,
+        ));
+    }
+    let status = match rng.below(10) {
+        0 => Status::error("upstream timed out"),
+        1 => Status::Ok,
+        _ => Status::Unset,
+    };
+    SpanData {
+        span_context: SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: parent,
+        parent_span_is_remote: rng.below(8) == 0,
+        span_kind: [SpanKind::Server, SpanKind::Client, SpanKind::Internal][rng.below(3) as usize]
+            .clone(),
+        name: Cow::Borrowed(NAMES[rng.below(NAMES.len() as u64) as usize]),
+        start_time: start,
+        end_time: end,
+        attributes,
+        dropped_attributes_count: 0,
+        events,
+        links,
+        status,
+        instrumentation_scope: scope,
+    }
+}
+
+/// `n` realistic spans from `seed`.
+pub fn span_batch(n: usize, seed: u64) -> Vec<SpanData> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| span(&mut rng)).collect()
+}
+
+/// The time every fixture span starts after (for tests that check times).
+pub fn epoch() -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000)
+}

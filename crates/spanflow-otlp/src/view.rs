@@ -1,0 +1,616 @@
+//! Zero-copy views over an indexed request.
+//!
+//! Views read fields lazily from the validated bytes. Scalar fields follow protobuf's
+//! last-one-wins rule; a nested message that appears more than once is read from its
+//! last occurrence (prost would merge them; OTLP encoders never repeat them).
+
+use std::fmt;
+
+use crate::request::{Index, TraceRequest};
+use crate::wire::{Field, Fields, Value};
+
+fn as_str(bytes: &[u8]) -> &str {
+    // Validated while indexing; the fallback only guards against a logic error.
+    std::str::from_utf8(bytes).unwrap_or("")
+}
+
+fn last_len<'a>(body: &'a [u8], number: u32) -> Option<&'a [u8]> {
+    let mut found = None;
+    for field in Fields::new(body) {
+        if field.number == number {
+            if let Value::Len(b) = field.value {
+                found = Some(b);
+            }
+        }
+    }
+    found
+}
+
+fn id<const N: usize>(bytes: Option<&[u8]>) -> Option<[u8; N]> {
+    let bytes = bytes?;
+    let mut out = [0u8; N];
+    if bytes.len() != N {
+        return None;
+    }
+    out.copy_from_slice(bytes);
+    Some(out)
+}
+
+/// One span of a [`TraceRequest`], read in place.
+///
+/// ```
+/// # use spanflow_otlp::{Encoder, TraceRequest};
+/// let spans = spanflow_otlp::testing::span_batch(3, 7);
+/// let resource = spanflow_otlp::testing::resource();
+/// let request = Encoder::new().encode(&spans, &resource);
+/// let span = request.span(0).unwrap();
+/// assert_eq!(span.name(), spans[0].name);
+/// assert_eq!(span.span_id(), spans[0].span_context.span_id().to_bytes());
+/// ```
+#[derive(Clone, Copy)]
+pub struct SpanView<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) index: &'a Index,
+    pub(crate) i: usize,
+    pub(crate) body: &'a [u8],
+}
+
+impl<'a> SpanView<'a> {
+    pub(crate) fn new(request: &'a TraceRequest, i: usize) -> Self {
+        let index = request.index();
+        let buf: &'a [u8] = request.as_bytes();
+        let body = index
+            .spans
+            .get(i)
+            .and_then(|e| buf.get(e.body as usize..e.end as usize))
+            .unwrap_or(&[]);
+        SpanView {
+            buf,
+            index,
+            i,
+            body,
+        }
+    }
+
+    /// Position of the span in its request.
+    pub fn index(&self) -> usize {
+        self.i
+    }
+
+    /// The span's protobuf body (without its tag and length).
+    pub fn raw(&self) -> &'a [u8] {
+        self.body
+    }
+
+    fn fields(&self) -> Fields<'a> {
+        Fields::new(self.body)
+    }
+
+    fn last_varint(&self, number: u32) -> Option<u64> {
+        let mut found = None;
+        for field in self.fields() {
+            if field.number == number {
+                match field.value {
+                    Value::Varint(v) | Value::I64(v) => found = Some(v),
+                    Value::I32(v) => found = Some(u64::from(v)),
+                    _ => {}
+                }
+            }
+        }
+        found
+    }
+
+    /// The 16-byte trace id (all zeros when absent or not 16 bytes long).
+    pub fn trace_id(&self) -> [u8; 16] {
+        id(last_len(self.body, 1)).unwrap_or([0; 16])
+    }
+
+    /// The 8-byte span id (all zeros when absent or not 8 bytes long).
+    pub fn span_id(&self) -> [u8; 8] {
+        id(last_len(self.body, 2)).unwrap_or([0; 8])
+    }
+
+    /// The parent span id, `None` for a root span (absent, empty or malformed field).
+    pub fn parent_span_id(&self) -> Option<[u8; 8]> {
+        id(last_len(self.body, 4))
+    }
+
+    /// The W3C `tracestate` header value.
+    pub fn trace_state(&self) -> &'a str {
+        last_len(self.body, 3).map_or("", as_str)
+    }
+
+    /// The span's `flags` (W3C trace flags plus the OTLP 1.x `is_remote` bits).
+    pub fn flags(&self) -> u32 {
+        self.last_varint(16).unwrap_or(0) as u32
+    }
+
+    /// The span's name.
+    pub fn name(&self) -> &'a str {
+        last_len(self.body, 5).map_or("", as_str)
+    }
+
+    /// The span kind as the protobuf `SpanKind` value (0 unspecified … 5 consumer).
+    pub fn kind(&self) -> i32 {
+        self.last_varint(6).unwrap_or(0) as i32
+    }
+
+    /// Start time in nanoseconds since the Unix epoch.
+    pub fn start_time_unix_nano(&self) -> u64 {
+        self.last_varint(7).unwrap_or(0)
+    }
+
+    /// End time in nanoseconds since the Unix epoch.
+    pub fn end_time_unix_nano(&self) -> u64 {
+        self.last_varint(8).unwrap_or(0)
+    }
+
+    /// Number of attributes the producer dropped.
+    pub fn dropped_attributes_count(&self) -> u32 {
+        self.last_varint(10).unwrap_or(0) as u32
+    }
+
+    /// Number of events (span field 11).
+    pub fn event_count(&self) -> usize {
+        self.fields().filter(|f| f.number == 11).count()
+    }
+
+    /// Number of links (span field 13).
+    pub fn link_count(&self) -> usize {
+        self.fields().filter(|f| f.number == 13).count()
+    }
+
+    /// Status code as the protobuf `StatusCode` value (0 unset, 1 ok, 2 error).
+    /// Several `status` fields merge, as in protobuf.
+    pub fn status_code(&self) -> i32 {
+        let mut code = 0;
+        for status in self.fields().filter(|f| f.number == 15) {
+            if let Value::Len(b) = status.value {
+                for f in Fields::new(b) {
+                    if let (3, Value::Varint(v)) = (f.number, f.value) {
+                        code = v as i32;
+                    }
+                }
+            }
+        }
+        code
+    }
+
+    /// Status message (set for errors).
+    pub fn status_message(&self) -> &'a str {
+        let mut message = "";
+        for status in self.fields().filter(|f| f.number == 15) {
+            if let Value::Len(b) = status.value {
+                for f in Fields::new(b) {
+                    if let (2, Value::Len(m)) = (f.number, f.value) {
+                        message = as_str(m);
+                    }
+                }
+            }
+        }
+        message
+    }
+
+    /// The span's attributes, in wire order.
+    pub fn attributes(&self) -> Attributes<'a> {
+        Attributes::direct(self.body, 9)
+    }
+
+    /// The value of the first attribute named `key`.
+    pub fn attribute(&self, key: &str) -> Option<AnyValueView<'a>> {
+        self.attributes().find(|kv| kv.key == key).map(|kv| kv.value)
+    }
+
+    /// The resource the span belongs to.
+    pub fn resource(&self) -> ResourceView<'a> {
+        let scope = self.index.spans.get(self.i).map_or(0, |s| s.scope as usize);
+        let resource = self.index.scopes.get(scope).map_or(0, |s| s.resource as usize);
+        ResourceView {
+            buf: self.buf,
+            index: self.index,
+            r: resource,
+        }
+    }
+
+    /// The instrumentation scope the span belongs to.
+    pub fn scope(&self) -> ScopeView<'a> {
+        let scope = self.index.spans.get(self.i).map_or(0, |s| s.scope as usize);
+        ScopeView {
+            buf: self.buf,
+            index: self.index,
+            s: scope,
+        }
+    }
+}
+
+impl fmt::Debug for SpanView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpanView")
+            .field("index", &self.i)
+            .field("name", &self.name())
+            .field("span_id", &hex::encode(self.span_id()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Header ranges (everything but the children) of a resource or scope.
+fn header_ranges(extras: &[[u32; 2]], range: [u32; 2]) -> &[[u32; 2]] {
+    extras
+        .get(range[0] as usize..range[1] as usize)
+        .unwrap_or(&[])
+}
+
+fn last_nested_str<'a>(
+    buf: &'a [u8],
+    ranges: &[[u32; 2]],
+    wrapper: u32,
+    number: u32,
+) -> Option<&'a str> {
+    let mut found = None;
+    for r in ranges {
+        let header = buf.get(r[0] as usize..r[1] as usize).unwrap_or(&[]);
+        for outer in Fields::new(header) {
+            let Value::Len(b) = outer.value else {
+                continue;
+            };
+            if wrapper == 0 {
+                if outer.number == number {
+                    found = Some(as_str(b));
+                }
+            } else if outer.number == wrapper {
+                if let Some(s) = last_len(b, number) {
+                    found = Some(as_str(s));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// One `ResourceSpans` of a request: its resource and schema URL.
+#[derive(Clone, Copy)]
+pub struct ResourceView<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) index: &'a Index,
+    pub(crate) r: usize,
+}
+
+impl<'a> ResourceView<'a> {
+    /// Position of the `ResourceSpans` in its request.
+    pub fn index(&self) -> usize {
+        self.r
+    }
+
+    fn ranges(&self) -> &'a [[u32; 2]] {
+        self.index
+            .resources
+            .get(self.r)
+            .map_or(&[][..], |e| header_ranges(&self.index.resource_extras, e.extras))
+    }
+
+    /// The resource's attributes, in wire order.
+    pub fn attributes(&self) -> Attributes<'a> {
+        Attributes::nested(self.buf, self.ranges(), 1, 1)
+    }
+
+    /// The value of the first resource attribute named `key`.
+    pub fn attribute(&self, key: &str) -> Option<AnyValueView<'a>> {
+        self.attributes().find(|kv| kv.key == key).map(|kv| kv.value)
+    }
+
+    /// The `service.name` attribute, if it is a string.
+    pub fn service_name(&self) -> Option<&'a str> {
+        match self.attribute("service.name") {
+            Some(AnyValueView::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The `ResourceSpans.schema_url`.
+    pub fn schema_url(&self) -> &'a str {
+        last_nested_str(self.buf, self.ranges(), 0, 3).unwrap_or("")
+    }
+
+    /// Number of spans under this resource.
+    pub fn span_count(&self) -> usize {
+        let Some(e) = self.index.resources.get(self.r) else {
+            return 0;
+        };
+        let scopes = self
+            .index
+            .scopes
+            .get(e.scopes[0] as usize..e.scopes[1] as usize)
+            .unwrap_or(&[]);
+        scopes.iter().map(|s| (s.spans[1] - s.spans[0]) as usize).sum()
+    }
+}
+
+impl fmt::Debug for ResourceView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResourceView")
+            .field("index", &self.r)
+            .field("service_name", &self.service_name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One `ScopeSpans` of a request: its instrumentation scope and schema URL.
+#[derive(Clone, Copy)]
+pub struct ScopeView<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) index: &'a Index,
+    pub(crate) s: usize,
+}
+
+impl<'a> ScopeView<'a> {
+    /// Position of the `ScopeSpans` in its request.
+    pub fn index(&self) -> usize {
+        self.s
+    }
+
+    fn ranges(&self) -> &'a [[u32; 2]] {
+        self.index
+            .scopes
+            .get(self.s)
+            .map_or(&[][..], |e| header_ranges(&self.index.scope_extras, e.extras))
+    }
+
+    /// The instrumentation scope's name.
+    pub fn name(&self) -> &'a str {
+        last_nested_str(self.buf, self.ranges(), 1, 1).unwrap_or("")
+    }
+
+    /// The instrumentation scope's version.
+    pub fn version(&self) -> &'a str {
+        last_nested_str(self.buf, self.ranges(), 1, 2).unwrap_or("")
+    }
+
+    /// The `ScopeSpans.schema_url`.
+    pub fn schema_url(&self) -> &'a str {
+        last_nested_str(self.buf, self.ranges(), 0, 3).unwrap_or("")
+    }
+
+    /// The instrumentation scope's attributes.
+    pub fn attributes(&self) -> Attributes<'a> {
+        Attributes::nested(self.buf, self.ranges(), 1, 3)
+    }
+}
+
+impl fmt::Debug for ScopeView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopeView")
+            .field("index", &self.s)
+            .field("name", &self.name())
+            .field("version", &self.version())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Iterator over borrowed attributes (`KeyValue` messages) of a span, resource, scope or
+/// key-value list.
+#[derive(Clone, Debug)]
+pub struct Attributes<'a> {
+    buf: &'a [u8],
+    ranges: std::slice::Iter<'a, [u32; 2]>,
+    outer: Fields<'a>,
+    /// Field number of the message holding the attributes inside `outer`; 0 when the
+    /// attributes are fields of `outer` itself.
+    wrapper: u32,
+    inner: Fields<'a>,
+    attr: u32,
+}
+
+impl<'a> Attributes<'a> {
+    pub(crate) fn direct(body: &'a [u8], attr: u32) -> Self {
+        Attributes {
+            buf: &[],
+            ranges: [].iter(),
+            outer: Fields::new(body),
+            wrapper: 0,
+            inner: Fields::new(&[]),
+            attr,
+        }
+    }
+
+    fn nested(buf: &'a [u8], ranges: &'a [[u32; 2]], wrapper: u32, attr: u32) -> Self {
+        Attributes {
+            buf,
+            ranges: ranges.iter(),
+            outer: Fields::new(&[]),
+            wrapper,
+            inner: Fields::new(&[]),
+            attr,
+        }
+    }
+}
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = KeyValueView<'a>;
+
+    fn next(&mut self) -> Option<KeyValueView<'a>> {
+        loop {
+            if self.wrapper != 0 {
+                for field in self.inner.by_ref() {
+                    if let (true, Value::Len(b)) = (field.number == self.attr, field.value) {
+                        return Some(KeyValueView::parse(b));
+                    }
+                }
+            }
+            match self.outer.next() {
+                Some(field) => {
+                    if let Value::Len(b) = field.value {
+                        if self.wrapper == 0 {
+                            if field.number == self.attr {
+                                return Some(KeyValueView::parse(b));
+                            }
+                        } else if field.number == self.wrapper {
+                            self.inner = Fields::new(b);
+                        }
+                    }
+                }
+                None => {
+                    let r = self.ranges.next()?;
+                    self.outer = Fields::new(self.buf.get(r[0] as usize..r[1] as usize).unwrap_or(&[]));
+                }
+            }
+        }
+    }
+}
+
+/// A borrowed attribute.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KeyValueView<'a> {
+    /// The attribute's key.
+    pub key: &'a str,
+    /// The attribute's value.
+    pub value: AnyValueView<'a>,
+}
+
+impl<'a> KeyValueView<'a> {
+    pub(crate) fn parse(body: &'a [u8]) -> Self {
+        let mut key = "";
+        let mut value = AnyValueView::Empty;
+        for field in Fields::new(body) {
+            match (field.number, field.value) {
+                (1, Value::Len(b)) => key = as_str(b),
+                (2, Value::Len(b)) => value = AnyValueView::parse(b),
+                _ => {}
+            }
+        }
+        KeyValueView { key, value }
+    }
+
+    /// Reads only the key of a `KeyValue` body (used by wire-level edits).
+    #[allow(dead_code)]
+    pub(crate) fn key_of(body: &'a [u8]) -> &'a str {
+        last_len(body, 1).map_or("", as_str)
+    }
+}
+
+/// A borrowed attribute value (`AnyValue`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AnyValueView<'a> {
+    /// No value set.
+    Empty,
+    /// A UTF-8 string.
+    String(&'a str),
+    /// A boolean.
+    Bool(bool),
+    /// A 64-bit signed integer.
+    Int(i64),
+    /// A 64-bit float.
+    Double(f64),
+    /// Raw bytes.
+    Bytes(&'a [u8]),
+    /// A list of values.
+    Array(ArrayView<'a>),
+    /// A list of key-value pairs.
+    KvList(KvListView<'a>),
+}
+
+impl<'a> AnyValueView<'a> {
+    pub(crate) fn parse(body: &'a [u8]) -> Self {
+        let mut value = AnyValueView::Empty;
+        for field in Fields::new(body) {
+            value = match (field.number, field.value) {
+                (1, Value::Len(b)) => AnyValueView::String(as_str(b)),
+                (2, Value::Varint(v)) => AnyValueView::Bool(v != 0),
+                (3, Value::Varint(v)) => AnyValueView::Int(v as i64),
+                (4, Value::I64(v)) => AnyValueView::Double(f64::from_bits(v)),
+                (5, Value::Len(b)) => AnyValueView::Array(ArrayView { body: b }),
+                (6, Value::Len(b)) => AnyValueView::KvList(KvListView { body: b }),
+                (7, Value::Len(b)) => AnyValueView::Bytes(b),
+                _ => continue,
+            };
+        }
+        value
+    }
+
+    /// The string, if this is a string value.
+    pub fn as_str(&self) -> Option<&'a str> {
+        match self {
+            AnyValueView::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The integer, if this is an integer value.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            AnyValueView::Int(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// Converts to opentelemetry-proto's owned value.
+    pub fn to_proto(&self) -> crate::proto::common::v1::AnyValue {
+        use crate::proto::common::v1::{any_value, AnyValue, ArrayValue, KeyValueList};
+        let value = match *self {
+            AnyValueView::Empty => None,
+            AnyValueView::String(s) => Some(any_value::Value::StringValue(s.to_owned())),
+            AnyValueView::Bool(b) => Some(any_value::Value::BoolValue(b)),
+            AnyValueView::Int(i) => Some(any_value::Value::IntValue(i)),
+            AnyValueView::Double(d) => Some(any_value::Value::DoubleValue(d)),
+            AnyValueView::Bytes(b) => Some(any_value::Value::BytesValue(b.to_vec())),
+            AnyValueView::Array(a) => Some(any_value::Value::ArrayValue(ArrayValue {
+                values: a.iter().map(|v| v.to_proto()).collect(),
+            })),
+            AnyValueView::KvList(l) => Some(any_value::Value::KvlistValue(KeyValueList {
+                values: l.iter().map(|kv| kv.to_proto()).collect(),
+            })),
+        };
+        AnyValue { value }
+    }
+}
+
+impl KeyValueView<'_> {
+    /// Converts to opentelemetry-proto's owned key-value.
+    pub fn to_proto(&self) -> crate::proto::common::v1::KeyValue {
+        crate::proto::common::v1::KeyValue {
+            key: self.key.to_owned(),
+            value: Some(self.value.to_proto()),
+            key_strindex: 0,
+        }
+    }
+}
+
+/// A borrowed `ArrayValue`.
+#[derive(Clone, Copy, PartialEq)]
+pub struct ArrayView<'a> {
+    body: &'a [u8],
+}
+
+impl<'a> ArrayView<'a> {
+    /// The values, in order.
+    pub fn iter(&self) -> impl Iterator<Item = AnyValueView<'a>> + 'a {
+        Fields::new(self.body).filter_map(|f: Field<'a>| match (f.number, f.value) {
+            (1, Value::Len(b)) => Some(AnyValueView::parse(b)),
+            _ => None,
+        })
+    }
+}
+
+impl fmt::Debug for ArrayView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// A borrowed `KeyValueList`.
+#[derive(Clone, Copy, PartialEq)]
+pub struct KvListView<'a> {
+    body: &'a [u8],
+}
+
+impl<'a> KvListView<'a> {
+    /// The key-value pairs, in order.
+    pub fn iter(&self) -> Attributes<'a> {
+        Attributes::direct(self.body, 1)
+    }
+}
+
+impl fmt::Debug for KvListView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
