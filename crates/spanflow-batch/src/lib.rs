@@ -1,1 +1,106 @@
-//! spanflow-batch (skeleton; see the crate's issue).
+//! Many producers → batches by count, bytes and age, with a memory budget, backpressure and exact
+//! accounting.
+//!
+//! Layer 2 of spanflow: it sits on [`spanflow_lockfree`] and below the wire model; it is generic
+//! over the item type and knows nothing of spans. The facade's `SpanProcessor::on_end` calls
+//! [`Batcher::send`] on application threads, so the intake is the product's hottest path; a
+//! consumer thread (or task) takes [`Batch`]es from the [`Receiver`] and exports them.
+//!
+//! ```
+//! use spanflow_batch::{Batcher, CutReason, Policy};
+//! use std::time::Duration;
+//!
+//! let (batcher, receiver) = Batcher::<String>::builder()
+//!     .max_items(512)
+//!     .max_age(Duration::from_millis(100))
+//!     .weigh(|s: &String| s.len() as u64)
+//!     .policy(Policy::DropNewest)
+//!     .build()?;
+//! let consumer = std::thread::spawn(move || {
+//!     receiver.map(|batch| batch.len()).sum::<usize>()
+//! });
+//! for i in 0..1000 {
+//!     batcher.send(format!("item {i}"))?;
+//! }
+//! let stats = batcher.shutdown(); // closes intake, waits until everything is emitted
+//! assert_eq!(stats.emitted, 1000);
+//! assert!(stats.is_consistent());
+//! assert_eq!(consumer.join().expect("consumer"), 1000);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Design
+//!
+//! **Intake.** Each thread sends into one of a few *shards*, a `parking_lot::Mutex<Vec<T>>` on
+//! its own cache line, picked round-robin the first time the thread sends. A send is one
+//! uncontended lock, a `Vec::push`, and a few plain counter updates inside the lock; it writes no
+//! cache line shared with other producers except once per lease chunk (budget) and once per
+//! report chunk (wake-up hint). The consumer gathers a shard by swapping its vector with an empty
+//! one under the shard's lock, so it holds that lock for a few nanoseconds whatever the shard
+//! holds, and moves the items into batches outside it.
+//!
+//! Alternatives measured in the `batch/intake_designs` bench group (two producers, 350-byte
+//! items, same consumer work): a single Treiber stack drained with `take_all` pays a heap
+//! allocation and a contended CAS per item and hands the consumer a linked list to walk;
+//! one global mutex makes both producers and the consumer fight for one cache line. The sharded
+//! mutex intake was the fastest (see the crate's report for the numbers), so it is the one kept;
+//! the Treiber stack is used where it fits — the lock-free pool of batch vectors.
+//!
+//! **Budget.** The budget (items and bytes) is a pool of credits. A shard leases credits in
+//! chunks (a quarter of the budget spread over the shards, at most 64 items), so producers rarely
+//! touch the shared counters. When the pool runs dry a producer first reclaims unused leases
+//! from every shard, and only then applies the [`Policy`]: the budget is exact, never exceeded,
+//! and never reported full while credits sit idle.
+//!
+//! **Policies.** [`Policy::DropNewest`] (default) counts and discards the incoming item;
+//! [`Policy::Block`] waits (optionally with a timeout that hands the item back);
+//! [`Policy::DropOldest`] needs the consumer's cooperation: the overflowing producer takes the
+//! consumer-side lock, gathers every shard and evicts from the front of the queue — the oldest
+//! gathered items, and per thread exactly the oldest — until the new item fits.
+//! [`Batcher::try_send`] never blocks or drops: it hands the item back with `Full` or `Closed`.
+//!
+//! **Accounting.** Every counter that an item moves between changes under a lock that the
+//! snapshot also takes: producers' counters under their shard's lock, the consumer's under the
+//! consumer-side lock. [`Batcher::stats`] holds the consumer-side lock and reads each shard under
+//! its lock, so `accepted == emitted + dropped + queued` holds in every snapshot.
+//!
+//! **Triggers and wake-ups.** The consumer sleeps until the oldest queued batch's age deadline
+//! (or indefinitely when nothing is queued) and publishes that deadline. A producer wakes it
+//! only when its shard goes from empty to non-empty with an earlier deadline, when its shard
+//! alone (or, through a hint counter updated every few items, all shards together) holds a full
+//! batch, or when the budget is full. Ages are measured from the moment a shard last went from
+//! empty to non-empty, so the clock is read once per gathering, not once per item, and
+//! [`Batch::age`] is an upper bound.
+//!
+//! **Ordering promise.** Items sent from one thread are emitted in send order (per-thread FIFO);
+//! [`Batcher::pinned`] gives a handle with per-handle FIFO whatever thread sends. Nothing is
+//! promised between threads.
+//!
+//! **Recycling.** Emitted batch vectors return to a bounded pool (a
+//! [`spanflow_lockfree::TreiberStack`]) when the [`Batch`] is dropped, and shard vectors are
+//! swapped rather than reallocated, so steady state allocates no vectors.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod batch;
+mod clock;
+mod config;
+mod consumer;
+mod error;
+mod intake;
+mod signal;
+mod stats;
+#[cfg(feature = "tokio")]
+mod stream;
+
+pub use batch::{Batch, CutReason};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{
+    BatcherBuilder, DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_ITEMS, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ITEMS, Policy, Weigh,
+};
+pub use consumer::Receiver;
+pub use error::{BuildError, RecvTimeoutError, SendError, Timeout, TryRecvError, TrySendError};
+pub use intake::Batcher;
+pub use stats::{Dropped, Refused, Stats};
+#[cfg(feature = "tokio")]
+pub use stream::BatchStream;

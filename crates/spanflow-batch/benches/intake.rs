@@ -1,0 +1,2 @@
+//! Intake benchmarks (filled in next).
+fn main() {}

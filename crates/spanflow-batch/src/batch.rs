@@ -1,0 +1,196 @@
+//! The unit the consumer receives, and the pool that recycles its vector.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use spanflow_lockfree::TreiberStack;
+
+/// Why a batch was cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CutReason {
+    /// It holds `max_items` items.
+    Count,
+    /// It reached `max_bytes`, or the next item would not have fitted.
+    Bytes,
+    /// Its oldest item reached `max_age`.
+    Age,
+    /// A flush asked for everything accepted before it.
+    Flush,
+    /// The batcher is shutting down.
+    Shutdown,
+}
+
+/// Emptied batch vectors waiting for reuse, on a Treiber stack so that a consumer dropping a
+/// batch on any thread never takes a lock.
+pub(crate) struct Pool<T> {
+    stack: TreiberStack<Vec<T>>,
+    /// Approximate number of vectors held; bounds the memory the pool keeps.
+    len: AtomicUsize,
+    capacity: usize,
+}
+
+impl<T: Send> Pool<T> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            stack: TreiberStack::new(),
+            len: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+
+    /// An empty vector with room for `cap` items, recycled when possible.
+    pub(crate) fn take(&self, cap: usize) -> Vec<T> {
+        match self.stack.pop() {
+            Some(mut v) => {
+                // Relaxed: `len` is a soft bound, not a synchronisation point.
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                v.reserve(cap);
+                v
+            }
+            None => Vec::with_capacity(cap),
+        }
+    }
+
+    pub(crate) fn give(&self, mut v: Vec<T>) {
+        v.clear();
+        if v.capacity() == 0 {
+            return;
+        }
+        // Relaxed: `len` is a soft bound; racing givers may overshoot by a few vectors.
+        if self.len.fetch_add(1, Ordering::Relaxed) < self.capacity {
+            self.stack.push(v);
+        } else {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A batch of items with its weight, the age of its oldest item and why it was cut.
+///
+/// Dereferences to `[T]`. Dropping it (or calling [`drain`](Self::drain) and then dropping it)
+/// returns its vector to the batcher's pool, so steady state allocates no batch vectors;
+/// [`into_vec`](Self::into_vec) takes the vector out of recycling.
+///
+/// ```
+/// use spanflow_batch::{Batcher, CutReason};
+///
+/// let (batcher, mut receiver) = Batcher::<u64>::builder().max_items(2).build()?;
+/// batcher.send(1)?;
+/// batcher.send(2)?;
+/// let mut batch = receiver.recv().expect("a full batch is due");
+/// assert_eq!(batch.reason(), CutReason::Count);
+/// assert_eq!(&batch[..], &[1, 2]);
+/// let items: Vec<u64> = batch.drain().collect();
+/// assert_eq!(items, [1, 2]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Batch<T: Send> {
+    items: Vec<T>,
+    bytes: u64,
+    age: Duration,
+    reason: CutReason,
+    pool: Option<Arc<Pool<T>>>,
+}
+
+impl<T: Send> Batch<T> {
+    pub(crate) fn new(
+        items: Vec<T>,
+        bytes: u64,
+        age: Duration,
+        reason: CutReason,
+        pool: Arc<Pool<T>>,
+    ) -> Self {
+        Self {
+            items,
+            bytes,
+            age,
+            reason,
+            pool: Some(pool),
+        }
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the batch holds no items (a batch is never emitted empty).
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Total weight of the items when the batch was cut.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// How long the oldest item had been queued when the batch was cut. Measured from the moment
+    /// the item's intake shard last went from empty to non-empty, so it is an upper bound.
+    pub fn age(&self) -> Duration {
+        self.age
+    }
+
+    /// Why the batch was cut.
+    pub fn reason(&self) -> CutReason {
+        self.reason
+    }
+
+    /// The items, in emission order.
+    pub fn items(&self) -> &[T] {
+        &self.items
+    }
+
+    /// Moves the items out; the emptied vector still goes back to the pool on drop.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, T> {
+        self.items.drain(..)
+    }
+
+    /// The items as a vector, taken out of recycling.
+    pub fn into_vec(mut self) -> Vec<T> {
+        std::mem::take(&mut self.items)
+    }
+}
+
+impl<T: Send> Drop for Batch<T> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give(std::mem::take(&mut self.items));
+        }
+    }
+}
+
+impl<T: Send> Deref for Batch<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.items
+    }
+}
+
+impl<T: Send> DerefMut for Batch<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.items
+    }
+}
+
+impl<'a, T: Send> IntoIterator for &'a Batch<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.iter()
+    }
+}
+
+impl<T: Send + fmt::Debug> fmt::Debug for Batch<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("len", &self.items.len())
+            .field("bytes", &self.bytes)
+            .field("age", &self.age)
+            .field("reason", &self.reason)
+            .field("items", &self.items)
+            .finish()
+    }
+}

@@ -1,0 +1,438 @@
+//! The consumer side: gathering shards into open batches, cutting them, and the receiver.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::mem;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::batch::{Batch, CutReason};
+use crate::clock::now_nanos;
+use crate::error::{RecvTimeoutError, TryRecvError};
+use crate::intake::{AWAKE, Shared};
+use crate::stats::Stats;
+
+/// A batch being filled. Only the last open batch is ever unsealed.
+struct OpenBatch<T> {
+    items: VecDeque<T>,
+    bytes: u64,
+    /// Upper bound on the age origin of its oldest item.
+    first_at: u64,
+    sealed: Option<CutReason>,
+}
+
+/// Everything the consumer owns, behind one lock that producers take only on slow paths
+/// (`DropOldest` eviction) and that flush, shutdown and stats take briefly.
+pub(crate) struct Collector<T> {
+    /// Items gathered from the shards, in batches, oldest first.
+    open: VecDeque<OpenBatch<T>>,
+    /// Swapped with a shard's vectors to gather it without copying under the shard's lock.
+    spare_items: Vec<T>,
+    spare_weights: Vec<u64>,
+    pub(crate) pending_items: u64,
+    pending_bytes: u64,
+    /// Items that have left the queue (emitted or dropped) so far; flush targets count in it.
+    pub(crate) retired: u64,
+    emitted: u64,
+    batches: u64,
+    dropped_oldest: u64,
+    dropped_disconnected: u64,
+    /// Everything up to this `retired` count is cut with reason `Flush` as soon as possible.
+    pub(crate) flush_target: u64,
+    /// Threads waiting on `Shared::progress`.
+    pub(crate) waiters: usize,
+    /// The batcher is closed and everything accepted has left the queue.
+    pub(crate) drained: bool,
+    receiver_gone: bool,
+}
+
+impl<T: Send> Collector<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            open: VecDeque::new(),
+            spare_items: Vec::new(),
+            spare_weights: Vec::new(),
+            pending_items: 0,
+            pending_bytes: 0,
+            retired: 0,
+            emitted: 0,
+            batches: 0,
+            dropped_oldest: 0,
+            dropped_disconnected: 0,
+            flush_target: 0,
+            waiters: 0,
+            drained: false,
+            receiver_gone: false,
+        }
+    }
+
+    /// Moves every shard's items into the open batches; returns how many were moved.
+    pub(crate) fn collect(&mut self, shared: &Shared<T>) -> u64 {
+        let mut gathered = 0;
+        for shard in shared.shards.iter() {
+            let (first_at, bytes, reported_items, reported_bytes) = {
+                let mut s = shard.lock();
+                if s.items.is_empty() {
+                    continue;
+                }
+                mem::swap(&mut s.items, &mut self.spare_items);
+                mem::swap(&mut s.weights, &mut self.spare_weights);
+                s.unreported_items = 0;
+                s.unreported_bytes = 0;
+                (
+                    s.first_at,
+                    mem::take(&mut s.bytes),
+                    mem::take(&mut s.reported_items),
+                    mem::take(&mut s.reported_bytes),
+                )
+            };
+            // Relaxed: the matching `fetch_add` happened under the shard lock we just took, so
+            // it precedes this in the hint's modification order and the hint cannot underflow.
+            shared
+                .hint_items
+                .fetch_sub(reported_items, Ordering::Relaxed);
+            shared
+                .hint_bytes
+                .fetch_sub(reported_bytes, Ordering::Relaxed);
+            gathered += self.spare_items.len() as u64;
+            self.absorb(shared, first_at, bytes);
+        }
+        if self.receiver_gone {
+            self.discard_all(shared);
+        }
+        gathered
+    }
+
+    /// Appends `spare_items` to the open batches, sealing each as it fills.
+    fn absorb(&mut self, shared: &Shared<T>, first_at: u64, bytes: u64) {
+        let config = &shared.config;
+        let n = self.spare_items.len();
+        self.pending_items += n as u64;
+        self.pending_bytes += bytes;
+        let weighted = config.weighted();
+        let weights = &self.spare_weights;
+        let mut drain = self.spare_items.drain(..);
+        let mut i = 0;
+        while i < n {
+            if self.open.back().is_none_or(|b| b.sealed.is_some()) {
+                self.open.push_back(OpenBatch {
+                    items: VecDeque::from(shared.pool.take(config.max_items)),
+                    bytes: 0,
+                    first_at,
+                    sealed: None,
+                });
+            }
+            let Some(back) = self.open.back_mut() else {
+                break;
+            };
+            if back.items.is_empty() {
+                back.first_at = first_at;
+            } else {
+                back.first_at = back.first_at.min(first_at);
+            }
+            let room = config.max_items.saturating_sub(back.items.len());
+            let take = if weighted {
+                let mut total = back.bytes;
+                let mut k = 0;
+                while k < room && i + k < n {
+                    let w = weights.get(i + k).copied().unwrap_or(0);
+                    // An item heavier than max_bytes still travels, alone.
+                    if back.items.len() + k > 0 && total.saturating_add(w) > config.max_bytes {
+                        break;
+                    }
+                    total += w;
+                    k += 1;
+                }
+                back.bytes = total;
+                k
+            } else {
+                room.min(n - i)
+            };
+            back.items.extend(drain.by_ref().take(take));
+            i += take;
+            if back.items.len() >= config.max_items {
+                back.sealed = Some(CutReason::Count);
+            } else if back.bytes >= config.max_bytes || i < n {
+                // Either full by weight, or the next item did not fit.
+                back.sealed = Some(CutReason::Bytes);
+            }
+        }
+        drop(drain);
+        self.spare_weights.clear();
+    }
+
+    /// The front batch, if one is due at `now`.
+    fn cut(&mut self, shared: &Shared<T>, now: u64, closed: bool) -> Option<Batch<T>> {
+        let front = self.open.front()?;
+        let reason = match front.sealed {
+            Some(reason) => reason,
+            None if now >= front.first_at.saturating_add(shared.config.max_age) => CutReason::Age,
+            None if self.flush_target > self.retired => CutReason::Flush,
+            None if closed => CutReason::Shutdown,
+            None => return None,
+        };
+        let batch = self.open.pop_front()?;
+        let n = batch.items.len() as u64;
+        self.pending_items -= n;
+        self.pending_bytes -= batch.bytes;
+        self.retired += n;
+        self.emitted += n;
+        self.batches += 1;
+        shared.give_credit(n, batch.bytes);
+        Some(Batch::new(
+            Vec::from(batch.items),
+            batch.bytes,
+            Duration::from_nanos(now.saturating_sub(batch.first_at)),
+            reason,
+            Arc::clone(&shared.pool),
+        ))
+    }
+
+    /// Clock time at which the front batch becomes due by age (`u64::MAX`: nothing queued).
+    fn next_deadline(&self, max_age: u64) -> u64 {
+        self.open
+            .front()
+            .map_or(u64::MAX, |b| b.first_at.saturating_add(max_age))
+    }
+
+    /// `DropOldest`: evicts from the front until at least `items` items and `bytes` bytes have
+    /// been freed or nothing is left; returns whether anything was evicted.
+    pub(crate) fn evict_front(&mut self, shared: &Shared<T>, items: u64, bytes: u64) -> bool {
+        let mut freed_items = 0;
+        let mut freed_bytes = 0;
+        while freed_items < items || freed_bytes < bytes {
+            let Some(front) = self.open.front_mut() else {
+                break;
+            };
+            if let Some(item) = front.items.pop_front() {
+                let w = shared.config.weight_of(&item);
+                front.bytes = front.bytes.saturating_sub(w);
+                freed_items += 1;
+                freed_bytes += w;
+                drop(item);
+            }
+            if front.items.is_empty()
+                && let Some(empty) = self.open.pop_front()
+            {
+                shared.pool.give(Vec::from(empty.items));
+            }
+        }
+        if freed_items == 0 {
+            return false;
+        }
+        tracing::trace!(
+            evicted = freed_items,
+            "budget full, dropped the oldest items"
+        );
+        self.pending_items -= freed_items;
+        self.pending_bytes = self.pending_bytes.saturating_sub(freed_bytes);
+        self.retired += freed_items;
+        self.dropped_oldest += freed_items;
+        shared.give_credit(freed_items, freed_bytes);
+        if self.waiters > 0 {
+            shared.progress.notify_all();
+        }
+        true
+    }
+
+    /// Drops everything queued (the receiver is gone), counting it.
+    fn discard_all(&mut self, shared: &Shared<T>) {
+        let n = self.pending_items;
+        if n > 0 {
+            tracing::debug!(dropped = n, "receiver dropped, discarding queued items");
+        }
+        let bytes = mem::take(&mut self.pending_bytes);
+        self.open.clear();
+        self.pending_items = 0;
+        self.retired += n;
+        self.dropped_disconnected += n;
+        shared.give_credit(n, bytes);
+    }
+
+    pub(crate) fn add_to(&self, stats: &mut Stats) {
+        stats.emitted = self.emitted;
+        stats.batches = self.batches;
+        stats.dropped_by_reason.oldest = self.dropped_oldest;
+        stats.dropped_by_reason.disconnected = self.dropped_disconnected;
+        stats.queued += self.pending_items;
+        stats.queued_bytes += self.pending_bytes;
+    }
+}
+
+pub(crate) enum Step<T: Send> {
+    Ready(Batch<T>),
+    End,
+    /// Nothing is due before this clock time (`u64::MAX`: until woken).
+    Wait(u64),
+}
+
+/// The consumer: yields [`Batch`]es as they become due.
+///
+/// There is exactly one; it is not `Clone`. As an [`Iterator`] it blocks for the next batch and
+/// ends once the batcher is closed (by [`Batcher::shutdown`](crate::Batcher::shutdown),
+/// [`Batcher::close`](crate::Batcher::close) or dropping every handle) and everything queued has
+/// been emitted. With the `tokio` feature, [`into_stream`](Self::into_stream) gives a `Stream`.
+/// Dropping the receiver closes the batcher and counts what was queued as
+/// `dropped_by_reason.disconnected`.
+///
+/// ```
+/// use spanflow_batch::{Batcher, CutReason, TryRecvError};
+///
+/// let (batcher, mut receiver) = Batcher::<u32>::builder().max_items(4).build()?;
+/// for i in 0..6 {
+///     batcher.send(i)?;
+/// }
+/// let batch = receiver.try_recv()?;
+/// assert_eq!((batch.len(), batch.reason()), (4, CutReason::Count));
+/// assert_eq!(receiver.try_recv().err(), Some(TryRecvError::Empty)); // 2 items, not yet due
+/// batcher.close();
+/// let rest = receiver.try_recv()?;
+/// assert_eq!((&rest[..], rest.reason()), (&[4, 5][..], CutReason::Shutdown));
+/// assert_eq!(receiver.try_recv().err(), Some(TryRecvError::Closed));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Receiver<T: Send> {
+    pub(crate) shared: Arc<Shared<T>>,
+}
+
+impl<T: Send> Receiver<T> {
+    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
+        Self { shared }
+    }
+
+    /// One look at the queue: gather, cut if due, otherwise say until when to sleep.
+    pub(crate) fn step(&mut self) -> Step<T> {
+        let shared = &*self.shared;
+        let mut collector = shared.collector.lock();
+        loop {
+            // Relaxed: producers read it under a shard lock; the collect below takes every
+            // shard lock after this store.
+            shared.sleep_until.store(AWAKE, Ordering::Relaxed);
+            // Read before gathering: once closed, this gathering sees every accepted item.
+            let closed = shared.is_closed();
+            collector.collect(shared);
+            let now = now_nanos(&*shared.config.clock);
+            if let Some(batch) = collector.cut(shared, now, closed) {
+                if closed && collector.pending_items == 0 {
+                    collector.drained = true;
+                }
+                if collector.waiters > 0 {
+                    shared.progress.notify_all();
+                }
+                return Step::Ready(batch);
+            }
+            if closed {
+                collector.drained = true;
+                if collector.waiters > 0 {
+                    shared.progress.notify_all();
+                }
+                return Step::End;
+            }
+            let deadline = collector.next_deadline(shared.config.max_age);
+            // Relaxed: published to producers by the shard locks the collect below takes; a
+            // producer that pushes after that collect sees it and wakes us if needed.
+            shared.sleep_until.store(deadline, Ordering::Relaxed);
+            if collector.collect(shared) == 0 && !shared.is_closed() {
+                return Step::Wait(deadline);
+            }
+        }
+    }
+
+    fn wait_signal(&self, deadline: u64, limit: Option<Instant>) {
+        let clock_wait = (deadline != u64::MAX).then(|| {
+            let now = now_nanos(&*self.shared.config.clock);
+            Instant::now() + Duration::from_nanos(deadline.saturating_sub(now))
+        });
+        let until = match (clock_wait, limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.shared.signal.wait(until);
+    }
+
+    /// Blocks until a batch is due and returns it; `None` once the batcher is closed and
+    /// everything has been emitted.
+    pub fn recv(&mut self) -> Option<Batch<T>> {
+        loop {
+            match self.step() {
+                Step::Ready(batch) => return Some(batch),
+                Step::End => return None,
+                Step::Wait(deadline) => self.wait_signal(deadline, None),
+            }
+        }
+    }
+
+    /// [`recv`](Self::recv), waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Batch<T>, RecvTimeoutError> {
+        let limit = Instant::now() + timeout;
+        loop {
+            match self.step() {
+                Step::Ready(batch) => return Ok(batch),
+                Step::End => return Err(RecvTimeoutError::Closed),
+                Step::Wait(deadline) => {
+                    if Instant::now() >= limit {
+                        self.shared.sleep_until.store(AWAKE, Ordering::Relaxed);
+                        return Err(RecvTimeoutError::Timeout);
+                    }
+                    self.wait_signal(deadline, Some(limit));
+                }
+            }
+        }
+    }
+
+    /// The next batch if one is due now (by the configured clock), without blocking.
+    pub fn try_recv(&mut self) -> Result<Batch<T>, TryRecvError> {
+        match self.step() {
+            Step::Ready(batch) => Ok(batch),
+            Step::End => Err(TryRecvError::Closed),
+            Step::Wait(_) => {
+                // Nobody sleeps, so producers need not try to wake us.
+                // Relaxed: a hint; the next step stores it again before looking.
+                self.shared.sleep_until.store(AWAKE, Ordering::Relaxed);
+                Err(TryRecvError::Empty)
+            }
+        }
+    }
+
+    /// A consistent snapshot of the accounting (see [`Stats`]).
+    pub fn stats(&self) -> Stats {
+        let collector = self.shared.collector.lock();
+        self.shared.stats_locked(&collector)
+    }
+
+    /// This receiver as an async `Stream` of batches (needs a tokio runtime with time enabled).
+    #[cfg(feature = "tokio")]
+    pub fn into_stream(self) -> crate::stream::BatchStream<T> {
+        crate::stream::BatchStream::new(self)
+    }
+}
+
+impl<T: Send> Iterator for Receiver<T> {
+    type Item = Batch<T>;
+
+    fn next(&mut self) -> Option<Batch<T>> {
+        self.recv()
+    }
+}
+
+impl<T: Send> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let shared = &*self.shared;
+        shared.close();
+        let mut collector = shared.collector.lock();
+        collector.receiver_gone = true;
+        collector.collect(shared);
+        collector.discard_all(shared);
+        collector.drained = true;
+        shared.progress.notify_all();
+    }
+}
+
+impl<T: Send> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("closed", &self.shared.is_closed())
+            .finish()
+    }
+}

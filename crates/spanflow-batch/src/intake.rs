@@ -1,0 +1,748 @@
+//! The producer side: sharded intake, the budget's credit leases, backpressure, flush, shutdown.
+//!
+//! Each thread sends into one shard (a `parking_lot::Mutex<Vec<T>>` on its own cache line),
+//! chosen round-robin when the thread first sends, so producers on different threads do not
+//! share a lock or a written cache line on the hot path. The consumer swaps a shard's vector out
+//! under that shard's lock. The budget is a pool of credits; a shard leases credits in small
+//! chunks, so a send touches the global pool once per chunk, not once per item.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+use parking_lot::{Condvar, Mutex};
+
+use crate::batch::Pool;
+use crate::clock::now_nanos;
+use crate::config::{Config, Policy};
+use crate::consumer::Collector;
+use crate::error::{SendError, Timeout, TrySendError};
+use crate::signal::Signal;
+use crate::stats::{Refused, Stats};
+use crate::{BatcherBuilder, Receiver};
+
+/// `sleep_until` value meaning "the consumer is awake and will look at every shard before it
+/// sleeps again", so producers need not wake it.
+pub(crate) const AWAKE: u64 = 0;
+
+/// One producer shard. Every counter here changes only under the shard's lock, which is what
+/// makes a stats snapshot consistent.
+pub(crate) struct Shard<T> {
+    pub(crate) items: Vec<T>,
+    /// Weights of `items`, index for index; empty when no weigher is configured.
+    pub(crate) weights: Vec<u64>,
+    pub(crate) bytes: u64,
+    /// Clock reading when `items` last went from empty to non-empty.
+    pub(crate) first_at: u64,
+    credit_items: u64,
+    credit_bytes: u64,
+    /// Items / bytes of `items` not yet added to the global hint.
+    pub(crate) unreported_items: u64,
+    pub(crate) unreported_bytes: u64,
+    /// Items / bytes of `items` already added to the global hint.
+    pub(crate) reported_items: u64,
+    pub(crate) reported_bytes: u64,
+    pub(crate) accepted: u64,
+    pub(crate) dropped_newest: u64,
+}
+
+impl<T> Shard<T> {
+    fn new() -> Self {
+        Self {
+            items: Vec::new(),
+            weights: Vec::new(),
+            bytes: 0,
+            first_at: 0,
+            credit_items: 0,
+            credit_bytes: 0,
+            unreported_items: 0,
+            unreported_bytes: 0,
+            reported_items: 0,
+            reported_bytes: 0,
+            accepted: 0,
+            dropped_newest: 0,
+        }
+    }
+}
+
+#[derive(Default)]
+struct RefusedCounters {
+    full: AtomicU64,
+    closed: AtomicU64,
+    timeout: AtomicU64,
+    too_large: AtomicU64,
+}
+
+impl RefusedCounters {
+    fn bump(counter: &AtomicU64) {
+        // Relaxed: a monotone counter read only for reporting.
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Refused {
+        Refused {
+            full: self.full.load(Ordering::Relaxed),
+            closed: self.closed.load(Ordering::Relaxed),
+            timeout: self.timeout.load(Ordering::Relaxed),
+            too_large: self.too_large.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// State shared by every handle, the receiver and the batches' pool.
+pub(crate) struct Shared<T: Send> {
+    pub(crate) config: Config<T>,
+    pub(crate) shards: Box<[CachePadded<Mutex<Shard<T>>>]>,
+    shard_mask: usize,
+    /// Set once by `close`; read under a shard lock by producers.
+    pub(crate) closed: AtomicBool,
+    /// Budget credits not leased to any shard nor held by queued items.
+    free_items: CachePadded<AtomicU64>,
+    free_bytes: CachePadded<AtomicU64>,
+    /// Approximate queued items / bytes, updated every `report_*` items; wakes the consumer for
+    /// count and byte triggers when several shards together hold a full batch.
+    pub(crate) hint_items: CachePadded<AtomicU64>,
+    pub(crate) hint_bytes: AtomicU64,
+    /// Clock time the consumer sleeps until (`u64::MAX`: indefinitely, `AWAKE`: not sleeping).
+    pub(crate) sleep_until: CachePadded<AtomicU64>,
+    pub(crate) signal: Signal,
+    pub(crate) collector: Mutex<Collector<T>>,
+    /// Notified (with `collector` held) when items leave the queue or the batcher drains.
+    pub(crate) progress: Condvar,
+    room: Mutex<()>,
+    room_cv: Condvar,
+    room_waiters: AtomicUsize,
+    pub(crate) pool: Arc<Pool<T>>,
+    handles: AtomicUsize,
+    refused: RefusedCounters,
+}
+
+pub(crate) fn new_pair<T: Send + 'static>(
+    config: Config<T>,
+    shards: usize,
+) -> (Batcher<T>, Receiver<T>) {
+    let budget_items = if config.budgeted {
+        config.budget_items
+    } else {
+        0
+    };
+    let budget_bytes = if config.budgeted {
+        config.budget_bytes
+    } else {
+        0
+    };
+    let pool = Arc::new(Pool::new(config.pool_capacity));
+    let shared = Arc::new(Shared {
+        shards: (0..shards)
+            .map(|_| CachePadded::new(Mutex::new(Shard::new())))
+            .collect(),
+        shard_mask: shards - 1,
+        closed: AtomicBool::new(false),
+        free_items: CachePadded::new(AtomicU64::new(budget_items)),
+        free_bytes: CachePadded::new(AtomicU64::new(budget_bytes)),
+        hint_items: CachePadded::new(AtomicU64::new(0)),
+        hint_bytes: AtomicU64::new(0),
+        sleep_until: CachePadded::new(AtomicU64::new(AWAKE)),
+        signal: Signal::default(),
+        collector: Mutex::new(Collector::new()),
+        progress: Condvar::new(),
+        room: Mutex::new(()),
+        room_cv: Condvar::new(),
+        room_waiters: AtomicUsize::new(0),
+        pool,
+        handles: AtomicUsize::new(1),
+        refused: RefusedCounters::default(),
+        config,
+    });
+    (
+        Batcher {
+            shared: Arc::clone(&shared),
+            pinned: None,
+        },
+        Receiver::new(shared),
+    )
+}
+
+/// Round-robin source of per-thread shard slots.
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    // Relaxed: only uniqueness-ish spreading matters, not ordering.
+    static THREAD_SLOT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+}
+
+enum Reject<T> {
+    Closed(T),
+    Full(T),
+}
+
+/// Takes between `need` and `want` credits from `pool`; `None` if fewer than `need` are free.
+fn take_credit(pool: &AtomicU64, need: u64, want: u64) -> Option<u64> {
+    if need == 0 {
+        return Some(0);
+    }
+    // SeqCst: part of the Dekker pair with `room_waiters` (see `Shared::block`); a credit
+    // returned by the consumer must be visible to a producer that then decides to sleep.
+    let mut cur = pool.load(Ordering::SeqCst);
+    loop {
+        if cur < need {
+            return None;
+        }
+        let take = cur.min(want.max(need));
+        match pool.compare_exchange_weak(cur, cur - take, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return Some(take),
+            Err(now) => cur = now,
+        }
+    }
+}
+
+impl<T: Send> Shared<T> {
+    fn shard_index(&self, pinned: Option<usize>) -> usize {
+        let slot = pinned.unwrap_or_else(|| THREAD_SLOT.with(|s| *s));
+        slot & self.shard_mask
+    }
+
+    /// Credits the shard's lease so it covers one more item of weight `w`.
+    /// `exact`: lease only what is needed (used when the pool is nearly empty).
+    fn lease(&self, shard: &mut Shard<T>, w: u64, exact: bool) -> bool {
+        let need_items = u64::from(shard.credit_items == 0);
+        let need_bytes = w.saturating_sub(shard.credit_bytes);
+        let (want_items, want_bytes) = if exact {
+            (need_items, need_bytes)
+        } else {
+            (
+                if need_items > 0 {
+                    self.config.lease_items
+                } else {
+                    0
+                },
+                if need_bytes > 0 {
+                    need_bytes.max(self.config.lease_bytes)
+                } else {
+                    0
+                },
+            )
+        };
+        let Some(items) = take_credit(&self.free_items, need_items, want_items) else {
+            return false;
+        };
+        let Some(bytes) = take_credit(&self.free_bytes, need_bytes, want_bytes) else {
+            self.give_credit(items, 0);
+            return false;
+        };
+        shard.credit_items += items;
+        shard.credit_bytes += bytes;
+        true
+    }
+
+    /// Returns credits to the pool and wakes producers blocked on a full budget.
+    pub(crate) fn give_credit(&self, items: u64, bytes: u64) {
+        self.give_credit_inner(items, bytes, true);
+    }
+
+    /// `notify == false` when the caller holds `room` (it wakes the waiters itself).
+    fn give_credit_inner(&self, items: u64, bytes: u64, notify: bool) {
+        if !self.config.budgeted || (items == 0 && bytes == 0) {
+            return;
+        }
+        // SeqCst: pairs with the SeqCst `room_waiters` increment in `block` (Dekker): either the
+        // blocked producer sees these credits when it re-leases, or we see it waiting below.
+        self.free_items.fetch_add(items, Ordering::SeqCst);
+        self.free_bytes.fetch_add(bytes, Ordering::SeqCst);
+        if notify && self.room_waiters.load(Ordering::SeqCst) > 0 {
+            let _room = self.room.lock();
+            self.room_cv.notify_all();
+        }
+    }
+
+    /// Moves every shard's unused lease back to the pool. `notify == false` when the caller
+    /// holds `room`.
+    fn reclaim(&self, notify: bool) {
+        if !self.config.budgeted {
+            return;
+        }
+        for shard in self.shards.iter() {
+            let (items, bytes) = {
+                let mut s = shard.lock();
+                (
+                    std::mem::take(&mut s.credit_items),
+                    std::mem::take(&mut s.credit_bytes),
+                )
+            };
+            self.give_credit_inner(items, bytes, notify);
+        }
+    }
+
+    /// The hot path: one shard lock, no global write unless a lease or a report is due.
+    fn push(&self, pinned: Option<usize>, item: T, w: u64, exact: bool) -> Result<(), Reject<T>> {
+        let config = &self.config;
+        let mut wake = false;
+        {
+            let mut shard = self.shards[self.shard_index(pinned)].lock();
+            // Relaxed: `close` stores before the consumer (or `close` itself) locks this shard
+            // to drain it, so that lock orders the store before this load when it matters.
+            if self.closed.load(Ordering::Relaxed) {
+                return Err(Reject::Closed(item));
+            }
+            if config.budgeted {
+                if (shard.credit_items == 0 || shard.credit_bytes < w)
+                    && !self.lease(&mut shard, w, exact)
+                {
+                    return Err(Reject::Full(item));
+                }
+                shard.credit_items -= 1;
+                shard.credit_bytes -= w;
+            }
+            let was_empty = shard.items.is_empty();
+            shard.items.push(item);
+            if config.weighted() {
+                shard.weights.push(w);
+            }
+            shard.bytes += w;
+            shard.accepted += 1;
+            // Relaxed: the consumer stores `sleep_until` before it locks the shards to look for
+            // items, so the shard lock orders that store before this load when this item is one
+            // the consumer did not see.
+            let sleep_until = self.sleep_until.load(Ordering::Relaxed);
+            if was_empty {
+                let now = now_nanos(&*config.clock);
+                shard.first_at = now;
+                wake |= now.saturating_add(config.max_age) < sleep_until;
+            }
+            shard.unreported_items += 1;
+            shard.unreported_bytes += w;
+            if shard.unreported_items >= config.report_items
+                || shard.unreported_bytes >= config.report_bytes
+            {
+                let (i, b) = (shard.unreported_items, shard.unreported_bytes);
+                shard.unreported_items = 0;
+                shard.unreported_bytes = 0;
+                shard.reported_items += i;
+                shard.reported_bytes += b;
+                // Relaxed: a hint for waking the consumer; exactness comes from the shard locks.
+                let total_items = self.hint_items.fetch_add(i, Ordering::Relaxed) + i;
+                let total_bytes = self.hint_bytes.fetch_add(b, Ordering::Relaxed) + b;
+                wake |= sleep_until != AWAKE
+                    && (total_items >= config.max_items as u64 || total_bytes >= config.max_bytes);
+            }
+            wake |= sleep_until != AWAKE
+                && (shard.items.len() >= config.max_items || shard.bytes >= config.max_bytes);
+        }
+        if wake {
+            self.signal.notify();
+        }
+        Ok(())
+    }
+
+    fn drop_newest(&self, pinned: Option<usize>, item: T) -> Result<(), SendError<T>> {
+        {
+            let mut shard = self.shards[self.shard_index(pinned)].lock();
+            // Relaxed: as in `push`.
+            if self.closed.load(Ordering::Relaxed) {
+                drop(shard);
+                RefusedCounters::bump(&self.refused.closed);
+                return Err(SendError::Closed(item));
+            }
+            shard.accepted += 1;
+            shard.dropped_newest += 1;
+        }
+        tracing::trace!("budget full, dropped the newest item");
+        drop(item);
+        Ok(())
+    }
+
+    /// `DropOldest`: under the consumer-side lock, gather every shard and evict from the front
+    /// of the queue until the new item fits.
+    fn drop_oldest(&self, pinned: Option<usize>, mut item: T, w: u64) -> Result<(), SendError<T>> {
+        let mut collector = self.collector.lock();
+        loop {
+            collector.collect(self);
+            match self.push(pinned, item, w, true) {
+                Ok(()) => return Ok(()),
+                Err(Reject::Closed(it)) => {
+                    RefusedCounters::bump(&self.refused.closed);
+                    return Err(SendError::Closed(it));
+                }
+                Err(Reject::Full(it)) => item = it,
+            }
+            if !collector.evict_front(self, 1, w) {
+                // Nothing left to evict: the budget is held by other shards' leases.
+                self.reclaim(true);
+                return match self.push(pinned, item, w, true) {
+                    Ok(()) => Ok(()),
+                    Err(Reject::Closed(it)) => {
+                        RefusedCounters::bump(&self.refused.closed);
+                        Err(SendError::Closed(it))
+                    }
+                    Err(Reject::Full(it)) => {
+                        drop(collector);
+                        self.drop_newest(pinned, it)
+                    }
+                };
+            }
+        }
+    }
+
+    fn block(
+        &self,
+        pinned: Option<usize>,
+        mut item: T,
+        w: u64,
+        timeout: Option<Duration>,
+    ) -> Result<(), SendError<T>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut room = self.room.lock();
+        loop {
+            // SeqCst: Dekker pair with `give_credit` (credits added, then waiters read).
+            self.room_waiters.fetch_add(1, Ordering::SeqCst);
+            self.reclaim(false);
+            let attempt = self.push(pinned, item, w, true);
+            let timed_out = match attempt {
+                Ok(()) => {
+                    // Reclaimed credits may let another waiter in too.
+                    if self.room_waiters.fetch_sub(1, Ordering::SeqCst) > 1 {
+                        self.room_cv.notify_all();
+                    }
+                    return Ok(());
+                }
+                Err(Reject::Closed(it)) => {
+                    self.room_waiters.fetch_sub(1, Ordering::SeqCst);
+                    RefusedCounters::bump(&self.refused.closed);
+                    return Err(SendError::Closed(it));
+                }
+                Err(Reject::Full(it)) => {
+                    item = it;
+                    // The consumer may be asleep with a late deadline; room comes from it.
+                    self.signal.notify();
+                    match deadline {
+                        Some(d) => self.room_cv.wait_until(&mut room, d).timed_out(),
+                        None => {
+                            self.room_cv.wait(&mut room);
+                            false
+                        }
+                    }
+                }
+            };
+            self.room_waiters.fetch_sub(1, Ordering::SeqCst);
+            if timed_out {
+                drop(room);
+                self.reclaim(true);
+                return match self.push(pinned, item, w, true) {
+                    Ok(()) => Ok(()),
+                    Err(Reject::Closed(it)) => {
+                        RefusedCounters::bump(&self.refused.closed);
+                        Err(SendError::Closed(it))
+                    }
+                    Err(Reject::Full(it)) => {
+                        RefusedCounters::bump(&self.refused.timeout);
+                        tracing::debug!("send timed out waiting for room in the budget");
+                        Err(SendError::Timeout(it))
+                    }
+                };
+            }
+        }
+    }
+
+    fn too_large(&self, w: u64) -> bool {
+        self.config.budgeted && w > self.config.budget_bytes
+    }
+
+    /// Closes intake; idempotent. Producers blocked on the budget and the consumer are woken.
+    pub(crate) fn close(&self) {
+        // Release: pairs with the consumer's Acquire load before its final gathering of the
+        // shards, so a producer that locks a shard after that gathering sees `closed`.
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            tracing::debug!("batcher closed");
+        }
+        self.signal.notify();
+        let _room = self.room.lock();
+        self.room_cv.notify_all();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        // Acquire: pairs with the Release in `close`.
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Snapshot under the consumer-side lock, each shard read under its own lock.
+    pub(crate) fn stats_locked(&self, collector: &Collector<T>) -> Stats {
+        let mut stats = Stats::default();
+        for shard in self.shards.iter() {
+            let s = shard.lock();
+            stats.accepted += s.accepted;
+            stats.dropped_by_reason.newest += s.dropped_newest;
+            stats.queued += s.items.len() as u64;
+            stats.queued_bytes += s.bytes;
+        }
+        collector.add_to(&mut stats);
+        stats.refused = self.refused.snapshot();
+        stats
+    }
+
+    /// Blocks until `done` holds for the collector, or `deadline` passes.
+    fn wait_progress(
+        &self,
+        deadline: Option<Instant>,
+        mut done: impl FnMut(&Collector<T>) -> bool,
+    ) -> Result<(), Timeout> {
+        let mut collector = self.collector.lock();
+        collector.waiters += 1;
+        let result = loop {
+            if done(&collector) {
+                break Ok(());
+            }
+            match deadline {
+                Some(d) => {
+                    if self.progress.wait_until(&mut collector, d).timed_out() && !done(&collector)
+                    {
+                        break Err(Timeout);
+                    }
+                }
+                None => self.progress.wait(&mut collector),
+            }
+        };
+        collector.waiters -= 1;
+        result
+    }
+
+    fn flush(&self, deadline: Option<Instant>) -> Result<(), Timeout> {
+        let target = {
+            let mut collector = self.collector.lock();
+            collector.collect(self);
+            let target = collector.retired + collector.pending_items;
+            if collector.retired >= target {
+                return Ok(());
+            }
+            collector.flush_target = collector.flush_target.max(target);
+            target
+        };
+        self.signal.notify();
+        self.wait_progress(deadline, |c| c.retired >= target)
+    }
+
+    fn shutdown(&self, deadline: Option<Instant>) -> Result<Stats, Timeout> {
+        self.close();
+        self.wait_progress(deadline, |c| c.drained)?;
+        let collector = self.collector.lock();
+        Ok(self.stats_locked(&collector))
+    }
+}
+
+/// The producer handle, and the control handle for flush and shutdown.
+///
+/// Cheap to clone, `Send + Sync`; clone it into every producing thread (or share one by
+/// reference). Each thread sends into its own intake shard, so sends from different threads do
+/// not contend. When the last handle is dropped the batcher closes, and the receiver ends after
+/// emitting what is queued.
+///
+/// Ordering: items sent from one thread are emitted in the order they were sent (per-thread
+/// FIFO); items from different threads interleave in no promised order. A task that migrates
+/// between threads may see its items reordered across the migration; use [`pinned`](Self::pinned)
+/// for a handle that keeps FIFO order whatever thread sends.
+///
+/// ```
+/// use spanflow_batch::{Batcher, CutReason};
+/// use std::thread;
+///
+/// let (batcher, receiver) = Batcher::<u64>::builder().max_items(100).build()?;
+/// let producers: Vec<_> = (0..2)
+///     .map(|p| {
+///         let batcher = batcher.clone();
+///         thread::spawn(move || {
+///             for i in 0..1000 {
+///                 batcher.send(p * 1000 + i).expect("open");
+///             }
+///         })
+///     })
+///     .collect();
+/// drop(batcher); // the receiver ends once every handle is gone and everything is emitted
+/// let consumer = thread::spawn(move || receiver.map(|batch| batch.len()).sum::<usize>());
+/// for p in producers {
+///     p.join().expect("producer");
+/// }
+/// assert_eq!(consumer.join().expect("consumer"), 2000);
+/// # Ok::<(), spanflow_batch::BuildError>(())
+/// ```
+pub struct Batcher<T: Send> {
+    shared: Arc<Shared<T>>,
+    pinned: Option<usize>,
+}
+
+impl<T: Send + 'static> Batcher<T> {
+    /// A builder with the documented defaults.
+    pub fn builder() -> BatcherBuilder<T> {
+        BatcherBuilder::new()
+    }
+}
+
+impl<T: Send> Batcher<T> {
+    /// Hands `item` to the batcher. Never blocks unless the policy is [`Policy::Block`] and the
+    /// budget is full. Under `DropNewest` / `DropOldest` a full budget drops an item (counted in
+    /// [`Stats::dropped_by_reason`]) and this returns `Ok`.
+    pub fn send(&self, item: T) -> Result<(), SendError<T>> {
+        let w = self.shared.config.weight_of(&item);
+        let item = match self.shared.push(self.pinned, item, w, false) {
+            Ok(()) => return Ok(()),
+            Err(Reject::Closed(item)) => {
+                RefusedCounters::bump(&self.shared.refused.closed);
+                return Err(SendError::Closed(item));
+            }
+            Err(Reject::Full(item)) => item,
+        };
+        self.overflow(item, w)
+    }
+
+    #[cold]
+    fn overflow(&self, item: T, w: u64) -> Result<(), SendError<T>> {
+        let shared = &*self.shared;
+        shared.signal.notify();
+        let policy = shared.config.policy;
+        if shared.too_large(w) {
+            return match policy {
+                Policy::Block { .. } => {
+                    RefusedCounters::bump(&shared.refused.too_large);
+                    Err(SendError::TooLarge(item))
+                }
+                Policy::DropNewest | Policy::DropOldest => shared.drop_newest(self.pinned, item),
+            };
+        }
+        // Leases stranded in idle shards may be what fills the budget.
+        shared.reclaim(true);
+        let item = match shared.push(self.pinned, item, w, true) {
+            Ok(()) => return Ok(()),
+            Err(Reject::Closed(item)) => {
+                RefusedCounters::bump(&shared.refused.closed);
+                return Err(SendError::Closed(item));
+            }
+            Err(Reject::Full(item)) => item,
+        };
+        match policy {
+            Policy::DropNewest => shared.drop_newest(self.pinned, item),
+            Policy::DropOldest => shared.drop_oldest(self.pinned, item, w),
+            Policy::Block { timeout } => shared.block(self.pinned, item, w, timeout),
+        }
+    }
+
+    /// Hands `item` to the batcher if the budget has room right now; never blocks, never drops:
+    /// on a full budget or a closed batcher the item comes back in the error.
+    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        let shared = &*self.shared;
+        let w = shared.config.weight_of(&item);
+        let item = match shared.push(self.pinned, item, w, false) {
+            Ok(()) => return Ok(()),
+            Err(Reject::Closed(item)) => {
+                RefusedCounters::bump(&shared.refused.closed);
+                return Err(TrySendError::Closed(item));
+            }
+            Err(Reject::Full(item)) => item,
+        };
+        shared.signal.notify();
+        if shared.too_large(w) {
+            RefusedCounters::bump(&shared.refused.too_large);
+            return Err(TrySendError::TooLarge(item));
+        }
+        shared.reclaim(true);
+        match shared.push(self.pinned, item, w, true) {
+            Ok(()) => Ok(()),
+            Err(Reject::Closed(item)) => {
+                RefusedCounters::bump(&shared.refused.closed);
+                Err(TrySendError::Closed(item))
+            }
+            Err(Reject::Full(item)) => {
+                RefusedCounters::bump(&shared.refused.full);
+                Err(TrySendError::Full(item))
+            }
+        }
+    }
+
+    /// Returns once every item accepted before the call has been emitted to the consumer (or
+    /// dropped for a counted reason). Needs a consumer running on another thread or task.
+    pub fn flush(&self) {
+        // Without a deadline the wait cannot time out.
+        let _ = self.shared.flush(None);
+    }
+
+    /// [`flush`](Self::flush), giving up after `timeout`. The flush keeps going after a timeout:
+    /// the consumer still cuts everything accepted before the call with reason `Flush`.
+    pub fn flush_timeout(&self, timeout: Duration) -> Result<(), Timeout> {
+        self.shared.flush(Some(Instant::now() + timeout))
+    }
+
+    /// Closes intake without waiting: later sends get `Closed` with their item back, and the
+    /// consumer emits what is queued and then ends. Safe to call from the consumer's thread.
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// Whether the batcher is closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// Closes intake, waits until the consumer has emitted everything still queued, and returns
+    /// the final stats (`queued == 0`). Nothing accepted before the call is lost. Needs a
+    /// consumer running on another thread or task (or a dropped receiver, whose queued items are
+    /// counted as `dropped_by_reason.disconnected`).
+    pub fn shutdown(&self) -> Stats {
+        match self.shared.shutdown(None) {
+            Ok(stats) => stats,
+            // Unreachable without a deadline; report what is known rather than panic.
+            Err(Timeout) => self.stats(),
+        }
+    }
+
+    /// [`shutdown`](Self::shutdown), giving up the wait after `timeout` (intake stays closed and
+    /// the consumer keeps draining).
+    pub fn shutdown_timeout(&self, timeout: Duration) -> Result<Stats, Timeout> {
+        self.shared.shutdown(Some(Instant::now() + timeout))
+    }
+
+    /// A consistent snapshot of the accounting (see [`Stats`]).
+    pub fn stats(&self) -> Stats {
+        let collector = self.shared.collector.lock();
+        self.shared.stats_locked(&collector)
+    }
+
+    /// A handle bound to one shard (chosen round-robin) instead of the calling thread's shard:
+    /// everything sent through it is emitted in send order, whatever thread sends. Use one per
+    /// task when a task may migrate between threads and order matters.
+    pub fn pinned(&self) -> Self {
+        let mut handle = self.clone();
+        // Relaxed: only spreading matters.
+        handle.pinned = Some(NEXT_SLOT.fetch_add(1, Ordering::Relaxed));
+        handle
+    }
+}
+
+impl<T: Send> Clone for Batcher<T> {
+    fn clone(&self) -> Self {
+        // Relaxed: as for `Arc::clone`, a new handle is made from an existing one.
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: Arc::clone(&self.shared),
+            pinned: self.pinned,
+        }
+    }
+}
+
+impl<T: Send> Drop for Batcher<T> {
+    fn drop(&mut self) {
+        // AcqRel: as for `Arc::drop`, the last handle's close happens after every other
+        // handle's sends.
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.close();
+        }
+    }
+}
+
+impl<T: Send> fmt::Debug for Batcher<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batcher")
+            .field("shards", &self.shared.shards.len())
+            .field("closed", &self.shared.is_closed())
+            .field("pinned", &self.pinned)
+            .finish()
+    }
+}
