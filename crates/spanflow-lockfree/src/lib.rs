@@ -15,7 +15,9 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod deque;
 mod loom;
 mod stack;
 
+pub use deque::{Injector, Steal, Stealer, Worker};
 pub use stack::{IntoFifo, TakeAll, TreiberStack};
