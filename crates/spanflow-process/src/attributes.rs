@@ -1,0 +1,452 @@
+//! Insert, update, upsert, delete and hash span or resource attributes.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use spanflow_otlp::proto::common::v1::{AnyValue, any_value};
+use spanflow_otlp::{AnyValueView, KeyValueView, TraceRequest};
+
+use crate::error::{ConfigError, ProcessError};
+use crate::matching::{Value, compile_regex};
+use crate::processor::{Context, Processor};
+use crate::wire_edit::{Edit, Edits, apply_edits};
+
+/// What an [`AttributeAction`] does, as in the OpenTelemetry Collector's
+/// attributes processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Set the key only if it is absent.
+    Insert,
+    /// Set the key only if it is present.
+    Update,
+    /// Set the key whether present or not.
+    Upsert,
+    /// Remove the key (or every key matching `pattern`).
+    Delete,
+    /// Replace the value by the lowercase hex SHA-256 of its bytes (see
+    /// [`Attributes`]); absent keys stay absent.
+    Hash,
+}
+
+/// Which attributes an action edits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// The span's own attributes.
+    #[default]
+    Span,
+    /// The attributes of the resource the span belongs to (edited once per
+    /// resource).
+    Resource,
+}
+
+/// One edit of an [`Attributes`] processor.
+///
+/// Exactly one of `key` and `pattern` is set; `pattern` (a regex over keys)
+/// is allowed for `delete` and `hash` only. `insert`, `update` and `upsert`
+/// take the new value from `value` or, if `from_attribute` is set, from
+/// that attribute of the same span or resource (nothing happens when it is
+/// absent).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeAction {
+    /// The attribute key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// A regex selecting keys (unanchored), for `delete` and `hash`.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// What to do.
+    pub action: ActionKind,
+    /// The new value for `insert` / `update` / `upsert`.
+    #[serde(default)]
+    pub value: Option<Value>,
+    /// Copy the new value from this attribute instead of `value`.
+    #[serde(default)]
+    pub from_attribute: Option<String>,
+    /// Span (default) or resource attributes.
+    #[serde(default)]
+    pub scope: Scope,
+}
+
+impl AttributeAction {
+    fn with(action: ActionKind, key: impl Into<String>, value: Option<Value>) -> Self {
+        AttributeAction {
+            key: Some(key.into()),
+            pattern: None,
+            action,
+            value,
+            from_attribute: None,
+            scope: Scope::Span,
+        }
+    }
+
+    /// Sets `key` to `value` if absent.
+    pub fn insert(key: impl Into<String>, value: impl Into<Value>) -> Self {
+        Self::with(ActionKind::Insert, key, Some(value.into()))
+    }
+
+    /// Sets `key` to `value` if present.
+    pub fn update(key: impl Into<String>, value: impl Into<Value>) -> Self {
+        Self::with(ActionKind::Update, key, Some(value.into()))
+    }
+
+    /// Sets `key` to `value`.
+    pub fn upsert(key: impl Into<String>, value: impl Into<Value>) -> Self {
+        Self::with(ActionKind::Upsert, key, Some(value.into()))
+    }
+
+    /// Removes `key`.
+    pub fn delete(key: impl Into<String>) -> Self {
+        Self::with(ActionKind::Delete, key, None)
+    }
+
+    /// Removes every key matching the regex `pattern`.
+    pub fn delete_matching(pattern: impl Into<String>) -> Self {
+        AttributeAction {
+            key: None,
+            pattern: Some(pattern.into()),
+            ..Self::with(ActionKind::Delete, "", None)
+        }
+    }
+
+    /// Replaces the value of `key` by its SHA-256.
+    pub fn hash(key: impl Into<String>) -> Self {
+        Self::with(ActionKind::Hash, key, None)
+    }
+
+    /// Takes the new value from attribute `from` instead of a literal.
+    pub fn from_attribute(mut self, from: impl Into<String>) -> Self {
+        self.value = None;
+        self.from_attribute = Some(from.into());
+        self
+    }
+
+    /// Applies the action to resource attributes instead of span attributes.
+    pub fn on_resource(mut self) -> Self {
+        self.scope = Scope::Resource;
+        self
+    }
+}
+
+/// Configuration of an [`Attributes`] processor.
+///
+/// ```toml
+/// [[processors]]
+/// type = "attributes"
+/// actions = [
+///   { key = "env", action = "upsert", value = "prod", scope = "resource" },
+///   { key = "user.email", action = "hash" },
+///   { pattern = "^internal\\.", action = "delete" },
+/// ]
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributesConfig {
+    /// Name in logs and panic counts; defaults to `attributes`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The edits, applied in order (a later action sees the effect of an
+    /// earlier one).
+    pub actions: Vec<AttributeAction>,
+}
+
+impl AttributesConfig {
+    /// A configuration with these actions.
+    pub fn new(actions: impl IntoIterator<Item = AttributeAction>) -> Self {
+        AttributesConfig {
+            name: None,
+            actions: actions.into_iter().collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Key(String),
+    Pattern(regex::Regex),
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    None,
+    Literal(AnyValue),
+    From(String),
+}
+
+#[derive(Debug, Clone)]
+struct Action {
+    kind: ActionKind,
+    target: Target,
+    source: Source,
+}
+
+/// Inserts, updates, upserts, deletes or hashes span and resource attributes,
+/// in the spirit of the OpenTelemetry Collector's attributes processor.
+///
+/// Edits are made on the wire (only the edited spans and resources are
+/// re-encoded; everything else is copied as bytes), and a batch no action
+/// applies to is passed on unchanged. `hash` replaces a value by the
+/// lowercase hex SHA-256 of: the UTF-8 bytes of a string, the raw bytes of a
+/// bytes value, the decimal text of an integer, the shortest round-trip text
+/// of a double, `true`/`false` for a boolean; arrays, maps and empty values
+/// are left as they are.
+///
+/// ```
+/// use spanflow_process::{AttributeAction, Attributes, AttributesConfig};
+///
+/// let p = Attributes::from_config(&AttributesConfig::new([
+///     AttributeAction::upsert("env", "prod").on_resource(),
+///     AttributeAction::hash("user.email"),
+/// ]))?;
+/// assert_eq!(spanflow_process::Processor::name(&p), "attributes");
+/// # Ok::<(), spanflow_process::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Attributes {
+    name: String,
+    span_actions: Vec<Action>,
+    resource_actions: Vec<Action>,
+}
+
+impl Attributes {
+    /// Builds the processor from its configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] if an action has neither or both of `key` and
+    /// `pattern`, a `pattern` on a set action, a set action without a value
+    /// source (or with both), a value on `delete`/`hash`, or a bad regex.
+    pub fn from_config(config: &AttributesConfig) -> Result<Self, ConfigError> {
+        let name = config
+            .name
+            .clone()
+            .unwrap_or_else(|| "attributes".to_owned());
+        if config.actions.is_empty() {
+            return Err(ConfigError::invalid(
+                &name,
+                "attributes needs at least one action",
+            ));
+        }
+        let mut span_actions = Vec::new();
+        let mut resource_actions = Vec::new();
+        for (i, a) in config.actions.iter().enumerate() {
+            let bad = |msg: &str| ConfigError::invalid(&name, format!("action {i}: {msg}"));
+            let target = match (&a.key, &a.pattern) {
+                (Some(k), None) => Target::Key(k.clone()),
+                (None, Some(p)) => {
+                    if !matches!(a.action, ActionKind::Delete | ActionKind::Hash) {
+                        return Err(bad("pattern is only allowed for delete and hash"));
+                    }
+                    Target::Pattern(compile_regex(&name, p)?)
+                }
+                _ => return Err(bad("set exactly one of key and pattern")),
+            };
+            let source = match (a.action, &a.value, &a.from_attribute) {
+                (ActionKind::Delete | ActionKind::Hash, None, None) => Source::None,
+                (ActionKind::Delete | ActionKind::Hash, _, _) => {
+                    return Err(bad("delete and hash take no value"));
+                }
+                (_, Some(v), None) => Source::Literal(value_to_proto(v)),
+                (_, None, Some(from)) => Source::From(from.clone()),
+                (_, None, None) => return Err(bad("set one of value and from_attribute")),
+                (_, Some(_), Some(_)) => {
+                    return Err(bad("set only one of value and from_attribute"));
+                }
+            };
+            let action = Action {
+                kind: a.action,
+                target,
+                source,
+            };
+            match a.scope {
+                Scope::Span => span_actions.push(action),
+                Scope::Resource => resource_actions.push(action),
+            }
+        }
+        Ok(Attributes {
+            name,
+            span_actions,
+            resource_actions,
+        })
+    }
+}
+
+pub(crate) fn value_to_proto(v: &Value) -> AnyValue {
+    let value = match v {
+        Value::Bool(b) => any_value::Value::BoolValue(*b),
+        Value::Int(i) => any_value::Value::IntValue(*i),
+        Value::Double(d) => any_value::Value::DoubleValue(*d),
+        Value::String(s) => any_value::Value::StringValue(s.clone()),
+    };
+    AnyValue { value: Some(value) }
+}
+
+/// The SHA-256 hex of a value, `None` for values that are not hashed.
+pub(crate) fn hash_value(v: &AnyValueView<'_>) -> Option<String> {
+    let digest = match v {
+        AnyValueView::String(s) => Sha256::digest(s.as_bytes()),
+        AnyValueView::Bytes(b) => Sha256::digest(b),
+        AnyValueView::Int(i) => Sha256::digest(i.to_string().as_bytes()),
+        AnyValueView::Double(d) => Sha256::digest(d.to_string().as_bytes()),
+        AnyValueView::Bool(b) => Sha256::digest(if *b { b"true" as &[u8] } else { b"false" }),
+        AnyValueView::Empty | AnyValueView::Array(_) | AnyValueView::KvList(_) => return None,
+    };
+    Some(hex::encode(digest))
+}
+
+/// The hash of a value already owned (an earlier action of the same span set it).
+fn hash_owned(v: &AnyValue) -> Option<String> {
+    let digest = match v.value.as_ref()? {
+        any_value::Value::StringValue(s) => Sha256::digest(s.as_bytes()),
+        any_value::Value::BytesValue(b) => Sha256::digest(b),
+        any_value::Value::IntValue(i) => Sha256::digest(i.to_string().as_bytes()),
+        any_value::Value::DoubleValue(d) => Sha256::digest(d.to_string().as_bytes()),
+        any_value::Value::BoolValue(b) => {
+            Sha256::digest(if *b { b"true" as &[u8] } else { b"false" })
+        }
+        _ => return None,
+    };
+    Some(hex::encode(digest))
+}
+
+fn string_value(s: String) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s)),
+    }
+}
+
+/// Runs `actions` against one attribute list and returns the edits to make.
+fn plan<'a, I>(actions: &[Action], attrs: I) -> Edits<'a>
+where
+    I: Iterator<Item = KeyValueView<'a>> + Clone,
+{
+    let mut edits = Edits::new();
+    // The current value of `key`: the pending edit if any, else the original.
+    enum Current<'v, 'a> {
+        Absent,
+        Original(AnyValueView<'a>),
+        Pending(&'v AnyValue),
+    }
+    fn current<'v, 'a, I>(edits: &'v Edits<'a>, attrs: &I, key: &str) -> Current<'v, 'a>
+    where
+        I: Iterator<Item = KeyValueView<'a>> + Clone,
+    {
+        match edits.iter().rev().find(|e| e.key == key) {
+            Some(Edit { value: Some(v), .. }) => Current::Pending(v),
+            Some(Edit { value: None, .. }) => Current::Absent,
+            None => match attrs.clone().find(|kv| kv.key == key) {
+                Some(kv) => Current::Original(kv.value),
+                None => Current::Absent,
+            },
+        }
+    }
+    for action in actions {
+        match (&action.target, action.kind) {
+            (Target::Key(key), ActionKind::Insert | ActionKind::Update | ActionKind::Upsert) => {
+                let present = !matches!(current(&edits, &attrs, key), Current::Absent);
+                let applies = match action.kind {
+                    ActionKind::Insert => !present,
+                    ActionKind::Update => present,
+                    _ => true,
+                };
+                if !applies {
+                    continue;
+                }
+                let value = match &action.source {
+                    Source::Literal(v) => v.clone(),
+                    Source::From(from) => match current(&edits, &attrs, from) {
+                        Current::Absent => continue,
+                        Current::Original(v) => v.to_proto(),
+                        Current::Pending(v) => v.clone(),
+                    },
+                    Source::None => continue,
+                };
+                edits.set(Cow::Owned(key.clone()), Some(value));
+            }
+            (Target::Key(key), ActionKind::Delete) => {
+                if !matches!(current(&edits, &attrs, key), Current::Absent) {
+                    edits.set(Cow::Owned(key.clone()), None);
+                }
+            }
+            (Target::Key(key), ActionKind::Hash) => {
+                let hashed = match current(&edits, &attrs, key) {
+                    Current::Absent => None,
+                    Current::Original(v) => hash_value(&v),
+                    Current::Pending(v) => hash_owned(v),
+                };
+                if let Some(h) = hashed {
+                    edits.set(Cow::Owned(key.clone()), Some(string_value(h)));
+                }
+            }
+            (Target::Pattern(re), kind) => {
+                // Keys of the original list plus keys set by earlier actions.
+                let mut keys: Vec<Cow<'a, str>> = attrs
+                    .clone()
+                    .map(|kv| Cow::Borrowed(kv.key))
+                    .filter(|k| re.is_match(k))
+                    .collect();
+                for e in edits.iter() {
+                    if re.is_match(&e.key) && !keys.contains(&e.key) {
+                        keys.push(e.key.clone());
+                    }
+                }
+                for key in keys {
+                    match (kind, current(&edits, &attrs, &key)) {
+                        (_, Current::Absent) => {}
+                        (ActionKind::Hash, Current::Original(v)) => {
+                            if let Some(h) = hash_value(&v) {
+                                edits.set(key, Some(string_value(h)));
+                            }
+                        }
+                        (ActionKind::Hash, Current::Pending(v)) => {
+                            if let Some(h) = hash_owned(v) {
+                                edits.set(key, Some(string_value(h)));
+                            }
+                        }
+                        _ => edits.set(key, None),
+                    }
+                }
+            }
+        }
+    }
+    edits
+}
+
+impl Processor for Attributes {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn process(&self, batch: TraceRequest, cx: &Context<'_>) -> Result<TraceRequest, ProcessError> {
+        if batch.span_count() == 0 {
+            return Ok(batch);
+        }
+        let resource_edits: Vec<Edits<'_>> = if self.resource_actions.is_empty() {
+            Vec::new()
+        } else {
+            batch
+                .resources()
+                .map(|r| plan(&self.resource_actions, r.attributes()))
+                .collect()
+        };
+        let mut span_edits: Vec<Edits<'_>> = Vec::new();
+        if !self.span_actions.is_empty() {
+            span_edits.resize_with(batch.span_count(), Edits::new);
+            cx.parallelism()
+                .for_each_chunk(&mut span_edits, |first, chunk| {
+                    for (offset, slot) in chunk.iter_mut().enumerate() {
+                        if let Some(span) = batch.span(first + offset) {
+                            *slot = plan(&self.span_actions, span.attributes());
+                        }
+                    }
+                });
+        }
+        apply_edits(&batch, &span_edits, &resource_edits).map_err(|e| ProcessError::Failed {
+            processor: self.name.clone(),
+            message: e.to_string(),
+        })
+    }
+}

@@ -1,0 +1,415 @@
+//! [`Chain`]: processors applied in order, with panic isolation and counts.
+
+use std::cell::Cell;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+use spanflow_otlp::TraceRequest;
+
+use crate::config::ProcessorConfig;
+use crate::error::{ConfigError, ProcessError, panic_message};
+use crate::processor::{Context, Parallelism, Processor, SpanPredicate};
+use crate::span_stats::SpanStats;
+
+/// Processors applied in order to each batch.
+///
+/// A chain is `Send + Sync`: one chain serves every thread of a
+/// [`Scheduler`](crate::Scheduler), processing many batches at once. A
+/// processor that panics or fails costs only the batch it was processing:
+/// [`Chain::process`] returns [`ProcessError`], the panic is logged with the
+/// processor's name and counted in [`Chain::stats`], and the next batch is
+/// processed normally.
+///
+/// Consecutive keep/drop processors ([`Filter`](crate::Filter),
+/// [`ProbabilisticSampler`](crate::ProbabilisticSampler), anything exposing
+/// [`Processor::as_predicate`]) are evaluated in one pass with one
+/// keep-mask, so a chain copies the batch once per group, not once per
+/// processor; a batch nothing touches is passed on as is (byte-identical).
+///
+/// ```
+/// use spanflow_otlp::TraceRequest;
+/// use spanflow_process::{Chain, ProcessorConfig};
+///
+/// let config: Vec<ProcessorConfig> = serde_json::from_str(r#"[
+///     {"type": "filter", "span_names": ["GET /health"]},
+///     {"type": "probabilistic_sampler", "ratio": 0.25}
+/// ]"#)?;
+/// let chain = Chain::from_config(&config)?;
+/// let out = chain.process(TraceRequest::empty())?;
+/// assert_eq!(out.span_count(), 0);
+/// assert_eq!(chain.stats().batches, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Chain {
+    processors: Vec<Box<dyn Processor>>,
+    steps: Vec<Step>,
+    parallelism: Parallelism,
+    span_stats: Vec<SpanStats>,
+    counters: Counters,
+}
+
+#[derive(Debug)]
+enum Step {
+    One(usize),
+    Predicates(Vec<usize>),
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    batches: CachePadded<AtomicU64>,
+    failed: CachePadded<AtomicU64>,
+    spans_in: CachePadded<AtomicU64>,
+    spans_out: CachePadded<AtomicU64>,
+    /// One per processor, same order.
+    panics: Box<[AtomicU64]>,
+    failures: Box<[AtomicU64]>,
+}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chain")
+            .field("processors", &self.names().collect::<Vec<_>>())
+            .field("steps", &self.steps)
+            .field("parallelism", &self.parallelism)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Chain`] from processors made in code.
+///
+/// ```
+/// use spanflow_process::{Chain, Filter, FilterConfig, MatchType, Parallelism, ProbabilisticSampler};
+///
+/// let chain = Chain::builder()
+///     .processor(Filter::from_config(&FilterConfig::drop().span_names(MatchType::Exact, ["ping"]))?)
+///     .processor(ProbabilisticSampler::new(0.1)?)
+///     .parallelism(Parallelism::sequential())
+///     .build()?;
+/// assert_eq!(chain.names().collect::<Vec<_>>(), ["filter", "probabilistic_sampler"]);
+/// # Ok::<(), spanflow_process::ConfigError>(())
+/// ```
+#[must_use]
+pub struct ChainBuilder {
+    processors: Vec<Box<dyn Processor>>,
+    parallelism: Option<Parallelism>,
+    span_stats: Vec<SpanStats>,
+}
+
+impl fmt::Debug for ChainBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainBuilder")
+            .field(
+                "processors",
+                &self.processors.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChainBuilder {
+    /// Appends a processor.
+    pub fn processor(mut self, p: impl Processor + 'static) -> Self {
+        self.processors.push(Box::new(p));
+        self
+    }
+
+    /// Appends a boxed processor.
+    pub fn boxed(mut self, p: Box<dyn Processor>) -> Self {
+        self.processors.push(p);
+        self
+    }
+
+    /// Appends a [`SpanStats`] and remembers it for [`Chain::span_stats`].
+    pub fn span_stats(mut self, stats: SpanStats) -> Self {
+        self.span_stats.push(stats.clone());
+        self.processors.push(Box::new(stats));
+        self
+    }
+
+    /// The data parallelism inside large batches; default
+    /// [`Parallelism::shared`].
+    pub fn parallelism(mut self, parallelism: Parallelism) -> Self {
+        self.parallelism = Some(parallelism);
+        self
+    }
+
+    /// Builds the chain.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::DuplicateName`] if two processors share a name.
+    pub fn build(self) -> Result<Chain, ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.processors {
+            if !seen.insert(p.name()) {
+                return Err(ConfigError::DuplicateName(p.name().to_owned()));
+            }
+        }
+        let mut steps = Vec::new();
+        for (i, p) in self.processors.iter().enumerate() {
+            match (p.as_predicate(), steps.last_mut()) {
+                (Some(_), Some(Step::Predicates(group))) => group.push(i),
+                (Some(_), _) => steps.push(Step::Predicates(vec![i])),
+                (None, _) => steps.push(Step::One(i)),
+            }
+        }
+        let n = self.processors.len();
+        Ok(Chain {
+            counters: Counters {
+                panics: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                failures: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                ..Counters::default()
+            },
+            processors: self.processors,
+            steps,
+            parallelism: self.parallelism.unwrap_or_else(Parallelism::shared),
+            span_stats: self.span_stats,
+        })
+    }
+}
+
+impl Chain {
+    /// An empty builder.
+    pub fn builder() -> ChainBuilder {
+        ChainBuilder {
+            processors: Vec::new(),
+            parallelism: None,
+            span_stats: Vec::new(),
+        }
+    }
+
+    /// Builds a chain from configuration, in order, with
+    /// [`Parallelism::shared`]. Unnamed processors are named after their
+    /// type (`filter`, `attributes`, …), with `#<position>` appended when the
+    /// type occurs more than once.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`] of any processor, or
+    /// [`ConfigError::DuplicateName`].
+    pub fn from_config(configs: &[ProcessorConfig]) -> Result<Chain, ConfigError> {
+        Self::builder_from_config(configs)?.build()
+    }
+
+    /// Like [`Chain::from_config`] but returns the builder, so the caller can
+    /// set the parallelism or append processors.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`] of any processor.
+    pub fn builder_from_config(configs: &[ProcessorConfig]) -> Result<ChainBuilder, ConfigError> {
+        let mut builder = Chain::builder();
+        for (i, config) in configs.iter().enumerate() {
+            let mut config = config.clone();
+            if config.name().is_none() {
+                let kind = config.kind();
+                let repeated = configs
+                    .iter()
+                    .filter(|c| c.name().is_none() && c.kind() == kind)
+                    .count()
+                    > 1;
+                config.set_name(if repeated {
+                    format!("{kind}#{i}")
+                } else {
+                    kind.to_owned()
+                });
+            }
+            builder = match config.build()? {
+                crate::config::Built::SpanStats(stats) => builder.span_stats(stats),
+                crate::config::Built::Other(p) => builder.boxed(p),
+            };
+        }
+        Ok(builder)
+    }
+
+    /// Processor names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.processors.iter().map(|p| p.name())
+    }
+
+    /// The [`SpanStats`] processors of this chain, by name, to read snapshots.
+    pub fn span_stats(&self, name: &str) -> Option<&SpanStats> {
+        self.span_stats.iter().find(|s| s.name() == name)
+    }
+
+    /// The chain's data parallelism.
+    pub fn parallelism(&self) -> &Parallelism {
+        &self.parallelism
+    }
+
+    /// Runs the batch through every processor, on the calling thread (and the
+    /// rayon pool for batches above the parallel cutoff).
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError`] if a processor panicked or failed; the batch is lost.
+    pub fn process(&self, batch: TraceRequest) -> Result<TraceRequest, ProcessError> {
+        let spans_in = batch.span_count() as u64;
+        // Relaxed: statistics only, read by `stats` without ordering needs.
+        self.counters
+            .spans_in
+            .fetch_add(spans_in, Ordering::Relaxed);
+        match self.run(batch) {
+            Ok(out) => {
+                self.counters.batches.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .spans_out
+                    .fetch_add(out.span_count() as u64, Ordering::Relaxed);
+                Ok(out)
+            }
+            Err((index, e)) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                let per = match e {
+                    ProcessError::Panicked { .. } => &self.counters.panics,
+                    _ => &self.counters.failures,
+                };
+                per[index].fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    processor = e.processor(),
+                    spans = spans_in,
+                    error = %e,
+                    "batch dropped"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn run(&self, mut batch: TraceRequest) -> Result<TraceRequest, (usize, ProcessError)> {
+        let cx = Context::new(&self.parallelism);
+        for step in &self.steps {
+            batch = match step {
+                Step::One(i) => {
+                    let p = &self.processors[*i];
+                    match catch_unwind(AssertUnwindSafe(|| p.process(batch, &cx))) {
+                        Ok(Ok(out)) => out,
+                        Ok(Err(e)) => return Err((*i, e)),
+                        Err(payload) => {
+                            return Err((
+                                *i,
+                                ProcessError::Panicked {
+                                    processor: p.name().to_owned(),
+                                    message: panic_message(payload.as_ref()),
+                                },
+                            ));
+                        }
+                    }
+                }
+                Step::Predicates(group) => self.run_predicates(batch, group)?,
+            };
+        }
+        Ok(batch)
+    }
+
+    /// Evaluates a group of predicates in one pass over the batch.
+    fn run_predicates(
+        &self,
+        batch: TraceRequest,
+        group: &[usize],
+    ) -> Result<TraceRequest, (usize, ProcessError)> {
+        let n = batch.span_count();
+        if n == 0 {
+            return Ok(batch);
+        }
+        let preds: Vec<&dyn SpanPredicate> = group
+            .iter()
+            .filter_map(|&i| self.processors[i].as_predicate())
+            .collect();
+        let panicked: Mutex<Option<(usize, String)>> = Mutex::new(None);
+        let mut mask = vec![false; n];
+        self.parallelism.for_each_chunk(&mut mask, |first, chunk| {
+            let current = Cell::new(0usize);
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                for (offset, slot) in chunk.iter_mut().enumerate() {
+                    let Some(span) = batch.span(first + offset) else {
+                        continue;
+                    };
+                    let mut keep = true;
+                    for (k, pred) in preds.iter().enumerate() {
+                        current.set(k);
+                        if !pred.keep(&span) {
+                            keep = false;
+                            break;
+                        }
+                    }
+                    *slot = keep;
+                }
+            }));
+            if let Err(payload) = result {
+                panicked
+                    .lock()
+                    .get_or_insert((current.get(), panic_message(payload.as_ref())));
+            }
+        });
+        if let Some((k, message)) = panicked.into_inner() {
+            let i = group[k];
+            return Err((
+                i,
+                ProcessError::Panicked {
+                    processor: self.processors[i].name().to_owned(),
+                    message,
+                },
+            ));
+        }
+        if mask.iter().all(|k| *k) {
+            Ok(batch)
+        } else {
+            Ok(batch.select(&mask))
+        }
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> ChainStats {
+        let c = &self.counters;
+        let per = |v: &[AtomicU64]| {
+            self.processors
+                .iter()
+                .zip(v)
+                .map(|(p, n)| (p.name().to_owned(), n.load(Ordering::Relaxed)))
+                .collect()
+        };
+        ChainStats {
+            batches: c.batches.load(Ordering::Relaxed),
+            failed_batches: c.failed.load(Ordering::Relaxed),
+            spans_in: c.spans_in.load(Ordering::Relaxed),
+            spans_out: c.spans_out.load(Ordering::Relaxed),
+            panics: per(&c.panics),
+            failures: per(&c.failures),
+        }
+    }
+}
+
+/// A snapshot of a chain's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChainStats {
+    /// Batches processed successfully.
+    pub batches: u64,
+    /// Batches dropped because a processor panicked or failed.
+    pub failed_batches: u64,
+    /// Spans that entered the chain (including those of failed batches).
+    pub spans_in: u64,
+    /// Spans that left the chain in successful batches.
+    pub spans_out: u64,
+    /// Panics per processor name, in chain order.
+    pub panics: Vec<(String, u64)>,
+    /// Non-panic failures per processor name, in chain order.
+    pub failures: Vec<(String, u64)>,
+}
+
+impl ChainStats {
+    /// Total panics over all processors.
+    pub fn total_panics(&self) -> u64 {
+        self.panics.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Panics of the processor called `name` (0 if unknown).
+    pub fn panics_of(&self, name: &str) -> u64 {
+        self.panics
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, c)| *c)
+    }
+}

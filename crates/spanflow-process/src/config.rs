@@ -1,0 +1,213 @@
+//! Serde configuration of a processor chain, as the relay reads it from its
+//! file.
+//!
+//! ```toml
+//! [[processors]]
+//! type = "filter"
+//! action = "drop"
+//! match_type = "glob"
+//! span_names = ["GET /health*"]
+//!
+//! [[processors]]
+//! type = "attributes"
+//! actions = [
+//!   { key = "deployment.environment", action = "upsert", value = "prod", scope = "resource" },
+//!   { key = "user.email", action = "hash" },
+//! ]
+//!
+//! [[processors]]
+//! type = "probabilistic_sampler"
+//! ratio = 0.1
+//! ```
+
+use serde::Deserialize;
+
+use crate::attributes::{Attributes, AttributesConfig};
+use crate::error::ConfigError;
+use crate::filter::{Filter, FilterConfig};
+use crate::processor::Processor;
+use crate::redact::{Redact, RedactConfig};
+use crate::sampler::{ProbabilisticSampler, SamplerConfig};
+use crate::span_stats::{SpanStats, SpanStatsConfig};
+
+/// One processor of a chain, tagged by `type`.
+///
+/// Every variant denies unknown fields, so a typo in a configuration file is
+/// an error rather than a silently ignored setting.
+///
+/// ```
+/// use spanflow_process::ProcessorConfig;
+///
+/// #[derive(serde::Deserialize)]
+/// struct File { processors: Vec<ProcessorConfig> }
+///
+/// let file: File = toml::from_str(r#"
+///     [[processors]]
+///     type = "probabilistic_sampler"
+///     ratio = 0.5
+/// "#)?;
+/// assert_eq!(file.processors[0].kind(), "probabilistic_sampler");
+/// assert!(toml::from_str::<File>("[[processors]]\ntype = \"sampler\"\nratio = 0.5").is_err());
+/// # Ok::<(), toml::de::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProcessorConfig {
+    /// A [`Filter`].
+    Filter(FilterConfig),
+    /// An [`Attributes`] processor.
+    Attributes(AttributesConfig),
+    /// A [`Redact`] processor.
+    Redact(RedactConfig),
+    /// A [`ProbabilisticSampler`].
+    ProbabilisticSampler(SamplerConfig),
+    /// A [`SpanStats`] processor.
+    SpanStats(SpanStatsConfig),
+}
+
+/// What building a configuration produced; `SpanStats` is kept apart so the
+/// chain can hand out its handle.
+pub(crate) enum Built {
+    SpanStats(SpanStats),
+    Other(Box<dyn Processor>),
+}
+
+impl ProcessorConfig {
+    /// The `type` tag: `filter`, `attributes`, `redact`,
+    /// `probabilistic_sampler` or `span_stats`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProcessorConfig::Filter(_) => "filter",
+            ProcessorConfig::Attributes(_) => "attributes",
+            ProcessorConfig::Redact(_) => "redact",
+            ProcessorConfig::ProbabilisticSampler(_) => "probabilistic_sampler",
+            ProcessorConfig::SpanStats(_) => "span_stats",
+        }
+    }
+
+    /// The configured name, if any.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            ProcessorConfig::Filter(c) => c.name.as_deref(),
+            ProcessorConfig::Attributes(c) => c.name.as_deref(),
+            ProcessorConfig::Redact(c) => c.name.as_deref(),
+            ProcessorConfig::ProbabilisticSampler(c) => c.name.as_deref(),
+            ProcessorConfig::SpanStats(c) => c.name.as_deref(),
+        }
+    }
+
+    /// Sets the name.
+    pub fn set_name(&mut self, name: String) {
+        let slot = match self {
+            ProcessorConfig::Filter(c) => &mut c.name,
+            ProcessorConfig::Attributes(c) => &mut c.name,
+            ProcessorConfig::Redact(c) => &mut c.name,
+            ProcessorConfig::ProbabilisticSampler(c) => &mut c.name,
+            ProcessorConfig::SpanStats(c) => &mut c.name,
+        };
+        *slot = Some(name);
+    }
+
+    pub(crate) fn build(&self) -> Result<Built, ConfigError> {
+        Ok(match self {
+            ProcessorConfig::Filter(c) => Built::Other(Box::new(Filter::from_config(c)?)),
+            ProcessorConfig::Attributes(c) => Built::Other(Box::new(Attributes::from_config(c)?)),
+            ProcessorConfig::Redact(c) => Built::Other(Box::new(Redact::from_config(c)?)),
+            ProcessorConfig::ProbabilisticSampler(c) => {
+                Built::Other(Box::new(ProbabilisticSampler::from_config(c)?))
+            }
+            ProcessorConfig::SpanStats(c) => Built::SpanStats(SpanStats::from_config(c)?),
+        })
+    }
+
+    /// Builds the processor this configuration describes.
+    ///
+    /// # Errors
+    ///
+    /// The processor's [`ConfigError`].
+    pub fn build_processor(&self) -> Result<Box<dyn Processor>, ConfigError> {
+        Ok(match self.build()? {
+            Built::SpanStats(s) => Box::new(s),
+            Built::Other(p) => p,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        processors: Vec<ProcessorConfig>,
+    }
+
+    #[test]
+    fn a_full_toml_file_parses() {
+        let file: File = toml::from_str(
+            r#"
+            [[processors]]
+            type = "filter"
+            name = "no-health"
+            action = "drop"
+            match_type = "glob"
+            span_names = ["GET /health*"]
+            kinds = ["server", "internal"]
+            statuses = ["ok"]
+            min_duration_ms = 0.5
+            attributes = [{ key = "http.status_code", value = 200 }]
+            resource_attributes = [{ key = "service.name", value = "cart*", match_type = "glob" }]
+
+            [[processors]]
+            type = "attributes"
+            actions = [
+              { key = "env", action = "insert", value = "prod", scope = "resource" },
+              { key = "user.email", action = "hash" },
+              { key = "copy", action = "upsert", from_attribute = "orig" },
+              { pattern = "^secret\\.", action = "delete" },
+            ]
+
+            [[processors]]
+            type = "redact"
+            allowed_keys = ["http.method", "note"]
+            blocked_values = ["\\b\\d{4}[- ]?\\d{4}[- ]?\\d{4}[- ]?\\d{4}\\b"]
+
+            [[processors]]
+            type = "probabilistic_sampler"
+            ratio = 0.25
+
+            [[processors]]
+            type = "span_stats"
+            "#,
+        )
+        .expect("valid config");
+        let kinds: Vec<_> = file.processors.iter().map(|p| p.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "filter",
+                "attributes",
+                "redact",
+                "probabilistic_sampler",
+                "span_stats"
+            ]
+        );
+        for p in &file.processors {
+            p.build_processor().expect("builds");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_errors() {
+        for bad in [
+            "[[processors]]\ntype = \"filter\"\nspan_name = [\"x\"]",
+            "[[processors]]\ntype = \"nope\"",
+            "[[processors]]\ntype = \"probabilistic_sampler\"\nratio = 0.5\nseed = 1",
+            "[[processors]]\ntype = \"attributes\"\nactions = [{ key = \"k\", action = \"frobnicate\" }]",
+            "[[processors]]\ntype = \"filter\"\nkinds = [\"serverr\"]",
+        ] {
+            assert!(toml::from_str::<File>(bad).is_err(), "accepted: {bad}");
+        }
+    }
+}
