@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use opentelemetry::trace::{SpanId, SpanKind, Status, TraceState};
 use opentelemetry::{Array, InstrumentationScope, Value};
-use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SpanData;
 
 use crate::request::{Index, ResourceEntry, ScopeEntry, SpanEntry, TraceRequest};
 use crate::wire::{self, begin_len_field, end_len_field};
@@ -92,7 +92,9 @@ impl Encoder {
             let first_extra = index.scope_extras.len();
             let first_span = index.spans.len();
             write_scope(&mut out, scope);
-            index.scope_extras.push([scope_body as u32, out.len() as u32]);
+            index
+                .scope_extras
+                .push([scope_body as u32, out.len() as u32]);
             for &i in &self.order[next..next + count] {
                 let span = &spans[i as usize];
                 let start = out.len();
@@ -204,7 +206,13 @@ fn end_len_field_shift(out: &mut Vec<u8>, mark: (usize, usize)) -> isize {
 }
 
 /// Moves the offsets recorded inside a field whose body moved by `shift` bytes.
-fn shift_entries(index: &mut Index, first_extra: usize, first_span: usize, resource: Option<usize>, shift: isize) {
+fn shift_entries(
+    index: &mut Index,
+    first_extra: usize,
+    first_span: usize,
+    resource: Option<usize>,
+    shift: isize,
+) {
     if shift == 0 {
         return;
     }

@@ -52,7 +52,9 @@ pub enum DecodeError {
         offset: usize,
     },
     /// A known field arrived with a wire type its declared type cannot have.
-    #[error("field {field} of {message} has wire type {found}, expected {expected}, at byte {offset}")]
+    #[error(
+        "field {field} of {message} has wire type {found}, expected {expected}, at byte {offset}"
+    )]
     WrongWireType {
         /// Protobuf message being read.
         message: &'static str,

@@ -40,7 +40,7 @@ mod encode;
 mod error;
 // pub mod json;
 mod request;
-// mod rewrite;
+mod rewrite;
 mod schema;
 #[doc(hidden)]
 pub mod testing;
@@ -50,7 +50,7 @@ mod wire;
 pub use encode::Encoder;
 pub use error::{DecodeError, EditError, JsonError};
 pub use request::TraceRequest;
-// pub use rewrite::{ResourcePatch, SpanPatch};
+pub use rewrite::{ResourcePatch, SpanPatch};
 pub use view::{
     AnyValueView, ArrayView, Attributes, KeyValueView, KvListView, ResourceView, ScopeView,
     SpanView,

@@ -60,13 +60,12 @@ pub(crate) struct Index {
 }
 
 fn push_extra(extras: &mut Vec<[u32; 2]>, first: usize, start: usize, end: usize) {
-    if extras.len() > first {
-        if let Some(last) = extras.last_mut() {
-            if last[1] as usize == start {
-                last[1] = end as u32;
-                return;
-            }
-        }
+    if extras.len() > first
+        && let Some(last) = extras.last_mut()
+        && last[1] as usize == start
+    {
+        last[1] = end as u32;
+        return;
     }
     extras.push([start as u32, end as u32]);
 }
@@ -98,7 +97,11 @@ impl Index {
                 Ok(Some(field)) => field,
                 Ok(None) => break,
                 Err((e, at)) => {
-                    return Err(DecodeError::from_wire(e, Msg::ResourceSpans.name(), base + at));
+                    return Err(DecodeError::from_wire(
+                        e,
+                        Msg::ResourceSpans.name(),
+                        base + at,
+                    ));
                 }
             };
             match (field.number, field.value) {
@@ -370,8 +373,16 @@ impl TraceRequest {
     /// `max_bytes` bytes each (0 means no limit), in span order. A span that alone
     /// exceeds `max_bytes` travels alone. Spans are never decoded.
     pub fn split(&self, max_spans: usize, max_bytes: usize) -> Vec<TraceRequest> {
-        let max_spans = if max_spans == 0 { usize::MAX } else { max_spans };
-        let max_bytes = if max_bytes == 0 { usize::MAX } else { max_bytes };
+        let max_spans = if max_spans == 0 {
+            usize::MAX
+        } else {
+            max_spans
+        };
+        let max_bytes = if max_bytes == 0 {
+            usize::MAX
+        } else {
+            max_bytes
+        };
         let n = self.span_count();
         if n == 0 {
             return Vec::new();
@@ -379,9 +390,8 @@ impl TraceRequest {
         if n <= max_spans && self.encoded_len() <= max_bytes {
             return vec![self.clone()];
         }
-        let header_len = |ranges: &[[u32; 2]]| -> usize {
-            ranges.iter().map(|r| (r[1] - r[0]) as usize).sum()
-        };
+        let header_len =
+            |ranges: &[[u32; 2]]| -> usize { ranges.iter().map(|r| (r[1] - r[0]) as usize).sum() };
         let mut out = Vec::new();
         let mut plan = Plan::default();
         let mut current = Position::default();
@@ -399,11 +409,23 @@ impl TraceRequest {
             let scope_header = header_len(
                 &self.index.scope_extras[scope.extras[0] as usize..scope.extras[1] as usize],
             );
-            let grown = size.with_span(new_resource, new_scope, resource_header, scope_header, span_len);
+            let grown = size.with_span(
+                new_resource,
+                new_scope,
+                resource_header,
+                scope_header,
+                span_len,
+            );
             if size.spans > 0 && (size.spans + 1 > max_spans || grown.total() > max_bytes) {
                 out.push(std::mem::take(&mut plan).assemble(&[&self.bytes]));
                 current = Position::default();
-                size = SizeTracker::default().with_span(true, true, resource_header, scope_header, span_len);
+                size = SizeTracker::default().with_span(
+                    true,
+                    true,
+                    resource_header,
+                    scope_header,
+                    span_len,
+                );
             } else {
                 size = grown;
             }
@@ -457,7 +479,8 @@ impl TraceRequest {
                     if scope.spans[0] == scope.spans[1] {
                         continue;
                     }
-                    let header: Vec<Piece> = part.scope_header(s).map(|x| x.with_src(src)).collect();
+                    let header: Vec<Piece> =
+                        part.scope_header(s).map(|x| x.with_src(src)).collect();
                     let key = concat_pieces(&header, &part.bytes);
                     let scopes = &mut resources[ro].scopes;
                     let so = match scopes.iter().position(|x| x.key == key) {
@@ -688,7 +711,10 @@ impl Plan {
                         .sum::<usize>()
             })
             .collect();
-        let total: usize = resource_bodies.iter().map(|&b| wire::len_field_size(b)).sum();
+        let total: usize = resource_bodies
+            .iter()
+            .map(|&b| wire::len_field_size(b))
+            .sum();
 
         let mut out = Vec::with_capacity(total);
         let mut index = Index {
@@ -707,23 +733,29 @@ impl Plan {
                 out.extend_from_slice(p.bytes(bufs));
             }
             if out.len() > header_start {
-                index.resource_extras.push([header_start as u32, out.len() as u32]);
+                index
+                    .resource_extras
+                    .push([header_start as u32, out.len() as u32]);
             }
             index.resources.push(ResourceEntry {
                 extras: [extras_first, index.resource_extras.len() as u32],
                 scopes: res.scopes,
             });
-            for s in res.scopes[0] as usize..res.scopes[1] as usize {
-                let scope = &self.scopes[s];
+            let range = res.scopes[0] as usize..res.scopes[1] as usize;
+            for (s, (scope, &scope_body)) in
+                (range.clone()).zip(self.scopes[range.clone()].iter().zip(&scope_bodies[range]))
+            {
                 out.push(TAG_SCOPE_SPANS);
-                wire::put_varint(&mut out, scope_bodies[s] as u64);
+                wire::put_varint(&mut out, scope_body as u64);
                 let extras_first = index.scope_extras.len() as u32;
                 let header_start = out.len();
                 for p in &self.headers[scope.header[0] as usize..scope.header[1] as usize] {
                     out.extend_from_slice(p.bytes(bufs));
                 }
                 if out.len() > header_start {
-                    index.scope_extras.push([header_start as u32, out.len() as u32]);
+                    index
+                        .scope_extras
+                        .push([header_start as u32, out.len() as u32]);
                 }
                 index.scopes.push(ScopeEntry {
                     extras: [extras_first, index.scope_extras.len() as u32],

@@ -3,7 +3,7 @@
 //! anything.
 
 use crate::error::DecodeError;
-use crate::wire::{self, Value, MAX_DEPTH};
+use crate::wire::{self, MAX_DEPTH, Value};
 
 /// Messages of `opentelemetry/proto/{trace,common,resource}/v1` the reader knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,14 +158,12 @@ pub(crate) fn check_field(
         });
     }
     match (kind, field.value) {
-        (Kind::Str, Value::Len(body)) => {
-            if std::str::from_utf8(body).is_err() {
-                return Err(DecodeError::InvalidUtf8 {
-                    message: msg.name(),
-                    field: name,
-                    offset: base + field.body_start(),
-                });
-            }
+        (Kind::Str, Value::Len(body)) if std::str::from_utf8(body).is_err() => {
+            return Err(DecodeError::InvalidUtf8 {
+                message: msg.name(),
+                field: name,
+                offset: base + field.body_start(),
+            });
         }
         (Kind::Message(inner), Value::Len(body)) => {
             validate(inner, body, base + field.body_start(), depth + 1)?;

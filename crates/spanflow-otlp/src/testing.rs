@@ -9,8 +9,8 @@ use opentelemetry::trace::{
     Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 /// A small deterministic PRNG (SplitMix64), so fixtures need no `rand`.
 #[derive(Debug, Clone)]
@@ -88,20 +88,32 @@ pub fn span(rng: &mut Rng) -> SpanData {
     let start = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000 + rng.below(1 << 40));
     let end = start + Duration::from_micros(rng.below(2_000_000));
     let mut attributes = vec![
-        KeyValue::new("http.request.method", if rng.below(2) == 0 { "GET" } else { "POST" }),
+        KeyValue::new(
+            "http.request.method",
+            if rng.below(2) == 0 { "GET" } else { "POST" },
+        ),
         KeyValue::new("url.path", ROUTES[rng.below(ROUTES.len() as u64) as usize]),
-        KeyValue::new("http.response.status_code", [200i64, 201, 404, 500][rng.below(4) as usize]),
+        KeyValue::new(
+            "http.response.status_code",
+            [200i64, 201, 404, 500][rng.below(4) as usize],
+        ),
         KeyValue::new("server.address", "checkout.internal"),
     ];
     let extra = rng.below(5);
     if extra > 0 {
-        attributes.push(KeyValue::new("user.id", format!("u-{}", rng.below(100_000))));
+        attributes.push(KeyValue::new(
+            "user.id",
+            format!("u-{}", rng.below(100_000)),
+        ));
     }
     if extra > 1 {
         attributes.push(KeyValue::new("retry", rng.below(2) == 0));
     }
     if extra > 2 {
-        attributes.push(KeyValue::new("latency.ratio", rng.below(1000) as f64 / 997.0));
+        attributes.push(KeyValue::new(
+            "latency.ratio",
+            rng.below(1000) as f64 / 997.0,
+        ));
     }
     if extra > 3 {
         attributes.push(KeyValue::new(

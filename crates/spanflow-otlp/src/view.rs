@@ -14,13 +14,13 @@ fn as_str(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or("")
 }
 
-fn last_len<'a>(body: &'a [u8], number: u32) -> Option<&'a [u8]> {
+fn last_len(body: &[u8], number: u32) -> Option<&[u8]> {
     let mut found = None;
     for field in Fields::new(body) {
-        if field.number == number {
-            if let Value::Len(b) = field.value {
-                found = Some(b);
-            }
+        if field.number == number
+            && let Value::Len(b) = field.value
+        {
+            found = Some(b);
         }
     }
     found
@@ -198,13 +198,19 @@ impl<'a> SpanView<'a> {
 
     /// The value of the first attribute named `key`.
     pub fn attribute(&self, key: &str) -> Option<AnyValueView<'a>> {
-        self.attributes().find(|kv| kv.key == key).map(|kv| kv.value)
+        self.attributes()
+            .find(|kv| kv.key == key)
+            .map(|kv| kv.value)
     }
 
     /// The resource the span belongs to.
     pub fn resource(&self) -> ResourceView<'a> {
         let scope = self.index.spans.get(self.i).map_or(0, |s| s.scope as usize);
-        let resource = self.index.scopes.get(scope).map_or(0, |s| s.resource as usize);
+        let resource = self
+            .index
+            .scopes
+            .get(scope)
+            .map_or(0, |s| s.resource as usize);
         ResourceView {
             buf: self.buf,
             index: self.index,
@@ -257,10 +263,10 @@ fn last_nested_str<'a>(
                 if outer.number == number {
                     found = Some(as_str(b));
                 }
-            } else if outer.number == wrapper {
-                if let Some(s) = last_len(b, number) {
-                    found = Some(as_str(s));
-                }
+            } else if outer.number == wrapper
+                && let Some(s) = last_len(b, number)
+            {
+                found = Some(as_str(s));
             }
         }
     }
@@ -282,10 +288,9 @@ impl<'a> ResourceView<'a> {
     }
 
     fn ranges(&self) -> &'a [[u32; 2]] {
-        self.index
-            .resources
-            .get(self.r)
-            .map_or(&[][..], |e| header_ranges(&self.index.resource_extras, e.extras))
+        self.index.resources.get(self.r).map_or(&[][..], |e| {
+            header_ranges(&self.index.resource_extras, e.extras)
+        })
     }
 
     /// The resource's attributes, in wire order.
@@ -295,7 +300,9 @@ impl<'a> ResourceView<'a> {
 
     /// The value of the first resource attribute named `key`.
     pub fn attribute(&self, key: &str) -> Option<AnyValueView<'a>> {
-        self.attributes().find(|kv| kv.key == key).map(|kv| kv.value)
+        self.attributes()
+            .find(|kv| kv.key == key)
+            .map(|kv| kv.value)
     }
 
     /// The `service.name` attribute, if it is a string.
@@ -321,7 +328,10 @@ impl<'a> ResourceView<'a> {
             .scopes
             .get(e.scopes[0] as usize..e.scopes[1] as usize)
             .unwrap_or(&[]);
-        scopes.iter().map(|s| (s.spans[1] - s.spans[0]) as usize).sum()
+        scopes
+            .iter()
+            .map(|s| (s.spans[1] - s.spans[0]) as usize)
+            .sum()
     }
 }
 
@@ -349,10 +359,9 @@ impl<'a> ScopeView<'a> {
     }
 
     fn ranges(&self) -> &'a [[u32; 2]] {
-        self.index
-            .scopes
-            .get(self.s)
-            .map_or(&[][..], |e| header_ranges(&self.index.scope_extras, e.extras))
+        self.index.scopes.get(self.s).map_or(&[][..], |e| {
+            header_ranges(&self.index.scope_extras, e.extras)
+        })
     }
 
     /// The instrumentation scope's name.
@@ -450,7 +459,8 @@ impl<'a> Iterator for Attributes<'a> {
                 }
                 None => {
                     let r = self.ranges.next()?;
-                    self.outer = Fields::new(self.buf.get(r[0] as usize..r[1] as usize).unwrap_or(&[]));
+                    self.outer =
+                        Fields::new(self.buf.get(r[0] as usize..r[1] as usize).unwrap_or(&[]));
                 }
             }
         }
@@ -481,7 +491,6 @@ impl<'a> KeyValueView<'a> {
     }
 
     /// Reads only the key of a `KeyValue` body (used by wire-level edits).
-    #[allow(dead_code)]
     pub(crate) fn key_of(body: &'a [u8]) -> &'a str {
         last_len(body, 1).map_or("", as_str)
     }
@@ -544,7 +553,7 @@ impl<'a> AnyValueView<'a> {
 
     /// Converts to opentelemetry-proto's owned value.
     pub fn to_proto(&self) -> crate::proto::common::v1::AnyValue {
-        use crate::proto::common::v1::{any_value, AnyValue, ArrayValue, KeyValueList};
+        use crate::proto::common::v1::{AnyValue, ArrayValue, KeyValueList, any_value};
         let value = match *self {
             AnyValueView::Empty => None,
             AnyValueView::String(s) => Some(any_value::Value::StringValue(s.to_owned())),
@@ -577,7 +586,7 @@ impl KeyValueView<'_> {
 /// A borrowed `ArrayValue`.
 #[derive(Clone, Copy, PartialEq)]
 pub struct ArrayView<'a> {
-    body: &'a [u8],
+    pub(crate) body: &'a [u8],
 }
 
 impl<'a> ArrayView<'a> {
@@ -599,7 +608,7 @@ impl fmt::Debug for ArrayView<'_> {
 /// A borrowed `KeyValueList`.
 #[derive(Clone, Copy, PartialEq)]
 pub struct KvListView<'a> {
-    body: &'a [u8],
+    pub(crate) body: &'a [u8],
 }
 
 impl<'a> KvListView<'a> {

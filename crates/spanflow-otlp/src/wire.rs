@@ -221,7 +221,7 @@ impl<'a> Iterator for Fields<'a> {
 #[inline]
 pub(crate) fn varint_len(value: u64) -> usize {
     // 1 byte per started group of 7 bits; `| 1` makes 0 take one byte.
-    ((64 - (value | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Appends `value` as a varint.
@@ -321,7 +321,17 @@ mod tests {
 
     #[test]
     fn varint_round_trips_and_sizes() {
-        for v in [0u64, 1, 127, 128, 300, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, v);
             assert_eq!(out.len(), varint_len(v), "{v}");
@@ -334,16 +344,20 @@ mod tests {
     #[test]
     fn overlong_varint_is_rejected() {
         let buf = [0xff; 11];
-        assert_eq!(
-            read_varint(&buf, &mut 0),
-            Err(WireError::VarintOverflow)
-        );
+        assert_eq!(read_varint(&buf, &mut 0), Err(WireError::VarintOverflow));
         assert_eq!(read_varint(&[0x80], &mut 0), Err(WireError::Truncated));
     }
 
     #[test]
     fn len_field_fixup_moves_body_both_ways() {
-        for (guess, body_len) in [(1, 10), (1, 200), (2, 10), (2, 200), (3, 20_000), (1, 20_000)] {
+        for (guess, body_len) in [
+            (1, 10),
+            (1, 200),
+            (2, 10),
+            (2, 200),
+            (3, 20_000),
+            (1, 20_000),
+        ] {
             let mut out = vec![9u8];
             let mark = begin_len_field(&mut out, 2, guess);
             out.extend((0..body_len).map(|i| i as u8));

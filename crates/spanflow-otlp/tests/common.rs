@@ -4,10 +4,10 @@
 use proptest::prelude::*;
 use spanflow_otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
 use spanflow_otlp::proto::common::v1::{
-    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
 };
 use spanflow_otlp::proto::resource::v1::Resource;
-use spanflow_otlp::proto::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+use spanflow_otlp::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 
 pub fn any_value() -> impl Strategy<Value = AnyValue> {
     let leaf = prop_oneof![
@@ -88,7 +88,15 @@ pub fn proto_span() -> impl Strategy<Value = Span> {
         .prop_map(
             |(
                 (trace_id, span_id, parent_span_id, trace_state, flags, name, kind, start, end),
-                (attributes, dropped_attributes, events, dropped_events, links, dropped_links, status),
+                (
+                    attributes,
+                    dropped_attributes,
+                    events,
+                    dropped_events,
+                    links,
+                    dropped_links,
+                    status,
+                ),
             )| Span {
                 trace_id,
                 span_id,
@@ -103,14 +111,16 @@ pub fn proto_span() -> impl Strategy<Value = Span> {
                 dropped_attributes_count: dropped_attributes,
                 events: events
                     .into_iter()
-                    .map(|(time_unix_nano, name, attributes, dropped_attributes_count)| {
-                        span::Event {
-                            time_unix_nano,
-                            name,
-                            attributes,
-                            dropped_attributes_count,
-                        }
-                    })
+                    .map(
+                        |(time_unix_nano, name, attributes, dropped_attributes_count)| {
+                            span::Event {
+                                time_unix_nano,
+                                name,
+                                attributes,
+                                dropped_attributes_count,
+                            }
+                        },
+                    )
                     .collect(),
                 dropped_events_count: dropped_events,
                 links: links
@@ -165,16 +175,18 @@ pub fn request() -> impl Strategy<Value = ExportTraceServiceRequest> {
                     scope_spans: scopes
                         .into_iter()
                         .enumerate()
-                        .map(|(s, (name, version, attributes, spans, schema_url))| ScopeSpans {
-                            scope: Some(InstrumentationScope {
-                                name: format!("{name}{s}"),
-                                version,
-                                attributes,
-                                dropped_attributes_count: 0,
-                            }),
-                            spans,
-                            schema_url,
-                        })
+                        .map(
+                            |(s, (name, version, attributes, spans, schema_url))| ScopeSpans {
+                                scope: Some(InstrumentationScope {
+                                    name: format!("{name}{s}"),
+                                    version,
+                                    attributes,
+                                    dropped_attributes_count: 0,
+                                }),
+                                spans,
+                                schema_url,
+                            },
+                        )
                         .collect(),
                     schema_url,
                 }
@@ -194,7 +206,10 @@ pub fn proto_spans(request: &ExportTraceServiceRequest) -> Vec<&Span> {
 }
 
 /// The model of `select`: keep masked spans, drop scopes and resources left empty.
-pub fn model_select(request: &ExportTraceServiceRequest, keep: &[bool]) -> ExportTraceServiceRequest {
+pub fn model_select(
+    request: &ExportTraceServiceRequest,
+    keep: &[bool],
+) -> ExportTraceServiceRequest {
     let mut i = 0;
     let mut out = request.clone();
     for r in &mut out.resource_spans {

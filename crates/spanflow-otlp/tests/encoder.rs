@@ -11,8 +11,8 @@ use opentelemetry::trace::{
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use proptest::prelude::*;
 use prost::Message;
 use spanflow_otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
@@ -40,14 +40,23 @@ fn attributes(max: usize) -> impl Strategy<Value = Vec<KeyValue>> {
 fn trace_state() -> impl Strategy<Value = TraceState> {
     prop::collection::vec(("[a-z]{1,4}", "[a-z0-9]{1,4}"), 0..3).prop_map(|kvs| {
         let mut seen = std::collections::HashSet::new();
-        let kvs: Vec<_> = kvs.into_iter().filter(|(k, _)| seen.insert(k.clone())).collect();
+        let kvs: Vec<_> = kvs
+            .into_iter()
+            .filter(|(k, _)| seen.insert(k.clone()))
+            .collect();
         TraceState::from_key_value(kvs).unwrap_or_default()
     })
 }
 
 fn context() -> impl Strategy<Value = SpanContext> {
-    (any::<u128>(), any::<u64>(), any::<u8>(), any::<bool>(), trace_state()).prop_map(
-        |(trace, span, flags, remote, state)| {
+    (
+        any::<u128>(),
+        any::<u64>(),
+        any::<u8>(),
+        any::<bool>(),
+        trace_state(),
+    )
+        .prop_map(|(trace, span, flags, remote, state)| {
             SpanContext::new(
                 TraceId::from(trace),
                 SpanId::from(span),
@@ -55,8 +64,7 @@ fn context() -> impl Strategy<Value = SpanContext> {
                 remote,
                 state,
             )
-        },
-    )
+        })
 }
 
 fn scope() -> impl Strategy<Value = InstrumentationScope> {
@@ -144,7 +152,10 @@ fn span_data(scopes: Vec<InstrumentationScope>) -> impl Strategy<Value = SpanDat
                 },
                 links: {
                     let mut l = SpanLinks::default();
-                    l.links = links.into_iter().map(|(c, a, d)| Link::new(c, a, d)).collect();
+                    l.links = links
+                        .into_iter()
+                        .map(|(c, a, d)| Link::new(c, a, d))
+                        .collect();
                     l.dropped_count = dropped_links;
                     l
                 },
@@ -156,14 +167,16 @@ fn span_data(scopes: Vec<InstrumentationScope>) -> impl Strategy<Value = SpanDat
 
 fn batch() -> impl Strategy<Value = (Vec<SpanData>, Resource)> {
     let scopes = prop::collection::vec(scope(), 1..4);
-    let resource = (attributes(5), prop::option::of("https://[a-z]{1,4}")).prop_map(|(a, s)| {
-        match s {
+    let resource =
+        (attributes(5), prop::option::of("https://[a-z]{1,4}")).prop_map(|(a, s)| match s {
             Some(s) => Resource::builder_empty().with_schema_url(a, s).build(),
             None => Resource::builder_empty().with_attributes(a).build(),
-        }
-    });
+        });
     (scopes, resource).prop_flat_map(|(scopes, resource)| {
-        (prop::collection::vec(span_data(scopes), 1..8), Just(resource))
+        (
+            prop::collection::vec(span_data(scopes), 1..8),
+            Just(resource),
+        )
     })
 }
 
@@ -214,7 +227,8 @@ fn large_batches_with_many_scopes_and_long_values_match() {
         span.instrumentation_scope =
             InstrumentationScope::builder(format!("scope-{}", i % 13)).build();
         if i % 7 == 0 {
-            span.attributes.push(KeyValue::new("big", "x".repeat(200 + i)));
+            span.attributes
+                .push(KeyValue::new("big", "x".repeat(200 + i)));
         }
     }
     let resource = spanflow_otlp::testing::resource();

@@ -189,7 +189,8 @@ fn bit_flips_never_panic_and_agree_with_prost() {
                 exercise(&request);
                 let keep: Vec<bool> = (0..request.span_count()).map(|i| i % 2 == 0).collect();
                 let selected = request.select(&keep);
-                let again = TraceRequest::parse(selected.as_bytes().clone()).expect("splices stay valid");
+                let again =
+                    TraceRequest::parse(selected.as_bytes().clone()).expect("splices stay valid");
                 assert_eq!(again.span_count(), selected.span_count());
             }
             Err(e) => {
@@ -218,14 +219,34 @@ fn errors_say_what_and_where() {
     // span.kind sent as a length-delimited field.
     let bad = [0x0a, 0x06, 0x12, 0x04, 0x12, 0x02, 0x32, 0x00];
     let err = TraceRequest::parse(Bytes::copy_from_slice(&bad)).unwrap_err();
-    assert!(matches!(err, DecodeError::WrongWireType { message: "Span", field: "kind", offset: 6, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DecodeError::WrongWireType {
+                message: "Span",
+                field: "kind",
+                offset: 6,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn repeated_scalars_follow_last_one_wins() {
     // span { name: "a", kind: 1, name: "bb", kind: 3 }
-    let span_body = [0x2a, 0x01, b'a', 0x30, 0x01, 0x2a, 0x02, b'b', b'b', 0x30, 0x03];
-    let mut bytes = vec![0x0a, (span_body.len() + 4) as u8, 0x12, (span_body.len() + 2) as u8, 0x12, span_body.len() as u8];
+    let span_body = [
+        0x2a, 0x01, b'a', 0x30, 0x01, 0x2a, 0x02, b'b', b'b', 0x30, 0x03,
+    ];
+    let mut bytes = vec![
+        0x0a,
+        (span_body.len() + 4) as u8,
+        0x12,
+        (span_body.len() + 2) as u8,
+        0x12,
+        span_body.len() as u8,
+    ];
     bytes.extend_from_slice(&span_body);
     let request = TraceRequest::parse(Bytes::from(bytes)).unwrap();
     let span = request.span(0).unwrap();
@@ -261,7 +282,10 @@ fn unknown_fields_survive_splices() {
     let contains = |needle: &[u8]| out.windows(needle.len()).any(|w| w == needle);
     assert!(contains(b"\x9a\x06\x06future"), "span unknown field kept");
     assert!(contains(&[0x90, 0x03, 0x07]), "scope unknown field kept");
-    assert!(contains(&[0xc5, 0x02, 1, 2, 3, 4]), "resource unknown field kept");
+    assert!(
+        contains(&[0xc5, 0x02, 1, 2, 3, 4]),
+        "resource unknown field kept"
+    );
     assert_eq!(first.span(0).unwrap().name(), "s0");
     let parts = request.split(1, 0);
     assert_eq!(parts.len(), 2);
