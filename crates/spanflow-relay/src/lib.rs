@@ -29,3 +29,6 @@ pub mod receiver;
 pub mod relay;
 pub mod sink;
 pub mod wire;
+pub mod client;
+pub mod traffic;
+pub mod load;

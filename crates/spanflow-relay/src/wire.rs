@@ -1,78 +1,62 @@
-//! The request type the receivers hand to the pipeline.
-//!
-//! Temporary stand-in for `spanflow_otlp::TraceRequest` until that crate lands: it validates the
-//! request with prost and counts its spans. The receivers only use `parse`, `span_count`,
-//! `encoded_len` and `json::from_json`, so swapping in the real type is a one-line change.
+//! The wire model the receivers use: `spanflow_otlp`'s [`TraceRequest`] (protobuf bytes plus an
+//! index), and the receiver-side checks on it.
 
-use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
+pub use spanflow_otlp::{DecodeError, TraceRequest};
 
-/// An ExportTraceServiceRequest kept as protobuf bytes.
-#[derive(Debug, Clone)]
-pub struct TraceRequest {
-    bytes: Bytes,
-    spans: usize,
-}
-
-/// A request that is not a valid ExportTraceServiceRequest.
-#[derive(Debug, thiserror::Error)]
-#[error("malformed request: {0}")]
-pub struct DecodeError(String);
-
-impl TraceRequest {
-    /// Validates `bytes` as an ExportTraceServiceRequest.
-    pub fn parse(bytes: Bytes) -> Result<Self, DecodeError> {
-        let req = ExportTraceServiceRequest::decode(bytes.clone())
-            .map_err(|e| DecodeError(e.to_string()))?;
-        let spans = count(&req);
-        Ok(Self { bytes, spans })
-    }
-    /// The number of spans in the request.
-    pub fn span_count(&self) -> usize {
-        self.spans
-    }
-    /// The request's protobuf size in bytes.
-    pub fn encoded_len(&self) -> usize {
-        self.bytes.len()
-    }
-    /// The protobuf bytes.
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.bytes
-    }
-}
-
-fn count(req: &ExportTraceServiceRequest) -> usize {
-    req.resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum()
-}
-
-/// OTLP/JSON.
+/// OTLP/JSON bodies.
 pub mod json {
-    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+    use super::TraceRequest;
 
     /// A body that is not valid OTLP/JSON.
     #[derive(Debug, thiserror::Error)]
     #[error("malformed json: {0}")]
     pub struct JsonError(String);
 
-    /// Parses an OTLP/JSON ExportTraceServiceRequest.
+    /// Parses an OTLP/JSON ExportTraceServiceRequest into the wire model.
     pub fn from_json(body: &[u8]) -> Result<TraceRequest, JsonError> {
         let req: ExportTraceServiceRequest =
             serde_json::from_slice(body).map_err(|e| JsonError(e.to_string()))?;
-        let spans = count(&req);
-        Ok(TraceRequest {
-            bytes: Bytes::from(req.encode_to_vec()),
-            spans,
-        })
+        Ok(TraceRequest::from_proto(&req))
     }
 }
 
-/// Removes spans whose trace or span id is invalid (all zero or the wrong length), returning
-/// the rest, how many were removed and a message naming why.
+/// Removes spans whose trace id or span id is invalid (absent, the wrong length or all zero,
+/// which the OTLP spec calls invalid), returning the rest, how many were removed and a message
+/// for `partial_success`. Valid requests pass through untouched, without a copy.
 pub(crate) fn drop_invalid_spans(request: TraceRequest) -> (TraceRequest, usize, String) {
-    (request, 0, String::new())
+    let keep: Vec<bool> = request
+        .spans()
+        .map(|s| s.trace_id() != [0; 16] && s.span_id() != [0; 8])
+        .collect();
+    let rejected = keep.iter().filter(|k| !**k).count();
+    if rejected == 0 {
+        return (request, 0, String::new());
+    }
+    let message = format!(
+        "{rejected} span(s) with an invalid trace_id or span_id (must be 16 and 8 bytes, not all zero)"
+    );
+    (request.select(&keep), rejected, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+    #[test]
+    fn invalid_ids_are_dropped_and_counted() {
+        let mut rng = rand::rng();
+        let [mut a, _, _] = crate::traffic::demo_traces(&mut rng, 2);
+        let spans = &mut a.resource_spans[0].scope_spans[0].spans;
+        spans[0].trace_id = vec![0; 16];
+        spans[3].span_id = vec![1, 2, 3];
+        let request = TraceRequest::from_proto(&a);
+        let (kept, rejected, message) = drop_invalid_spans(request);
+        assert_eq!((kept.span_count(), rejected), (2, 2));
+        assert!(message.contains("2 span(s)"));
+        let valid = TraceRequest::from_proto(&ExportTraceServiceRequest::default());
+        assert_eq!(drop_invalid_spans(valid).1, 0);
+    }
 }

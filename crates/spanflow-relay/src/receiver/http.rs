@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
@@ -123,20 +123,16 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
     };
     let max = state.max_body_size;
     let too_large = || format!("request body larger than the limit of {max} bytes");
-    if let Some(len) = headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok())
-        && len > max as u64
-    {
-        return fail(StatusCode::PAYLOAD_TOO_LARGE, Outcome::TooLarge, too_large());
-    }
-    let raw = match Limited::new(body, max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
+        .and_then(|s| s.parse::<u64>().ok());
+    let raw = match read_body(body, max, declared).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
             return fail(StatusCode::PAYLOAD_TOO_LARGE, Outcome::TooLarge, too_large());
         }
-        Err(e) => {
+        Err(BodyError::Read(e)) => {
             return fail(
                 StatusCode::BAD_REQUEST,
                 Outcome::Malformed,
@@ -200,6 +196,46 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
             resp
         }
     }
+}
+
+enum BodyError {
+    TooLarge,
+    Read(axum::Error),
+}
+
+/// Past the limit the rest of the body is read and discarded (up to this many bytes) before
+/// answering 413, so an HTTP/1.1 client still sending gets the answer instead of a reset.
+const DISCARD_LIMIT: u64 = 64 << 20;
+
+/// Reads at most `max` bytes of body; a larger (declared or actual) body is
+/// [`BodyError::TooLarge`] and is never buffered.
+async fn read_body(mut body: Body, max: usize, declared: Option<u64>) -> Result<Bytes, BodyError> {
+    let mut too_large = declared.is_some_and(|len| len > max as u64);
+    if too_large && declared.is_some_and(|len| len > DISCARD_LIMIT) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(8 << 10, |l| l.min(max as u64) as usize));
+    let mut seen = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len() as u64;
+        if !too_large && buf.len() + data.len() > max {
+            too_large = true;
+            buf = bytes::BytesMut::new();
+        }
+        if too_large {
+            if seen > DISCARD_LIMIT {
+                break;
+            }
+        } else {
+            buf.extend_from_slice(&data);
+        }
+    }
+    if too_large {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(buf.freeze())
 }
 
 enum Gunzip {
