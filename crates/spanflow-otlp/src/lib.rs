@@ -38,7 +38,7 @@ pub use opentelemetry_proto::tonic as proto;
 
 mod encode;
 mod error;
-// pub mod json;
+pub mod json;
 mod request;
 mod rewrite;
 mod schema;
