@@ -4,13 +4,12 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use spanflow_otlp::proto::common::v1::{AnyValue, any_value};
 use spanflow_otlp::{AnyValueView, KeyValueView, TraceRequest};
 
 use crate::error::{ConfigError, ProcessError};
 use crate::matching::{Value, compile_regex};
 use crate::processor::{Context, Processor};
-use crate::wire_edit::{Edit, Edits, apply_edits};
+use crate::wire_edit::{Edit, Edits, NewValue, apply_edits};
 
 /// What an [`AttributeAction`] does, as in the OpenTelemetry Collector's
 /// attributes processor.
@@ -172,7 +171,7 @@ enum Target {
 #[derive(Debug, Clone)]
 enum Source {
     None,
-    Literal(AnyValue),
+    Literal(Value),
     From(String),
 }
 
@@ -249,7 +248,7 @@ impl Attributes {
                 (ActionKind::Delete | ActionKind::Hash, _, _) => {
                     return Err(bad("delete and hash take no value"));
                 }
-                (_, Some(v), None) => Source::Literal(value_to_proto(v)),
+                (_, Some(v), None) => Source::Literal(v.clone()),
                 (_, None, Some(from)) => Source::From(from.clone()),
                 (_, None, None) => return Err(bad("set one of value and from_attribute")),
                 (_, Some(_), Some(_)) => {
@@ -274,14 +273,13 @@ impl Attributes {
     }
 }
 
-pub(crate) fn value_to_proto(v: &Value) -> AnyValue {
-    let value = match v {
-        Value::Bool(b) => any_value::Value::BoolValue(*b),
-        Value::Int(i) => any_value::Value::IntValue(*i),
-        Value::Double(d) => any_value::Value::DoubleValue(*d),
-        Value::String(s) => any_value::Value::StringValue(s.clone()),
-    };
-    AnyValue { value: Some(value) }
+fn literal_view(v: &Value) -> AnyValueView<'_> {
+    match v {
+        Value::Bool(b) => AnyValueView::Bool(*b),
+        Value::Int(i) => AnyValueView::Int(*i),
+        Value::Double(d) => AnyValueView::Double(*d),
+        Value::String(s) => AnyValueView::String(s),
+    }
 }
 
 /// The SHA-256 hex of a value, `None` for values that are not hashed.
@@ -297,29 +295,12 @@ pub(crate) fn hash_value(v: &AnyValueView<'_>) -> Option<String> {
     Some(hex::encode(digest))
 }
 
-/// The hash of a value already owned (an earlier action of the same span set it).
-fn hash_owned(v: &AnyValue) -> Option<String> {
-    let digest = match v.value.as_ref()? {
-        any_value::Value::StringValue(s) => Sha256::digest(s.as_bytes()),
-        any_value::Value::BytesValue(b) => Sha256::digest(b),
-        any_value::Value::IntValue(i) => Sha256::digest(i.to_string().as_bytes()),
-        any_value::Value::DoubleValue(d) => Sha256::digest(d.to_string().as_bytes()),
-        any_value::Value::BoolValue(b) => {
-            Sha256::digest(if *b { b"true" as &[u8] } else { b"false" })
-        }
-        _ => return None,
-    };
-    Some(hex::encode(digest))
-}
-
-fn string_value(s: String) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::StringValue(s)),
-    }
+fn hashed<'a>(v: &AnyValueView<'_>) -> Option<NewValue<'a>> {
+    hash_value(v).map(NewValue::Owned)
 }
 
 /// Runs `actions` against one attribute list and returns the edits to make.
-fn plan<'a, I>(actions: &[Action], attrs: I) -> Edits<'a>
+fn plan<'a, I>(actions: &'a [Action], attrs: I) -> Edits<'a>
 where
     I: Iterator<Item = KeyValueView<'a>> + Clone,
 {
@@ -328,7 +309,7 @@ where
     enum Current<'v, 'a> {
         Absent,
         Original(AnyValueView<'a>),
-        Pending(&'v AnyValue),
+        Pending(&'v NewValue<'a>),
     }
     fn current<'v, 'a, I>(edits: &'v Edits<'a>, attrs: &I, key: &str) -> Current<'v, 'a>
     where
@@ -356,29 +337,29 @@ where
                     continue;
                 }
                 let value = match &action.source {
-                    Source::Literal(v) => v.clone(),
+                    Source::Literal(v) => NewValue::View(literal_view(v)),
                     Source::From(from) => match current(&edits, &attrs, from) {
                         Current::Absent => continue,
-                        Current::Original(v) => v.to_proto(),
+                        Current::Original(v) => NewValue::View(v),
                         Current::Pending(v) => v.clone(),
                     },
                     Source::None => continue,
                 };
-                edits.set(Cow::Owned(key.clone()), Some(value));
+                edits.set(Cow::Borrowed(key.as_str()), Some(value));
             }
             (Target::Key(key), ActionKind::Delete) => {
                 if !matches!(current(&edits, &attrs, key), Current::Absent) {
-                    edits.set(Cow::Owned(key.clone()), None);
+                    edits.set(Cow::Borrowed(key.as_str()), None);
                 }
             }
             (Target::Key(key), ActionKind::Hash) => {
-                let hashed = match current(&edits, &attrs, key) {
+                let h = match current(&edits, &attrs, key) {
                     Current::Absent => None,
-                    Current::Original(v) => hash_value(&v),
-                    Current::Pending(v) => hash_owned(v),
+                    Current::Original(v) => hashed(&v),
+                    Current::Pending(v) => hashed(&v.as_view()),
                 };
-                if let Some(h) = hashed {
-                    edits.set(Cow::Owned(key.clone()), Some(string_value(h)));
+                if h.is_some() {
+                    edits.set(Cow::Borrowed(key.as_str()), h);
                 }
             }
             (Target::Pattern(re), kind) => {
@@ -394,19 +375,17 @@ where
                     }
                 }
                 for key in keys {
-                    match (kind, current(&edits, &attrs, &key)) {
-                        (_, Current::Absent) => {}
-                        (ActionKind::Hash, Current::Original(v)) => {
-                            if let Some(h) = hash_value(&v) {
-                                edits.set(key, Some(string_value(h)));
-                            }
+                    let h = match (kind, current(&edits, &attrs, &key)) {
+                        (_, Current::Absent) => continue,
+                        (ActionKind::Hash, Current::Original(v)) => hashed(&v),
+                        (ActionKind::Hash, Current::Pending(v)) => hashed(&v.as_view()),
+                        _ => {
+                            edits.set(key, None);
+                            continue;
                         }
-                        (ActionKind::Hash, Current::Pending(v)) => {
-                            if let Some(h) = hash_owned(v) {
-                                edits.set(key, Some(string_value(h)));
-                            }
-                        }
-                        _ => edits.set(key, None),
+                    };
+                    if h.is_some() {
+                        edits.set(key, h);
                     }
                 }
             }
@@ -444,9 +423,6 @@ impl Processor for Attributes {
                     }
                 });
         }
-        apply_edits(&batch, &span_edits, &resource_edits).map_err(|e| ProcessError::Failed {
-            processor: self.name.clone(),
-            message: e.to_string(),
-        })
+        Ok(apply_edits(&batch, &span_edits, &resource_edits))
     }
 }

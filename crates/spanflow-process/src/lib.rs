@@ -69,9 +69,7 @@ mod span_stats;
 mod wire_edit;
 
 /// The work-stealing deque the scheduler is built on.
-mod deque {
-    pub(crate) use crossbeam_deque::{Injector, Steal, Stealer, Worker};
-}
+use spanflow_lockfree::deque;
 
 pub use attributes::{ActionKind, AttributeAction, Attributes, AttributesConfig, Scope};
 pub use chain::{Chain, ChainBuilder, ChainStats};

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
-use spanflow_otlp::proto::common::v1::{AnyValue, any_value};
 use spanflow_otlp::{AnyValueView, TraceRequest};
 
 use crate::error::{ConfigError, ProcessError};
 use crate::matching::compile_regex;
 use crate::processor::{Context, Processor};
-use crate::wire_edit::{Edits, apply_edits};
+use crate::wire_edit::{Edits, NewValue, apply_edits};
 
 /// Attribute added (when `summary` is on) with the number of values masked
 /// in the span.
@@ -218,30 +217,20 @@ impl Redact {
             if let AnyValueView::String(s) = kv.value
                 && let Some(m) = self.mask_str(s)
             {
-                edits.set(Cow::Borrowed(kv.key), Some(string_value(m)));
+                edits.set(Cow::Borrowed(kv.key), Some(NewValue::Owned(m)));
                 masked += 1;
             }
         }
         if self.summary && (masked > 0 || removed > 0) {
-            edits.set(Cow::Borrowed(MASKED_COUNT_KEY), Some(int_value(masked)));
-            edits.set(Cow::Borrowed(REMOVED_COUNT_KEY), Some(int_value(removed)));
+            edits.set(Cow::Borrowed(MASKED_COUNT_KEY), Some(count_value(masked)));
+            edits.set(Cow::Borrowed(REMOVED_COUNT_KEY), Some(count_value(removed)));
         }
         (edits, masked, removed)
     }
 }
 
-fn string_value(s: String) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::StringValue(s)),
-    }
-}
-
-fn int_value(n: u64) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::IntValue(
-            i64::try_from(n).unwrap_or(i64::MAX),
-        )),
-    }
+fn count_value<'a>(n: u64) -> NewValue<'a> {
+    NewValue::View(AnyValueView::Int(i64::try_from(n).unwrap_or(i64::MAX)))
 }
 
 impl Processor for Redact {
@@ -273,10 +262,7 @@ impl Processor for Redact {
                 totals[1].fetch_add(masked, Ordering::Relaxed);
                 totals[2].fetch_add(removed, Ordering::Relaxed);
             });
-        let out = apply_edits(&batch, &span_edits, &[]).map_err(|e| ProcessError::Failed {
-            processor: self.name.clone(),
-            message: e.to_string(),
-        })?;
+        let out = apply_edits(&batch, &span_edits, &[]);
         // Counted only once the batch is actually rewritten.
         // Relaxed: monitoring counters.
         let c = &self.counts;

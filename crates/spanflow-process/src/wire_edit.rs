@@ -2,15 +2,31 @@
 
 use std::borrow::Cow;
 
-use spanflow_otlp::TraceRequest;
-use spanflow_otlp::proto::common::v1::AnyValue;
+use spanflow_otlp::{AnyValueView, TraceRequest};
+
+/// A value to write: borrowed from the batch or the processor's
+/// configuration, or computed (a hash, a masked string).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum NewValue<'a> {
+    View(AnyValueView<'a>),
+    Owned(String),
+}
+
+impl NewValue<'_> {
+    pub(crate) fn as_view(&self) -> AnyValueView<'_> {
+        match self {
+            NewValue::View(v) => *v,
+            NewValue::Owned(s) => AnyValueView::String(s),
+        }
+    }
+}
 
 /// One planned change: set `key` to `value`, or remove it when `value` is
 /// `None`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Edit<'a> {
     pub(crate) key: Cow<'a, str>,
-    pub(crate) value: Option<AnyValue>,
+    pub(crate) value: Option<NewValue<'a>>,
 }
 
 /// The changes to one attribute list, at most one per key, in the order the
@@ -23,7 +39,7 @@ impl<'a> Edits<'a> {
         Edits(Vec::new())
     }
 
-    pub(crate) fn set(&mut self, key: Cow<'a, str>, value: Option<AnyValue>) {
+    pub(crate) fn set(&mut self, key: Cow<'a, str>, value: Option<NewValue<'a>>) {
         match self.0.iter_mut().find(|e| e.key == key) {
             Some(e) => e.value = value,
             None => self.0.push(Edit { key, value }),
@@ -39,57 +55,42 @@ impl<'a> Edits<'a> {
     }
 }
 
-/// Why edits could not be applied.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ApplyError {
-    #[error("{0}")]
-    Edit(String),
-}
-
-/// Applies per-span edits (`span_edits[i]` for span `i`, or empty when the
+/// Applies per-span edits (`span_edits[i]` for span `i`; none when the
 /// slice is empty) and per-resource edits (`resource_edits[r]` for resource
-/// `r`) in one rewrite. A batch with no edits at all is returned as is.
+/// `r`) in one wire-level rewrite: untouched spans are copied as bytes and no
+/// span is decoded. A batch with no edits at all is returned as is.
 pub(crate) fn apply_edits(
     batch: &TraceRequest,
     span_edits: &[Edits<'_>],
     resource_edits: &[Edits<'_>],
-) -> Result<TraceRequest, ApplyError> {
+) -> TraceRequest {
     if span_edits.iter().all(Edits::is_empty) && resource_edits.iter().all(Edits::is_empty) {
-        return Ok(batch.clone());
+        return batch.clone();
     }
-    // Interim path until spanflow-otlp's `rewrite` lands: decode, edit, re-encode.
-    let mut proto = batch
-        .to_proto()
-        .map_err(|e| ApplyError::Edit(e.to_string()))?;
-    let mut i = 0;
-    for (r, rs) in proto.resource_spans.iter_mut().enumerate() {
-        if let (Some(edits), Some(resource)) = (resource_edits.get(r), rs.resource.as_mut()) {
-            apply_to_list(&mut resource.attributes, edits);
-        }
-        for ss in &mut rs.scope_spans {
-            for span in &mut ss.spans {
-                if let Some(edits) = span_edits.get(i) {
-                    apply_to_list(&mut span.attributes, edits);
+    // Resource edits are handed to the first span of each resource only;
+    // `rewrite` applies them once per resource.
+    let mut resource_done = vec![false; resource_edits.len()];
+    batch.rewrite(|span, patch| {
+        if let Some(edits) = span_edits.get(span.index()) {
+            for e in edits.iter() {
+                match &e.value {
+                    Some(v) => patch.set_attribute_view(&e.key, v.as_view()),
+                    None => patch.remove_attribute(&e.key),
                 }
-                i += 1;
             }
         }
-    }
-    Ok(TraceRequest::from_proto(&proto))
-}
-
-fn apply_to_list(list: &mut Vec<spanflow_otlp::proto::common::v1::KeyValue>, edits: &Edits<'_>) {
-    for e in edits.iter() {
-        match &e.value {
-            Some(v) => match list.iter_mut().find(|kv| kv.key == e.key) {
-                Some(kv) => kv.value = Some(v.clone()),
-                None => list.push(spanflow_otlp::proto::common::v1::KeyValue {
-                    key: e.key.to_string(),
-                    value: Some(v.clone()),
-                    ..Default::default()
-                }),
-            },
-            None => list.retain(|kv| kv.key != e.key),
+        let r = span.resource().index();
+        if let (Some(edits), Some(done)) = (resource_edits.get(r), resource_done.get_mut(r))
+            && !*done
+        {
+            *done = true;
+            let resource = patch.resource();
+            for e in edits.iter() {
+                match &e.value {
+                    Some(v) => resource.set_attribute_view(&e.key, v.as_view()),
+                    None => resource.remove_attribute(&e.key),
+                }
+            }
         }
-    }
+    })
 }
