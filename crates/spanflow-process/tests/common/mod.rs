@@ -175,7 +175,7 @@ pub fn realistic_span(n: u64) -> Span {
     span(NAMES[(n % 6) as usize])
         .trace(trace_id(mix ^ 0x5555, mix.rotate_left(17)))
         .kind(1 + (n % 3) as i32)
-        .status(if n % 10 == 0 { 2 } else { 0 })
+        .status(if n.is_multiple_of(10) { 2 } else { 0 })
         .duration_ms(n % 50)
         .attr("http.method", s("GET"))
         .attr("http.route", s("/api/cart"))
