@@ -1,7 +1,7 @@
 //! `cargo xtask bench` and `cargo xtask bench-report`.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
@@ -119,7 +119,12 @@ pub(crate) fn run(args: &BenchArgs, root: &Path) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    write_report(root, &criterion_dir, &root.join("docs"), &metadata)
+    write_report(
+        root,
+        &criterion_dir,
+        &root.join("docs"),
+        &member_order(&metadata),
+    )
 }
 
 /// Runs `cmd` with its output piped and re-printed line by line above the progress bar, so
@@ -181,23 +186,15 @@ pub(crate) fn report_only(args: &ReportArgs, root: &Path) -> Result<()> {
     };
     let out_dir = args.out_dir.clone().unwrap_or_else(|| root.join("docs"));
     let order = metadata.map(|m| member_order(&m)).unwrap_or_default();
-    write_report_ordered(root, &criterion_dir, &out_dir, &order)
+    write_report(root, &criterion_dir, &out_dir, &order)
 }
 
 fn member_order(metadata: &Metadata) -> Vec<String> {
     metadata.packages.iter().map(|p| p.name.clone()).collect()
 }
 
+/// Reads criterion's output and the package map, writes both report files into `out_dir`.
 fn write_report(
-    root: &Path,
-    criterion_dir: &Path,
-    out_dir: &Path,
-    metadata: &Metadata,
-) -> Result<()> {
-    write_report_ordered(root, criterion_dir, out_dir, &member_order(metadata))
-}
-
-fn write_report_ordered(
     root: &Path,
     criterion_dir: &Path,
     out_dir: &Path,
@@ -206,18 +203,85 @@ fn write_report_ordered(
     let measurements = criterion::load_measurements(criterion_dir)?;
     let packages = PackageMap::load(criterion_dir)?;
     let sections = report::sections(&measurements, &packages, member_order);
-    let facts = MachineFacts::gather(root);
-    report::write_report(out_dir, &facts, &sections)?;
-    let written: [PathBuf; 2] = [
-        out_dir.join("BENCHMARKS.md"),
-        out_dir.join("benchmarks.svg"),
-    ];
+    report::write_report(out_dir, &MachineFacts::gather(root), &sections)?;
     eprintln!(
-        "wrote {} and {} ({} benchmarks from {})",
-        written[0].display(),
-        written[1].display(),
+        "wrote BENCHMARKS.md and benchmarks.svg in {} ({} benchmarks from {})",
+        out_dir.display(),
         measurements.len(),
         criterion_dir.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata() -> Metadata {
+        let package = |name: &str, benches: &[&str]| {
+            let mut targets = vec![format!(
+                r#"{{"name":"{name}","kind":["lib"],"src_path":"/ws/{name}/src/lib.rs"}}"#
+            )];
+            targets.extend(benches.iter().map(|b| {
+                format!(
+                    r#"{{"name":"{b}","kind":["bench"],"src_path":"/ws/{name}/benches/{b}.rs"}}"#
+                )
+            }));
+            format!(
+                r#"{{"name":"{name}","manifest_path":"/ws/{name}/Cargo.toml","targets":[{}]}}"#,
+                targets.join(",")
+            )
+        };
+        let packages = [
+            package("spanflow-lockfree", &["deque", "stack"]),
+            package("spanflow-relay", &[]),
+            package("spanflow-benches", &["end_to_end"]),
+        ];
+        Metadata::parse(&format!(
+            r#"{{"packages":[{}],"target_directory":"/ws/target"}}"#,
+            packages.join(",")
+        ))
+        .unwrap()
+    }
+
+    fn pairs(targets: &[BenchTarget]) -> Vec<(&str, &str)> {
+        targets
+            .iter()
+            .map(|t| (t.package.as_str(), t.bench.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn default_selection_is_every_bench_target_in_member_order() {
+        let targets = select_targets(&metadata(), &[]).unwrap();
+        assert_eq!(
+            pairs(&targets),
+            [
+                ("spanflow-lockfree", "deque"),
+                ("spanflow-lockfree", "stack"),
+                ("spanflow-benches", "end_to_end")
+            ]
+        );
+    }
+
+    #[test]
+    fn named_packages_keep_member_order() {
+        let requested = [
+            "spanflow-benches".to_owned(),
+            "spanflow-lockfree".to_owned(),
+        ];
+        let targets = select_targets(&metadata(), &requested).unwrap();
+        assert_eq!(targets.len(), 3);
+        assert_eq!(targets[0].package, "spanflow-lockfree");
+    }
+
+    #[test]
+    fn package_without_benches_is_an_error_listing_the_choices() {
+        let err = select_targets(&metadata(), &["spanflow-relay".to_owned()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "package `spanflow-relay` has no bench target; packages with benches: \
+             spanflow-lockfree, spanflow-benches"
+        );
+    }
 }

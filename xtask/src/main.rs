@@ -25,12 +25,24 @@ mod test_support;
 mod workspace;
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
 
-fn main() -> Result<()> {
-    let flags = flags::Xtask::parse();
+fn main() -> ExitCode {
+    match run(flags::Xtask::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line with the whole context chain; a backtrace of xtask itself would only
+            // bury the failing command.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(flags: flags::Xtask) -> Result<()> {
     let root = project_root();
     match flags.command {
         flags::Command::Test(args) => test_suite::run(&args, &root),
