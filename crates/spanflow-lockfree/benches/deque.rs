@@ -1,4 +1,5 @@
 //! Deque and injector benchmarks: spanflow vs crossbeam-deque, side by side per group.
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,7 +63,7 @@ fn owner_thief(c: &mut Criterion) {
             std::thread::scope(|scope| {
                 scope.spawn(|| {
                     while !stop.load(Ordering::Relaxed) {
-                        black_box(s.steal());
+                        let _ = black_box(s.steal());
                     }
                 });
                 let start = Instant::now();
@@ -88,7 +89,7 @@ fn owner_thief(c: &mut Criterion) {
             std::thread::scope(|scope| {
                 scope.spawn(|| {
                     while !stop.load(Ordering::Relaxed) {
-                        black_box(s.steal());
+                        let _ = black_box(s.steal());
                     }
                 });
                 let start = Instant::now();

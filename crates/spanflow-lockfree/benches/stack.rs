@@ -1,5 +1,6 @@
 //! Treiber stack benchmarks: spanflow vs `parking_lot::Mutex<Vec>`, crossbeam `SegQueue` and
 //! `ArrayQueue`, side by side per group.
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use std::hint::black_box;
 use std::sync::Barrier;

@@ -126,10 +126,11 @@ impl<T> Injector<T> {
                         .compare_exchange(tail, next, Ordering::Release, Ordering::Relaxed);
                 continue;
             }
-            // SAFETY: `node` is still private (not linked yet); `tail` is live (see above).
-            unsafe { (*node).index = (*tail).index.wrapping_add(1) };
             // SAFETY: `tail` is live (see above).
-            let link = unsafe { &(*tail).next };
+            let tail_ref = unsafe { &*tail };
+            // SAFETY: `node` is still private (not linked yet), so we may write its fields.
+            unsafe { (*node).index = tail_ref.index.wrapping_add(1) };
+            let link = &tail_ref.next;
             // Release: publishes the node's value and index; pairs with the Acquire loads of
             // `next` in `steal` and `push`.
             if link
@@ -162,10 +163,12 @@ impl<T> Injector<T> {
         let head = self.head.load(Ordering::Acquire);
         // Acquire: pairs with the Release CAS that installed the tail; its `index` is visible.
         let tail = self.tail.load(Ordering::Acquire);
-        // SAFETY: pinned; both were reachable when loaded, so they are live.
-        let (head_index, mut tail_index) = unsafe { ((*head).index, (*tail).index) };
-        // SAFETY: as above.
-        if !unsafe { (*tail).next.load(Ordering::Relaxed) }.is_null() {
+        // SAFETY: pinned; `head` was reachable when loaded, so it is live.
+        let head_index = unsafe { (*head).index };
+        // SAFETY: pinned; `tail` was reachable when loaded, so it is live.
+        let tail = unsafe { &*tail };
+        let mut tail_index = tail.index;
+        if !tail.next.load(Ordering::Relaxed).is_null() {
             tail_index = tail_index.wrapping_add(1);
         }
         (tail_index.wrapping_sub(head_index) as isize).max(0) as usize
@@ -188,7 +191,9 @@ impl<T> Injector<T> {
             Claim::Run { old_head, count } => {
                 // SAFETY: `claim` swung `head` from `old_head` over one node: `old_head.next`
                 // is ours and live (pinned).
-                let value = unsafe { Node::take((*old_head).next.load(Ordering::Relaxed)) };
+                let claimed = unsafe { (*old_head).next.load(Ordering::Relaxed) };
+                // SAFETY: as above: the claimed node holds a value nobody else takes.
+                let value = unsafe { Node::take(claimed) };
                 // SAFETY: `old_head` is unlinked, its value was taken earlier.
                 unsafe { retire(old_head, count, &guard) };
                 Steal::Success(value)

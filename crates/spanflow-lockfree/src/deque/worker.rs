@@ -187,11 +187,13 @@ impl<T> Drop for Inner<T> {
         let top = self.top.load(Ordering::Relaxed);
         let bottom = self.bottom.load(Ordering::Relaxed);
         let buffer = self.buffer.load(Ordering::Relaxed);
+        // SAFETY: the current buffer is live until we free it below.
+        let buffer_ref = unsafe { &*buffer };
         let mut index = top;
         while index != bottom {
             // SAFETY: indices `top..bottom` hold live values, owned by the deque, and the buffer is
             // current; no other handle exists.
-            drop(unsafe { (*buffer).read(index) });
+            drop(unsafe { buffer_ref.read(index) });
             index = index.wrapping_add(1);
         }
         // SAFETY: no handle exists any more; the buffer's values were dropped above.
@@ -455,14 +457,21 @@ impl<T> Worker<T> {
         let t = self.inner.top.load(Ordering::Acquire);
         let old = self.buffer.get();
         let new = Buffer::<T>::alloc(new_cap, t);
+        // SAFETY: `old` is our current buffer; only we retire it, below.
+        let old_ref = unsafe { &*old };
+        // SAFETY: `new` was just allocated and is private.
+        let new_ref = unsafe { &*new };
         let mut index = t;
         while index != b {
             // SAFETY: `old` is our current buffer and `index` in `t..b` holds a value we wrote;
             // thieves may read it concurrently (reads do not race), and whoever claims the index
             // takes it from whichever copy it reads.
-            let value = unsafe { (*old).slot(index).value.with(|p| p.read()) };
+            let value = old_ref.slot(index).value.with(|p| unsafe { p.read() });
             // SAFETY: `new` is private until the store below; plain bitwise copy.
-            unsafe { (*new).slot(index).value.with_mut(|p| p.write(value)) };
+            new_ref
+                .slot(index)
+                .value
+                .with_mut(|p| unsafe { p.write(value) });
             index = index.wrapping_add(1);
         }
         self.buffer.set(new);
@@ -568,10 +577,11 @@ impl<T> Stealer<T> {
         {
             return Steal::Retry;
         }
-        // SAFETY: we are pinned, so `buffer` is live; the CAS claimed index `t`, whose write
-        // happens-before our `bottom` load, and whose slot the owner will not rewrite until we
-        // release the stamp in `consume`.
-        Steal::Success(unsafe { (*buffer).consume(t) })
+        // SAFETY: we are pinned, so `buffer` is live.
+        let buffer = unsafe { &*buffer };
+        // SAFETY: the CAS claimed index `t`, whose write happens-before our `bottom` load, and
+        // whose slot the owner will not rewrite until we release the stamp in `consume`.
+        Steal::Success(unsafe { buffer.consume(t) })
     }
 
     /// Steals about half of the items (at most 32) into `dest`.
@@ -666,11 +676,13 @@ impl<T> Stealer<T> {
                     return Steal::Retry;
                 }
                 let mut first = None;
+                // SAFETY: pinned, so `buffer` is live.
+                let buffer = unsafe { &*buffer };
                 for k in 0..n {
                     let index = t.wrapping_add(k);
-                    // SAFETY: pinned, so `buffer` is live; the CAS claimed `t..t + n`, all below
-                    // the `bottom` we loaded with Acquire after their writes.
-                    let value = unsafe { (*buffer).consume(index) };
+                    // SAFETY: the CAS claimed `t..t + n`, all below the `bottom` we loaded with
+                    // Acquire after their writes; the owner waits for our stamp release.
+                    let value = unsafe { buffer.consume(index) };
                     if k == 0 && pop_first {
                         first = Some(value);
                     } else {
