@@ -1,4 +1,12 @@
 //! `cargo xtask test`: the CI gate, one step after another, stopping at the first failure.
+//!
+//! Contracts with the crates it checks:
+//! - loom models are the `crates/*/tests/loom_*.rs` test targets, built with
+//!   `--cfg loom --cfg crossbeam_loom` in `<target dir>/loom` so the normal build stays valid;
+//! - `crates/spanflow-lockfree/tests/stress.rs` honours `SPANFLOW_STRESS_SCALE=small`, which
+//!   valgrind needs to finish in reasonable time;
+//! - a crate with fuzz targets provides `fuzz/smoke`, a bash script run from the crate
+//!   directory that exits non-zero on failure and runs for a bounded time.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
