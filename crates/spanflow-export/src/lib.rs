@@ -1,1 +1,55 @@
-//! spanflow-export (skeleton; see the crate's issue).
+//! spanflow-export: sends encoded OTLP trace batches to one or many backends.
+//!
+//! Layer 5 of spanflow, beside `spanflow-process` and above `spanflow-otlp`: its input is
+//! pre-encoded `ExportTraceServiceRequest` bytes ([`ExportBatch`]); it knows nothing of how
+//! they were produced or processed.
+//!
+//! - [`Exporter`]: one attempt to one backend. Provided: [`OtlpGrpcExporter`] (tonic, sends the
+//!   bytes as they are), [`OtlpHttpExporter`] (reqwest + rustls, protobuf or JSON),
+//!   [`FileExporter`] (OTLP/JSON lines, size-rotated) and [`StdoutExporter`].
+//! - [`FanOut`]: per-backend bounded queues, semaphore-bounded concurrency, OTLP retry
+//!   ([`RetryConfig`]), per-attempt timeouts, primary/fallback, health on a `watch` channel,
+//!   per-backend [`BackendStats`]; one slow backend never stalls the others.
+//! - [`ExporterConfig`] / [`SinkConfig`]: serde (TOML) configuration and the
+//!   `OTEL_EXPORTER_OTLP_*` environment variables.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use spanflow_export::{BackendConfig, ExportBatch, FanOut, OtlpGrpcExporter, RetryConfig};
+//!
+//! let rt = tokio::runtime::Runtime::new().unwrap();
+//! // Nothing listens on port 9: every attempt fails, the batch is counted, never lost silently.
+//! let grpc = OtlpGrpcExporter::builder().endpoint("http://127.0.0.1:9").build().unwrap();
+//! let config = BackendConfig { retry: RetryConfig::disabled(), ..BackendConfig::default() };
+//! let fan = FanOut::builder().backend("collector", grpc, config).build(rt.handle()).unwrap();
+//! fan.send(ExportBatch::new(bytes::Bytes::new(), 0)).unwrap();
+//! let stats = rt.block_on(fan.shutdown(Instant::now() + Duration::from_secs(10)));
+//! let s = stats.backend("collector").unwrap();
+//! assert_eq!(s.received_batches, s.exported_batches + s.failed_batches + s.dropped_batches);
+//! ```
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod batch;
+pub mod config;
+mod error;
+mod exporter;
+mod fanout;
+pub mod file;
+pub mod grpc;
+pub mod http;
+pub mod json;
+mod retry;
+mod stats;
+
+pub use batch::{ExportBatch, ExportOutcome};
+pub use config::{AnyExporter, Compression, ExporterConfig, FileConfig, Protocol, SinkConfig};
+pub use error::{BuildError, ExportError};
+pub use exporter::{BoxExportFuture, BoxShutdownFuture, DynExporter, Exporter};
+pub use fanout::{BackendConfig, FanOut, FanOutBuilder, FlushError, OverflowPolicy, SendError};
+pub use file::{FileExporter, StdoutExporter};
+pub use grpc::OtlpGrpcExporter;
+pub use http::{HttpEncoding, OtlpHttpExporter};
+pub use retry::RetryConfig;
+pub use stats::{
+    BackendHealth, BackendStats, FanOutStats, Health, LATENCY_BUCKETS, LatencyHistogram, Role,
+};

@@ -1,0 +1,2 @@
+//! Export benchmarks (being written).
+fn main() {}

@@ -1,0 +1,561 @@
+//! Exporter configuration: serde (TOML) and the `OTEL_EXPORTER_OTLP_*` environment variables.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::BuildError;
+use crate::file::{FileExporter, StdoutExporter};
+use crate::grpc::OtlpGrpcExporter;
+use crate::http::{HttpEncoding, OtlpHttpExporter};
+use crate::{ExportBatch, ExportError, ExportOutcome, Exporter};
+
+/// Default OTLP/gRPC endpoint.
+pub const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
+/// Default OTLP/HTTP traces endpoint.
+pub const DEFAULT_HTTP_ENDPOINT: &str = "http://localhost:4318/v1/traces";
+/// Default per-attempt timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`'s default, 10 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Request body compression.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// No compression.
+    #[default]
+    None,
+    /// gzip (`grpc-encoding: gzip` / `Content-Encoding: gzip`).
+    Gzip,
+    /// zstd (`grpc-encoding: zstd` / `Content-Encoding: zstd`; not in the OTLP spec for HTTP,
+    /// but accepted by the Collector).
+    Zstd,
+}
+
+impl Compression {
+    /// Parse `none`, `gzip` or `zstd` (`OTEL_EXPORTER_OTLP_COMPRESSION`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "none" => Some(Self::None),
+            "gzip" => Some(Self::Gzip),
+            "zstd" => Some(Self::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// OTLP transport protocol (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    /// OTLP/gRPC.
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies.
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
+impl Protocol {
+    /// Parse `grpc`, `http/protobuf` or `http/json`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "grpc" => Some(Self::Grpc),
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            "http/json" => Some(Self::HttpJson),
+            _ => None,
+        }
+    }
+}
+
+/// Configuration of one OTLP exporter (gRPC or HTTP).
+///
+/// `endpoint` is the full URL used as it is (for HTTP, including `/v1/traces`); when absent,
+/// the protocol's default applies. [`ExporterConfig::from_env`] reads the standard variables,
+/// deriving the HTTP path from `OTEL_EXPORTER_OTLP_ENDPOINT` as the spec says.
+///
+/// ```
+/// use spanflow_export::{Compression, ExporterConfig, Protocol};
+/// let env = |k: &str| match k {
+///     "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://collector:4318/".to_string()),
+///     "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("http/protobuf".to_string()),
+///     "OTEL_EXPORTER_OTLP_HEADERS" => Some("api-key=a%20b,tenant=7".to_string()),
+///     "OTEL_EXPORTER_OTLP_COMPRESSION" => Some("gzip".to_string()),
+///     _ => None,
+/// };
+/// let c = ExporterConfig::from_env_with(env).unwrap();
+/// assert_eq!(c.protocol, Protocol::HttpProtobuf);
+/// assert_eq!(c.resolved_endpoint(), "http://collector:4318/v1/traces");
+/// assert_eq!(c.headers["api-key"], "a b");
+/// assert_eq!(c.compression, Compression::Gzip);
+///
+/// let toml_like: ExporterConfig = serde_json::from_str(r#"{"endpoint": "http://c:4317", "timeout": "2s"}"#).unwrap();
+/// assert_eq!(toml_like.timeout, std::time::Duration::from_secs(2));
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterConfig {
+    /// Transport protocol.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Full endpoint URL; `None` means the protocol's default.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Extra headers (gRPC metadata) sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Per-request timeout (integer milliseconds or a string like `"10s"`, `"500ms"`).
+    #[serde(default = "default_timeout", with = "duration_serde")]
+    pub timeout: Duration,
+    /// Body compression.
+    #[serde(default)]
+    pub compression: Compression,
+    /// PEM file with the CA certificate(s) to trust instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_timeout() -> Duration {
+    DEFAULT_TIMEOUT
+}
+
+impl Default for ExporterConfig {
+    fn default() -> Self {
+        Self {
+            protocol: Protocol::Grpc,
+            endpoint: None,
+            headers: BTreeMap::new(),
+            timeout: DEFAULT_TIMEOUT,
+            compression: Compression::None,
+            ca_file: None,
+        }
+    }
+}
+
+impl ExporterConfig {
+    /// Read the `OTEL_EXPORTER_OTLP_*` variables of the process environment.
+    pub fn from_env() -> Result<Self, BuildError> {
+        Self::from_env_with(|k| std::env::var(k).ok())
+    }
+
+    /// Read the `OTEL_EXPORTER_OTLP_*` variables through `get` (testable without touching the
+    /// process environment). Trace-specific variables (`..._TRACES_...`) win over generic ones;
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used as it is, while `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// gets `v1/traces` appended for HTTP and is used as it is for gRPC.
+    pub fn from_env_with(get: impl Fn(&str) -> Option<String>) -> Result<Self, BuildError> {
+        let pick = |suffix: &str| {
+            get(&format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}"))
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}"), v))
+                .or_else(|| {
+                    get(&format!("OTEL_EXPORTER_OTLP_{suffix}"))
+                        .filter(|v| !v.trim().is_empty())
+                        .map(|v| (format!("OTEL_EXPORTER_OTLP_{suffix}"), v))
+                })
+        };
+        let invalid = |key: String, value: String, reason: &str| BuildError::InvalidValue {
+            key,
+            value,
+            reason: reason.to_string(),
+        };
+        let mut config = ExporterConfig::default();
+        if let Some((key, v)) = pick("PROTOCOL") {
+            config.protocol = Protocol::parse(&v)
+                .ok_or_else(|| invalid(key, v, "expected grpc, http/protobuf or http/json"))?;
+        }
+        if let Some((key, v)) = pick("COMPRESSION") {
+            config.compression = Compression::parse(&v)
+                .ok_or_else(|| invalid(key, v, "expected none, gzip or zstd"))?;
+        }
+        if let Some((key, v)) = pick("TIMEOUT") {
+            let ms: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| invalid(key, v, "expected integer milliseconds"))?;
+            config.timeout = Duration::from_millis(ms);
+        }
+        if let Some(v) = get("OTEL_EXPORTER_OTLP_HEADERS") {
+            config
+                .headers
+                .extend(parse_headers("OTEL_EXPORTER_OTLP_HEADERS", &v)?);
+        }
+        if let Some(v) = get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") {
+            config
+                .headers
+                .extend(parse_headers("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &v)?);
+        }
+        if let Some((_, v)) = pick("CERTIFICATE") {
+            config.ca_file = Some(PathBuf::from(v.trim()));
+        }
+        config.endpoint = match (
+            get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").filter(|v| !v.trim().is_empty()),
+            get("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty()),
+        ) {
+            (Some(signal), _) => Some(signal.trim().to_string()),
+            (None, Some(base)) if config.protocol == Protocol::Grpc => {
+                Some(base.trim().to_string())
+            }
+            (None, Some(base)) => Some(append_traces_path(base.trim())),
+            (None, None) => None,
+        };
+        Ok(config)
+    }
+
+    /// The endpoint this configuration exports to (its own or the protocol's default).
+    pub fn resolved_endpoint(&self) -> String {
+        match (&self.endpoint, self.protocol) {
+            (Some(e), _) => e.clone(),
+            (None, Protocol::Grpc) => DEFAULT_GRPC_ENDPOINT.to_string(),
+            (None, _) => DEFAULT_HTTP_ENDPOINT.to_string(),
+        }
+    }
+
+    /// Build the exporter this configuration describes.
+    pub fn build(&self) -> Result<AnyExporter, BuildError> {
+        let ca = match &self.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|source| BuildError::File {
+                path: path.display().to_string(),
+                source,
+            })?),
+            None => None,
+        };
+        let endpoint = self.resolved_endpoint();
+        Ok(match self.protocol {
+            Protocol::Grpc => {
+                let mut b = OtlpGrpcExporter::builder()
+                    .endpoint(endpoint)
+                    .compression(self.compression)
+                    .timeout(self.timeout)
+                    .headers(self.headers.clone());
+                if let Some(pem) = ca {
+                    b = b.ca_certificate_pem(pem);
+                }
+                AnyExporter::Grpc(Box::new(b.build()?))
+            }
+            Protocol::HttpProtobuf | Protocol::HttpJson => {
+                let mut b = OtlpHttpExporter::builder()
+                    .endpoint(endpoint)
+                    .encoding(if self.protocol == Protocol::HttpJson {
+                        HttpEncoding::Json
+                    } else {
+                        HttpEncoding::Protobuf
+                    })
+                    .compression(self.compression)
+                    .timeout(self.timeout)
+                    .headers(self.headers.clone());
+                if let Some(pem) = ca {
+                    b = b.ca_certificate_pem(pem);
+                }
+                AnyExporter::Http(b.build()?)
+            }
+        })
+    }
+}
+
+/// `base` + `v1/traces`, with exactly one `/` between them (OTLP/HTTP endpoint rule).
+pub fn append_traces_path(base: &str) -> String {
+    format!("{}/v1/traces", base.trim_end_matches('/'))
+}
+
+/// Parse `OTEL_EXPORTER_OTLP_HEADERS`: `key1=value1,key2=value2`, values percent-encoded.
+///
+/// ```
+/// let h = spanflow_export::config::parse_headers("X", " a = 1 ,b=x%3Dy").unwrap();
+/// assert_eq!(h, vec![("a".to_string(), "1".to_string()), ("b".to_string(), "x=y".to_string())]);
+/// ```
+pub fn parse_headers(key: &str, value: &str) -> Result<Vec<(String, String)>, BuildError> {
+    let mut out = Vec::new();
+    for pair in value.split(',').filter(|p| !p.trim().is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| BuildError::InvalidValue {
+                key: key.to_string(),
+                value: value.to_string(),
+                reason: format!("{pair:?} is not key=value"),
+            })?;
+        let v = percent_decode(v.trim()).ok_or_else(|| BuildError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: format!("bad percent-encoding in {pair:?}"),
+        })?;
+        out.push((
+            percent_decode(k.trim()).unwrap_or_else(|| k.trim().to_string()),
+            v,
+        ));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Configuration of any exporter this crate provides, tagged by `type` (for TOML files).
+///
+/// ```
+/// use spanflow_export::SinkConfig;
+/// let c: SinkConfig = serde_json::from_str(r#"{"type": "file", "path": "/tmp/x.jsonl"}"#).unwrap();
+/// assert!(matches!(c, SinkConfig::File(_)));
+/// assert!(serde_json::from_str::<SinkConfig>(r#"{"type": "otlp", "endpont": "x"}"#).is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// An OTLP/gRPC or OTLP/HTTP backend.
+    Otlp(ExporterConfig),
+    /// OTLP/JSON lines in a size-rotated file.
+    File(FileConfig),
+    /// OTLP/JSON lines on standard output.
+    Stdout,
+}
+
+impl SinkConfig {
+    /// Build the exporter.
+    pub fn build(&self) -> Result<AnyExporter, BuildError> {
+        match self {
+            SinkConfig::Otlp(c) => c.build(),
+            SinkConfig::File(c) => Ok(AnyExporter::File(
+                FileExporter::builder(&c.path)
+                    .max_bytes(c.max_bytes)
+                    .max_files(c.max_files)
+                    .build()?,
+            )),
+            SinkConfig::Stdout => Ok(AnyExporter::Stdout(StdoutExporter::new())),
+        }
+    }
+}
+
+/// Configuration of a [`FileExporter`].
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The file written; rotated files get `.1`, `.2`, … appended.
+    pub path: PathBuf,
+    /// Rotate before a write would make the file larger than this.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    #[serde(default = "default_max_files")]
+    pub max_files: usize,
+}
+
+fn default_max_bytes() -> u64 {
+    crate::file::DEFAULT_MAX_BYTES
+}
+fn default_max_files() -> usize {
+    crate::file::DEFAULT_MAX_FILES
+}
+
+/// Any exporter of this crate, as built from configuration.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyExporter {
+    /// OTLP/gRPC.
+    Grpc(Box<OtlpGrpcExporter>),
+    /// OTLP/HTTP.
+    Http(OtlpHttpExporter),
+    /// OTLP/JSON lines file.
+    File(FileExporter),
+    /// OTLP/JSON lines on stdout.
+    Stdout(StdoutExporter),
+}
+
+impl Exporter for AnyExporter {
+    async fn export(&self, batch: ExportBatch) -> Result<ExportOutcome, ExportError> {
+        match self {
+            AnyExporter::Grpc(e) => e.export(batch).await,
+            AnyExporter::Http(e) => e.export(batch).await,
+            AnyExporter::File(e) => e.export(batch).await,
+            AnyExporter::Stdout(e) => e.export(batch).await,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            AnyExporter::Grpc(e) => e.name(),
+            AnyExporter::Http(e) => e.name(),
+            AnyExporter::File(e) => e.name(),
+            AnyExporter::Stdout(e) => e.name(),
+        }
+    }
+
+    async fn shutdown(&self) -> Result<(), ExportError> {
+        match self {
+            AnyExporter::Grpc(e) => e.shutdown().await,
+            AnyExporter::Http(e) => e.shutdown().await,
+            AnyExporter::File(e) => e.shutdown().await,
+            AnyExporter::Stdout(e) => e.shutdown().await,
+        }
+    }
+}
+
+/// Serde helper: a [`Duration`] written as integer milliseconds or a string with a unit
+/// (`"250ms"`, `"10s"`, `"2m"`, `"1h"`).
+pub mod duration_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+
+    /// Deserialize a duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
+            Raw::Text(s) => parse(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?}: expected a number with unit ms, s, m or h"
+                ))
+            }),
+        }
+    }
+
+    /// Parse `"250ms"`, `"1.5s"`, `"2m"`, `"1h"` or a bare number of milliseconds.
+    pub fn parse(s: &str) -> Option<Duration> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: f64 = num.parse().ok()?;
+        let secs = match unit.trim() {
+            "" | "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            _ => return None,
+        };
+        Duration::try_from_secs_f64(secs).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn grpc_uses_generic_endpoint_as_is() {
+        let c =
+            ExporterConfig::from_env_with(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]))
+                .unwrap();
+        assert_eq!(c.resolved_endpoint(), "http://c:4317");
+    }
+
+    #[test]
+    fn signal_endpoint_wins_and_is_used_as_is() {
+        let c = ExporterConfig::from_env_with(env(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://d:9/custom"),
+        ]))
+        .unwrap();
+        assert_eq!(c.resolved_endpoint(), "http://d:9/custom");
+        assert_eq!(c.protocol, Protocol::HttpJson);
+    }
+
+    #[test]
+    fn http_generic_endpoint_gets_traces_path() {
+        for base in ["http://c:4318", "http://c:4318/", "http://c:4318/base/"] {
+            let c = ExporterConfig::from_env_with(env(&[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", base),
+            ]))
+            .unwrap();
+            assert_eq!(
+                c.resolved_endpoint(),
+                format!("{}/v1/traces", base.trim_end_matches('/'))
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_without_env() {
+        let c = ExporterConfig::from_env_with(env(&[])).unwrap();
+        assert_eq!(c.resolved_endpoint(), DEFAULT_GRPC_ENDPOINT);
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        let c = ExporterConfig {
+            protocol: Protocol::HttpProtobuf,
+            ..c
+        };
+        assert_eq!(c.resolved_endpoint(), DEFAULT_HTTP_ENDPOINT);
+    }
+
+    #[test]
+    fn timeout_and_traces_headers_override() {
+        let c = ExporterConfig::from_env_with(env(&[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "500"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "250"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=1,b=2"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "b=3"),
+        ]))
+        .unwrap();
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!(c.headers["a"], "1");
+        assert_eq!(c.headers["b"], "3");
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert!(
+            ExporterConfig::from_env_with(env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "ten")])).is_err()
+        );
+        assert!(
+            ExporterConfig::from_env_with(env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "udp")])).is_err()
+        );
+        assert!(
+            ExporterConfig::from_env_with(env(&[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        assert!(serde_json::from_str::<ExporterConfig>(r#"{"endpont": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(
+            duration_serde::parse("250ms"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            duration_serde::parse("1.5s"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(duration_serde::parse("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(duration_serde::parse("7"), Some(Duration::from_millis(7)));
+        assert_eq!(duration_serde::parse("7 weeks"), None);
+    }
+}

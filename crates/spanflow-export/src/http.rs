@@ -1,0 +1,368 @@
+//! OTLP/HTTP exporter (reqwest with rustls): protobuf or JSON bodies, gzip/zstd, headers.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prost::Message;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{Compression, DEFAULT_HTTP_ENDPOINT, DEFAULT_TIMEOUT, append_traces_path};
+use crate::error::BuildError;
+use crate::grpc::{error_chain, rpc_status_message};
+use crate::{ExportBatch, ExportError, ExportOutcome, Exporter};
+
+/// Body encoding of OTLP/HTTP requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HttpEncoding {
+    /// `application/x-protobuf`: the batch bytes as they are.
+    #[default]
+    Protobuf,
+    /// `application/json`: OTLP/JSON, converted per request.
+    Json,
+}
+
+/// Exports batches over OTLP/HTTP (`POST <endpoint>`).
+///
+/// ```
+/// use spanflow_export::{Compression, HttpEncoding, OtlpHttpExporter};
+/// let e = OtlpHttpExporter::builder()
+///     .base_endpoint("http://127.0.0.1:4318/")
+///     .encoding(HttpEncoding::Json)
+///     .compression(Compression::Gzip)
+///     .header("authorization", "Bearer x")
+///     .build()
+///     .unwrap();
+/// assert_eq!(e.url(), "http://127.0.0.1:4318/v1/traces");
+/// ```
+#[derive(Debug)]
+pub struct OtlpHttpExporter {
+    name: String,
+    client: reqwest::Client,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    encoding: HttpEncoding,
+    compression: Compression,
+}
+
+impl OtlpHttpExporter {
+    /// A builder with the defaults (`http://localhost:4318/v1/traces`, protobuf, 10 s timeout).
+    pub fn builder() -> OtlpHttpExporterBuilder {
+        OtlpHttpExporterBuilder::default()
+    }
+
+    /// The URL requests are posted to.
+    pub fn url(&self) -> &str {
+        self.url.as_str()
+    }
+
+    fn body(&self, batch: &ExportBatch) -> Result<Bytes, ExportError> {
+        let raw = match self.encoding {
+            HttpEncoding::Protobuf => batch.body.clone(),
+            HttpEncoding::Json => Bytes::from(crate::json::request_to_json(&batch.body)?),
+        };
+        Ok(match self.compression {
+            Compression::None => raw,
+            Compression::Gzip => {
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(raw.len() / 4),
+                    flate2::Compression::fast(),
+                );
+                enc.write_all(&raw)?;
+                Bytes::from(enc.finish()?)
+            }
+            Compression::Zstd => Bytes::from(zstd::bulk::compress(&raw, 1)?),
+        })
+    }
+}
+
+impl Exporter for OtlpHttpExporter {
+    async fn export(&self, batch: ExportBatch) -> Result<ExportOutcome, ExportError> {
+        let body = self.body(&batch)?;
+        let response = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    ExportError::Timeout(Duration::ZERO)
+                } else {
+                    ExportError::Transport(error_chain(&e))
+                }
+            })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let is_json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let body = response.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                ExportError::Timeout(Duration::ZERO)
+            } else {
+                ExportError::Transport(error_chain(&e))
+            }
+        })?;
+        if status.is_success() {
+            return Ok(partial_success(&batch, &body, is_json));
+        }
+        let message = if is_json {
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message")?.as_str().map(str::to_string))
+        } else {
+            rpc_status_message(&body).filter(|m| !m.is_empty())
+        }
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(&body);
+            text.chars().take(256).collect()
+        });
+        Err(ExportError::Http {
+            status: status.as_u16(),
+            message,
+            retry_after,
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Read `partial_success` from a 2xx response body (empty body: all accepted).
+fn partial_success(batch: &ExportBatch, body: &[u8], is_json: bool) -> ExportOutcome {
+    if body.is_empty() {
+        return ExportOutcome::all_accepted(batch.spans);
+    }
+    if is_json {
+        let v: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) => return ExportOutcome::all_accepted(batch.spans),
+        };
+        let Some(p) = v.get("partialSuccess") else {
+            return ExportOutcome::all_accepted(batch.spans);
+        };
+        // int64 is a string in OTLP/JSON, but accept a number too.
+        let rejected = match p.get("rejectedSpans") {
+            Some(serde_json::Value::String(s)) => s.parse().unwrap_or(0),
+            Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(0),
+            _ => 0,
+        };
+        let message = p
+            .get("errorMessage")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default()
+            .to_string();
+        return ExportOutcome::partial(batch.spans, rejected, message);
+    }
+    match ExportTraceServiceResponse::decode(body) {
+        Ok(ExportTraceServiceResponse {
+            partial_success: Some(p),
+        }) => ExportOutcome::partial(batch.spans, p.rejected_spans, p.error_message),
+        _ => ExportOutcome::all_accepted(batch.spans),
+    }
+}
+
+/// `Retry-After` as delta-seconds (the form OTLP servers send); HTTP dates are ignored and
+/// the computed backoff applies instead.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Builder of [`OtlpHttpExporter`].
+#[derive(Debug)]
+pub struct OtlpHttpExporterBuilder {
+    name: Option<String>,
+    endpoint: String,
+    encoding: HttpEncoding,
+    compression: Compression,
+    headers: BTreeMap<String, String>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    ca_pem: Option<Vec<u8>>,
+}
+
+impl Default for OtlpHttpExporterBuilder {
+    fn default() -> Self {
+        Self {
+            name: None,
+            endpoint: DEFAULT_HTTP_ENDPOINT.to_string(),
+            encoding: HttpEncoding::Protobuf,
+            compression: Compression::None,
+            headers: BTreeMap::new(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: Duration::from_secs(5),
+            ca_pem: None,
+        }
+    }
+}
+
+impl OtlpHttpExporterBuilder {
+    /// Exporter name for logs and stats (default: `otlp-http <url>`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// The full traces URL, used as it is (like `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = url.into();
+        self
+    }
+    /// A base URL to which `v1/traces` is appended (like `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub fn base_endpoint(mut self, base: impl AsRef<str>) -> Self {
+        self.endpoint = append_traces_path(base.as_ref());
+        self
+    }
+    /// Protobuf or JSON bodies.
+    pub fn encoding(mut self, encoding: HttpEncoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+    /// Request body compression.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+    /// Add headers sent with every request.
+    pub fn headers<K: Into<String>, V: Into<String>>(
+        mut self,
+        headers: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.headers
+            .extend(headers.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+    /// Add one header sent with every request.
+    pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers([(name, value)])
+    }
+    /// Per-request timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    /// TCP connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+    /// Trust these PEM CA certificate(s) in addition to the system roots.
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Validate everything and build the exporter.
+    pub fn build(self) -> Result<OtlpHttpExporter, BuildError> {
+        let url =
+            reqwest::Url::parse(self.endpoint.trim()).map_err(|e| BuildError::InvalidEndpoint {
+                endpoint: self.endpoint.clone(),
+                reason: e.to_string(),
+            })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(BuildError::InvalidEndpoint {
+                endpoint: self.endpoint.clone(),
+                reason: format!("unsupported scheme {:?}", url.scheme()),
+            });
+        }
+        let mut headers = HeaderMap::new();
+        for (k, v) in &self.headers {
+            let invalid = |reason: String| BuildError::InvalidHeader {
+                name: k.clone(),
+                reason,
+            };
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+            let value = HeaderValue::from_str(v).map_err(|e| invalid(e.to_string()))?;
+            headers.insert(name, value);
+        }
+        let content_type = match self.encoding {
+            HttpEncoding::Protobuf => "application/x-protobuf",
+            HttpEncoding::Json => "application/json",
+        };
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        match self.compression {
+            Compression::None => {}
+            Compression::Gzip => {
+                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            Compression::Zstd => {
+                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+            }
+        }
+        let mut client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        if let Some(pem) = &self.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| BuildError::Tls(error_chain(&e)))?;
+            for cert in certs {
+                client = client.add_root_certificate(cert);
+            }
+        }
+        let client = client
+            .build()
+            .map_err(|e| BuildError::Tls(error_chain(&e)))?;
+        Ok(OtlpHttpExporter {
+            name: self.name.unwrap_or_else(|| format!("otlp-http {url}")),
+            client,
+            url,
+            headers,
+            encoding: self.encoding,
+            compression: self.compression,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds() {
+        assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn json_partial_success_accepts_string_and_number() {
+        let b = ExportBatch::new(Bytes::new(), 10);
+        let o = partial_success(
+            &b,
+            br#"{"partialSuccess":{"rejectedSpans":"4","errorMessage":"x"}}"#,
+            true,
+        );
+        assert_eq!((o.accepted, o.rejected), (6, 4));
+        let o = partial_success(&b, br#"{"partialSuccess":{"rejectedSpans":2}}"#, true);
+        assert_eq!((o.accepted, o.rejected), (8, 2));
+        let o = partial_success(&b, b"", false);
+        assert_eq!(o.accepted, 10);
+    }
+
+    #[test]
+    fn bad_urls_are_build_errors() {
+        assert!(
+            OtlpHttpExporter::builder()
+                .endpoint("not a url")
+                .build()
+                .is_err()
+        );
+        assert!(
+            OtlpHttpExporter::builder()
+                .endpoint("ftp://x/")
+                .build()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! Retry with exponential backoff, jitter, a cap and a maximum elapsed time (OTLP spec).
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::duration_serde;
+use crate::exporter::DynExporter;
+use crate::{ExportBatch, ExportError, ExportOutcome};
+
+/// How transient failures are retried.
+///
+/// The delay before retry `n` (0-based) is `min(initial_backoff * multiplier^n, max_backoff)`,
+/// scaled by a random factor in `[1 - jitter, 1 + jitter]`. A delay the server asks for
+/// (`RetryInfo`, `Retry-After`) replaces the computed one. Retrying stops when the next
+/// attempt would start after `max_elapsed` from the first one; the last error is then final.
+/// `max_elapsed = 0` disables retry.
+///
+/// ```
+/// use std::time::Duration;
+/// use spanflow_export::RetryConfig;
+/// let r = RetryConfig { jitter: 0.0, ..RetryConfig::default() };
+/// assert_eq!(r.backoff(0), r.initial_backoff);
+/// assert!(r.backoff(30) <= r.max_backoff);
+/// assert_eq!(RetryConfig::disabled().max_elapsed, Duration::ZERO);
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Delay before the first retry.
+    #[serde(with = "duration_serde")]
+    pub initial_backoff: Duration,
+    /// Upper bound of the computed delay.
+    #[serde(with = "duration_serde")]
+    pub max_backoff: Duration,
+    /// Growth factor between consecutive delays (≥ 1).
+    pub multiplier: f64,
+    /// Randomization factor in `[0, 1]`: each delay is scaled by `1 ± jitter`.
+    pub jitter: f64,
+    /// Give up when the next attempt would start later than this after the first.
+    #[serde(with = "duration_serde")]
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryConfig {
+    /// The OpenTelemetry Collector's defaults: 5 s initial, 30 s cap, ×1.5, ±50 %, 5 min.
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(30),
+            multiplier: 1.5,
+            jitter: 0.5,
+            max_elapsed: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// No retry: the first failure is final.
+    pub fn disabled() -> Self {
+        Self {
+            max_elapsed: Duration::ZERO,
+            ..Self::default()
+        }
+    }
+
+    /// The jittered delay before retry number `retry` (0-based).
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let base = self.initial_backoff.as_secs_f64()
+            * self.multiplier.max(1.0).powi(retry.min(1000) as i32);
+        let capped = base.min(self.max_backoff.as_secs_f64());
+        let jitter = self.jitter.clamp(0.0, 1.0);
+        let factor = if jitter > 0.0 {
+            rand::rng().random_range((1.0 - jitter)..=(1.0 + jitter))
+        } else {
+            1.0
+        };
+        Duration::from_secs_f64((capped * factor).max(0.0))
+    }
+}
+
+/// Called once per attempt with its latency and result; lets the fan-out keep stats.
+pub(crate) trait AttemptObserver: Sync {
+    fn attempt(&self, latency: Duration, result: &Result<ExportOutcome, ExportError>);
+    fn retry(&self, error: &ExportError, delay: Duration);
+}
+
+/// Export `batch`, retrying transient failures as `retry` says, each attempt bounded by
+/// `timeout`; `cancel` aborts the wait or the attempt in progress with [`ExportError::Cancelled`].
+pub(crate) async fn export_with_retry(
+    exporter: &dyn DynExporter,
+    batch: &ExportBatch,
+    retry: &RetryConfig,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    observer: &dyn AttemptObserver,
+) -> Result<ExportOutcome, ExportError> {
+    let first = Instant::now();
+    let mut retries = 0u32;
+    loop {
+        let started = Instant::now();
+        let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(ExportError::Cancelled),
+            r = tokio::time::timeout(timeout, exporter.export_boxed(batch.clone())) => match r {
+                Ok(r) => r,
+                Err(_) => Err(ExportError::Timeout(timeout)),
+            },
+        };
+        observer.attempt(started.elapsed(), &result);
+        let error = match result {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) if !e.is_retryable() => return Err(e),
+            Err(e) => e,
+        };
+        let delay = error
+            .retry_after()
+            .unwrap_or_else(|| retry.backoff(retries));
+        if first.elapsed() + delay > retry.max_elapsed {
+            tracing::debug!(exporter = exporter.dyn_name(), %error, "retries exhausted");
+            return Err(error);
+        }
+        observer.retry(&error, delay);
+        tracing::debug!(exporter = exporter.dyn_name(), %error, ?delay, "retrying export");
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(ExportError::Cancelled),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        retries = retries.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_then_caps() {
+        let r = RetryConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            multiplier: 2.0,
+            jitter: 0.0,
+            max_elapsed: Duration::from_secs(10),
+        };
+        let d: Vec<_> = (0..6).map(|i| r.backoff(i).as_millis()).collect();
+        assert_eq!(d, vec![100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let r = RetryConfig {
+            initial_backoff: Duration::from_millis(100),
+            jitter: 0.5,
+            ..RetryConfig::default()
+        };
+        for _ in 0..1000 {
+            let d = r.backoff(0).as_secs_f64();
+            assert!((0.05..=0.15).contains(&d), "{d}");
+        }
+    }
+}
