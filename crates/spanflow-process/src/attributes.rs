@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use spanflow_otlp::{AnyValueView, KeyValueView, TraceRequest};
+use spanflow_otlp::{AnyValueView, KeyValueView, SpanView, TraceRequest};
 
 use crate::error::{ConfigError, ProcessError};
 use crate::matching::{Value, compile_regex};
@@ -206,8 +206,8 @@ struct Action {
 #[derive(Debug, Clone)]
 pub struct Attributes {
     name: String,
-    span_actions: Vec<Action>,
-    resource_actions: Vec<Action>,
+    span_actions: ActionList,
+    resource_actions: ActionList,
 }
 
 impl Attributes {
@@ -229,8 +229,8 @@ impl Attributes {
                 "attributes needs at least one action",
             ));
         }
-        let mut span_actions = Vec::new();
-        let mut resource_actions = Vec::new();
+        let mut span_actions = ActionList::default();
+        let mut resource_actions = ActionList::default();
         for (i, a) in config.actions.iter().enumerate() {
             let bad = |msg: &str| ConfigError::invalid(&name, format!("action {i}: {msg}"));
             let target = match (&a.key, &a.pattern) {
@@ -299,99 +299,184 @@ fn hashed<'a>(v: &AnyValueView<'_>) -> Option<NewValue<'a>> {
     hash_value(v).map(NewValue::Owned)
 }
 
-/// Runs `actions` against one attribute list and returns the edits to make.
-fn plan<'a, I>(actions: &'a [Action], attrs: I) -> Edits<'a>
-where
-    I: Iterator<Item = KeyValueView<'a>> + Clone,
-{
-    let mut edits = Edits::new();
-    // The current value of `key`: the pending edit if any, else the original.
-    enum Current<'v, 'a> {
-        Absent,
-        Original(AnyValueView<'a>),
-        Pending(&'v NewValue<'a>),
+/// The current value of a key while planning: the pending edit if any, else
+/// the original.
+enum Current<'v, 'a> {
+    Absent,
+    Original(AnyValueView<'a>),
+    Pending(&'v NewValue<'a>),
+}
+
+/// Actions of one scope, with what planning needs to know about them.
+#[derive(Debug, Clone, Default)]
+struct ActionList {
+    actions: Vec<Action>,
+    /// Keys whose original value some action reads (deletes do not read).
+    lookups: Vec<String>,
+    /// Some action uses a key pattern: every original attribute is needed.
+    needs_all: bool,
+}
+
+impl ActionList {
+    fn push(&mut self, action: Action) {
+        match (&action.target, action.kind) {
+            (Target::Pattern(_), _) => self.needs_all = true,
+            (Target::Key(_), ActionKind::Delete) => {}
+            (Target::Key(_), ActionKind::Upsert) => {}
+            (Target::Key(k), _) => self.lookups.push(k.clone()),
+        }
+        if let Source::From(from) = &action.source {
+            self.lookups.push(from.clone());
+        }
+        self.actions.push(action);
     }
-    fn current<'v, 'a, I>(edits: &'v Edits<'a>, attrs: &I, key: &str) -> Current<'v, 'a>
+
+    fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// Runs the actions against one attribute list and returns the edits.
+    ///
+    /// One pass over the original attributes collects the values actions
+    /// read; deletes are planned blind (the rewrite ignores removals of absent
+    /// keys) and checked against the original only when nothing else changes,
+    /// so a batch no action applies to stays byte-identical.
+    fn plan<'a, I>(&'a self, attrs: I) -> Edits<'a>
     where
         I: Iterator<Item = KeyValueView<'a>> + Clone,
     {
-        match edits.iter().rev().find(|e| e.key == key) {
-            Some(Edit { value: Some(v), .. }) => Current::Pending(v),
-            Some(Edit { value: None, .. }) => Current::Absent,
-            None => match attrs.clone().find(|kv| kv.key == key) {
-                Some(kv) => Current::Original(kv.value),
-                None => Current::Absent,
-            },
-        }
-    }
-    for action in actions {
-        match (&action.target, action.kind) {
-            (Target::Key(key), ActionKind::Insert | ActionKind::Update | ActionKind::Upsert) => {
-                let present = !matches!(current(&edits, &attrs, key), Current::Absent);
-                let applies = match action.kind {
-                    ActionKind::Insert => !present,
-                    ActionKind::Update => present,
-                    _ => true,
-                };
-                if !applies {
-                    continue;
-                }
-                let value = match &action.source {
-                    Source::Literal(v) => NewValue::View(literal_view(v)),
-                    Source::From(from) => match current(&edits, &attrs, from) {
-                        Current::Absent => continue,
-                        Current::Original(v) => NewValue::View(v),
-                        Current::Pending(v) => v.clone(),
-                    },
-                    Source::None => continue,
-                };
-                edits.set(Cow::Borrowed(key.as_str()), Some(value));
-            }
-            (Target::Key(key), ActionKind::Delete) => {
-                if !matches!(current(&edits, &attrs, key), Current::Absent) {
-                    edits.set(Cow::Borrowed(key.as_str()), None);
-                }
-            }
-            (Target::Key(key), ActionKind::Hash) => {
-                let h = match current(&edits, &attrs, key) {
-                    Current::Absent => None,
-                    Current::Original(v) => hashed(&v),
-                    Current::Pending(v) => hashed(&v.as_view()),
-                };
-                if h.is_some() {
-                    edits.set(Cow::Borrowed(key.as_str()), h);
-                }
-            }
-            (Target::Pattern(re), kind) => {
-                // Keys of the original list plus keys set by earlier actions.
-                let mut keys: Vec<Cow<'a, str>> = attrs
+        let mut found: Vec<KeyValueView<'a>> = Vec::new();
+        if self.needs_all {
+            found.extend(attrs.clone());
+        } else if !self.lookups.is_empty() {
+            found.extend(
+                attrs
                     .clone()
-                    .map(|kv| Cow::Borrowed(kv.key))
-                    .filter(|k| re.is_match(k))
-                    .collect();
-                for e in edits.iter() {
-                    if re.is_match(&e.key) && !keys.contains(&e.key) {
-                        keys.push(e.key.clone());
-                    }
-                }
-                for key in keys {
-                    let h = match (kind, current(&edits, &attrs, &key)) {
-                        (_, Current::Absent) => continue,
-                        (ActionKind::Hash, Current::Original(v)) => hashed(&v),
-                        (ActionKind::Hash, Current::Pending(v)) => hashed(&v.as_view()),
-                        _ => {
-                            edits.set(key, None);
-                            continue;
+                    .filter(|kv| self.lookups.iter().any(|k| k == kv.key)),
+            );
+        }
+        let mut edits = Edits::new();
+        let mut changed = false;
+        fn current<'v, 'a>(
+            edits: &'v Edits<'a>,
+            found: &[KeyValueView<'a>],
+            key: &str,
+        ) -> Current<'v, 'a> {
+            match edits.iter().rev().find(|e| e.key == key) {
+                Some(Edit { value: Some(v), .. }) => Current::Pending(v),
+                Some(Edit { value: None, .. }) => Current::Absent,
+                None => match found.iter().rev().find(|kv| kv.key == key) {
+                    Some(kv) => Current::Original(kv.value),
+                    None => Current::Absent,
+                },
+            }
+        }
+        for action in &self.actions {
+            match (&action.target, action.kind) {
+                (
+                    Target::Key(key),
+                    ActionKind::Insert | ActionKind::Update | ActionKind::Upsert,
+                ) => {
+                    let applies = match action.kind {
+                        ActionKind::Upsert => true,
+                        kind => {
+                            let present = !matches!(current(&edits, &found, key), Current::Absent);
+                            (kind == ActionKind::Insert) != present
                         }
                     };
+                    if !applies {
+                        continue;
+                    }
+                    let value = match &action.source {
+                        Source::Literal(v) => NewValue::View(literal_view(v)),
+                        Source::From(from) => match current(&edits, &found, from) {
+                            Current::Absent => continue,
+                            Current::Original(v) => NewValue::View(v),
+                            Current::Pending(v) => v.clone(),
+                        },
+                        Source::None => continue,
+                    };
+                    edits.set(Cow::Borrowed(key.as_str()), Some(value));
+                    changed = true;
+                }
+                (Target::Key(key), ActionKind::Delete) => {
+                    edits.set(Cow::Borrowed(key.as_str()), None);
+                }
+                (Target::Key(key), ActionKind::Hash) => {
+                    let h = match current(&edits, &found, key) {
+                        Current::Absent => None,
+                        Current::Original(v) => hashed(&v),
+                        Current::Pending(v) => hashed(&v.as_view()),
+                    };
                     if h.is_some() {
-                        edits.set(key, h);
+                        edits.set(Cow::Borrowed(key.as_str()), h);
+                        changed = true;
+                    }
+                }
+                (Target::Pattern(re), kind) => {
+                    // Keys of the original list plus keys set by earlier actions.
+                    let mut keys: Vec<Cow<'a, str>> = found
+                        .iter()
+                        .map(|kv| Cow::Borrowed(kv.key))
+                        .filter(|k| re.is_match(k))
+                        .collect();
+                    for e in edits.iter() {
+                        if re.is_match(&e.key) && !keys.contains(&e.key) {
+                            keys.push(e.key.clone());
+                        }
+                    }
+                    for key in keys {
+                        let h = match (kind, current(&edits, &found, &key)) {
+                            (_, Current::Absent) => continue,
+                            (ActionKind::Hash, Current::Original(v)) => hashed(&v),
+                            (ActionKind::Hash, Current::Pending(v)) => hashed(&v.as_view()),
+                            _ => {
+                                edits.set(key, None);
+                                changed = true;
+                                continue;
+                            }
+                        };
+                        if h.is_some() {
+                            edits.set(key, h);
+                            changed = true;
+                        }
                     }
                 }
             }
         }
+        if !changed && !edits.is_empty() {
+            // Only blind removals: keep them only if a removed key exists.
+            let removes_something = attrs
+                .clone()
+                .any(|kv| edits.iter().any(|e| e.value.is_none() && e.key == kv.key));
+            if !removes_something {
+                return Edits::new();
+            }
+        }
+        edits
     }
-    edits
+}
+
+impl Attributes {
+    /// The edits of every resource of `batch`, by resource index (empty when
+    /// there are no resource actions).
+    pub(crate) fn resource_plans<'a>(&'a self, batch: &'a TraceRequest) -> Vec<Edits<'a>> {
+        if self.resource_actions.is_empty() {
+            return Vec::new();
+        }
+        batch
+            .resources()
+            .map(|r| self.resource_actions.plan(r.attributes()))
+            .collect()
+    }
+
+    /// The edits of one span.
+    pub(crate) fn span_plan<'a>(&'a self, span: &SpanView<'a>) -> Edits<'a> {
+        if self.span_actions.is_empty() {
+            return Edits::new();
+        }
+        self.span_actions.plan(span.attributes())
+    }
 }
 
 impl Processor for Attributes {
@@ -403,14 +488,7 @@ impl Processor for Attributes {
         if batch.span_count() == 0 {
             return Ok(batch);
         }
-        let resource_edits: Vec<Edits<'_>> = if self.resource_actions.is_empty() {
-            Vec::new()
-        } else {
-            batch
-                .resources()
-                .map(|r| plan(&self.resource_actions, r.attributes()))
-                .collect()
-        };
+        let resource_edits = self.resource_plans(&batch);
         let mut span_edits: Vec<Edits<'_>> = Vec::new();
         if !self.span_actions.is_empty() {
             span_edits.resize_with(batch.span_count(), Edits::new);
@@ -418,7 +496,7 @@ impl Processor for Attributes {
                 .for_each_chunk(&mut span_edits, |first, chunk| {
                     for (offset, slot) in chunk.iter_mut().enumerate() {
                         if let Some(span) = batch.span(first + offset) {
-                            *slot = plan(&self.span_actions, span.attributes());
+                            *slot = self.span_plan(&span);
                         }
                     }
                 });

@@ -9,10 +9,15 @@ use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use spanflow_otlp::TraceRequest;
 
+use crate::attributes::Attributes;
 use crate::config::ProcessorConfig;
 use crate::error::{ConfigError, ProcessError, panic_message};
+use crate::filter::Filter;
 use crate::processor::{Context, Parallelism, Processor, SpanPredicate};
+use crate::redact::Redact;
+use crate::sampler::ProbabilisticSampler;
 use crate::span_stats::SpanStats;
+use crate::wire_edit::{Edits, SpanPlan, apply_plans};
 
 /// Processors applied in order to each batch.
 ///
@@ -45,6 +50,9 @@ use crate::span_stats::SpanStats;
 /// ```
 pub struct Chain {
     processors: Vec<Box<dyn Processor>>,
+    /// For built-in attribute editors, a copy the chain can fuse into a
+    /// single rewrite with neighbouring keep/drop steps.
+    editors: Vec<Option<Editor>>,
     steps: Vec<Step>,
     parallelism: Parallelism,
     span_stats: Vec<SpanStats>,
@@ -55,6 +63,56 @@ pub struct Chain {
 enum Step {
     One(usize),
     Predicates(Vec<usize>),
+    /// Keep/drop rules, one attribute editor, then keep/drop rules that do
+    /// not read attributes: one pass, one rewrite.
+    Fused {
+        before: Vec<usize>,
+        editor: usize,
+        after: Vec<usize>,
+    },
+}
+
+/// A built-in processor whose work is a per-span attribute plan.
+#[derive(Debug, Clone)]
+enum Editor {
+    Attributes(Attributes),
+    Redact(Redact),
+}
+
+impl Editor {
+    fn of<P: Processor + 'static>(p: &P) -> Option<Editor> {
+        let any: &dyn std::any::Any = p;
+        if let Some(a) = any.downcast_ref::<Attributes>() {
+            Some(Editor::Attributes(a.clone()))
+        } else {
+            any.downcast_ref::<Redact>()
+                .map(|r| Editor::Redact(r.clone()))
+        }
+    }
+
+    fn resource_plans<'a>(&'a self, batch: &'a TraceRequest) -> Vec<Edits<'a>> {
+        match self {
+            Editor::Attributes(a) => a.resource_plans(batch),
+            Editor::Redact(_) => Vec::new(),
+        }
+    }
+
+    fn span_plan<'a>(
+        &'a self,
+        span: &spanflow_otlp::SpanView<'a>,
+        tally: &mut [u64; 3],
+    ) -> Edits<'a> {
+        match self {
+            Editor::Attributes(a) => a.span_plan(span),
+            Editor::Redact(r) => r.span_plan(span, tally),
+        }
+    }
+
+    fn commit(&self, tally: [u64; 3]) {
+        if let Editor::Redact(r) = self {
+            r.add_counts(tally);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +152,7 @@ impl fmt::Debug for Chain {
 #[must_use]
 pub struct ChainBuilder {
     processors: Vec<Box<dyn Processor>>,
+    editors: Vec<Option<Editor>>,
     parallelism: Option<Parallelism>,
     span_stats: Vec<SpanStats>,
 }
@@ -111,22 +170,26 @@ impl fmt::Debug for ChainBuilder {
 
 impl ChainBuilder {
     /// Appends a processor.
-    pub fn processor(mut self, p: impl Processor + 'static) -> Self {
+    pub fn processor<P: Processor + 'static>(mut self, p: P) -> Self {
+        self.editors.push(Editor::of(&p));
+        if let Some(stats) = (&p as &dyn std::any::Any).downcast_ref::<SpanStats>() {
+            self.span_stats.push(stats.clone());
+        }
         self.processors.push(Box::new(p));
         self
     }
 
     /// Appends a boxed processor.
     pub fn boxed(mut self, p: Box<dyn Processor>) -> Self {
+        self.editors.push(None);
         self.processors.push(p);
         self
     }
 
-    /// Appends a [`SpanStats`] and remembers it for [`Chain::span_stats`].
-    pub fn span_stats(mut self, stats: SpanStats) -> Self {
-        self.span_stats.push(stats.clone());
-        self.processors.push(Box::new(stats));
-        self
+    /// Appends a [`SpanStats`] (remembered for [`Chain::span_stats`], as any
+    /// `SpanStats` given to [`ChainBuilder::processor`] is).
+    pub fn span_stats(self, stats: SpanStats) -> Self {
+        self.processor(stats)
     }
 
     /// The data parallelism inside large batches; default
@@ -148,12 +211,31 @@ impl ChainBuilder {
                 return Err(ConfigError::DuplicateName(p.name().to_owned()));
             }
         }
-        let mut steps = Vec::new();
+        let mut steps: Vec<Step> = Vec::new();
         for (i, p) in self.processors.iter().enumerate() {
-            match (p.as_predicate(), steps.last_mut()) {
-                (Some(_), Some(Step::Predicates(group))) => group.push(i),
-                (Some(_), _) => steps.push(Step::Predicates(vec![i])),
-                (None, _) => steps.push(Step::One(i)),
+            let pred = p.as_predicate();
+            let editor = self.editors[i].is_some();
+            match (pred, editor, steps.last_mut()) {
+                (Some(_), _, Some(Step::Predicates(group))) => group.push(i),
+                (Some(pr), _, Some(Step::Fused { after, .. })) if !pr.reads_attributes() => {
+                    after.push(i);
+                }
+                (Some(_), _, _) => steps.push(Step::Predicates(vec![i])),
+                (None, true, Some(Step::Predicates(_))) => {
+                    if let Some(Step::Predicates(before)) = steps.pop() {
+                        steps.push(Step::Fused {
+                            before,
+                            editor: i,
+                            after: Vec::new(),
+                        });
+                    }
+                }
+                (None, true, _) => steps.push(Step::Fused {
+                    before: Vec::new(),
+                    editor: i,
+                    after: Vec::new(),
+                }),
+                (None, false, _) => steps.push(Step::One(i)),
             }
         }
         let n = self.processors.len();
@@ -164,6 +246,7 @@ impl ChainBuilder {
                 ..Counters::default()
             },
             processors: self.processors,
+            editors: self.editors,
             steps,
             parallelism: self.parallelism.unwrap_or_else(Parallelism::shared),
             span_stats: self.span_stats,
@@ -176,6 +259,7 @@ impl Chain {
     pub fn builder() -> ChainBuilder {
         ChainBuilder {
             processors: Vec::new(),
+            editors: Vec::new(),
             parallelism: None,
             span_stats: Vec::new(),
         }
@@ -217,9 +301,14 @@ impl Chain {
                     kind.to_owned()
                 });
             }
-            builder = match config.build()? {
-                crate::config::Built::SpanStats(stats) => builder.span_stats(stats),
-                crate::config::Built::Other(p) => builder.boxed(p),
+            builder = match &config {
+                ProcessorConfig::Filter(c) => builder.processor(Filter::from_config(c)?),
+                ProcessorConfig::Attributes(c) => builder.processor(Attributes::from_config(c)?),
+                ProcessorConfig::Redact(c) => builder.processor(Redact::from_config(c)?),
+                ProcessorConfig::ProbabilisticSampler(c) => {
+                    builder.processor(ProbabilisticSampler::from_config(c)?)
+                }
+                ProcessorConfig::SpanStats(c) => builder.processor(SpanStats::from_config(c)?),
             };
         }
         Ok(builder)
@@ -299,6 +388,11 @@ impl Chain {
                     }
                 }
                 Step::Predicates(group) => self.run_predicates(batch, group)?,
+                Step::Fused {
+                    before,
+                    editor,
+                    after,
+                } => self.run_fused(batch, before, *editor, after)?,
             };
         }
         Ok(batch)
@@ -359,6 +453,95 @@ impl Chain {
         } else {
             Ok(batch.select(&mask))
         }
+    }
+
+    /// Evaluates keep/drop rules and one attribute editor in one pass over the
+    /// batch, then drops and edits in one rewrite.
+    fn run_fused(
+        &self,
+        batch: TraceRequest,
+        before: &[usize],
+        editor_index: usize,
+        after: &[usize],
+    ) -> Result<TraceRequest, (usize, ProcessError)> {
+        let n = batch.span_count();
+        let Some(editor) = self.editors.get(editor_index).and_then(Option::as_ref) else {
+            return Ok(batch);
+        };
+        if n == 0 {
+            return Ok(batch);
+        }
+        let panicked_in = |i: usize, payload: &(dyn std::any::Any + Send)| {
+            (
+                i,
+                ProcessError::Panicked {
+                    processor: self.processors[i].name().to_owned(),
+                    message: panic_message(payload),
+                },
+            )
+        };
+        let preds = |group: &[usize]| -> Vec<(usize, &dyn SpanPredicate)> {
+            group
+                .iter()
+                .filter_map(|&i| self.processors[i].as_predicate().map(|p| (i, p)))
+                .collect()
+        };
+        let (before, after) = (preds(before), preds(after));
+        let resource_edits = catch_unwind(AssertUnwindSafe(|| editor.resource_plans(&batch)))
+            .map_err(|payload| panicked_in(editor_index, payload.as_ref()))?;
+        let mut plans: Vec<SpanPlan<'_>> = Vec::new();
+        plans.resize_with(n, SpanPlan::default);
+        let tally = Mutex::new([0u64; 3]);
+        let panicked: Mutex<Option<(usize, String)>> = Mutex::new(None);
+        self.parallelism.for_each_chunk(&mut plans, |first, chunk| {
+            let current = Cell::new(editor_index);
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                let mut local = [0u64; 3];
+                for (offset, plan) in chunk.iter_mut().enumerate() {
+                    let Some(span) = batch.span(first + offset) else {
+                        continue;
+                    };
+                    let keep_all = |rules: &[(usize, &dyn SpanPredicate)]| {
+                        rules.iter().all(|&(i, p)| {
+                            current.set(i);
+                            p.keep(&span)
+                        })
+                    };
+                    if !keep_all(&before) {
+                        continue;
+                    }
+                    current.set(editor_index);
+                    plan.edits = editor.span_plan(&span, &mut local);
+                    plan.keep = keep_all(&after);
+                }
+                local
+            }));
+            match result {
+                Ok(local) => {
+                    let mut tally = tally.lock();
+                    for (t, n) in tally.iter_mut().zip(local) {
+                        *t += n;
+                    }
+                }
+                Err(payload) => {
+                    panicked
+                        .lock()
+                        .get_or_insert((current.get(), panic_message(payload.as_ref())));
+                }
+            }
+        });
+        if let Some((i, message)) = panicked.into_inner() {
+            return Err((
+                i,
+                ProcessError::Panicked {
+                    processor: self.processors[i].name().to_owned(),
+                    message,
+                },
+            ));
+        }
+        let out = apply_plans(&batch, &plans, &resource_edits);
+        editor.commit(tally.into_inner());
+        Ok(out)
     }
 
     /// Counts so far.

@@ -65,13 +65,6 @@ pub enum ProcessorConfig {
     SpanStats(SpanStatsConfig),
 }
 
-/// What building a configuration produced; `SpanStats` is kept apart so the
-/// chain can hand out its handle.
-pub(crate) enum Built {
-    SpanStats(SpanStats),
-    Other(Box<dyn Processor>),
-}
-
 impl ProcessorConfig {
     /// The `type` tag: `filter`, `attributes`, `redact`,
     /// `probabilistic_sampler` or `span_stats`.
@@ -108,27 +101,20 @@ impl ProcessorConfig {
         *slot = Some(name);
     }
 
-    pub(crate) fn build(&self) -> Result<Built, ConfigError> {
-        Ok(match self {
-            ProcessorConfig::Filter(c) => Built::Other(Box::new(Filter::from_config(c)?)),
-            ProcessorConfig::Attributes(c) => Built::Other(Box::new(Attributes::from_config(c)?)),
-            ProcessorConfig::Redact(c) => Built::Other(Box::new(Redact::from_config(c)?)),
-            ProcessorConfig::ProbabilisticSampler(c) => {
-                Built::Other(Box::new(ProbabilisticSampler::from_config(c)?))
-            }
-            ProcessorConfig::SpanStats(c) => Built::SpanStats(SpanStats::from_config(c)?),
-        })
-    }
-
     /// Builds the processor this configuration describes.
     ///
     /// # Errors
     ///
     /// The processor's [`ConfigError`].
     pub fn build_processor(&self) -> Result<Box<dyn Processor>, ConfigError> {
-        Ok(match self.build()? {
-            Built::SpanStats(s) => Box::new(s),
-            Built::Other(p) => p,
+        Ok(match self {
+            ProcessorConfig::Filter(c) => Box::new(Filter::from_config(c)?),
+            ProcessorConfig::Attributes(c) => Box::new(Attributes::from_config(c)?),
+            ProcessorConfig::Redact(c) => Box::new(Redact::from_config(c)?),
+            ProcessorConfig::ProbabilisticSampler(c) => {
+                Box::new(ProbabilisticSampler::from_config(c)?)
+            }
+            ProcessorConfig::SpanStats(c) => Box::new(SpanStats::from_config(c)?),
         })
     }
 }

@@ -298,10 +298,17 @@ impl Filter {
 
     /// Whether `span` meets every condition (before applying the action).
     pub fn matches(&self, span: &SpanView<'_>) -> bool {
-        let in_set = |set: Option<u64>, v: i32| {
-            set.is_none_or(|bits| (0..64).contains(&v) && bits & (1u64 << v) != 0)
-        };
-        if !in_set(self.kinds, span.kind()) || !in_set(self.statuses, span.status_code()) {
+        let in_set = |bits: u64, v: i32| (0..64).contains(&v) && bits & (1u64 << v) != 0;
+        // Each field is read only when a condition needs it: reading one
+        // walks the span's fields.
+        if let Some(bits) = self.kinds
+            && !in_set(bits, span.kind())
+        {
+            return false;
+        }
+        if let Some(bits) = self.statuses
+            && !in_set(bits, span.status_code())
+        {
             return false;
         }
         if self.min_ns.is_some() || self.max_ns.is_some() {
@@ -342,6 +349,10 @@ impl SpanPredicate for Filter {
             FilterAction::Drop => !self.matches(span),
             FilterAction::Keep => self.matches(span),
         }
+    }
+
+    fn reads_attributes(&self) -> bool {
+        !self.attributes.is_empty() || !self.resource_attributes.is_empty()
     }
 }
 

@@ -86,6 +86,14 @@ impl<P: Processor + ?Sized> Processor for Arc<P> {
 pub trait SpanPredicate: Send + Sync {
     /// Whether the span goes on down the chain.
     fn keep(&self, span: &SpanView<'_>) -> bool;
+
+    /// Whether the rule reads span or resource attributes. A rule that does
+    /// not (a trace-id sampler, a name filter) may be evaluated in the same
+    /// pass as an earlier attribute edit, on the unedited span, because the
+    /// edit cannot change its answer. Defaults to `true`, the safe answer.
+    fn reads_attributes(&self) -> bool {
+        true
+    }
 }
 
 /// What a processor gets besides its batch: the chain's data parallelism.

@@ -196,6 +196,28 @@ impl Redact {
         }
     }
 
+    /// The edits of one span; adds (spans, masked, removed) to `tally`.
+    pub(crate) fn span_plan<'a>(
+        &self,
+        span: &spanflow_otlp::SpanView<'a>,
+        tally: &mut [u64; 3],
+    ) -> Edits<'a> {
+        let (edits, masked, removed) = self.plan(span.attributes());
+        tally[0] += u64::from(!edits.is_empty());
+        tally[1] += masked;
+        tally[2] += removed;
+        edits
+    }
+
+    /// Adds a batch's (spans, masked, removed) tally to the counts.
+    pub(crate) fn add_counts(&self, tally: [u64; 3]) {
+        // Relaxed: monitoring counters.
+        let c = &self.counts;
+        c.spans.fetch_add(tally[0], Ordering::Relaxed);
+        c.values_masked.fetch_add(tally[1], Ordering::Relaxed);
+        c.keys_removed.fetch_add(tally[2], Ordering::Relaxed);
+    }
+
     /// The edits for one span's attributes, and (masked, removed) counts.
     fn plan<'a>(
         &self,
@@ -244,34 +266,23 @@ impl Processor for Redact {
         }
         let mut span_edits: Vec<Edits<'_>> = Vec::new();
         span_edits.resize_with(batch.span_count(), Edits::new);
-        let totals = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+        let total = parking_lot::Mutex::new([0u64; 3]);
         cx.parallelism()
             .for_each_chunk(&mut span_edits, |first, chunk| {
-                let (mut spans, mut masked, mut removed) = (0, 0, 0);
+                let mut tally = [0u64; 3];
                 for (offset, slot) in chunk.iter_mut().enumerate() {
                     if let Some(span) = batch.span(first + offset) {
-                        let (edits, m, r) = self.plan(span.attributes());
-                        spans += u64::from(!edits.is_empty());
-                        masked += m;
-                        removed += r;
-                        *slot = edits;
+                        *slot = self.span_plan(&span, &mut tally);
                     }
                 }
-                // Relaxed: per-batch tallies, read after `for_each_chunk` joins.
-                totals[0].fetch_add(spans, Ordering::Relaxed);
-                totals[1].fetch_add(masked, Ordering::Relaxed);
-                totals[2].fetch_add(removed, Ordering::Relaxed);
+                let mut total = total.lock();
+                for (t, n) in total.iter_mut().zip(tally) {
+                    *t += n;
+                }
             });
         let out = apply_edits(&batch, &span_edits, &[]);
         // Counted only once the batch is actually rewritten.
-        // Relaxed: monitoring counters.
-        let c = &self.counts;
-        c.spans
-            .fetch_add(totals[0].load(Ordering::Relaxed), Ordering::Relaxed);
-        c.values_masked
-            .fetch_add(totals[1].load(Ordering::Relaxed), Ordering::Relaxed);
-        c.keys_removed
-            .fetch_add(totals[2].load(Ordering::Relaxed), Ordering::Relaxed);
+        self.add_counts(total.into_inner());
         Ok(out)
     }
 }

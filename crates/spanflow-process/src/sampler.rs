@@ -133,6 +133,10 @@ impl SpanPredicate for ProbabilisticSampler {
     fn keep(&self, span: &SpanView<'_>) -> bool {
         self.rule.keeps(&span.trace_id())
     }
+
+    fn reads_attributes(&self) -> bool {
+        false
+    }
 }
 
 impl Processor for ProbabilisticSampler {

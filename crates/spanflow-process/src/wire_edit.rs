@@ -67,11 +67,60 @@ pub(crate) fn apply_edits(
     if span_edits.iter().all(Edits::is_empty) && resource_edits.iter().all(Edits::is_empty) {
         return batch.clone();
     }
+    rewrite(batch, |i| (true, span_edits.get(i)), resource_edits)
+}
+
+/// One span's fate in a fused pass: kept or dropped, and its edits.
+#[derive(Debug, Default)]
+pub(crate) struct SpanPlan<'a> {
+    pub(crate) keep: bool,
+    pub(crate) edits: Edits<'a>,
+}
+
+/// Drops and edits spans as `plans` say (one per span), and edits resources,
+/// in one rewrite; returns the batch as is when nothing changes.
+pub(crate) fn apply_plans(
+    batch: &TraceRequest,
+    plans: &[SpanPlan<'_>],
+    resource_edits: &[Edits<'_>],
+) -> TraceRequest {
+    if plans.iter().all(|p| p.keep && p.edits.is_empty())
+        && resource_edits.iter().all(Edits::is_empty)
+    {
+        return batch.clone();
+    }
+    if resource_edits.iter().all(Edits::is_empty) && plans.iter().all(|p| p.edits.is_empty()) {
+        // Only drops: the keep-mask path is the cheaper copy.
+        let keep: Vec<bool> = plans.iter().map(|p| p.keep).collect();
+        return batch.select(&keep);
+    }
+    rewrite(
+        batch,
+        |i| {
+            plans
+                .get(i)
+                .map_or((true, None), |p| (p.keep, Some(&p.edits)))
+        },
+        resource_edits,
+    )
+}
+
+fn rewrite<'e, 'd: 'e, F>(
+    batch: &TraceRequest,
+    span: F,
+    resource_edits: &[Edits<'_>],
+) -> TraceRequest
+where
+    F: Fn(usize) -> (bool, Option<&'e Edits<'d>>),
+{
     // Resource edits are handed to the first span of each resource only;
     // `rewrite` applies them once per resource.
     let mut resource_done = vec![false; resource_edits.len()];
-    batch.rewrite(|span, patch| {
-        if let Some(edits) = span_edits.get(span.index()) {
+    batch.rewrite(|view, patch| {
+        let (keep, edits) = span(view.index());
+        if !keep {
+            patch.drop_span();
+        } else if let Some(edits) = edits {
             for e in edits.iter() {
                 match &e.value {
                     Some(v) => patch.set_attribute_view(&e.key, v.as_view()),
@@ -79,7 +128,7 @@ pub(crate) fn apply_edits(
                 }
             }
         }
-        let r = span.resource().index();
+        let r = view.resource().index();
         if let (Some(edits), Some(done)) = (resource_edits.get(r), resource_done.get_mut(r))
             && !*done
         {

@@ -162,6 +162,80 @@ fn a_panicking_processor_costs_only_its_batch() {
     }
 }
 
+/// A chain with an attribute editor between keep/drop steps runs as one fused
+/// pass; it must equal the processors applied one by one.
+fn editor_chain_matches_one_by_one(
+    spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
+    ratio: f64,
+) {
+    let filter = Filter::from_config(&FilterConfig::drop().span_names(MatchType::Glob, ["GET *"]))
+        .expect("valid");
+    let attributes = Attributes::from_config(&AttributesConfig::new([
+        AttributeAction::upsert("env", "prod"),
+        AttributeAction::delete("k"),
+        AttributeAction::hash("user"),
+        AttributeAction::insert("tier", 2i64).on_resource(),
+    ]))
+    .expect("valid");
+    let redact = Redact::from_config(&RedactConfig {
+        blocked_values: vec!["\\d{3}".into()],
+        ..RedactConfig::default()
+    })
+    .expect("valid");
+    let sampler = ProbabilisticSampler::new(ratio).expect("valid");
+    let req = request("svc", spans);
+    let cx = Context::sequential();
+    let mut expected = req.clone();
+    for p in [
+        &filter as &dyn Processor,
+        &attributes,
+        &sampler,
+        &redact,
+        &sampler,
+    ] {
+        expected = p.process(expected, &cx).expect("ok");
+    }
+    let expected_counts = redact.counts();
+    for par in [
+        Parallelism::sequential(),
+        Parallelism::new(2, 5).expect("pool"),
+    ] {
+        let redact = Redact::from_config(&RedactConfig {
+            blocked_values: vec!["\\d{3}".into()],
+            ..RedactConfig::default()
+        })
+        .expect("valid");
+        let chain = Chain::builder()
+            .processor(filter.clone())
+            .processor(attributes.clone())
+            .processor(sampler.clone())
+            .processor(redact.clone())
+            .processor(sampler.clone().named_for_test())
+            .parallelism(par)
+            .build()
+            .expect("chain");
+        let out = chain.process(req.clone()).expect("ok");
+        assert_eq!(spans_of(&out), spans_of(&expected));
+        assert_eq!(decode(&out), decode(&expected));
+        assert_eq!(out.as_bytes(), expected.as_bytes());
+        assert_eq!(redact.counts(), expected_counts);
+    }
+}
+
+trait NamedForTest {
+    fn named_for_test(self) -> ProbabilisticSampler;
+}
+
+impl NamedForTest for ProbabilisticSampler {
+    fn named_for_test(self) -> ProbabilisticSampler {
+        ProbabilisticSampler::from_config(&SamplerConfig {
+            name: Some("sampler-2".into()),
+            ratio: self.ratio(),
+        })
+        .expect("valid")
+    }
+}
+
 fn arb_span() -> impl Strategy<Value = opentelemetry_proto::tonic::trace::v1::Span> {
     (
         prop::sample::select(vec!["GET /a", "GET /b", "héllo", "POST /a", ""]),
@@ -177,8 +251,38 @@ fn arb_span() -> impl Strategy<Value = opentelemetry_proto::tonic::trace::v1::Sp
         })
 }
 
+fn arb_attributed_span() -> impl Strategy<Value = opentelemetry_proto::tonic::trace::v1::Span> {
+    (
+        arb_span(),
+        prop::option::of("[a-z0-9 ]{0,12}"),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(span, user, k, env)| {
+            let mut span = span;
+            if let Some(user) = user {
+                span = span.attr("user", s(&user));
+            }
+            if k {
+                span = span.attr("k", i(1));
+            }
+            if env {
+                span = span.attr("env", s("dev 123"));
+            }
+            span.attr("note", s("call 555-1234"))
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn fused_editor_steps_equal_processors_one_by_one(
+        spans in prop::collection::vec(arb_attributed_span(), 0..40),
+        ratio in 0.0f64..=1.0,
+    ) {
+        editor_chain_matches_one_by_one(spans, ratio);
+    }
 
     /// A fused run of keep/drop steps equals applying each processor alone.
     #[test]
