@@ -17,6 +17,7 @@
 
 pub mod deque;
 mod loom;
+mod retire;
 mod stack;
 
 pub use deque::{Injector, Steal, Stealer, Worker};

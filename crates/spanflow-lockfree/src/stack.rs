@@ -19,6 +19,13 @@ use crossbeam_epoch as epoch;
 use crossbeam_utils::CachePadded;
 
 use crate::loom::{AtomicPtr, Backoff, Ordering, UnsafeCell};
+#[cfg(not(loom))]
+use crate::retire::node_memory;
+use crate::retire::{NodeOps, retire};
+#[cfg(not(loom))]
+use std::alloc::Layout;
+#[cfg(not(loom))]
+use std::ptr::NonNull;
 
 struct Node<T> {
     /// Written once before the node is published, moved out once by whoever unlinks the node.
@@ -30,10 +37,63 @@ struct Node<T> {
 
 impl<T> Node<T> {
     fn alloc(value: T) -> *mut Node<T> {
-        Box::into_raw(Box::new(Node {
+        let node = Node {
             value: UnsafeCell::new(ManuallyDrop::new(value)),
             next: AtomicPtr::new(ptr::null_mut()),
-        }))
+        };
+        #[cfg(not(loom))]
+        {
+            let block = node_memory::allocate(Layout::new::<Node<T>>()).cast::<Node<T>>();
+            // SAFETY: `block` is a fresh, unused allocation with `Node<T>`'s layout.
+            unsafe { block.as_ptr().write(node) };
+            block.as_ptr()
+        }
+        #[cfg(loom)]
+        {
+            Box::into_raw(Box::new(node))
+        }
+    }
+
+    /// Frees a node's memory without dropping its value.
+    ///
+    /// # Safety
+    /// `node` came from [`Node::alloc`], nobody can reach it any more, and its value was moved
+    /// out (or is dropped by the caller).
+    unsafe fn free(node: *mut Node<T>) {
+        #[cfg(not(loom))]
+        {
+            // SAFETY: a `Node` is never null.
+            let block = unsafe { NonNull::new_unchecked(node.cast::<u8>()) };
+            // SAFETY: forwarded from the caller; `Node<T>` needs no drop glue beyond the value
+            // (`ManuallyDrop`) and the loom-free atomics.
+            unsafe { node_memory::release(block, Layout::new::<Node<T>>()) };
+        }
+        #[cfg(loom)]
+        {
+            // SAFETY: forwarded from the caller; the `Box` frees memory only (`ManuallyDrop`).
+            drop(unsafe { Box::from_raw(node) });
+        }
+    }
+
+    /// Type-erased linking and freeing for [`retire`].
+    const OPS: NodeOps = NodeOps {
+        set_next: Self::set_next_erased,
+        free_chain: Self::free_chain_erased,
+    };
+
+    /// # Safety
+    /// `node` is a live `Node<T>` the caller may relink.
+    unsafe fn set_next_erased(node: *mut u8, next: *mut u8) {
+        // SAFETY: forwarded from the caller.
+        let node = unsafe { &*node.cast::<Node<T>>() };
+        node.next.store(next.cast(), Ordering::Relaxed);
+    }
+
+    /// # Safety
+    /// As for [`free_chain`].
+    unsafe fn free_chain_erased(node: *mut u8) {
+        // SAFETY: forwarded from the caller.
+        unsafe { free_chain(node.cast::<Node<T>>()) };
     }
 
     /// Moves the value out of the node.
@@ -55,13 +115,27 @@ impl<T> Node<T> {
 /// # Safety
 /// The chain must be exclusively owned and unreachable by any thread (epoch has passed, or the
 /// caller holds `&mut` of the stack), and every value in it must already have been moved out.
-unsafe fn free_chain<T>(mut node: *mut Node<T>) {
+unsafe fn free_chain<T>(node: *mut Node<T>) {
+    #[cfg(not(loom))]
+    {
+        let blocks = std::iter::successors(NonNull::new(node), |block| {
+            // SAFETY: the caller owns the chain exclusively; `successors` reads each node's
+            // `next` before yielding it, and releasing a block does not touch its memory.
+            NonNull::new(unsafe { block.as_ref() }.next.load(Ordering::Relaxed))
+        })
+        .map(NonNull::cast::<u8>);
+        // SAFETY: every node came from `Node::alloc` with this layout and its value is gone.
+        unsafe { node_memory::release_many(Layout::new::<Node<T>>(), blocks) };
+    }
+    #[cfg(loom)]
+    let mut node = node;
+    #[cfg(loom)]
     while !node.is_null() {
-        // SAFETY: the caller owns the chain exclusively; each node came from `Box::into_raw`.
-        let boxed = unsafe { Box::from_raw(node) };
-        node = boxed.next.load(Ordering::Relaxed);
-        // Dropping `Node<T>` frees memory only: the value is `ManuallyDrop` and already moved out.
-        drop(boxed);
+        // SAFETY: the caller owns the chain exclusively, so the node is live.
+        let next = unsafe { (*node).next.load(Ordering::Relaxed) };
+        // SAFETY: exclusively owned, value already moved out: free memory only.
+        unsafe { Node::free(node) };
+        node = next;
     }
 }
 
@@ -254,15 +328,10 @@ impl<T: Send> TreiberStack<T> {
             {
                 // SAFETY: the CAS unlinked `head`, so we are the unique owner of its value.
                 let value = unsafe { Node::take_value(head) };
-                let garbage = Garbage(head);
-                let free = move || {
-                    let garbage = garbage;
-                    // SAFETY: the epoch has passed; nobody else can reach the node.
-                    unsafe { free_chain_one(garbage) }
-                };
-                // SAFETY: `head` is unlinked and its value moved out; pinned readers may still
-                // read `next`, which the epoch collector waits for before freeing.
-                unsafe { guard.defer_unchecked(free) };
+                // SAFETY: `head` is unlinked and its value moved out. Pinned `pop`s that lost
+                // may still read its `next` atomically; their CAS fails whatever they read, and
+                // the epoch waits for them before the memory is freed.
+                unsafe { retire(head.cast(), Node::<T>::OPS, &guard) };
                 return Some(value);
             }
             backoff.spin();
@@ -308,16 +377,6 @@ impl<T: Send> TreiberStack<T> {
     }
 }
 
-/// Frees a single node (the `pop` path).
-///
-/// # Safety
-/// As for [`free_chain`], for the one node in `garbage`; its `next` is ignored.
-unsafe fn free_chain_one<T>(garbage: Garbage<T>) {
-    // SAFETY: the caller guarantees exclusive ownership of the node, which came from
-    // `Box::into_raw`; the value was moved out, so this frees memory only.
-    drop(unsafe { Box::from_raw(garbage.0) });
-}
-
 impl<T> Default for TreiberStack<T> {
     fn default() -> Self {
         Self::new()
@@ -340,13 +399,16 @@ impl<T> Drop for TreiberStack<T> {
         while !node.is_null() {
             // SAFETY: `&mut self`: the chain is exclusively ours and every node still holds its
             // value (unlinked nodes are never reachable from `head`).
-            let boxed = unsafe { Box::from_raw(node) };
-            node = boxed.next.load(Ordering::Relaxed);
+            let current = unsafe { &*node };
+            let next = current.next.load(Ordering::Relaxed);
             // SAFETY: the value was never moved out (the node was still linked); drop it once.
             // (`ManuallyDrop<T>` is `repr(transparent)`, so the cast points at the `T`.)
-            boxed
+            current
                 .value
                 .with_mut(|v| unsafe { ptr::drop_in_place(v.cast::<T>()) });
+            // SAFETY: exclusively ours, value dropped above: free memory only.
+            unsafe { Node::free(node) };
+            node = next;
         }
     }
 }
