@@ -1,15 +1,15 @@
 //! OTLP/JSON bodies for the HTTP/JSON, file and stdout exporters.
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
+use spanflow_otlp::TraceRequest;
 
 use crate::ExportError;
 
 /// Convert an encoded `ExportTraceServiceRequest` to OTLP/JSON (hex ids, camelCase fields,
-/// 64-bit integers as strings).
+/// 64-bit integers as strings), through `spanflow_otlp::json::to_json`.
 ///
-/// This is the one place of the export layer that decodes a batch, and only for JSON sinks.
+/// This is the one place of the export layer that looks inside a batch, and only for JSON
+/// sinks; a body that is not a valid request is [`ExportError::InvalidBatch`] (permanent).
 ///
 /// ```
 /// use prost::Message;
@@ -17,9 +17,10 @@ use crate::ExportError;
 /// let body = ExportTraceServiceRequest::default().encode_to_vec();
 /// let json = spanflow_export::json::request_to_json(&body.into()).unwrap();
 /// assert_eq!(json, b"{\"resourceSpans\":[]}");
+/// assert!(spanflow_export::json::request_to_json(&bytes::Bytes::from_static(b"\xff")).is_err());
 /// ```
 pub fn request_to_json(body: &Bytes) -> Result<Vec<u8>, ExportError> {
-    let request = ExportTraceServiceRequest::decode(body.clone())
+    let request = TraceRequest::parse(body.clone())
         .map_err(|e| ExportError::InvalidBatch(format!("not an ExportTraceServiceRequest: {e}")))?;
-    serde_json::to_vec(&request).map_err(|e| ExportError::InvalidBatch(e.to_string()))
+    Ok(spanflow_otlp::json::to_json(&request))
 }
