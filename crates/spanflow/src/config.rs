@@ -1,0 +1,389 @@
+//! Pipeline configuration: the serde model, its defaults and the `OTEL_BSP_*` environment variables.
+//!
+//! Every knob has a default a user can trust without reading this file; [`PipelineConfig::from_env`]
+//! starts from those defaults and applies the standard OpenTelemetry batch-processor variables where
+//! they have a meaning for spanflow. Exporter variables (`OTEL_EXPORTER_OTLP_*`) belong to
+//! `spanflow-export`'s configuration and are applied by [`crate::PipelineBuilder::from_env`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use spanflow_export::{BackendConfig, SinkConfig};
+use spanflow_process::ProcessorConfig;
+
+/// `OTEL_BSP_MAX_QUEUE_SIZE`: spans held before backpressure starts (spanflow turns it into a byte
+/// budget of this many average spans, never below the default budget's share).
+pub const OTEL_BSP_MAX_QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
+/// `OTEL_BSP_SCHEDULE_DELAY`: milliseconds a partial batch may wait before it is exported.
+pub const OTEL_BSP_SCHEDULE_DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
+/// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: most spans in one export request.
+pub const OTEL_BSP_MAX_EXPORT_BATCH_SIZE: &str = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE";
+/// `OTEL_BSP_EXPORT_TIMEOUT`: milliseconds one export attempt may take.
+pub const OTEL_BSP_EXPORT_TIMEOUT: &str = "OTEL_BSP_EXPORT_TIMEOUT";
+/// `OTEL_BSP_MAX_CONCURRENT_EXPORTS`: export requests in flight at once.
+pub const OTEL_BSP_MAX_CONCURRENT_EXPORTS: &str = "OTEL_BSP_MAX_CONCURRENT_EXPORTS";
+
+/// The rough in-memory cost of one ended span with a handful of attributes, used to translate a
+/// span count (`OTEL_BSP_MAX_QUEUE_SIZE`) into the byte budget spanflow actually enforces.
+pub const AVERAGE_SPAN_BYTES: usize = 512;
+
+/// Everything a [`crate::Pipeline`] can be told, as one serde document.
+///
+/// Unknown fields are an error so a typo in a config file cannot silently fall back to a default.
+///
+/// ```
+/// let config: spanflow::PipelineConfig =
+///     serde_json::from_str(r#"{ "batch": { "max_spans": 1024 } }"#).unwrap();
+/// assert_eq!(config.batch.max_spans, 1024);
+/// assert_eq!(config.export.concurrency, spanflow::PipelineConfig::default().export.concurrency);
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// How spans are grouped into export requests.
+    pub batch: BatchSettings,
+    /// How much memory queued spans may hold and what happens when it is used up.
+    pub memory: MemorySettings,
+    /// How export requests are sent.
+    pub export: ExportSettings,
+    /// Where processors run.
+    pub processing: ProcessingSettings,
+    /// The processor chain, in order (`spanflow-process` configuration, tagged by `type`).
+    pub processors: Vec<ProcessorConfig>,
+    /// The backends, in order; a `fallback` entry backs the primary listed before it. Exporters
+    /// added in code come after these.
+    pub exporters: Vec<ExporterSpec>,
+}
+
+/// Where the processor chain runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessingSettings {
+    /// 0 runs the chain on the encoder thread (no hand-off, the default); N runs it on a
+    /// `spanflow-process` work-stealing scheduler with N workers, for heavy chains.
+    pub threads: usize,
+}
+
+impl Default for ProcessingSettings {
+    fn default() -> Self {
+        Self { threads: 0 }
+    }
+}
+
+/// Whether a backend receives every batch or only what its primary failed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendRole {
+    /// Receives every batch (several primaries = fan-out).
+    #[default]
+    Primary,
+    /// Receives the batches the primary before it finally failed on or could not queue.
+    Fallback,
+}
+
+/// One backend in a configuration file.
+///
+/// ```
+/// let spec: spanflow::ExporterSpec = toml::from_str(r#"
+///     name = "collector"
+///     sink = { type = "otlp", endpoint = "http://127.0.0.1:4317" }
+/// "#).unwrap();
+/// assert_eq!(spec.role, spanflow::BackendRole::Primary);
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterSpec {
+    /// Unique name, used in stats and logs.
+    pub name: String,
+    /// Primary (default) or fallback.
+    #[serde(default)]
+    pub role: BackendRole,
+    /// What to send to (`spanflow-export` configuration, tagged by `type`).
+    pub sink: SinkConfig,
+    /// Queue, concurrency, retry and timeout; `None` derives them from `[export]`.
+    #[serde(default)]
+    pub backend: Option<BackendConfig>,
+}
+
+/// How spans are grouped into export requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSettings {
+    /// Most spans in one request (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`). Default 2048.
+    pub max_spans: usize,
+    /// Most estimated bytes in one request. Default 4 MiB, the usual gRPC message limit.
+    pub max_bytes: usize,
+    /// Longest a partial batch waits before it is sent, in milliseconds (`OTEL_BSP_SCHEDULE_DELAY`).
+    /// Default 200 ms: latency stays low and batches still fill under load.
+    pub max_age_ms: u64,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self { max_spans: 2048, max_bytes: 4 << 20, max_age_ms: 200 }
+    }
+}
+
+impl BatchSettings {
+    /// [`Self::max_age_ms`] as a [`Duration`].
+    pub fn max_age(&self) -> Duration {
+        Duration::from_millis(self.max_age_ms)
+    }
+}
+
+/// What happens to a span that arrives when the memory budget is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum OverflowPolicy {
+    /// Wait up to `max_wait_ms` for room, then drop the span and count it. The default: a burst
+    /// slows the producing threads down for a moment instead of losing spans.
+    Block {
+        /// Longest one `on_end` call waits for room, in milliseconds.
+        max_wait_ms: u64,
+    },
+    /// Drop the span at once and count it (what `BatchSpanProcessor` does).
+    Drop,
+}
+
+impl Default for OverflowPolicy {
+    fn default() -> Self {
+        Self::Block { max_wait_ms: 1_000 }
+    }
+}
+
+/// How much memory queued spans may hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySettings {
+    /// Bytes that accepted-but-unexported spans may occupy, per intake (SDK spans are weighed by an
+    /// estimate of their in-memory size, submitted requests by their encoded length).
+    ///
+    /// Default 256 MiB: about half a million typical spans, so a one-million-span burst is absorbed
+    /// by the budget for half its length and by [`OverflowPolicy::Block`] for the rest.
+    pub budget_bytes: usize,
+    /// What happens when the budget is used up.
+    pub overflow: OverflowPolicy,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self { budget_bytes: 256 << 20, overflow: OverflowPolicy::default() }
+    }
+}
+
+/// How export requests are sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportSettings {
+    /// Export requests in flight at once (`OTEL_BSP_MAX_CONCURRENT_EXPORTS`). Default 4.
+    pub concurrency: usize,
+    /// Longest one export attempt may take, in milliseconds (`OTEL_BSP_EXPORT_TIMEOUT`). Default 10 s.
+    pub timeout_ms: u64,
+    /// Worker threads of the runtime the pipeline owns for its exports; 0 picks 1 or 2 from the
+    /// number of cores. Default 0.
+    pub runtime_threads: usize,
+    /// Batches that may wait per backend. When a healthy backend's queue is this full, the
+    /// encoder waits (and, through the memory budget, so do producers) instead of dropping.
+    /// Default 64.
+    pub queue: usize,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        Self { concurrency: 4, timeout_ms: 10_000, runtime_threads: 0, queue: 64 }
+    }
+}
+
+impl ExportSettings {
+    /// [`Self::timeout_ms`] as a [`Duration`].
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The runtime's worker thread count with `0` resolved: one per core, at most two.
+    pub fn resolved_runtime_threads(&self) -> usize {
+        if self.runtime_threads > 0 {
+            return self.runtime_threads;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+    }
+}
+
+/// A variable that was set but could not be used; the default (or config-file value) stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvWarning {
+    /// The variable's name.
+    pub name: &'static str,
+    /// Its value as found.
+    pub value: String,
+    /// Why it was ignored.
+    pub reason: &'static str,
+}
+
+impl PipelineConfig {
+    /// The defaults with the `OTEL_BSP_*` variables of this process applied.
+    ///
+    /// Malformed values are ignored with a `tracing` warning, as the OpenTelemetry specification
+    /// asks, so a bad variable never stops a service from starting.
+    pub fn from_env() -> Self {
+        let mut config = Self::default();
+        for warning in config.apply_env(|name| std::env::var(name).ok()) {
+            tracing::warn!(
+                variable = warning.name,
+                value = %warning.value,
+                reason = warning.reason,
+                "ignoring environment variable"
+            );
+        }
+        config
+    }
+
+    /// Apply the `OTEL_BSP_*` variables found by `lookup` on top of `self`, returning the ones that
+    /// were set but unusable. Taking the lookup as a closure keeps tests away from the process
+    /// environment, which other threads may be reading.
+    ///
+    /// ```
+    /// use spanflow::PipelineConfig;
+    /// let mut config = PipelineConfig::default();
+    /// let warnings = config.apply_env(|name| match name {
+    ///     "OTEL_BSP_SCHEDULE_DELAY" => Some("50".to_owned()),
+    ///     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" => Some("lots".to_owned()),
+    ///     _ => None,
+    /// });
+    /// assert_eq!(config.batch.max_age_ms, 50);
+    /// assert_eq!(config.batch.max_spans, 2048);
+    /// assert_eq!(warnings.len(), 1);
+    /// ```
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Vec<EnvWarning> {
+        let mut warnings = Vec::new();
+        let mut read = |name: &'static str, min: u64| -> Option<u64> {
+            let raw = lookup(name)?;
+            let value = raw.trim();
+            if value.is_empty() {
+                return None;
+            }
+            match value.parse::<u64>() {
+                Ok(n) if n >= min => Some(n),
+                Ok(_) => {
+                    warnings.push(EnvWarning { name, value: raw, reason: "value is below the minimum" });
+                    None
+                }
+                Err(_) => {
+                    warnings.push(EnvWarning { name, value: raw, reason: "not a non-negative integer" });
+                    None
+                }
+            }
+        };
+        let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+
+        if let Some(n) = read(OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 1) {
+            self.batch.max_spans = to_usize(n);
+        }
+        if let Some(ms) = read(OTEL_BSP_SCHEDULE_DELAY, 0) {
+            self.batch.max_age_ms = ms;
+        }
+        if let Some(ms) = read(OTEL_BSP_EXPORT_TIMEOUT, 1) {
+            self.export.timeout_ms = ms;
+        }
+        if let Some(n) = read(OTEL_BSP_MAX_CONCURRENT_EXPORTS, 1) {
+            self.export.concurrency = to_usize(n);
+        }
+        if let Some(n) = read(OTEL_BSP_MAX_QUEUE_SIZE, 1) {
+            // A queue size is a span count; spanflow enforces bytes. Users who raise the queue get a
+            // bigger budget, users who shrink it get a smaller one, and `max_spans` never exceeds it
+            // (the specification requires batch size <= queue size).
+            self.memory.budget_bytes = to_usize(n).saturating_mul(AVERAGE_SPAN_BYTES);
+            self.batch.max_spans = self.batch.max_spans.min(to_usize(n));
+        }
+        warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn no_variables_keep_the_defaults() {
+        let mut config = PipelineConfig::default();
+        assert!(config.apply_env(env(&[])).is_empty());
+        assert_eq!(config, PipelineConfig::default());
+    }
+
+    #[test]
+    fn every_bsp_variable_is_honoured() {
+        let mut config = PipelineConfig::default();
+        let warnings = config.apply_env(env(&[
+            (OTEL_BSP_MAX_QUEUE_SIZE, "100000"),
+            (OTEL_BSP_SCHEDULE_DELAY, "25"),
+            (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, "256"),
+            (OTEL_BSP_EXPORT_TIMEOUT, "3000"),
+            (OTEL_BSP_MAX_CONCURRENT_EXPORTS, "8"),
+        ]));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.memory.budget_bytes, 100_000 * AVERAGE_SPAN_BYTES);
+        assert_eq!(config.batch.max_age_ms, 25);
+        assert_eq!(config.batch.max_spans, 256);
+        assert_eq!(config.export.timeout_ms, 3000);
+        assert_eq!(config.export.concurrency, 8);
+    }
+
+    #[test]
+    fn batch_size_never_exceeds_queue_size() {
+        let mut config = PipelineConfig::default();
+        config.apply_env(env(&[(OTEL_BSP_MAX_QUEUE_SIZE, "100")]));
+        assert_eq!(config.batch.max_spans, 100);
+    }
+
+    #[test]
+    fn malformed_and_zero_values_are_ignored_with_a_warning() {
+        let mut config = PipelineConfig::default();
+        let warnings = config.apply_env(env(&[
+            (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, "-3"),
+            (OTEL_BSP_MAX_CONCURRENT_EXPORTS, "0"),
+            (OTEL_BSP_SCHEDULE_DELAY, "  "),
+        ]));
+        assert_eq!(config, PipelineConfig::default());
+        let names: Vec<_> = warnings.iter().map(|w| w.name).collect();
+        assert_eq!(names, [OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_MAX_CONCURRENT_EXPORTS]);
+    }
+
+    #[test]
+    fn config_reads_from_toml_and_rejects_unknown_fields() {
+        let text = r#"
+            [memory]
+            budget_bytes = 1048576
+            overflow = "drop"
+
+            [[processors]]
+            type = "probabilistic_sampler"
+            ratio = 0.5
+
+            [[exporters]]
+            name = "primary"
+            sink = { type = "otlp", endpoint = "http://127.0.0.1:4317" }
+
+            [[exporters]]
+            name = "spill"
+            role = "fallback"
+            sink = { type = "stdout" }
+        "#;
+        let config: PipelineConfig = toml::from_str(text).unwrap();
+        assert_eq!(config.memory, MemorySettings { budget_bytes: 1 << 20, overflow: OverflowPolicy::Drop });
+        assert_eq!(config.processors.len(), 1);
+        assert_eq!(config.exporters[1].role, BackendRole::Fallback);
+        assert_eq!(config.batch, BatchSettings::default());
+        let typo = "[batch]\nmax_span = 5\n";
+        assert!(toml::from_str::<PipelineConfig>(typo).is_err());
+        let block: PipelineConfig =
+            toml::from_str("[memory.overflow.block]\nmax_wait_ms = 5\n").unwrap();
+        assert_eq!(block.memory.overflow, OverflowPolicy::Block { max_wait_ms: 5 });
+    }
+}
