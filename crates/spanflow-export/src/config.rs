@@ -10,7 +10,7 @@ use crate::error::BuildError;
 use crate::file::{FileExporter, StdoutExporter};
 use crate::grpc::OtlpGrpcExporter;
 use crate::http::{HttpEncoding, OtlpHttpExporter};
-use crate::{ExportBatch, ExportError, ExportOutcome, Exporter};
+use crate::{BackendConfig, ExportBatch, ExportError, ExportOutcome, Exporter, FanOut};
 
 /// Default OTLP/gRPC endpoint.
 pub const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
@@ -250,7 +250,7 @@ impl ExporterConfig {
                 if let Some(pem) = ca {
                     b = b.ca_certificate_pem(pem);
                 }
-                AnyExporter::Http(b.build()?)
+                AnyExporter::Http(Box::new(b.build()?))
             }
         })
     }
@@ -343,6 +343,71 @@ impl SinkConfig {
     }
 }
 
+/// One backend of a [`FanOutConfig`]: what to export to, how to deliver, and an optional
+/// fallback for the batches that finally fail there.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    /// Unique backend name (stats, health, logs).
+    pub name: String,
+    /// The exporter.
+    pub sink: SinkConfig,
+    /// Queue, concurrency, overflow policy, retry and timeout.
+    #[serde(default)]
+    pub delivery: BackendConfig,
+    /// Where batches go that finally fail on (or overflow) this backend.
+    #[serde(default)]
+    pub fallback: Option<FallbackSpec>,
+}
+
+/// The fallback of a [`BackendSpec`].
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackSpec {
+    /// Unique backend name.
+    pub name: String,
+    /// The exporter.
+    pub sink: SinkConfig,
+    /// Queue, concurrency, overflow policy, retry and timeout.
+    #[serde(default)]
+    pub delivery: BackendConfig,
+}
+
+/// A whole fan-out from configuration (for example the relay's TOML file).
+///
+/// ```
+/// use spanflow_export::FanOutConfig;
+/// let config: FanOutConfig = serde_json::from_str(r#"{"backends": [
+///     {"name": "collector",
+///      "sink": {"type": "otlp", "protocol": "grpc", "endpoint": "http://127.0.0.1:4317"},
+///      "delivery": {"queue": 512, "concurrency": 8},
+///      "fallback": {"name": "spool", "sink": {"type": "stdout"}}}
+/// ]}"#).unwrap();
+/// let rt = tokio::runtime::Runtime::new().unwrap();
+/// let fan = config.build(rt.handle()).unwrap();
+/// assert_eq!(fan.stats().backends.len(), 2);
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FanOutConfig {
+    /// The primary backends, each with its optional fallback.
+    pub backends: Vec<BackendSpec>,
+}
+
+impl FanOutConfig {
+    /// Build every exporter and start the fan-out on `handle`.
+    pub fn build(&self, handle: &tokio::runtime::Handle) -> Result<FanOut, BuildError> {
+        let mut builder = FanOut::builder();
+        for b in &self.backends {
+            builder = builder.backend(b.name.clone(), b.sink.build()?, b.delivery.clone());
+            if let Some(f) = &b.fallback {
+                builder = builder.fallback(f.name.clone(), f.sink.build()?, f.delivery.clone());
+            }
+        }
+        builder.build(handle)
+    }
+}
+
 /// Configuration of a [`FileExporter`].
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -371,7 +436,7 @@ pub enum AnyExporter {
     /// OTLP/gRPC.
     Grpc(Box<OtlpGrpcExporter>),
     /// OTLP/HTTP.
-    Http(OtlpHttpExporter),
+    Http(Box<OtlpHttpExporter>),
     /// OTLP/JSON lines file.
     File(FileExporter),
     /// OTLP/JSON lines on stdout.

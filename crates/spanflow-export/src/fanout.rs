@@ -52,7 +52,8 @@ pub struct BackendConfig {
     pub policy: OverflowPolicy,
     /// Retry of transient failures.
     pub retry: RetryConfig,
-    /// Timeout of each attempt.
+    /// Timeout of each attempt, enforced here around the exporter's call (the exporter's own
+    /// request timeout also applies; the smaller one wins). A timed-out attempt is retryable.
     #[serde(with = "duration_serde")]
     pub timeout: Duration,
 }

@@ -471,4 +471,13 @@ mod tests {
                 .is_ok()
         );
     }
+
+    #[test]
+    fn https_endpoint_turns_tls_on() {
+        let e = OtlpGrpcExporter::builder()
+            .endpoint("https://collector:4317")
+            .build()
+            .unwrap();
+        assert_eq!(e.endpoint(), "https://collector:4317/");
+    }
 }

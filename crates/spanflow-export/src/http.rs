@@ -45,6 +45,7 @@ pub struct OtlpHttpExporter {
     headers: HeaderMap,
     encoding: HttpEncoding,
     compression: Compression,
+    timeout: Duration,
 }
 
 impl OtlpHttpExporter {
@@ -90,7 +91,7 @@ impl Exporter for OtlpHttpExporter {
             .await
             .map_err(|e| {
                 if e.is_timeout() {
-                    ExportError::Timeout(Duration::ZERO)
+                    ExportError::Timeout(self.timeout)
                 } else {
                     ExportError::Transport(error_chain(&e))
                 }
@@ -108,7 +109,7 @@ impl Exporter for OtlpHttpExporter {
             .is_some_and(|v| v.starts_with("application/json"));
         let body = response.bytes().await.map_err(|e| {
             if e.is_timeout() {
-                ExportError::Timeout(Duration::ZERO)
+                ExportError::Timeout(self.timeout)
             } else {
                 ExportError::Transport(error_chain(&e))
             }
@@ -307,6 +308,9 @@ impl OtlpHttpExporterBuilder {
         if let Some(pem) = &self.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| BuildError::Tls(error_chain(&e)))?;
+            if certs.is_empty() {
+                return Err(BuildError::Tls("no certificate in the given PEM".into()));
+            }
             for cert in certs {
                 client = client.add_root_certificate(cert);
             }
@@ -321,6 +325,7 @@ impl OtlpHttpExporterBuilder {
             headers,
             encoding: self.encoding,
             compression: self.compression,
+            timeout: self.timeout,
         })
     }
 }
@@ -361,6 +366,23 @@ mod tests {
         assert!(
             OtlpHttpExporter::builder()
                 .endpoint("ftp://x/")
+                .build()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn https_with_system_roots_or_a_given_ca_builds() {
+        let url = "https://collector:4318/v1/traces";
+        assert!(OtlpHttpExporter::builder().endpoint(url).build().is_ok());
+        let bad_ca = OtlpHttpExporter::builder()
+            .endpoint(url)
+            .ca_certificate_pem(b"not a pem".to_vec())
+            .build();
+        assert!(matches!(bad_ca, Err(BuildError::Tls(_))));
+        assert!(
+            OtlpHttpExporter::builder()
+                .header("bad header", "v")
                 .build()
                 .is_err()
         );

@@ -10,8 +10,8 @@
 //! - [`FanOut`]: per-backend bounded queues, semaphore-bounded concurrency, OTLP retry
 //!   ([`RetryConfig`]), per-attempt timeouts, primary/fallback, health on a `watch` channel,
 //!   per-backend [`BackendStats`]; one slow backend never stalls the others.
-//! - [`ExporterConfig`] / [`SinkConfig`]: serde (TOML) configuration and the
-//!   `OTEL_EXPORTER_OTLP_*` environment variables.
+//! - [`ExporterConfig`] / [`SinkConfig`] / [`FanOutConfig`]: serde (TOML) configuration and
+//!   the `OTEL_EXPORTER_OTLP_*` environment variables.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -42,7 +42,10 @@ mod retry;
 mod stats;
 
 pub use batch::{ExportBatch, ExportOutcome};
-pub use config::{AnyExporter, Compression, ExporterConfig, FileConfig, Protocol, SinkConfig};
+pub use config::{
+    AnyExporter, BackendSpec, Compression, ExporterConfig, FallbackSpec, FanOutConfig, FileConfig,
+    Protocol, SinkConfig,
+};
 pub use error::{BuildError, ExportError};
 pub use exporter::{BoxExportFuture, BoxShutdownFuture, DynExporter, Exporter};
 pub use fanout::{BackendConfig, FanOut, FanOutBuilder, FlushError, OverflowPolicy, SendError};
