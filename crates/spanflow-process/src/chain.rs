@@ -13,6 +13,7 @@ use crate::attributes::Attributes;
 use crate::config::ProcessorConfig;
 use crate::error::{ConfigError, ProcessError, panic_message};
 use crate::filter::Filter;
+use crate::head::SpanHead;
 use crate::processor::{Context, Parallelism, Processor, SpanPredicate};
 use crate::redact::Redact;
 use crate::sampler::ProbabilisticSampler;
@@ -421,10 +422,11 @@ impl Chain {
                     let Some(span) = batch.span(first + offset) else {
                         continue;
                     };
+                    let head = SpanHead::read(&span);
                     let mut keep = true;
                     for (k, pred) in preds.iter().enumerate() {
                         current.set(k);
-                        if !pred.keep(&span) {
+                        if !pred.keep(&span, &head) {
                             keep = false;
                             break;
                         }
@@ -487,6 +489,7 @@ impl Chain {
                 .collect()
         };
         let (before, after) = (preds(before), preds(after));
+        let stateless = matches!(editor, Editor::Attributes(_));
         let resource_edits = catch_unwind(AssertUnwindSafe(|| editor.resource_plans(&batch)))
             .map_err(|payload| panicked_in(editor_index, payload.as_ref()))?;
         let mut plans: Vec<SpanPlan<'_>> = Vec::new();
@@ -501,18 +504,31 @@ impl Chain {
                     let Some(span) = batch.span(first + offset) else {
                         continue;
                     };
+                    let head = SpanHead::read(&span);
                     let keep_all = |rules: &[(usize, &dyn SpanPredicate)]| {
                         rules.iter().all(|&(i, p)| {
                             current.set(i);
-                            p.keep(&span)
+                            p.keep(&span, &head)
                         })
                     };
                     if !keep_all(&before) {
                         continue;
                     }
-                    current.set(editor_index);
-                    plan.edits = editor.span_plan(&span, &mut local);
-                    plan.keep = keep_all(&after);
+                    if stateless {
+                        // The later rules ignore attributes and the editor
+                        // keeps no counts: skip planning edits for spans
+                        // about to be dropped.
+                        if !keep_all(&after) {
+                            continue;
+                        }
+                        current.set(editor_index);
+                        plan.edits = editor.span_plan(&span, &mut local);
+                        plan.keep = true;
+                    } else {
+                        current.set(editor_index);
+                        plan.edits = editor.span_plan(&span, &mut local);
+                        plan.keep = keep_all(&after);
+                    }
                 }
                 local
             }));

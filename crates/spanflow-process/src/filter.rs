@@ -4,6 +4,7 @@ use serde::Deserialize;
 use spanflow_otlp::{SpanView, TraceRequest};
 
 use crate::error::{ConfigError, ProcessError};
+use crate::head::SpanHead;
 use crate::matching::{AttributeMatch, AttributeMatcher, MatchType, StringSet};
 use crate::processor::{Context, Processor, SpanPredicate};
 
@@ -298,29 +299,31 @@ impl Filter {
 
     /// Whether `span` meets every condition (before applying the action).
     pub fn matches(&self, span: &SpanView<'_>) -> bool {
+        self.matches_head(span, &SpanHead::read(span))
+    }
+
+    fn matches_head(&self, span: &SpanView<'_>, head: &SpanHead<'_>) -> bool {
         let in_set = |bits: u64, v: i32| (0..64).contains(&v) && bits & (1u64 << v) != 0;
         // Each field is read only when a condition needs it: reading one
         // walks the span's fields.
         if let Some(bits) = self.kinds
-            && !in_set(bits, span.kind())
+            && !in_set(bits, head.kind)
         {
             return false;
         }
         if let Some(bits) = self.statuses
-            && !in_set(bits, span.status_code())
+            && !in_set(bits, head.status_code)
         {
             return false;
         }
         if self.min_ns.is_some() || self.max_ns.is_some() {
-            let d = span
-                .end_time_unix_nano()
-                .saturating_sub(span.start_time_unix_nano());
+            let d = head.duration_nanos();
             if self.min_ns.is_some_and(|min| d < min) || self.max_ns.is_some_and(|max| d > max) {
                 return false;
             }
         }
         if let Some(names) = &self.names
-            && !names.is_match(span.name())
+            && !names.is_match(head.name)
         {
             return false;
         }
@@ -344,10 +347,10 @@ impl Filter {
 }
 
 impl SpanPredicate for Filter {
-    fn keep(&self, span: &SpanView<'_>) -> bool {
+    fn keep(&self, span: &SpanView<'_>, head: &SpanHead<'_>) -> bool {
         match self.action {
-            FilterAction::Drop => !self.matches(span),
-            FilterAction::Keep => self.matches(span),
+            FilterAction::Drop => !self.matches_head(span, head),
+            FilterAction::Keep => self.matches_head(span, head),
         }
     }
 
@@ -362,7 +365,7 @@ impl Processor for Filter {
     }
 
     fn process(&self, batch: TraceRequest, cx: &Context<'_>) -> Result<TraceRequest, ProcessError> {
-        let keep = cx.keep_mask(&batch, |span| self.keep(span));
+        let keep = cx.keep_mask(&batch, |span| self.keep(span, &SpanHead::read(span)));
         if keep.iter().all(|k| *k) {
             return Ok(batch);
         }

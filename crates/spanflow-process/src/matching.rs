@@ -33,8 +33,49 @@ pub enum MatchType {
 #[derive(Debug, Clone)]
 pub(crate) enum StringSet {
     Exact(HashSet<String>),
+    /// Globs that are a literal with `*` only at the start and/or end
+    /// (`GET /health*`, `*.internal`, `*cache*`), matched without globset.
+    Simple(Vec<SimpleGlob>),
     Glob(globset::GlobSet),
     Regex(regex::RegexSet),
+}
+
+/// A glob made of one literal and leading/trailing `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SimpleGlob {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+}
+
+impl SimpleGlob {
+    /// Classifies `pattern`; `None` when it needs a real glob engine.
+    fn parse(pattern: &str) -> Option<SimpleGlob> {
+        let leading = pattern.starts_with('*');
+        let trimmed = pattern.strip_prefix('*').unwrap_or(pattern);
+        let trailing = trimmed.ends_with('*');
+        let literal = trimmed.strip_suffix('*').unwrap_or(trimmed);
+        if literal.contains(['*', '?', '[', ']', '{', '}', '\\']) {
+            return None;
+        }
+        let literal = literal.to_owned();
+        Some(match (leading, trailing) {
+            (false, false) => SimpleGlob::Exact(literal),
+            (false, true) => SimpleGlob::Prefix(literal),
+            (true, false) => SimpleGlob::Suffix(literal),
+            (true, true) => SimpleGlob::Contains(literal),
+        })
+    }
+
+    fn is_match(&self, s: &str) -> bool {
+        match self {
+            SimpleGlob::Exact(l) => s == l,
+            SimpleGlob::Prefix(l) => s.starts_with(l.as_str()),
+            SimpleGlob::Suffix(l) => s.ends_with(l.as_str()),
+            SimpleGlob::Contains(l) => s.contains(l.as_str()),
+        }
+    }
 }
 
 impl StringSet {
@@ -46,6 +87,18 @@ impl StringSet {
         match match_type {
             MatchType::Exact => Ok(StringSet::Exact(patterns.iter().cloned().collect())),
             MatchType::Glob => {
+                // Validate with globset first, so errors are reported the same
+                // way whichever matcher runs.
+                for pattern in patterns {
+                    compile_glob(processor, pattern)?;
+                }
+                if let Some(simple) = patterns
+                    .iter()
+                    .map(|p| SimpleGlob::parse(p))
+                    .collect::<Option<Vec<_>>>()
+                {
+                    return Ok(StringSet::Simple(simple));
+                }
                 let mut builder = globset::GlobSetBuilder::new();
                 for pattern in patterns {
                     builder.add(compile_glob(processor, pattern)?);
@@ -78,6 +131,7 @@ impl StringSet {
     pub(crate) fn is_match(&self, s: &str) -> bool {
         match self {
             StringSet::Exact(set) => set.contains(s),
+            StringSet::Simple(globs) => globs.iter().any(|g| g.is_match(s)),
             StringSet::Glob(set) => set.is_match(s),
             StringSet::Regex(set) => set.is_match(s),
         }
@@ -273,6 +327,57 @@ mod tests {
         assert!(s.is_match("healthz"));
         assert!(!s.is_match("health"));
         assert!(!s.is_match("POST /api/x"));
+    }
+
+    #[test]
+    fn simple_globs_match_like_globset() {
+        let patterns = [
+            "GET /health*",
+            "*.internal",
+            "*cache*",
+            "exact",
+            "*",
+            "**",
+            "",
+            "a*b",
+            "h?llo",
+            "[ab]c",
+            "ü*",
+        ];
+        let inputs = [
+            "GET /health",
+            "GET /healthz",
+            "x.internal",
+            "internal",
+            "my cache hit",
+            "exact",
+            "exactly",
+            "",
+            "ab",
+            "axxb",
+            "hello",
+            "bc",
+            "über",
+            "GET /api",
+        ];
+        for p in patterns {
+            let fast = set(MatchType::Glob, &[p]);
+            let slow = globset::GlobSetBuilder::new()
+                .add(compile_glob("t", p).expect("valid"))
+                .build()
+                .expect("valid");
+            for s in inputs {
+                assert_eq!(fast.is_match(s), slow.is_match(s), "pattern {p:?} on {s:?}");
+            }
+        }
+        assert!(matches!(
+            set(MatchType::Glob, &["GET /health*"]),
+            StringSet::Simple(_)
+        ));
+        assert!(matches!(
+            set(MatchType::Glob, &["h?llo"]),
+            StringSet::Glob(_)
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use spanflow_otlp::{SpanView, TraceRequest};
 
 use crate::error::{ConfigError, ProcessError};
+use crate::head::SpanHead;
 
 /// One step of span processing: takes a batch, returns the batch to pass on.
 ///
@@ -84,8 +85,10 @@ impl<P: Processor + ?Sized> Processor for Arc<P> {
 /// A keep/drop rule evaluated on one span at a time; see
 /// [`Processor::as_predicate`].
 pub trait SpanPredicate: Send + Sync {
-    /// Whether the span goes on down the chain.
-    fn keep(&self, span: &SpanView<'_>) -> bool;
+    /// Whether the span goes on down the chain. `head` holds the span's
+    /// commonly needed fields, read once for every rule of a chain (see
+    /// [`SpanHead`]); `span` gives access to everything else.
+    fn keep(&self, span: &SpanView<'_>, head: &SpanHead<'_>) -> bool;
 
     /// Whether the rule reads span or resource attributes. A rule that does
     /// not (a trace-id sampler, a name filter) may be evaluated in the same

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use spanflow_otlp::{SpanView, TraceRequest};
 
 use crate::error::{ConfigError, ProcessError};
+use crate::head::SpanHead;
 use crate::processor::{Context, Processor, SpanPredicate};
 
 /// Configuration of a [`ProbabilisticSampler`].
@@ -130,8 +131,8 @@ impl ProbabilisticSampler {
 
 impl SpanPredicate for ProbabilisticSampler {
     #[inline]
-    fn keep(&self, span: &SpanView<'_>) -> bool {
-        self.rule.keeps(&span.trace_id())
+    fn keep(&self, _span: &SpanView<'_>, head: &SpanHead<'_>) -> bool {
+        self.rule.keeps(&head.trace_id)
     }
 
     fn reads_attributes(&self) -> bool {
@@ -148,7 +149,7 @@ impl Processor for ProbabilisticSampler {
         if self.rule == TraceIdRatio::All {
             return Ok(batch);
         }
-        let keep = cx.keep_mask(&batch, |span| self.keep(span));
+        let keep = cx.keep_mask(&batch, |span| self.rule.keeps(&span.trace_id()));
         if keep.iter().all(|k| *k) {
             return Ok(batch);
         }

@@ -42,7 +42,13 @@ impl<'a> Edits<'a> {
     pub(crate) fn set(&mut self, key: Cow<'a, str>, value: Option<NewValue<'a>>) {
         match self.0.iter_mut().find(|e| e.key == key) {
             Some(e) => e.value = value,
-            None => self.0.push(Edit { key, value }),
+            None => {
+                if self.0.capacity() == 0 {
+                    // Most plans touch a few keys: one allocation, not three.
+                    self.0.reserve(4);
+                }
+                self.0.push(Edit { key, value });
+            }
         }
     }
 

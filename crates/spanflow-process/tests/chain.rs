@@ -90,7 +90,7 @@ struct Bomb {
 }
 
 impl SpanPredicate for Bomb {
-    fn keep(&self, span: &spanflow_otlp::SpanView<'_>) -> bool {
+    fn keep(&self, span: &spanflow_otlp::SpanView<'_>, _: &SpanHead<'_>) -> bool {
         assert!(span.name() != "boom", "boom in {}", self.name);
         true
     }
@@ -101,7 +101,7 @@ impl Processor for Bomb {
         self.name
     }
     fn process(&self, batch: TraceRequest, cx: &Context<'_>) -> Result<TraceRequest, ProcessError> {
-        let keep = cx.keep_mask(&batch, |s| self.keep(s));
+        let keep = cx.keep_mask(&batch, |s| self.keep(s, &SpanHead::read(s)));
         Ok(batch.select(&keep))
     }
     fn as_predicate(&self) -> Option<&dyn SpanPredicate> {
