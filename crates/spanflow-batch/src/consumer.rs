@@ -126,11 +126,6 @@ impl<T: Send> Collector<T> {
             let Some(back) = self.open.back_mut() else {
                 break;
             };
-            if back.items.is_empty() {
-                back.first_at = first_at;
-            } else {
-                back.first_at = back.first_at.min(first_at);
-            }
             let room = config.max_items.saturating_sub(back.items.len());
             let take = if weighted {
                 let mut total = back.bytes;
@@ -138,7 +133,9 @@ impl<T: Send> Collector<T> {
                 while k < room && i + k < n {
                     let w = weights.get(i + k).copied().unwrap_or(0);
                     // An item heavier than max_bytes still travels, alone.
-                    if back.items.len() + k > 0 && total.saturating_add(w) > config.max_bytes {
+                    if back.items.len() + k > 0
+                        && (total >= config.max_bytes || total.saturating_add(w) > config.max_bytes)
+                    {
                         break;
                     }
                     total += w;
@@ -149,6 +146,13 @@ impl<T: Send> Collector<T> {
             } else {
                 room.min(n - i)
             };
+            if take > 0 {
+                back.first_at = if back.items.is_empty() {
+                    first_at
+                } else {
+                    back.first_at.min(first_at)
+                };
+            }
             back.items.extend(drain.by_ref().take(take));
             i += take;
             if back.items.len() >= config.max_items {
@@ -196,43 +200,31 @@ impl<T: Send> Collector<T> {
             .map_or(u64::MAX, |b| b.first_at.saturating_add(max_age))
     }
 
-    /// `DropOldest`: evicts from the front until at least `items` items and `bytes` bytes have
-    /// been freed or nothing is left; returns whether anything was evicted.
-    pub(crate) fn evict_front(&mut self, shared: &Shared<T>, items: u64, bytes: u64) -> bool {
-        let mut freed_items = 0;
-        let mut freed_bytes = 0;
-        while freed_items < items || freed_bytes < bytes {
-            let Some(front) = self.open.front_mut() else {
-                break;
-            };
-            if let Some(item) = front.items.pop_front() {
-                let w = shared.config.weight_of(&item);
-                front.bytes = front.bytes.saturating_sub(w);
-                freed_items += 1;
-                freed_bytes += w;
-                drop(item);
-            }
-            if front.items.is_empty()
-                && let Some(empty) = self.open.pop_front()
-            {
-                shared.pool.give(Vec::from(empty.items));
-            }
-        }
-        if freed_items == 0 {
+    /// `DropOldest`: evicts the front (oldest) item; returns whether there was one.
+    pub(crate) fn evict_front(&mut self, shared: &Shared<T>) -> bool {
+        let Some(front) = self.open.front_mut() else {
             return false;
+        };
+        let Some(item) = front.items.pop_front() else {
+            return false;
+        };
+        let w = shared.config.weight_of(&item);
+        front.bytes = front.bytes.saturating_sub(w);
+        if front.items.is_empty()
+            && let Some(empty) = self.open.pop_front()
+        {
+            shared.pool.give(Vec::from(empty.items));
         }
-        tracing::trace!(
-            evicted = freed_items,
-            "budget full, dropped the oldest items"
-        );
-        self.pending_items -= freed_items;
-        self.pending_bytes = self.pending_bytes.saturating_sub(freed_bytes);
-        self.retired += freed_items;
-        self.dropped_oldest += freed_items;
-        shared.give_credit(freed_items, freed_bytes);
+        tracing::trace!("budget full, dropped the oldest item");
+        self.pending_items -= 1;
+        self.pending_bytes = self.pending_bytes.saturating_sub(w);
+        self.retired += 1;
+        self.dropped_oldest += 1;
+        shared.give_credit(1, w);
         if self.waiters > 0 {
             shared.progress.notify_all();
         }
+        drop(item);
         true
     }
 

@@ -206,7 +206,10 @@ impl<T: Send> Shared<T> {
 
     /// Credits the shard's lease so it covers one more item of weight `w`.
     /// `exact`: lease only what is needed (used when the pool is nearly empty).
-    fn lease(&self, shard: &mut Shard<T>, w: u64, exact: bool) -> bool {
+    /// Returns `(leased, owe_wakeup)`; the caller holds the shard lock, so it must wake blocked
+    /// producers (which takes `room`) only after releasing it, to keep the lock order
+    /// `room` → shard.
+    fn lease(&self, shard: &mut Shard<T>, w: u64, exact: bool) -> (bool, bool) {
         let need_items = u64::from(shard.credit_items == 0);
         let need_bytes = w.saturating_sub(shard.credit_bytes);
         let (want_items, want_bytes) = if exact {
@@ -226,15 +229,26 @@ impl<T: Send> Shared<T> {
             )
         };
         let Some(items) = take_credit(&self.free_items, need_items, want_items) else {
-            return false;
+            return (false, false);
         };
         let Some(bytes) = take_credit(&self.free_bytes, need_bytes, want_bytes) else {
-            self.give_credit(items, 0);
-            return false;
+            // Undo; a producer that judged the pool by the dip and went to sleep is owed a
+            // wake-up, given by the caller once the shard lock is released.
+            self.give_credit_inner(items, 0, false);
+            return (false, items > 0);
         };
         shard.credit_items += items;
         shard.credit_bytes += bytes;
-        true
+        (true, false)
+    }
+
+    /// Wakes producers blocked on the budget. Must not be called with a shard lock or `room` held.
+    fn wake_blocked(&self) {
+        // SeqCst: as in `give_credit_inner`.
+        if self.room_waiters.load(Ordering::SeqCst) > 0 {
+            let _room = self.room.lock();
+            self.room_cv.notify_all();
+        }
     }
 
     /// Returns credits to the pool and wakes producers blocked on a full budget.
@@ -276,21 +290,31 @@ impl<T: Send> Shared<T> {
     }
 
     /// The hot path: one shard lock, no global write unless a lease or a report is due.
-    fn push(&self, pinned: Option<usize>, item: T, w: u64, exact: bool) -> Result<(), Reject<T>> {
+    fn push(
+        &self,
+        pinned: Option<usize>,
+        item: T,
+        w: u64,
+        exact: bool,
+        in_room: bool,
+    ) -> Result<(), Reject<T>> {
         let config = &self.config;
         let mut wake = false;
-        {
+        let mut owe_wakeup = false;
+        let result = 'locked: {
             let mut shard = self.shards[self.shard_index(pinned)].lock();
             // Relaxed: `close` stores before the consumer (or `close` itself) locks this shard
             // to drain it, so that lock orders the store before this load when it matters.
             if self.closed.load(Ordering::Relaxed) {
-                return Err(Reject::Closed(item));
+                break 'locked Err(Reject::Closed(item));
             }
             if config.budgeted {
-                if (shard.credit_items == 0 || shard.credit_bytes < w)
-                    && !self.lease(&mut shard, w, exact)
-                {
-                    return Err(Reject::Full(item));
+                if shard.credit_items == 0 || shard.credit_bytes < w {
+                    let (leased, owe) = self.lease(&mut shard, w, exact);
+                    owe_wakeup = owe;
+                    if !leased {
+                        break 'locked Err(Reject::Full(item));
+                    }
                 }
                 shard.credit_items -= 1;
                 shard.credit_bytes -= w;
@@ -329,11 +353,17 @@ impl<T: Send> Shared<T> {
             }
             wake |= sleep_until != AWAKE
                 && (shard.items.len() >= config.max_items || shard.bytes >= config.max_bytes);
-        }
+            Ok(())
+        };
         if wake {
             self.signal.notify();
         }
-        Ok(())
+        // Inside `block` we hold `room`: every other blocked producer is asleep, none can have
+        // judged the pool by the dip, so no wake-up is owed (and taking `room` would deadlock).
+        if owe_wakeup && !in_room {
+            self.wake_blocked();
+        }
+        result
     }
 
     fn drop_newest(&self, pinned: Option<usize>, item: T) -> Result<(), SendError<T>> {
@@ -353,13 +383,13 @@ impl<T: Send> Shared<T> {
         Ok(())
     }
 
-    /// `DropOldest`: under the consumer-side lock, gather every shard and evict from the front
-    /// of the queue until the new item fits.
+    /// `DropOldest`: under the consumer-side lock, gather every shard, then evict from the front
+    /// of the queue one item at a time until the new item fits.
     fn drop_oldest(&self, pinned: Option<usize>, mut item: T, w: u64) -> Result<(), SendError<T>> {
         let mut collector = self.collector.lock();
+        collector.collect(self);
         loop {
-            collector.collect(self);
-            match self.push(pinned, item, w, true) {
+            match self.push(pinned, item, w, true, false) {
                 Ok(()) => return Ok(()),
                 Err(Reject::Closed(it)) => {
                     RefusedCounters::bump(&self.refused.closed);
@@ -367,20 +397,10 @@ impl<T: Send> Shared<T> {
                 }
                 Err(Reject::Full(it)) => item = it,
             }
-            if !collector.evict_front(self, 1, w) {
-                // Nothing left to evict: the budget is held by other shards' leases.
-                self.reclaim(true);
-                return match self.push(pinned, item, w, true) {
-                    Ok(()) => Ok(()),
-                    Err(Reject::Closed(it)) => {
-                        RefusedCounters::bump(&self.refused.closed);
-                        Err(SendError::Closed(it))
-                    }
-                    Err(Reject::Full(it)) => {
-                        drop(collector);
-                        self.drop_newest(pinned, it)
-                    }
-                };
+            if !collector.evict_front(self) {
+                // Nothing left to evict: the budget is held by other threads' fresh leases.
+                drop(collector);
+                return self.drop_newest(pinned, item);
             }
         }
     }
@@ -398,7 +418,7 @@ impl<T: Send> Shared<T> {
             // SeqCst: Dekker pair with `give_credit` (credits added, then waiters read).
             self.room_waiters.fetch_add(1, Ordering::SeqCst);
             self.reclaim(false);
-            let attempt = self.push(pinned, item, w, true);
+            let attempt = self.push(pinned, item, w, true, true);
             let timed_out = match attempt {
                 Ok(()) => {
                     // Reclaimed credits may let another waiter in too.
@@ -429,7 +449,7 @@ impl<T: Send> Shared<T> {
             if timed_out {
                 drop(room);
                 self.reclaim(true);
-                return match self.push(pinned, item, w, true) {
+                return match self.push(pinned, item, w, true, false) {
                     Ok(()) => Ok(()),
                     Err(Reject::Closed(it)) => {
                         RefusedCounters::bump(&self.refused.closed);
@@ -583,7 +603,7 @@ impl<T: Send> Batcher<T> {
     /// [`Stats::dropped_by_reason`]) and this returns `Ok`.
     pub fn send(&self, item: T) -> Result<(), SendError<T>> {
         let w = self.shared.config.weight_of(&item);
-        let item = match self.shared.push(self.pinned, item, w, false) {
+        let item = match self.shared.push(self.pinned, item, w, false, false) {
             Ok(()) => return Ok(()),
             Err(Reject::Closed(item)) => {
                 RefusedCounters::bump(&self.shared.refused.closed);
@@ -610,7 +630,7 @@ impl<T: Send> Batcher<T> {
         }
         // Leases stranded in idle shards may be what fills the budget.
         shared.reclaim(true);
-        let item = match shared.push(self.pinned, item, w, true) {
+        let item = match shared.push(self.pinned, item, w, true, false) {
             Ok(()) => return Ok(()),
             Err(Reject::Closed(item)) => {
                 RefusedCounters::bump(&shared.refused.closed);
@@ -630,7 +650,7 @@ impl<T: Send> Batcher<T> {
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         let shared = &*self.shared;
         let w = shared.config.weight_of(&item);
-        let item = match shared.push(self.pinned, item, w, false) {
+        let item = match shared.push(self.pinned, item, w, false, false) {
             Ok(()) => return Ok(()),
             Err(Reject::Closed(item)) => {
                 RefusedCounters::bump(&shared.refused.closed);
@@ -644,7 +664,7 @@ impl<T: Send> Batcher<T> {
             return Err(TrySendError::TooLarge(item));
         }
         shared.reclaim(true);
-        match shared.push(self.pinned, item, w, true) {
+        match shared.push(self.pinned, item, w, true, false) {
             Ok(()) => Ok(()),
             Err(Reject::Closed(item)) => {
                 RefusedCounters::bump(&shared.refused.closed);

@@ -441,7 +441,7 @@ fn pinned_handle_keeps_fifo_across_threads() {
     for chunk in 0..4 {
         let pinned = Arc::clone(&pinned);
         thread::spawn(move || {
-            (chunk * 100..chunk * 100 + 100).for_each(|i| pinned.send(i).unwrap())
+            (chunk * 100..chunk * 100 + 100).for_each(|i| pinned.send(i).unwrap());
         })
         .join()
         .unwrap();
