@@ -10,7 +10,7 @@ use opentelemetry::{Array, InstrumentationScope, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 
-use crate::request::{Index, ResourceEntry, ScopeEntry, SpanEntry, TraceRequest};
+use crate::request::{Index, ResourceEntry, ScopeEntry, SpanEntry, SpanMeta, TraceRequest};
 use crate::wire::{self, begin_len_field, end_len_field};
 
 /// `SpanFlags::CONTEXT_HAS_IS_REMOTE_MASK`: the producer knows whether the parent is remote.
@@ -99,13 +99,14 @@ impl Encoder {
                 let span = &spans[i as usize];
                 let start = out.len();
                 let mark = begin_len_field(&mut out, 2, 2);
-                write_span(&mut out, span);
+                let meta = write_span(&mut out, span);
                 let body = end_len_field(&mut out, mark);
                 index.spans.push(SpanEntry {
                     start: start as u32,
                     body: body as u32,
                     end: out.len() as u32,
                     scope: s,
+                    meta,
                 });
             }
             next += count;
@@ -287,7 +288,10 @@ fn write_trace_state(out: &mut Vec<u8>, number: u32, state: &TraceState) {
     }
 }
 
-pub(crate) fn write_span(out: &mut Vec<u8>, span: &SpanData) {
+/// Writes a span's body; returns where its name and attributes are relative to the body.
+pub(crate) fn write_span(out: &mut Vec<u8>, span: &SpanData) -> SpanMeta {
+    let base = out.len();
+    let mut meta = SpanMeta::default();
     let ctx = &span.span_context;
     wire::put_bytes_field(out, 1, &ctx.trace_id().to_bytes());
     wire::put_bytes_field(out, 2, &ctx.span_id().to_bytes());
@@ -297,6 +301,8 @@ pub(crate) fn write_span(out: &mut Vec<u8>, span: &SpanData) {
     }
     if !span.name.is_empty() {
         wire::put_bytes_field(out, 5, span.name.as_bytes());
+        let end = out.len() - base;
+        meta.name = [(end - span.name.len()) as u32, end as u32];
     }
     wire::put_varint_field(out, 6, kind_value(&span.span_kind));
     let start = to_nanos(span.start_time);
@@ -307,8 +313,12 @@ pub(crate) fn write_span(out: &mut Vec<u8>, span: &SpanData) {
     if end != 0 {
         wire::put_fixed64_field(out, 8, end);
     }
+    let attrs_start = out.len() - base;
     for kv in &span.attributes {
         write_key_value(out, 9, kv.key.as_str(), &kv.value);
+    }
+    if !span.attributes.is_empty() {
+        meta.attrs = [attrs_start as u32, (out.len() - base) as u32];
     }
     if span.dropped_attributes_count != 0 {
         wire::put_varint_field(out, 10, u64::from(span.dropped_attributes_count));
@@ -372,6 +382,7 @@ pub(crate) fn write_span(out: &mut Vec<u8>, span: &SpanData) {
         flags |= IS_REMOTE;
     }
     wire::put_fixed32_field(out, 16, flags);
+    meta
 }
 
 /// Writes a `KeyValue` as field `number` (key omitted when empty, as prost does).

@@ -47,6 +47,59 @@ pub(crate) struct SpanEntry {
     pub(crate) body: u32,
     pub(crate) end: u32,
     pub(crate) scope: u32,
+    pub(crate) meta: SpanMeta,
+}
+
+/// Where a span's name and attributes are, relative to the span body. Found while
+/// validating, so the hottest accessors need no scan; byte-copied spans keep it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SpanMeta {
+    /// Body of the last `name` field.
+    pub(crate) name: [u32; 2],
+    /// From the start of the first to the end of the last `attributes` field (`[0, 0]`
+    /// when there is none).
+    pub(crate) attrs: [u32; 2],
+}
+
+impl SpanMeta {
+    #[inline]
+    pub(crate) fn note(&mut self, field: &wire::Field<'_>) {
+        match (field.number, field.value) {
+            (5, Value::Len(_)) => self.name = [field.body_start() as u32, field.end as u32],
+            (9, Value::Len(_)) => {
+                if self.attrs[1] == 0 {
+                    self.attrs[0] = field.start as u32;
+                }
+                self.attrs[1] = field.end as u32;
+            }
+            _ => {}
+        }
+    }
+
+    /// Scans a (valid) span body.
+    pub(crate) fn scan(body: &[u8]) -> SpanMeta {
+        let mut meta = SpanMeta::default();
+        for field in wire::Fields::new(body) {
+            meta.note(&field);
+        }
+        meta
+    }
+}
+
+/// Validates a span body found at byte `base` and locates its name and attributes.
+fn index_span(buf: &[u8], base: usize) -> Result<SpanMeta, DecodeError> {
+    let mut meta = SpanMeta::default();
+    let mut pos = 0;
+    loop {
+        match wire::next_field(buf, &mut pos) {
+            Ok(Some(field)) => {
+                schema::check_field(Msg::Span, &field, base, 3)?;
+                meta.note(&field);
+            }
+            Ok(None) => return Ok(meta),
+            Err((e, at)) => return Err(DecodeError::from_wire(e, Msg::Span.name(), base + at)),
+        }
+    }
 }
 
 /// Offsets of everything a splice needs, in flat vectors of `u32`.
@@ -142,12 +195,13 @@ impl Index {
             match (field.number, field.value) {
                 (2, Value::Len(body)) => {
                     let body_at = base + field.body_start();
-                    schema::validate(Msg::Span, body, body_at, 3)?;
+                    let meta = index_span(body, body_at)?;
                     self.spans.push(SpanEntry {
                         start: (base + field.start) as u32,
                         body: body_at as u32,
                         end: (base + field.end) as u32,
                         scope: s,
+                        meta,
                     });
                 }
                 _ => {
@@ -341,9 +395,13 @@ impl TraceRequest {
             .map(|x| Piece::src(0, x[0], x[1]))
     }
 
-    pub(crate) fn span_piece(&self, i: usize, src: u32) -> (Piece, u32) {
+    pub(crate) fn span_piece(&self, i: usize, src: u32) -> PlanSpan {
         let e = self.index.spans[i];
-        (Piece::src(src, e.start, e.end), e.body - e.start)
+        PlanSpan {
+            piece: Piece::src(src, e.start, e.end),
+            body: e.body - e.start,
+            meta: e.meta,
+        }
     }
 
     /// Keeps the spans whose entry in `keep` is `true` (a missing entry counts as `false`),
@@ -362,8 +420,7 @@ impl TraceRequest {
         for (i, entry) in self.index.spans.iter().enumerate() {
             if keep.get(i).copied().unwrap_or(false) {
                 current.enter(self, &mut plan, entry.scope);
-                let (piece, body) = self.span_piece(i, 0);
-                plan.push_span(piece, body);
+                plan.push_span(self.span_piece(i, 0));
             }
         }
         plan.assemble(&[&self.bytes])
@@ -430,8 +487,7 @@ impl TraceRequest {
                 size = grown;
             }
             current.enter(self, &mut plan, entry.scope);
-            let (piece, body) = self.span_piece(i, 0);
-            plan.push_span(piece, body);
+            plan.push_span(self.span_piece(i, 0));
         }
         if size.spans > 0 {
             out.push(plan.assemble(&[&self.bytes]));
@@ -453,7 +509,7 @@ impl TraceRequest {
         struct OutScope {
             key: Vec<u8>,
             header: Vec<Piece>,
-            spans: Vec<(Piece, u32)>,
+            spans: Vec<PlanSpan>,
         }
         struct OutResource {
             header: Vec<Piece>,
@@ -509,8 +565,8 @@ impl TraceRequest {
             plan.open_resource(res.header);
             for scope in res.scopes {
                 plan.open_scope(scope.header);
-                for (piece, body) in scope.spans {
-                    plan.push_span(piece, body);
+                for span in scope.spans {
+                    plan.push_span(span);
                 }
             }
         }
@@ -626,6 +682,14 @@ impl Piece {
     }
 }
 
+/// A whole `Span` field to copy, the offset of its body inside the field, and its meta.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlanSpan {
+    pub(crate) piece: Piece,
+    pub(crate) body: u32,
+    pub(crate) meta: SpanMeta,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct PlanResource {
     header: [u32; 2],
@@ -643,8 +707,7 @@ struct PlanScope {
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
     headers: Vec<Piece>,
-    /// Whole `Span` fields and the offset of the span body inside each.
-    spans: Vec<(Piece, u32)>,
+    spans: Vec<PlanSpan>,
     scopes: Vec<PlanScope>,
     resources: Vec<PlanResource>,
 }
@@ -673,8 +736,8 @@ impl Plan {
         }
     }
 
-    pub(crate) fn push_span(&mut self, piece: Piece, body_offset: u32) {
-        self.spans.push((piece, body_offset));
+    pub(crate) fn push_span(&mut self, span: PlanSpan) {
+        self.spans.push(span);
         if let Some(s) = self.scopes.last_mut() {
             s.spans[1] += 1;
         }
@@ -696,7 +759,7 @@ impl Plan {
                 self.header_len(s.header)
                     + self.spans[s.spans[0] as usize..s.spans[1] as usize]
                         .iter()
-                        .map(|(p, _)| p.len())
+                        .map(|s| s.piece.len())
                         .sum::<usize>()
             })
             .collect();
@@ -762,14 +825,15 @@ impl Plan {
                     resource: r as u32,
                     spans: scope.spans,
                 });
-                for (piece, body) in &self.spans[scope.spans[0] as usize..scope.spans[1] as usize] {
+                for span in &self.spans[scope.spans[0] as usize..scope.spans[1] as usize] {
                     let start = out.len() as u32;
-                    out.extend_from_slice(piece.bytes(bufs));
+                    out.extend_from_slice(span.piece.bytes(bufs));
                     index.spans.push(SpanEntry {
                         start,
-                        body: start + body,
+                        body: start + span.body,
                         end: out.len() as u32,
                         scope: s as u32,
+                        meta: span.meta,
                     });
                 }
             }

@@ -8,7 +8,7 @@ use prost::Message;
 use crate::error::EditError;
 use crate::proto::resource::v1::Resource;
 use crate::proto::trace::v1::Span;
-use crate::request::{Piece, Plan, TraceRequest};
+use crate::request::{Piece, Plan, PlanSpan, SpanMeta, TraceRequest};
 use crate::view::{AnyValueView, KeyValueView, SpanView};
 use crate::wire::{self, Fields, Value as WireValue, begin_len_field, end_len_field};
 
@@ -464,11 +464,14 @@ impl TraceRequest {
                 cur_s = Some(s);
             }
             match replacement {
-                Some([a, b, body]) => plan.push_span(Piece::src(1, a, b), body),
-                None => {
-                    let (piece, body) = self.span_piece(i as usize, 0);
-                    plan.push_span(piece, body);
-                }
+                Some([a, b, body]) => plan.push_span(PlanSpan {
+                    piece: Piece::src(1, a, b),
+                    body,
+                    meta: SpanMeta::scan(
+                        scratch.get((a + body) as usize..b as usize).unwrap_or(&[]),
+                    ),
+                }),
+                None => plan.push_span(self.span_piece(i as usize, 0)),
             }
         }
         plan.assemble(&[self.as_bytes(), scratch])

@@ -158,19 +158,51 @@ pub(crate) fn check_field(
         });
     }
     match (kind, field.value) {
-        (Kind::Str, Value::Len(body)) if std::str::from_utf8(body).is_err() => {
+        (Kind::Str, Value::Len(body)) if !wire::is_utf8(body) => {
             return Err(DecodeError::InvalidUtf8 {
                 message: msg.name(),
                 field: name,
                 offset: base + field.body_start(),
             });
         }
+        // Most attributes have exactly this shape; anything else takes the general path.
+        (Kind::Message(Msg::KeyValue), Value::Len(body)) if simple_key_value(body) => {}
         (Kind::Message(inner), Value::Len(body)) => {
             validate(inner, body, base + field.body_start(), depth + 1)?;
         }
         _ => {}
     }
     Ok(())
+}
+
+/// Recognises (and thereby validates) the common attribute shape: `key` (one-byte length,
+/// UTF-8) then `value` as the last field holding one scalar or short string. Returns
+/// `false` for anything else, which is then validated field by field.
+#[inline(always)]
+fn simple_key_value(body: &[u8]) -> bool {
+    let [0x0a, key_len, rest @ ..] = body else {
+        return false;
+    };
+    let key_len = *key_len as usize;
+    if key_len >= 0x80 || rest.len() < key_len {
+        return false;
+    }
+    let (key, rest) = rest.split_at(key_len);
+    let [0x12, value_len, value @ ..] = rest else {
+        return false;
+    };
+    if *value_len >= 0x80 || *value_len as usize != value.len() || !wire::is_utf8(key) {
+        return false;
+    }
+    match value {
+        // string_value
+        [0x0a, len, s @ ..] => *len < 0x80 && *len as usize == s.len() && wire::is_utf8(s),
+        // bool_value or int_value, one-byte varint
+        [0x10 | 0x18, v] => *v < 0x80,
+        // double_value
+        [0x21, _, _, _, _, _, _, _, _] => true,
+        _ => false,
+    }
 }
 
 /// Validates a whole message body found at byte `base` of the request.

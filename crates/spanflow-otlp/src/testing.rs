@@ -186,3 +186,121 @@ pub fn span_batch(n: usize, seed: u64) -> Vec<SpanData> {
 pub fn epoch() -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000)
 }
+
+/// Runs the reader and everything built on it over arbitrary bytes, panicking if an
+/// invariant breaks: parse must agree with prost on what is a valid request, never panic,
+/// and every splice of an accepted request must itself parse to the same spans.
+///
+/// This is the body of the fuzz target and of the mutation test.
+pub fn exercise_reader(data: &[u8]) {
+    use crate::proto::collector::trace::v1::ExportTraceServiceRequest;
+    use crate::{AnyValueView, DecodeError, TraceRequest};
+    use prost::Message;
+
+    fn touch(v: &AnyValueView<'_>) -> usize {
+        match v {
+            AnyValueView::Array(a) => a.iter().fold(0, |n, v| n.wrapping_add(touch(&v))),
+            AnyValueView::KvList(l) => l.iter().fold(0, |n, kv| {
+                n.wrapping_add(kv.key.len()).wrapping_add(touch(&kv.value))
+            }),
+            AnyValueView::String(s) => s.len(),
+            AnyValueView::Bytes(b) => b.len(),
+            _ => 1,
+        }
+    }
+
+    let prost = ExportTraceServiceRequest::decode(data);
+    let request = match TraceRequest::parse(bytes::Bytes::copy_from_slice(data)) {
+        Ok(request) => request,
+        Err(e) => {
+            assert!(e.offset() <= data.len(), "error offset past the end: {e}");
+            // prost's recursion limit counts differently; only compare other errors.
+            if !matches!(e, DecodeError::TooDeep { .. }) {
+                assert!(prost.is_err(), "rejected what prost accepts: {e}");
+            }
+            return;
+        }
+    };
+    let decoded = match prost {
+        Ok(decoded) => decoded,
+        Err(e) => panic!("accepted what prost rejects: {e}"),
+    };
+    let spans: usize = decoded
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    assert_eq!(request.span_count(), spans);
+
+    let mut acc = 0usize;
+    let mut add = |x: usize| acc = acc.wrapping_add(x);
+    for span in request.spans() {
+        add(span.name().len() + span.trace_state().len() + span.status_message().len());
+        add(span.trace_id()[0] as usize + span.span_id()[0] as usize);
+        add(span.parent_span_id().map_or(0, |p| p[0] as usize));
+        add(span.kind() as usize);
+        add(span.flags() as usize);
+        add(span.status_code() as usize);
+        add((span.start_time_unix_nano() ^ span.end_time_unix_nano()) as usize);
+        add(span.event_count() + span.link_count());
+        add(span.dropped_attributes_count() as usize);
+        for kv in span.attributes() {
+            add(kv.key.len());
+            add(touch(&kv.value));
+        }
+        let scope = span.scope();
+        add(scope.name().len() + scope.version().len() + scope.schema_url().len());
+        add(scope.attributes().count());
+        let resource = span.resource();
+        for kv in resource.attributes() {
+            add(touch(&kv.value));
+        }
+        add(resource.schema_url().len() + resource.service_name().map_or(0, str::len));
+    }
+    std::hint::black_box(acc);
+
+    let check = |out: &TraceRequest, what: &str| {
+        let again = match TraceRequest::parse(out.as_bytes().clone()) {
+            Ok(again) => again,
+            Err(e) => panic!("{what} produced an invalid request: {e}"),
+        };
+        assert_eq!(again.span_count(), out.span_count(), "{what}");
+        for (a, b) in again.spans().zip(out.spans()) {
+            assert_eq!(a.raw(), b.raw(), "{what}");
+            assert_eq!(a.name(), b.name(), "{what}");
+            assert!(a.attributes().eq(b.attributes()), "{what}");
+        }
+    };
+    let n = request.span_count();
+    let keep: Vec<bool> = (0..n)
+        .map(|i| !(i * 7 + data.len()).is_multiple_of(3))
+        .collect();
+    let selected = request.select(&keep);
+    assert_eq!(selected.span_count(), keep.iter().filter(|&&k| k).count());
+    check(&selected, "select");
+    let parts = request.split(2, 256);
+    assert_eq!(parts.iter().map(TraceRequest::span_count).sum::<usize>(), n);
+    for part in &parts {
+        check(part, "split");
+    }
+    let merged = TraceRequest::merge(&parts);
+    assert_eq!(merged.span_count(), n);
+    check(&merged, "merge");
+    let rewritten = request.rewrite(|span, patch| {
+        if span.index() % 4 == 1 {
+            patch.drop_span();
+        }
+        if let Some(kv) = span.attributes().next() {
+            patch.remove_attribute(kv.key);
+            patch.set_attribute_view("copied", kv.value);
+        }
+        patch.set_attribute("fuzz", 1i64);
+        patch.resource().set_attribute("fuzzed", true);
+    });
+    check(&rewritten, "rewrite");
+    let json = crate::json::to_json(&request);
+    if let Ok(back) = crate::json::from_json(&json) {
+        assert_eq!(back.span_count(), n, "json round trip");
+    }
+}

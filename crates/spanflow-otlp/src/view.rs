@@ -6,12 +6,26 @@
 
 use std::fmt;
 
-use crate::request::{Index, TraceRequest};
+use crate::request::{Index, SpanMeta, TraceRequest};
 use crate::wire::{Field, Fields, Value};
 
+/// Reads a string field of an indexed request.
+///
+/// Every caller passes the body of a field the schema declares `string` (span name,
+/// trace_state, status message, attribute keys and string values, scope name and version,
+/// schema URLs), taken from a [`TraceRequest`]. A `TraceRequest`'s bytes are, field for
+/// field, either validated by [`TraceRequest::parse`] (which checks UTF-8 of every known
+/// `string` field), written by this crate from `&str`s or prost-encoded `String`s, or
+/// copied verbatim from such requests; so these bytes are UTF-8. Tests and the fuzz
+/// target run with debug assertions, which re-check it on every read.
 fn as_str(bytes: &[u8]) -> &str {
-    // Validated while indexing; the fallback only guards against a logic error.
-    std::str::from_utf8(bytes).unwrap_or("")
+    debug_assert!(
+        std::str::from_utf8(bytes).is_ok(),
+        "string field is not utf-8"
+    );
+    // SAFETY: `bytes` is the body of a validated `string` field, see above: the request's
+    // construction (parse's UTF-8 check, or encoding from `&str`) guarantees UTF-8.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
 fn last_len(body: &[u8], number: u32) -> Option<&[u8]> {
@@ -53,22 +67,24 @@ pub struct SpanView<'a> {
     pub(crate) index: &'a Index,
     pub(crate) i: usize,
     pub(crate) body: &'a [u8],
+    pub(crate) meta: SpanMeta,
 }
 
 impl<'a> SpanView<'a> {
     pub(crate) fn new(request: &'a TraceRequest, i: usize) -> Self {
         let index = request.index();
         let buf: &'a [u8] = request.as_bytes();
-        let body = index
+        let (body, meta) = index
             .spans
             .get(i)
-            .and_then(|e| buf.get(e.body as usize..e.end as usize))
-            .unwrap_or(&[]);
+            .and_then(|e| Some((buf.get(e.body as usize..e.end as usize)?, e.meta)))
+            .unwrap_or_default();
         SpanView {
             buf,
             index,
             i,
             body,
+            meta,
         }
     }
 
@@ -127,7 +143,8 @@ impl<'a> SpanView<'a> {
 
     /// The span's name.
     pub fn name(&self) -> &'a str {
-        last_len(self.body, 5).map_or("", as_str)
+        let [start, end] = self.meta.name;
+        as_str(self.body.get(start as usize..end as usize).unwrap_or(&[]))
     }
 
     /// The span kind as the protobuf `SpanKind` value (0 unspecified … 5 consumer).
@@ -193,7 +210,11 @@ impl<'a> SpanView<'a> {
 
     /// The span's attributes, in wire order.
     pub fn attributes(&self) -> Attributes<'a> {
-        Attributes::direct(self.body, 9)
+        let [start, end] = self.meta.attrs;
+        Attributes::direct(
+            self.body.get(start as usize..end as usize).unwrap_or(&[]),
+            9,
+        )
     }
 
     /// The value of the first attribute named `key`.
@@ -478,6 +499,19 @@ pub struct KeyValueView<'a> {
 
 impl<'a> KeyValueView<'a> {
     pub(crate) fn parse(body: &'a [u8]) -> Self {
+        // Common shape: key (one-byte length) then value as the last field.
+        if let [0x0a, key_len, rest @ ..] = body
+            && *key_len < 0x80
+            && let Some((key, rest)) = rest.split_at_checked(*key_len as usize)
+            && let [0x12, value_len, value @ ..] = rest
+            && *value_len < 0x80
+            && *value_len as usize == value.len()
+        {
+            return KeyValueView {
+                key: as_str(key),
+                value: AnyValueView::parse(value),
+            };
+        }
         let mut key = "";
         let mut value = AnyValueView::Empty;
         for field in Fields::new(body) {

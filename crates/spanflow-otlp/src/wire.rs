@@ -119,15 +119,86 @@ fn read_tag(buf: &[u8], pos: &mut usize) -> Result<(u32, u8), WireError> {
 
 /// Reads the field starting at `*pos`. Returns `Ok(None)` at the end of the buffer and
 /// the error together with the position where it was found otherwise.
-#[inline]
+#[inline(always)]
 pub(crate) fn next_field<'a>(
     buf: &'a [u8],
     pos: &mut usize,
 ) -> Result<Option<Field<'a>>, (WireError, usize)> {
     let start = *pos;
-    if start >= buf.len() {
+    let Some(&tag) = buf.get(start) else {
         return Ok(None);
+    };
+    // Fast path: one-byte tag (fields 1..=15) and a one-byte length or varint, which is
+    // nearly every field of an OTLP span.
+    if (8..0x80).contains(&tag) {
+        let number = u32::from(tag >> 3);
+        match tag & 7 {
+            I64 => {
+                if let Some(bytes) = buf.get(start + 1..start + 9) {
+                    let mut v = [0u8; 8];
+                    v.copy_from_slice(bytes);
+                    *pos = start + 9;
+                    return Ok(Some(Field {
+                        number,
+                        value: Value::I64(u64::from_le_bytes(v)),
+                        start,
+                        end: start + 9,
+                    }));
+                }
+            }
+            I32 => {
+                if let Some(bytes) = buf.get(start + 1..start + 5) {
+                    let mut v = [0u8; 4];
+                    v.copy_from_slice(bytes);
+                    *pos = start + 5;
+                    return Ok(Some(Field {
+                        number,
+                        value: Value::I32(u32::from_le_bytes(v)),
+                        start,
+                        end: start + 5,
+                    }));
+                }
+            }
+            _ => {}
+        }
+        if let Some(&next) = buf.get(start + 1)
+            && next < 0x80
+        {
+            match tag & 7 {
+                LEN => {
+                    let end = start + 2 + next as usize;
+                    if let Some(body) = buf.get(start + 2..end) {
+                        *pos = end;
+                        return Ok(Some(Field {
+                            number,
+                            value: Value::Len(body),
+                            start,
+                            end,
+                        }));
+                    }
+                }
+                VARINT => {
+                    *pos = start + 2;
+                    return Ok(Some(Field {
+                        number,
+                        value: Value::Varint(u64::from(next)),
+                        start,
+                        end: start + 2,
+                    }));
+                }
+                _ => {}
+            }
+        }
     }
+    next_field_slow(buf, pos)
+}
+
+#[inline(never)]
+fn next_field_slow<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+) -> Result<Option<Field<'a>>, (WireError, usize)> {
+    let start = *pos;
     let (number, wire_type) = read_tag(buf, pos).map_err(|e| (e, start))?;
     let value_at = *pos;
     let value = read_value(buf, pos, number, wire_type, 0).map_err(|e| (e, value_at))?;
@@ -215,6 +286,16 @@ impl<'a> Iterator for Fields<'a> {
             }
         }
     }
+}
+
+/// Whether `bytes` is UTF-8, with an inlined fast path for short ASCII strings (nearly
+/// every key and name in OTLP).
+#[inline(always)]
+pub(crate) fn is_utf8(bytes: &[u8]) -> bool {
+    if bytes.len() <= 64 && bytes.iter().fold(0u8, |acc, &b| acc | b) < 0x80 {
+        return true;
+    }
+    std::str::from_utf8(bytes).is_ok()
 }
 
 /// Number of bytes `value` takes as a varint.

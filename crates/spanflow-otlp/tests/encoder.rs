@@ -207,6 +207,8 @@ proptest! {
             prop_assert_eq!(parsed.span_count(), ours.span_count());
             for (a, b) in parsed.spans().zip(ours.spans()) {
                 prop_assert_eq!(a.raw(), b.raw());
+                prop_assert_eq!(a.name(), b.name());
+                prop_assert!(a.attributes().eq(b.attributes()));
                 prop_assert_eq!(a.scope().name(), b.scope().name());
                 prop_assert_eq!(a.scope().schema_url(), b.scope().schema_url());
             }

@@ -170,6 +170,45 @@ fn every_truncation_is_rejected_like_prost_without_panicking() {
     }
 }
 
+/// Mutation fuzzing without libFuzzer: seeded random bit flips, byte overwrites,
+/// truncations and splices of valid requests, through the same checks as the fuzz target.
+/// `SPANFLOW_FUZZ_ITERATIONS` scales it (default 3000).
+#[test]
+fn random_mutations_pass_the_fuzz_checks() {
+    let iterations: u64 = std::env::var("SPANFLOW_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let seeds = [sample().into_bytes(), {
+        let spans = spanflow_otlp::testing::span_batch(3, 5);
+        spanflow_otlp::Encoder::new()
+            .encode(&spans, &spanflow_otlp::testing::resource())
+            .into_bytes()
+    }];
+    let mut rng = spanflow_otlp::testing::Rng::new(0x5eed);
+    for _ in 0..iterations {
+        let mut data = seeds[rng.below(2) as usize].to_vec();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(data.len() as u64) as usize;
+            match rng.below(4) {
+                0 => data[at] ^= 1 << rng.below(8),
+                1 => data[at] = rng.next_u64() as u8,
+                2 => data.truncate(at),
+                _ => {
+                    let from = rng.below(data.len() as u64) as usize;
+                    let len = rng.below(16) as usize;
+                    let chunk: Vec<u8> = data[from..(from + len).min(data.len())].to_vec();
+                    data.splice(at..at, chunk);
+                }
+            }
+            if data.is_empty() {
+                break;
+            }
+        }
+        spanflow_otlp::testing::exercise_reader(&data);
+    }
+}
+
 #[test]
 fn bit_flips_never_panic_and_agree_with_prost() {
     let bytes = sample().into_bytes();

@@ -78,7 +78,7 @@ fn model(original: &ExportTraceServiceRequest, ops: &[Vec<Op>]) -> ExportTraceSe
                 match op {
                     Op::ResourceRemove(k) => resource.attributes.retain(|kv| kv.key != k),
                     Op::ResourceSet(k, v) => {
-                        set_model(&mut resource.attributes, &k, Value::Bool(v))
+                        set_model(&mut resource.attributes, &k, Value::Bool(v));
                     }
                     _ => {}
                 }
@@ -118,6 +118,8 @@ proptest! {
         prop_assert_eq!(reparsed.span_count(), rewritten.span_count());
         for (a, b) in reparsed.spans().zip(rewritten.spans()) {
             prop_assert_eq!(a.raw(), b.raw());
+            prop_assert_eq!(a.name(), b.name());
+            prop_assert!(a.attributes().eq(b.attributes()));
             let (x, y): (Vec<_>, Vec<_>) = (
                 a.resource().attributes().collect(),
                 b.resource().attributes().collect(),
