@@ -257,3 +257,35 @@ async fn backend_down_for_5s_loses_nothing() {
     assert!(s.retries > 0);
     assert_eq!(rx.seen.assert_all_arrived(id), 0);
 }
+
+/// At-least-once: the only duplicates come from an attempt the server stored but the client
+/// saw fail (here: the answer comes after the attempt timeout), which is then retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_only_when_server_stored_a_timed_out_attempt() {
+    let rx = grpc_receiver().await;
+    rx.faults.stall_after_store.store(1, SeqCst);
+    let e = OtlpGrpcExporter::builder()
+        .endpoint(rx.grpc_url())
+        .build()
+        .unwrap();
+    let fan = FanOut::builder()
+        .backend(
+            "grpc",
+            e,
+            BackendConfig {
+                timeout: Duration::from_millis(300),
+                concurrency: 1,
+                ..config(fast_retry())
+            },
+        )
+        .build(&tokio::runtime::Handle::current())
+        .unwrap();
+    fan.send(batch(0, 10)).unwrap();
+    fan.send(batch(10, 10)).unwrap();
+    fan.flush(deadline(10)).await.unwrap();
+    let s = fan.shutdown(deadline(5)).await;
+    let s = s.backend("grpc").unwrap();
+    assert_eq!((s.exported_batches, s.retries), (2, 1));
+    // The first batch arrived twice, the second once.
+    assert_eq!(rx.seen.assert_all_arrived(20), 10);
+}

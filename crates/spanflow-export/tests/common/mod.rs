@@ -87,6 +87,9 @@ pub struct Faults {
     pub hang: AtomicBool,
     /// Reject this many spans of each request via partial_success.
     pub reject: AtomicI64,
+    /// Store the next this-many requests, then stall 2 s before answering (a client timeout
+    /// after the server kept the data: the one case that duplicates spans).
+    pub stall_after_store: AtomicU64,
     /// Answer UNAVAILABLE / 503 until this instant.
     pub down_until: Mutex<Option<Instant>>,
 }
@@ -224,6 +227,14 @@ impl TraceService for GrpcService {
         match decide(&self.faults, &self.stop).await {
             Decision::Ok => {
                 self.seen.record(request.get_ref());
+                let stall = self
+                    .faults
+                    .stall_after_store
+                    .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if stall {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
                 Ok(tonic::Response::new(response(&self.faults)))
             }
             Decision::Unavailable => Err(tonic::Status::unavailable("injected outage")),
