@@ -4,6 +4,7 @@
 
 use std::hint::black_box;
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -18,91 +19,114 @@ fn config() -> Criterion {
         .warm_up_time(Duration::from_millis(500))
 }
 
-/// A push+pop pair on each of `threads` threads; reports wall time per pair per thread.
-fn pairs_on_threads(threads: usize, iters: u64, pair: impl Fn(u64) + Sync) -> Duration {
-    let barrier = Barrier::new(threads + 1);
+/// Two long-lived threads driven sample by sample, so thread start-up and cold thread-locals
+/// (epoch participant, node cache) stay out of the measurement, as in a real pipeline.
+fn on_two_threads(b: &mut criterion::Bencher<'_>, work: &(dyn Fn(u64) + Sync)) {
+    const STOP: u64 = u64::MAX;
+    let iters = AtomicU64::new(0);
+    let start = Barrier::new(3);
+    let end = Barrier::new(3);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    barrier.wait();
-                    for i in 0..iters {
-                        pair(i);
+        for _ in 0..2 {
+            scope.spawn(|| {
+                loop {
+                    start.wait();
+                    let n = iters.load(Ordering::Acquire);
+                    if n == STOP {
+                        break;
                     }
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for h in handles {
-            h.join().expect("bench thread panicked");
+                    work(n);
+                    end.wait();
+                }
+            });
         }
-        start.elapsed()
-    })
+        b.iter_custom(|n| {
+            iters.store(n, Ordering::Release);
+            start.wait();
+            let t0 = Instant::now();
+            end.wait();
+            t0.elapsed()
+        });
+        iters.store(STOP, Ordering::Release);
+        start.wait();
+    });
 }
 
-fn push_pop(c: &mut Criterion, threads: usize) {
-    let mut group = c.benchmark_group(format!("stack/push_pop_{threads}t"));
+fn push_pop_1t(c: &mut Criterion) {
+    let mut group = c.benchmark_group("stack/push_pop_1t");
     group.throughput(Throughput::Elements(1));
     let stack = TreiberStack::new();
     group.bench_function("spanflow", |b| {
-        b.iter_custom(|iters| {
-            pairs_on_threads(threads, iters, |i| {
-                stack.push(i);
-                black_box(stack.pop());
-            })
+        b.iter(|| {
+            stack.push(black_box(1u64));
+            black_box(stack.pop())
         });
     });
     let mutex = Mutex::new(Vec::new());
     group.bench_function("mutex_vec", |b| {
-        b.iter_custom(|iters| {
-            pairs_on_threads(threads, iters, |i| {
-                mutex.lock().push(i);
-                black_box(mutex.lock().pop());
-            })
+        b.iter(|| {
+            mutex.lock().push(black_box(1u64));
+            black_box(mutex.lock().pop())
         });
     });
     let seg = SegQueue::new();
     group.bench_function("seg_queue", |b| {
-        b.iter_custom(|iters| {
-            pairs_on_threads(threads, iters, |i| {
-                seg.push(i);
-                black_box(seg.pop());
-            })
+        b.iter(|| {
+            seg.push(black_box(1u64));
+            black_box(seg.pop())
         });
     });
     group.finish();
 }
 
-fn push_pop_1t(c: &mut Criterion) {
-    push_pop(c, 1);
-}
-
+/// Each of two threads does `iters` push+pop pairs; time is per pair per thread.
 fn push_pop_2t(c: &mut Criterion) {
-    push_pop(c, 2);
+    let mut group = c.benchmark_group("stack/push_pop_2t");
+    group.throughput(Throughput::Elements(1));
+    let stack = TreiberStack::new();
+    group.bench_function("spanflow", |b| {
+        on_two_threads(b, &|n| {
+            for i in 0..n {
+                stack.push(i);
+                black_box(stack.pop());
+            }
+        });
+    });
+    let mutex = Mutex::new(Vec::new());
+    group.bench_function("mutex_vec", |b| {
+        on_two_threads(b, &|n| {
+            for i in 0..n {
+                mutex.lock().push(i);
+                black_box(mutex.lock().pop());
+            }
+        });
+    });
+    let seg = SegQueue::new();
+    group.bench_function("seg_queue", |b| {
+        on_two_threads(b, &|n| {
+            for i in 0..n {
+                seg.push(i);
+                black_box(seg.pop());
+            }
+        });
+    });
+    group.finish();
 }
 
-/// Two producers push `iters` items in total while one consumer collects them all.
+/// Two producers push `iters / 2` items each while the bench thread collects all of them.
 fn take_all_2p(c: &mut Criterion) {
     let mut group = c.benchmark_group("stack/take_all_2p");
     group.throughput(Throughput::Elements(1));
+    let stack = TreiberStack::new();
     group.bench_function("spanflow", |b| {
-        b.iter_custom(|iters| {
-            let stack = TreiberStack::new();
-            let per = iters / 2;
-            let total = per * 2;
-            let barrier = Barrier::new(3);
-            std::thread::scope(|scope| {
-                for _ in 0..2 {
-                    scope.spawn(|| {
-                        barrier.wait();
-                        for i in 0..per {
-                            stack.push(i);
-                        }
-                    });
+        drive_producers(
+            b,
+            &|per| {
+                for i in 0..per {
+                    stack.push(i);
                 }
-                barrier.wait();
-                let start = Instant::now();
+            },
+            &|total| {
                 let mut seen = 0;
                 while seen < total {
                     for v in stack.take_all().into_fifo() {
@@ -110,31 +134,23 @@ fn take_all_2p(c: &mut Criterion) {
                         seen += 1;
                     }
                 }
-                start.elapsed()
-            })
-        });
+            },
+        );
     });
+    let queue = ArrayQueue::new(4096);
     group.bench_function("array_queue", |b| {
-        b.iter_custom(|iters| {
-            let queue = ArrayQueue::new(4096);
-            let per = iters / 2;
-            let total = per * 2;
-            let barrier = Barrier::new(3);
-            std::thread::scope(|scope| {
-                for _ in 0..2 {
-                    scope.spawn(|| {
-                        barrier.wait();
-                        for i in 0..per {
-                            let mut item = i;
-                            while let Err(back) = queue.push(item) {
-                                item = back;
-                                std::hint::spin_loop();
-                            }
-                        }
-                    });
+        drive_producers(
+            b,
+            &|per| {
+                for i in 0..per {
+                    let mut item = i;
+                    while let Err(back) = queue.push(item) {
+                        item = back;
+                        std::hint::spin_loop();
+                    }
                 }
-                barrier.wait();
-                let start = Instant::now();
+            },
+            &|total| {
                 let mut seen = 0;
                 while seen < total {
                     while let Some(v) = queue.pop() {
@@ -142,11 +158,50 @@ fn take_all_2p(c: &mut Criterion) {
                         seen += 1;
                     }
                 }
-                start.elapsed()
-            })
-        });
+            },
+        );
     });
     group.finish();
+}
+
+/// Two long-lived producer threads each run `produce(iters / 2)`; the bench thread runs
+/// `consume(2 * (iters / 2))`; the time covers both.
+fn drive_producers(
+    b: &mut criterion::Bencher<'_>,
+    produce: &(dyn Fn(u64) + Sync),
+    consume: &dyn Fn(u64),
+) {
+    const STOP: u64 = u64::MAX;
+    let per = AtomicU64::new(0);
+    let start = Barrier::new(3);
+    let end = Barrier::new(3);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                loop {
+                    start.wait();
+                    let n = per.load(Ordering::Acquire);
+                    if n == STOP {
+                        break;
+                    }
+                    produce(n);
+                    end.wait();
+                }
+            });
+        }
+        b.iter_custom(|iters| {
+            let n = (iters / 2).max(1);
+            per.store(n, Ordering::Release);
+            start.wait();
+            let t0 = Instant::now();
+            consume(2 * n);
+            let elapsed = t0.elapsed();
+            end.wait();
+            elapsed
+        });
+        per.store(STOP, Ordering::Release);
+        start.wait();
+    });
 }
 
 criterion_group! {

@@ -29,8 +29,8 @@
 //!   buffer of the same size instead of waiting, so the owner never blocks.
 //! * **No buffer thrash.** crossbeam shrinks the buffer whenever it is less than a quarter full,
 //!   so pushing and popping 256 items grows and shrinks it every round. This deque shrinks only
-//!   after `capacity` consecutive pops that all left it less than a quarter full (a push that fills
-//!   it past a quarter resets the count): shrinking stays amortised O(1) and a steady working set
+//!   after `capacity` consecutive pops that all left it less than a quarter full (a pop that
+//!   leaves it at least a quarter full resets the count): shrinking stays amortised O(1) and a steady working set
 //!   keeps its buffer.
 //!
 //! The [`Injector`] is a Michael–Scott linked queue (PODC 1996) with epoch reclamation; values are

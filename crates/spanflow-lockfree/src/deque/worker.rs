@@ -311,35 +311,39 @@ impl<T> Worker<T> {
     /// w.push("task");
     /// assert_eq!(w.len(), 1);
     /// ```
+    #[inline]
     pub fn push(&self, value: T) {
         // Relaxed: only this thread writes `bottom`.
         let b = self.inner.bottom.load(Ordering::Relaxed);
-        // Relaxed: `top` is only a capacity estimate here; slot reuse is guarded by the stamp.
-        let t = self.inner.top.load(Ordering::Relaxed);
-        let len = distance(b, t);
-        let mut cap = self.buffer().cap();
-        if len >= cap as isize {
-            cap *= 2;
-            self.resize(cap);
-        }
         // Acquire: pairs with the Release stamp store in `Buffer::consume`; the last reader of
-        // this slot is done before we overwrite it.
+        // this slot is done before we overwrite it. `stamp == b` also proves there is room
+        // (index `b - cap` is consumed), so the fast path does not touch the thieves' `top`.
         if self.buffer().slot(b).stamp.load(Ordering::Acquire) != b {
-            // A thief that claimed `b - cap` has not finished reading it (or read it from an older
-            // buffer, leaving this stamp stale). Do not wait: move to a fresh buffer, whose stamps
-            // are exact and which no thief has seen.
-            self.resize(cap);
+            self.make_room(b);
         }
-        // SAFETY: we are the owner and the stamp of `b`'s slot reads `b` (a fresh buffer's does
-        // by construction: `b - top < cap`), so no reader is left and the slot is free.
+        // SAFETY: we are the owner and the stamp of `b`'s slot reads `b` (after `make_room`, in a
+        // fresh buffer whose window contains `b`), so no reader is left and the slot is free.
         unsafe { self.buffer().write(b, value) };
         // Release: publishes the slot write (and any buffer swap) to thieves; pairs with the
         // Acquire load of `bottom` in `steal`.
         self.inner
             .bottom
             .store(b.wrapping_add(1), Ordering::Release);
-        if len + 1 >= (cap / 4) as isize {
-            self.sparse_pops.set(0);
+    }
+
+    /// The slot of `b` is not free: the buffer is full, a thief that claimed `b - cap` has not
+    /// finished reading it, or it read it from an older buffer (leaving this stamp stale).
+    /// Never waits: grows when full, otherwise moves to a fresh buffer of the same size, whose
+    /// stamps are exact and which no thief has seen.
+    #[cold]
+    fn make_room(&self, b: usize) {
+        // Relaxed: a capacity estimate; a stale (smaller) `top` only makes us grow early.
+        let t = self.inner.top.load(Ordering::Relaxed);
+        let cap = self.buffer().cap();
+        if distance(b, t) >= cap as isize {
+            self.resize(cap * 2);
+        } else {
+            self.resize(cap);
         }
     }
 
@@ -351,6 +355,7 @@ impl<T> Worker<T> {
     /// w.push(5);
     /// assert_eq!(w.pop(), Some(5));
     /// ```
+    #[inline]
     pub fn pop(&self) -> Option<T> {
         match self.flavor {
             Flavor::Lifo => self.pop_back(),
@@ -358,6 +363,7 @@ impl<T> Worker<T> {
         }
     }
 
+    #[inline]
     fn pop_back(&self) -> Option<T> {
         // Relaxed: only this thread writes `bottom`.
         let b = self.inner.bottom.load(Ordering::Relaxed);
@@ -405,6 +411,7 @@ impl<T> Worker<T> {
         }
     }
 
+    #[inline]
     fn pop_front(&self) -> Option<T> {
         let backoff = Backoff::new();
         loop {
@@ -432,11 +439,16 @@ impl<T> Worker<T> {
         }
     }
 
-    /// Shrinks the buffer after `capacity` consecutive pops that left it under a quarter full.
+    /// Shrinks the buffer after `capacity` consecutive pops that left it under a quarter full; a
+    /// pop that leaves it at least a quarter full resets the count.
     #[inline]
     fn maybe_shrink(&self, len: usize) {
         let cap = self.buffer().cap();
-        if cap > MIN_CAP && len < cap / 4 {
+        if len >= cap / 4 {
+            if self.sparse_pops.get() != 0 {
+                self.sparse_pops.set(0);
+            }
+        } else if cap > MIN_CAP {
             let n = self.sparse_pops.get() + 1;
             if n >= cap {
                 self.sparse_pops.set(0);
@@ -559,6 +571,7 @@ impl<T> Stealer<T> {
     /// w.push(2);
     /// assert_eq!(w.stealer().steal(), Steal::Success(1));
     /// ```
+    #[inline]
     pub fn steal(&self) -> Steal<T> {
         let (t, b) = self.inner.read_top_bottom();
         if distance(b, t) <= 0 {
