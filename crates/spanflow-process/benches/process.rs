@@ -10,7 +10,8 @@
 //!   workers, until every completion has fired: `spanflow` (the
 //!   work-stealing [`Scheduler`]) against `rayon_spawn` (one `spawn` per batch
 //!   on a 2-thread pool) and `crossbeam_channel` (2 threads on one MPMC
-//!   channel).
+//!   channel). `process/scheduler_small`: the same with 2048 batches of 4
+//!   spans, where scheduling overhead shows.
 //! * `process/cutoff_<n>`: a span-stats + filter chain on one batch of `n`
 //!   spans, `sequential` against `rayon` (the dedicated pool): where the
 //!   parallel path starts to pay sets `DEFAULT_PARALLEL_CUTOFF`.
@@ -259,13 +260,17 @@ impl Latch {
     }
 }
 
-const SCHED_BATCHES: usize = 256;
-const SCHED_SPANS: usize = 64;
 const SCHED_WORKERS: usize = 2;
 
 fn bench_scheduler(c: &mut Criterion) {
-    let batches: Vec<TraceRequest> = (0..SCHED_BATCHES as u64)
-        .map(|k| TraceRequest::parse(request_bytes(SCHED_SPANS, k)).unwrap())
+    // Pipeline-sized batches, and the many small requests a relay receives.
+    scheduler_group(c, "process/scheduler", 256, 64);
+    scheduler_group(c, "process/scheduler_small", 2048, 4);
+}
+
+fn scheduler_group(c: &mut Criterion, group: &str, count: usize, spans: usize) {
+    let batches: Vec<TraceRequest> = (0..count as u64)
+        .map(|k| TraceRequest::parse(request_bytes(spans, k)).unwrap())
         .collect();
     let chain = Arc::new(chain(Parallelism::sequential()));
 
@@ -290,11 +295,11 @@ fn bench_scheduler(c: &mut Criterion) {
         })
         .collect();
 
-    let mut g = c.benchmark_group("process/scheduler");
+    let mut g = c.benchmark_group(group);
     g.sample_size(20)
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_millis(500))
-        .throughput(Throughput::Elements((SCHED_BATCHES * SCHED_SPANS) as u64));
+        .throughput(Throughput::Elements((count * spans) as u64));
     g.bench_function("spanflow", |b| {
         b.iter(|| {
             let latch = Latch::new(batches.len());
