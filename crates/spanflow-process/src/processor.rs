@@ -148,12 +148,13 @@ where
 }
 
 /// Spans per batch at or above which work inside a batch is split over the
-/// rayon pool. Chosen with the `process/cutoff_<n>` benchmarks (span stats +
-/// filter on one batch, 2-thread pool, 2 busy cores): at 512 spans the
-/// sequential path was faster (435 µs against 546 µs), at 2048 the pool
-/// started to win (1.53 ms against 1.67 ms) and at 8192 it won clearly
-/// (6.7 ms against 7.8 ms). Below that, the per-span work of the built-in
-/// processors (tens of nanoseconds) does not pay for waking pool threads.
+/// rayon pool (in chunks of 1024 spans, so this is the smallest batch that
+/// gives the pool two chunks). Chosen with the `process/cutoff_<n>`
+/// benchmarks (span stats + filter on one batch, 2-thread pool): on a 2-core
+/// machine shared with other builds, the pool won at 2048 and 8192 spans in
+/// every run (about 1.3–1.5× at 8192), while at 512 spans the result flipped
+/// between runs. Below that, the per-span work of the built-in processors
+/// (tens of nanoseconds) does not reliably pay for waking pool threads.
 pub const DEFAULT_PARALLEL_CUTOFF: usize = 2048;
 
 /// Spans handed to one rayon task; large enough that task overhead is noise.

@@ -215,6 +215,7 @@ impl Scheduler {
             submitted: s.submitted.load(Ordering::Relaxed),
             completed: s.completed.load(Ordering::Relaxed),
             in_flight: s.in_flight.load(Ordering::Relaxed) as u64,
+            parked: s.sleepers.load(Ordering::Relaxed),
             steals: s.steals.load(Ordering::Relaxed),
             callback_panics: s.callback_panics.load(Ordering::Relaxed),
             chain: s.chain.stats(),
@@ -266,6 +267,9 @@ pub struct SchedulerStats {
     pub completed: u64,
     /// Batches accepted and not yet completed.
     pub in_flight: u64,
+    /// Workers parked right now (an idle scheduler parks all of them rather
+    /// than spinning).
+    pub parked: usize,
     /// Successful steals from another worker's deque.
     pub steals: u64,
     /// Callbacks that panicked (caught; the worker went on).

@@ -227,3 +227,27 @@ fn workers_are_named_and_idle_workers_wake_for_new_work() {
             .all(|n| n.starts_with("spanflow-proc-"))
     );
 }
+
+#[test]
+fn idle_workers_park_instead_of_spinning() {
+    let scheduler = Scheduler::new(chain(), 3).expect("starts");
+    scheduler
+        .submit_ticket(batch(1, false))
+        .expect("accepted")
+        .wait()
+        .expect("processed");
+    // Workers spin only a few rounds before parking; give them time even on
+    // a loaded machine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while scheduler.stats().parked < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(scheduler.stats().parked, 3);
+    // And parked workers still wake for new work.
+    let out = scheduler
+        .submit_ticket(batch(2, false))
+        .expect("accepted")
+        .wait()
+        .expect("processed");
+    assert_eq!(names(&out)[0], "b2");
+}
