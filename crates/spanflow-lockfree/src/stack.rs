@@ -1,9 +1,16 @@
 //! A Treiber stack (Treiber 1986) with epoch-based reclamation and whole-list operations.
 //!
-//! `head` points at the newest node. `push` links a private node and publishes it with one CAS;
-//! `pop` unlinks the head node with one CAS and hands the node's memory to crossbeam-epoch, because
-//! a concurrent `pop` may still be reading its `next` field. Nodes are never reused, so a pinned
-//! thread can never see the same address come back (no ABA).
+//! `head` points at the newest node. `push` links a private node and publishes it with one CAS
+//! (it never dereferences a shared node, so it does not pin); `pop` pins, unlinks the head node
+//! with one CAS and retires the node to crossbeam-epoch, because a concurrent `pop` may still be
+//! reading its `next` field. A node's memory is freed (or reused by the per-thread node cache in
+//! `retire::node_memory`) only after every thread pinned at its retirement has unpinned, so a
+//! pinned `pop` never sees the address it loaded come back as a different node (no ABA).
+//!
+//! Retired nodes are linked per thread through their own `next` fields and handed to the epoch 32
+//! at a time (`retire::retire`): one `Deferred` per 32 pops instead of one per pop, and no epoch
+//! bag churn in the allocator. Relinking `next` is harmless to a losing `pop` that still reads
+//! it: the field is atomic and its CAS fails whatever it read.
 //!
 //! The value sits in a `ManuallyDrop`: it is moved out exactly once, by the winner of the unlink,
 //! and the deferred destruction frees only the node's memory. (Naive epoch stacks read the value
