@@ -388,15 +388,36 @@ impl Chain {
                         }
                     }
                 }
-                Step::Predicates(group) => self.run_predicates(batch, group)?,
+                // Rule and editor panics are caught and attributed inside;
+                // this catches the rest (building the output batch) and
+                // blames the step's editor, or its first rule.
+                Step::Predicates(group) => {
+                    self.guarded(group[0], || self.run_predicates(batch, group))?
+                }
                 Step::Fused {
                     before,
                     editor,
                     after,
-                } => self.run_fused(batch, before, *editor, after)?,
+                } => self.guarded(*editor, || self.run_fused(batch, before, *editor, after))?,
             };
         }
         Ok(batch)
+    }
+
+    fn guarded(
+        &self,
+        blame: usize,
+        step: impl FnOnce() -> Result<TraceRequest, (usize, ProcessError)>,
+    ) -> Result<TraceRequest, (usize, ProcessError)> {
+        catch_unwind(AssertUnwindSafe(step)).unwrap_or_else(|payload| {
+            Err((
+                blame,
+                ProcessError::Panicked {
+                    processor: self.processors[blame].name().to_owned(),
+                    message: panic_message(payload.as_ref()),
+                },
+            ))
+        })
     }
 
     /// Evaluates a group of predicates in one pass over the batch.

@@ -426,8 +426,16 @@ fn find_job(s: &Shared, index: usize, local: &Worker<Job>) -> Option<Job> {
 
 fn execute(s: &Shared, job: Job) {
     let Job { batch, on_done } = job;
-    // `Chain::process` catches processor panics itself and counts them.
-    let result = s.chain.process(batch);
+    // `Chain::process` catches processor panics itself and counts them; this
+    // outer guard only keeps the worker (and the in-flight count) alive if
+    // something outside a processor panics.
+    let result =
+        catch_unwind(AssertUnwindSafe(|| s.chain.process(batch))).unwrap_or_else(|payload| {
+            Err(ProcessError::Failed {
+                processor: "chain".to_owned(),
+                message: format!("panicked: {}", panic_message(payload.as_ref())),
+            })
+        });
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || on_done(result))) {
         s.callback_panics.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
