@@ -1,7 +1,8 @@
 //! spanflow-otlp against opentelemetry-proto + prost on the same inputs.
 //!
-//! Groups: `otlp/encode_512`, `otlp/read_512`, `otlp/split_512_into_4`,
-//! `otlp/rewrite_512`. Function `spanflow` is ours; the others are the peers.
+//! Groups: `otlp/encode_512`, `otlp/read_512`, `otlp/split_512_into_4` (of an indexed
+//! request), `otlp/parse_split_512_into_4` (from bytes), `otlp/rewrite_512` (parse +
+//! remove one attribute + set one, per span). Function `spanflow` is ours; the others are the peers.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -186,7 +187,33 @@ fn prost_split(
 
 fn split(c: &mut Criterion) {
     let (_, _, bytes) = fixture();
+    // Splitting a request the relay has already indexed (parse cost is `otlp/read_512`'s
+    // and `otlp/parse_split_512_into_4`'s).
+    let indexed = TraceRequest::parse(bytes.clone()).expect("valid");
     let mut group = c.benchmark_group("otlp/split_512_into_4");
+    configure(&mut group);
+    group.bench_function("spanflow", |b| {
+        b.iter(|| {
+            let parts = black_box(&indexed).split(SPANS / 4, 0);
+            assert_eq!(parts.len(), 4);
+            black_box(parts)
+        });
+    });
+    group.bench_function("prost", |b| {
+        b.iter(|| {
+            let request = ExportTraceServiceRequest::decode(&black_box(&bytes)[..]).expect("valid");
+            let parts: Vec<Vec<u8>> = prost_split(request, SPANS / 4)
+                .iter()
+                .map(Message::encode_to_vec)
+                .collect();
+            assert_eq!(parts.len(), 4);
+            black_box(parts)
+        });
+    });
+    group.finish();
+
+    // The same starting from received bytes: parse + split.
+    let mut group = c.benchmark_group("otlp/parse_split_512_into_4");
     configure(&mut group);
     group.bench_function("spanflow", |b| {
         b.iter(|| {

@@ -24,6 +24,45 @@ pub(crate) enum Msg {
     KeyValueList,
 }
 
+/// Every message, in declaration order (the row index of [`FIELDS`]).
+const MSGS: [Msg; 14] = [
+    Msg::Request,
+    Msg::ResourceSpans,
+    Msg::Resource,
+    Msg::EntityRef,
+    Msg::ScopeSpans,
+    Msg::Scope,
+    Msg::Span,
+    Msg::Event,
+    Msg::Link,
+    Msg::Status,
+    Msg::KeyValue,
+    Msg::AnyValue,
+    Msg::ArrayValue,
+    Msg::KeyValueList,
+];
+
+/// Highest field number any known message uses.
+const MAX_FIELD: usize = 16;
+
+type FieldInfo = Option<(&'static str, Kind)>;
+
+/// `FIELDS[msg][number]`: the schema as a table, built at compile time from
+/// [`Msg::field_by_match`].
+static FIELDS: [[FieldInfo; MAX_FIELD + 1]; MSGS.len()] = {
+    let mut table: [[FieldInfo; MAX_FIELD + 1]; MSGS.len()] = [[None; MAX_FIELD + 1]; MSGS.len()];
+    let mut m = 0;
+    while m < MSGS.len() {
+        let mut n = 0;
+        while n <= MAX_FIELD {
+            table[m][n] = MSGS[m].field_by_match(n as u32);
+            n += 1;
+        }
+        m += 1;
+    }
+    table
+};
+
 /// Declared type of a field, as far as the wire cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -67,7 +106,18 @@ impl Msg {
     }
 
     /// Name and kind of field `number`, `None` for fields this schema does not know.
+    #[inline(always)]
     pub(crate) fn field(self, number: u32) -> Option<(&'static str, Kind)> {
+        // A table lookup: the equivalent `match` compiles to a chain of comparisons that
+        // showed up as the hottest line of parsing.
+        FIELDS
+            .get(self as usize)
+            .and_then(|row| row.get(number as usize))
+            .copied()
+            .flatten()
+    }
+
+    const fn field_by_match(self, number: u32) -> Option<(&'static str, Kind)> {
         use Kind::*;
         Some(match (self, number) {
             (Msg::Request, 1) => ("resource_spans", Message(Msg::ResourceSpans)),
@@ -143,36 +193,46 @@ pub(crate) fn check_field(
     base: usize,
     depth: u32,
 ) -> Result<(), DecodeError> {
-    let Some((name, kind)) = msg.field(field.number) else {
+    let Some((_, kind)) = msg.field(field.number) else {
         return Ok(());
     };
-    let found = field.wire_type();
-    let expected = kind.wire_type();
-    if found != expected {
-        return Err(DecodeError::WrongWireType {
-            message: msg.name(),
-            field: name,
-            found,
-            expected,
-            offset: base + field.start,
-        });
+    if field.wire_type() != kind.wire_type() {
+        return Err(wrong_wire_type(msg, field, base));
     }
     match (kind, field.value) {
         (Kind::Str, Value::Len(body)) if !wire::is_utf8(body) => {
-            return Err(DecodeError::InvalidUtf8 {
-                message: msg.name(),
-                field: name,
-                offset: base + field.body_start(),
-            });
+            Err(invalid_utf8(msg, field, base))
         }
         // Most attributes have exactly this shape; anything else takes the general path.
-        (Kind::Message(Msg::KeyValue), Value::Len(body)) if simple_key_value(body) => {}
+        (Kind::Message(Msg::KeyValue), Value::Len(body)) if simple_key_value(body) => Ok(()),
         (Kind::Message(inner), Value::Len(body)) => {
-            validate(inner, body, base + field.body_start(), depth + 1)?;
+            validate(inner, body, base + field.body_start(), depth + 1)
         }
-        _ => {}
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_wire_type(msg: Msg, field: &wire::Field<'_>, base: usize) -> DecodeError {
+    let (name, kind) = msg.field(field.number).unwrap_or(("?", Kind::Varint));
+    DecodeError::WrongWireType {
+        message: msg.name(),
+        field: name,
+        found: field.wire_type(),
+        expected: kind.wire_type(),
+        offset: base + field.start,
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn invalid_utf8(msg: Msg, field: &wire::Field<'_>, base: usize) -> DecodeError {
+    DecodeError::InvalidUtf8 {
+        message: msg.name(),
+        field: msg.field(field.number).map_or("?", |(name, _)| name),
+        offset: base + field.body_start(),
+    }
 }
 
 /// Recognises (and thereby validates) the common attribute shape: `key` (one-byte length,
@@ -197,11 +257,25 @@ fn simple_key_value(body: &[u8]) -> bool {
     match value {
         // string_value
         [0x0a, len, s @ ..] => *len < 0x80 && *len as usize == s.len() && wire::is_utf8(s),
-        // bool_value or int_value, one-byte varint
-        [0x10 | 0x18, v] => *v < 0x80,
+        // bool_value or int_value
+        [0x10 | 0x18, varint @ ..] => is_one_varint(varint),
         // double_value
         [0x21, _, _, _, _, _, _, _, _] => true,
         _ => false,
+    }
+}
+
+/// Whether `bytes` is exactly one well-formed varint (as [`wire::read_varint`] accepts).
+#[inline(always)]
+fn is_one_varint(bytes: &[u8]) -> bool {
+    match bytes {
+        [] => false,
+        [init @ .., last] => {
+            init.len() < 10
+                && *last < 0x80
+                && init.iter().all(|&b| b >= 0x80)
+                && (init.len() < 9 || *last <= 1)
+        }
     }
 }
 
@@ -216,6 +290,43 @@ pub(crate) fn validate(msg: Msg, buf: &[u8], base: usize, depth: u32) -> Result<
             Ok(Some(field)) => check_field(msg, &field, base, depth)?,
             Ok(None) => return Ok(()),
             Err((e, at)) => return Err(DecodeError::from_wire(e, msg.name(), base + at)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_rows_follow_msg_order() {
+        for (i, msg) in MSGS.iter().enumerate() {
+            assert_eq!(*msg as usize, i);
+            for n in 0..40 {
+                assert_eq!(msg.field(n), msg.field_by_match(n));
+            }
+        }
+    }
+
+    #[test]
+    fn one_varint_matches_the_reader() {
+        let cases: &[&[u8]] = &[
+            &[],
+            &[0x00],
+            &[0x7f],
+            &[0x80],
+            &[0x80, 0x01],
+            &[0x80, 0x01, 0x00],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+            &[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
+        ];
+        for case in cases {
+            let mut pos = 0;
+            let reader = wire::read_varint(case, &mut pos).is_ok() && pos == case.len();
+            assert_eq!(is_one_varint(case), reader, "{case:?}");
         }
     }
 }
