@@ -428,3 +428,57 @@ impl<T: Send> fmt::Debug for Receiver<T> {
             .finish()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::{Batcher, CutReason, ManualClock};
+
+    #[test]
+    fn absorb_seals_every_full_batch_and_keeps_one_open() {
+        let (tx, rx) = Batcher::<u32>::builder()
+            .max_items(4)
+            .clock(ManualClock::new())
+            .build()
+            .expect("valid");
+        for i in 0..10 {
+            tx.send(i).expect("room");
+        }
+        let shared = &rx.shared;
+        let mut collector = shared.collector.lock();
+        assert_eq!(collector.collect(shared), 10);
+        let shape: Vec<_> = collector
+            .open
+            .iter()
+            .map(|b| (b.items.len(), b.sealed))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (4, Some(CutReason::Count)),
+                (4, Some(CutReason::Count)),
+                (2, None)
+            ]
+        );
+        assert_eq!(collector.pending_items, 10);
+    }
+
+    #[test]
+    fn evict_front_removes_the_oldest_and_empties_batches() {
+        let (tx, rx) = Batcher::<u32>::builder()
+            .max_items(2)
+            .clock(ManualClock::new())
+            .build()
+            .expect("valid");
+        for i in 0..3 {
+            tx.send(i).expect("room");
+        }
+        let shared = &rx.shared;
+        let mut collector = shared.collector.lock();
+        collector.collect(shared);
+        assert!(collector.evict_front(shared));
+        assert!(collector.evict_front(shared));
+        assert_eq!(collector.open.len(), 1, "the emptied front batch is gone");
+        assert_eq!(collector.open[0].items.front(), Some(&2));
+        assert_eq!((collector.retired, collector.dropped_oldest), (2, 2));
+    }
+}

@@ -111,9 +111,9 @@ pub(crate) struct Shared<T: Send> {
     pub(crate) collector: Mutex<Collector<T>>,
     /// Notified (with `collector` held) when items leave the queue or the batcher drains.
     pub(crate) progress: Condvar,
-    room: Mutex<()>,
+    /// Producers blocked on a full budget (count of waiters), with their condvar.
+    room: Mutex<usize>,
     room_cv: Condvar,
-    room_waiters: AtomicUsize,
     pub(crate) pool: Arc<Pool<T>>,
     handles: AtomicUsize,
     refused: RefusedCounters,
@@ -148,9 +148,8 @@ pub(crate) fn new_pair<T: Send + 'static>(
         signal: Signal::default(),
         collector: Mutex::new(Collector::new()),
         progress: Condvar::new(),
-        room: Mutex::new(()),
+        room: Mutex::new(0),
         room_cv: Condvar::new(),
-        room_waiters: AtomicUsize::new(0),
         pool,
         handles: AtomicUsize::new(1),
         refused: RefusedCounters::default(),
@@ -179,19 +178,19 @@ enum Reject<T> {
 }
 
 /// Takes between `need` and `want` credits from `pool`; `None` if fewer than `need` are free.
-fn take_credit(pool: &AtomicU64, need: u64, want: u64) -> Option<u64> {
+pub(crate) fn take_credit(pool: &AtomicU64, need: u64, want: u64) -> Option<u64> {
     if need == 0 {
         return Some(0);
     }
-    // SeqCst: part of the Dekker pair with `room_waiters` (see `Shared::block`); a credit
-    // returned by the consumer must be visible to a producer that then decides to sleep.
-    let mut cur = pool.load(Ordering::SeqCst);
+    // Relaxed: the pool is a counter whose RMWs are atomic; a blocked producer learns of
+    // returned credits through the `room` mutex (see `Shared::block`), not through this load.
+    let mut cur = pool.load(Ordering::Relaxed);
     loop {
         if cur < need {
             return None;
         }
         let take = cur.min(want.max(need));
-        match pool.compare_exchange_weak(cur, cur - take, Ordering::SeqCst, Ordering::SeqCst) {
+        match pool.compare_exchange_weak(cur, cur - take, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return Some(take),
             Err(now) => cur = now,
         }
@@ -243,10 +242,15 @@ impl<T: Send> Shared<T> {
     }
 
     /// Wakes producers blocked on the budget. Must not be called with a shard lock or `room` held.
+    ///
+    /// Takes `room` unconditionally: a blocked producer registers and re-checks the pool under
+    /// `room`, so either it saw the credits returned before this call, or it is counted in
+    /// `room` and already waiting (it releases `room` only by waiting). Once per batch, not per
+    /// item, so the lock is cheap; a "check a waiter counter first" shortcut would need a
+    /// SeqCst store-load (Dekker) pair instead.
     fn wake_blocked(&self) {
-        // SeqCst: as in `give_credit_inner`.
-        if self.room_waiters.load(Ordering::SeqCst) > 0 {
-            let _room = self.room.lock();
+        let waiters = self.room.lock();
+        if *waiters > 0 {
             self.room_cv.notify_all();
         }
     }
@@ -261,13 +265,12 @@ impl<T: Send> Shared<T> {
         if !self.config.budgeted || (items == 0 && bytes == 0) {
             return;
         }
-        // SeqCst: pairs with the SeqCst `room_waiters` increment in `block` (Dekker): either the
-        // blocked producer sees these credits when it re-leases, or we see it waiting below.
-        self.free_items.fetch_add(items, Ordering::SeqCst);
-        self.free_bytes.fetch_add(bytes, Ordering::SeqCst);
-        if notify && self.room_waiters.load(Ordering::SeqCst) > 0 {
-            let _room = self.room.lock();
-            self.room_cv.notify_all();
+        // Relaxed: see `take_credit`; `wake_blocked` publishes the credits to blocked
+        // producers through the `room` mutex.
+        self.free_items.fetch_add(items, Ordering::Relaxed);
+        self.free_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if notify {
+            self.wake_blocked();
         }
     }
 
@@ -320,6 +323,11 @@ impl<T: Send> Shared<T> {
                 shard.credit_bytes -= w;
             }
             let was_empty = shard.items.is_empty();
+            if shard.items.capacity() == 0 {
+                // One allocation up front instead of a chain of doublings on the hot path;
+                // afterwards the consumer swaps in vectors that keep their capacity.
+                shard.items.reserve(config.max_items.min(4096));
+            }
             shard.items.push(item);
             if config.weighted() {
                 shard.weights.push(w);
@@ -413,22 +421,24 @@ impl<T: Send> Shared<T> {
         timeout: Option<Duration>,
     ) -> Result<(), SendError<T>> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        // `room` counts the blocked producers; registering and re-checking the pool under it is
+        // what makes `wake_blocked` unmissable.
         let mut room = self.room.lock();
         loop {
-            // SeqCst: Dekker pair with `give_credit` (credits added, then waiters read).
-            self.room_waiters.fetch_add(1, Ordering::SeqCst);
+            *room += 1;
             self.reclaim(false);
             let attempt = self.push(pinned, item, w, true, true);
             let timed_out = match attempt {
                 Ok(()) => {
+                    *room -= 1;
                     // Reclaimed credits may let another waiter in too.
-                    if self.room_waiters.fetch_sub(1, Ordering::SeqCst) > 1 {
+                    if *room > 0 {
                         self.room_cv.notify_all();
                     }
                     return Ok(());
                 }
                 Err(Reject::Closed(it)) => {
-                    self.room_waiters.fetch_sub(1, Ordering::SeqCst);
+                    *room -= 1;
                     RefusedCounters::bump(&self.refused.closed);
                     return Err(SendError::Closed(it));
                 }
@@ -445,7 +455,7 @@ impl<T: Send> Shared<T> {
                     }
                 }
             };
-            self.room_waiters.fetch_sub(1, Ordering::SeqCst);
+            *room -= 1;
             if timed_out {
                 drop(room);
                 self.reclaim(true);
@@ -764,5 +774,49 @@ impl<T: Send> fmt::Debug for Batcher<T> {
             .field("closed", &self.shared.is_closed())
             .field("pinned", &self.pinned)
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_credit_takes_up_to_want_but_at_least_need() {
+        let pool = AtomicU64::new(10);
+        assert_eq!(take_credit(&pool, 1, 4), Some(4));
+        assert_eq!(take_credit(&pool, 2, 1), Some(2));
+        assert_eq!(take_credit(&pool, 5, 64), None);
+        assert_eq!(take_credit(&pool, 3, 64), Some(4));
+        assert_eq!(pool.load(Ordering::Relaxed), 0);
+        assert_eq!(take_credit(&pool, 1, 1), None);
+        assert_eq!(take_credit(&pool, 0, 1), Some(0));
+    }
+
+    #[test]
+    fn leases_are_returned_by_reclaim() {
+        let (tx, _rx) = Batcher::<u8>::builder()
+            .budget_items(100)
+            .shards(4)
+            .build()
+            .expect("valid");
+        tx.send(1).expect("room");
+        let leased = 100 - tx.shared.free_items.load(Ordering::Relaxed);
+        assert!(leased > 1, "a send leases a chunk, not one credit");
+        tx.shared.reclaim(true);
+        assert_eq!(tx.shared.free_items.load(Ordering::Relaxed), 99);
+    }
+
+    #[test]
+    fn each_thread_keeps_its_shard() {
+        let (tx, _rx) = Batcher::<u8>::builder().shards(8).build().expect("valid");
+        let here = tx.shared.shard_index(None);
+        assert_eq!(tx.shared.shard_index(None), here);
+        let there = std::thread::scope(|s| {
+            s.spawn(|| tx.shared.shard_index(None))
+                .join()
+                .expect("thread")
+        });
+        assert_ne!(here, there, "consecutive threads get different shards");
     }
 }
