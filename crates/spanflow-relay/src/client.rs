@@ -67,7 +67,7 @@ pub struct OtlpClient {
 enum Inner {
     Grpc(Channel),
     Http {
-        client: Client<HttpConnector, Full<Bytes>>,
+        client: Box<Client<HttpConnector, Full<Bytes>>>,
         uri: http::Uri,
         json: bool,
     },
@@ -96,7 +96,7 @@ impl OtlpClient {
                 let mut connector = HttpConnector::new();
                 connector.set_nodelay(true);
                 Inner::Http {
-                    client: Client::builder(TokioExecutor::new()).build(connector),
+                    client: Box::new(Client::builder(TokioExecutor::new()).build(connector)),
                     uri,
                     json: transport == Transport::HttpJson,
                 }
@@ -115,9 +115,16 @@ impl OtlpClient {
 
     async fn send_inner(&self, payload: &Payload) -> Answer {
         match &self.inner {
-            Inner::Grpc(channel) => self.send_grpc(channel.clone(), payload.protobuf.clone()).await,
+            Inner::Grpc(channel) => {
+                self.send_grpc(channel.clone(), payload.protobuf.clone())
+                    .await
+            }
             Inner::Http { client, uri, json } => {
-                let body = if *json { &payload.json } else { &payload.protobuf };
+                let body = if *json {
+                    &payload.json
+                } else {
+                    &payload.protobuf
+                };
                 self.send_http(client, uri, *json, body.clone()).await
             }
         }
@@ -132,7 +139,10 @@ impl OtlpClient {
             return Answer::RetryLater { after: None }.tap_log(&e.to_string());
         }
         let path = PathAndQuery::from_static(EXPORT_PATH);
-        match grpc.unary(tonic::Request::new(body), path, BytesCodec).await {
+        match grpc
+            .unary(tonic::Request::new(body), path, BytesCodec)
+            .await
+        {
             Ok(resp) => {
                 let rejected = ExportTraceServiceResponse::decode(resp.into_inner())
                     .ok()
@@ -161,8 +171,13 @@ impl OtlpClient {
         json: bool,
         body: Bytes,
     ) -> Answer {
-        let content_type = if json { "application/json" } else { "application/x-protobuf" };
-        let mut builder = http::Request::post(uri.clone()).header(http::header::CONTENT_TYPE, content_type);
+        let content_type = if json {
+            "application/json"
+        } else {
+            "application/x-protobuf"
+        };
+        let mut builder =
+            http::Request::post(uri.clone()).header(http::header::CONTENT_TYPE, content_type);
         let body = if self.gzip {
             builder = builder.header(http::header::CONTENT_ENCODING, "gzip");
             gzip(&body)
@@ -171,7 +186,11 @@ impl OtlpClient {
         };
         let request = match builder.body(Full::new(body)) {
             Ok(r) => r,
-            Err(e) => return Answer::Failed { message: e.to_string() },
+            Err(e) => {
+                return Answer::Failed {
+                    message: e.to_string(),
+                };
+            }
         };
         let response = match client.request(request).await {
             Ok(r) => r,
@@ -195,7 +214,9 @@ impl OtlpClient {
                         .ok()
                         .and_then(|v| {
                             let r = v.get("partialSuccess")?.get("rejectedSpans")?.clone();
-                            r.as_str().and_then(|s| s.parse().ok()).or_else(|| r.as_u64())
+                            r.as_str()
+                                .and_then(|s| s.parse().ok())
+                                .or_else(|| r.as_u64())
                         })
                         .unwrap_or(0)
                 } else {
@@ -227,7 +248,10 @@ impl TapLog for Answer {
 
 fn gzip(body: &[u8]) -> Bytes {
     use std::io::Write as _;
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
     // Writing to a Vec cannot fail.
     let _ = enc.write_all(body);
     Bytes::from(enc.finish().unwrap_or_default())
@@ -265,5 +289,8 @@ fn grpc_retry_delay(details: &[u8]) -> Option<Duration> {
         .iter()
         .find(|a| a.type_url.ends_with("google.rpc.RetryInfo"))?;
     let d = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
-    Some(Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+    Some(Duration::new(
+        d.seconds.max(0) as u64,
+        d.nanos.max(0) as u32,
+    ))
 }

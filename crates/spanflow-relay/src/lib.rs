@@ -23,12 +23,14 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod client;
 pub mod config;
+pub mod demo;
+pub mod load;
 pub mod metrics;
+pub mod pipeline;
 pub mod receiver;
 pub mod relay;
 pub mod sink;
-pub mod wire;
-pub mod client;
 pub mod traffic;
-pub mod load;
+pub mod wire;

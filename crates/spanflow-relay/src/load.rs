@@ -137,14 +137,24 @@ impl LoadReport {
         let mut out = String::new();
         let h = &self.latency_us;
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        let _ = writeln!(out, "{:<22}{:>14}", "duration", format!("{:.2} s", self.elapsed.as_secs_f64()));
+        let _ = writeln!(
+            out,
+            "{:<22}{:>14}",
+            "duration",
+            format!("{:.2} s", self.elapsed.as_secs_f64())
+        );
         let _ = writeln!(out, "{:<22}{:>14}", "requests", self.requests);
         let _ = writeln!(out, "{:<22}{:>14}", "spans sent", self.spans_sent);
         let _ = writeln!(out, "{:<22}{:>14}", "spans accepted", self.spans_accepted);
         let _ = writeln!(out, "{:<22}{:>14}", "spans rejected", self.spans_rejected);
         let _ = writeln!(out, "{:<22}{:>14}", "spans failed", self.spans_failed);
         let _ = writeln!(out, "{:<22}{:>14}", "retries (backpressure)", self.retries);
-        let _ = writeln!(out, "{:<22}{:>14}", "throughput", format!("{:.0} spans/s", self.spans_per_second()));
+        let _ = writeln!(
+            out,
+            "{:<22}{:>14}",
+            "throughput",
+            format!("{:.0} spans/s", self.spans_per_second())
+        );
         if !h.is_empty() {
             let _ = writeln!(
                 out,
@@ -152,7 +162,12 @@ impl LoadReport {
                 "latency p50/p90/p99",
                 format!("{:.2}/{:.2}/{:.2} ms", ms(0.5), ms(0.9), ms(0.99))
             );
-            let _ = writeln!(out, "{:<22}{:>14}", "latency max", format!("{:.2} ms", h.max() as f64 / 1000.0));
+            let _ = writeln!(
+                out,
+                "{:<22}{:>14}",
+                "latency max",
+                format!("{:.2} ms", h.max() as f64 / 1000.0)
+            );
         }
         for e in &self.errors {
             let _ = writeln!(out, "error: {e}");
@@ -286,14 +301,24 @@ pub(crate) async fn run_workers(
 }
 
 /// Runs `load` with `options`, updating `progress` as it goes.
-pub async fn run(options: &LoadOptions, progress: Arc<Progress>) -> Result<LoadReport, ClientError> {
+pub async fn run(
+    options: &LoadOptions,
+    progress: Arc<Progress>,
+) -> Result<LoadReport, ClientError> {
     let concurrency = options.concurrency.max(1);
     let spans = options.spans_per_request.max(1);
     // A pool of distinct requests, built once, so the generator measures the server.
     let mut rng = rand::rng();
     let pool: Arc<Vec<Payload>> = Arc::new(
         (0..32)
-            .map(|_| Payload::new(&load_request(&mut rng, "spanflow-load", spans, options.attributes)))
+            .map(|_| {
+                Payload::new(&load_request(
+                    &mut rng,
+                    "spanflow-load",
+                    spans,
+                    options.attributes,
+                ))
+            })
             .collect(),
     );
     let period = if options.rate == 0 {
@@ -305,7 +330,8 @@ pub async fn run(options: &LoadOptions, progress: Arc<Progress>) -> Result<LoadR
     for w in 0..concurrency {
         let client = OtlpClient::new(options.transport, &options.endpoint, options.gzip)?;
         let pool = pool.clone();
-        let source: PayloadSource = Arc::new(move |seq| pool[(seq as usize + w) % pool.len()].clone());
+        let source: PayloadSource =
+            Arc::new(move |seq| pool[(seq as usize + w) % pool.len()].clone());
         workers.push(Worker {
             client,
             source,

@@ -198,17 +198,18 @@ impl RelayMetrics {
         }
         out.push_str(&lines);
         lines.clear();
-        let simple = |out: &mut String, name: &str, kind: &str, help: &str, values: &[(String, f64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, v) in values {
-                if labels.is_empty() {
-                    let _ = writeln!(out, "{name} {v}");
-                } else {
-                    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        let simple =
+            |out: &mut String, name: &str, kind: &str, help: &str, values: &[(String, f64)]| {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                for (labels, v) in values {
+                    if labels.is_empty() {
+                        let _ = writeln!(out, "{name} {v}");
+                    } else {
+                        let _ = writeln!(out, "{name}{{{labels}}} {v}");
+                    }
                 }
-            }
-        };
+            };
         let per_proto = |a: &[AtomicU64; 2]| -> Vec<(String, f64)> {
             Protocol::ALL
                 .iter()
@@ -241,7 +242,10 @@ impl RelayMetrics {
             "counter",
             "Spans refused at the receiver, by reason (backpressure and closed are retried by clients).",
             &[
-                ("reason=\"backpressure\"".into(), c.spans_refused_backpressure as f64),
+                (
+                    "reason=\"backpressure\"".into(),
+                    c.spans_refused_backpressure as f64,
+                ),
                 ("reason=\"closed\"".into(), c.spans_refused_closed as f64),
                 ("reason=\"invalid\"".into(), c.spans_refused_invalid as f64),
             ],
@@ -303,18 +307,33 @@ impl RelayMetrics {
         );
         let _ = writeln!(
             out,
-            "# HELP spanflow_pipeline_export_duration_seconds Time spent exporting batches."
+            "# HELP spanflow_pipeline_export_duration_seconds Time one export attempt took."
         );
-        let _ = writeln!(out, "# TYPE spanflow_pipeline_export_duration_seconds summary");
+        let _ = writeln!(
+            out,
+            "# TYPE spanflow_pipeline_export_duration_seconds histogram"
+        );
+        let latency = sink.export_latency.clone().unwrap_or_default();
+        for (bound, count) in &latency.buckets {
+            let _ = writeln!(
+                out,
+                "spanflow_pipeline_export_duration_seconds_bucket{{le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "spanflow_pipeline_export_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            latency.count
+        );
         let _ = writeln!(
             out,
             "spanflow_pipeline_export_duration_seconds_sum {}",
-            sink.export_seconds_total
+            latency.sum_seconds
         );
         let _ = writeln!(
             out,
             "spanflow_pipeline_export_duration_seconds_count {}",
-            sink.export_count
+            latency.count
         );
         out
     }
@@ -344,7 +363,10 @@ pub fn router(metrics: Arc<RelayMetrics>, sink: Arc<dyn Sink>) -> Router {
 async fn metrics_page(State(state): State<MetricsState>) -> impl IntoResponse {
     let stats = state.sink.stats();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(&stats),
     )
 }
@@ -379,7 +401,11 @@ mod tests {
             ..SinkStats::default()
         };
         let text = m.render(&stats);
-        assert!(text.contains("spanflow_relay_requests_total{protocol=\"grpc\",outcome=\"accepted\"} 1"));
+        assert!(
+            text.contains(
+                "spanflow_relay_requests_total{protocol=\"grpc\",outcome=\"accepted\"} 1"
+            )
+        );
         assert!(text.contains("spanflow_relay_spans_received_total{protocol=\"grpc\"} 10"));
         assert!(text.contains("spanflow_relay_spans_refused_total{reason=\"backpressure\"} 3"));
         assert!(text.contains("spanflow_pipeline_spans_dropped_total{reason=\"filtered\"} 2"));

@@ -138,9 +138,12 @@ impl RunningRelay {
         if let Some(listener) = grpc {
             let addr = local(&listener, cfg.receivers.grpc.endpoint);
             addresses.grpc = Some(addr);
-            let service =
-                TraceServiceServer::new(shared.clone(), cfg.receivers.grpc.max_message_size.0 as usize);
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let service = TraceServiceServer::new(
+                shared.clone(),
+                cfg.receivers.grpc.max_message_size.0 as usize,
+            );
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let mut stopped = stopped.clone();
             servers.push(tokio::spawn(async move {
                 let result = tonic::transport::Server::builder()
@@ -158,7 +161,8 @@ impl RunningRelay {
         if let Some(listener) = http {
             let addr = local(&listener, cfg.receivers.http.endpoint);
             addresses.http = Some(addr);
-            let router = receiver::http::router(shared.clone(), cfg.receivers.http.max_body_size.0 as usize);
+            let router =
+                receiver::http::router(shared.clone(), cfg.receivers.http.max_body_size.0 as usize);
             servers.push(spawn_axum("otlp/http", listener, router, stopped.clone()));
             tracing::info!(%addr, "otlp/http receiver listening");
         }

@@ -49,10 +49,19 @@ pub struct SinkStats {
     pub queued_bytes: u64,
     /// The sink's memory budget in bytes, 0 when unbounded.
     pub budget_bytes: u64,
-    /// Export latency: number of exports and their total time.
-    pub export_count: u64,
-    /// Total time spent in exports.
-    pub export_seconds_total: f64,
+    /// Export latency, when the sink measures it.
+    pub export_latency: Option<LatencySnapshot>,
+}
+
+/// A latency histogram: cumulative `(upper bound in seconds, count)` buckets, count and sum.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencySnapshot {
+    /// Cumulative buckets, ascending bounds.
+    pub buckets: Vec<(f64, u64)>,
+    /// Observations.
+    pub count: u64,
+    /// Sum of observations, seconds.
+    pub sum_seconds: f64,
 }
 
 impl SinkStats {
@@ -185,7 +194,6 @@ impl Sink for MemorySink {
             inner.held.push(request);
         } else {
             inner.stats.exported_spans += spans;
-            inner.stats.export_count += 1;
             inner.kept.push(request);
         }
         inner.stats.accepted_spans += spans;

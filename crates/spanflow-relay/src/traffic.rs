@@ -25,8 +25,19 @@ pub struct Payload {
 }
 
 impl Payload {
+    /// Encodes `request` as protobuf only (the JSON body stays empty).
+    pub fn protobuf_only(request: &ExportTraceServiceRequest) -> Self {
+        let mut p = Self::encode(request, false);
+        p.json = Bytes::new();
+        p
+    }
+
     /// Encodes `request` both ways.
     pub fn new(request: &ExportTraceServiceRequest) -> Self {
+        Self::encode(request, true)
+    }
+
+    fn encode(request: &ExportTraceServiceRequest, json: bool) -> Self {
         let spans = request
             .resource_spans
             .iter()
@@ -35,7 +46,11 @@ impl Payload {
             .sum();
         Self {
             protobuf: Bytes::from(request.encode_to_vec()),
-            json: Bytes::from(serde_json::to_vec(request).unwrap_or_default()),
+            json: if json {
+                Bytes::from(serde_json::to_vec(request).unwrap_or_default())
+            } else {
+                Bytes::new()
+            },
             spans,
         }
     }
@@ -124,8 +139,16 @@ fn span(
         end_time_unix_nano: start + micros * 1000,
         attributes,
         status: Some(Status {
-            code: if error { StatusCode::Error } else { StatusCode::Ok } as i32,
-            message: if error { "upstream timeout".to_owned() } else { String::new() },
+            code: if error {
+                StatusCode::Error
+            } else {
+                StatusCode::Ok
+            } as i32,
+            message: if error {
+                "upstream timeout".to_owned()
+            } else {
+                String::new()
+            },
         }),
         flags: 0x100 | 1,
         ..Span::default()
@@ -154,53 +177,148 @@ pub fn demo_traces(rng: &mut impl Rng, traces: usize) -> [ExportTraceServiceRequ
             nonzero(rng),
         );
         let user = format!("user-{}", rng.random_range(1..5000));
-        a.push(span(trace, a_root, None, &format!("GET {route}"), SpanKind::Server, t0, 48_000, vec![
-            s("http.request.method", "GET"),
-            s("http.route", route),
-            s("url.path", route.replace("{id}", &rng.random_range(1..900).to_string())),
-            s("url.scheme", "https"),
-            i("http.response.status_code", status),
-            s("client.address", format!("10.0.{}.{}", rng.random_range(0..255), rng.random_range(1..255))),
-            s("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"),
-            s("enduser.id", user.clone()),
-        ], error));
-        a.push(span(trace, a_client, Some(a_root), "POST checkout", SpanKind::Client, t0 + 2_000_000, 40_000, vec![
-            s("http.request.method", "POST"),
-            s("server.address", "service-b"),
-            i("server.port", 8080),
-            s("url.full", "http://service-b:8080/api/checkout"),
-            i("http.response.status_code", status),
-        ], error));
-        b.push(span(trace, b_server, Some(a_client), "POST /api/checkout", SpanKind::Server, t0 + 3_000_000, 37_000, vec![
-            s("http.request.method", "POST"),
-            s("http.route", "/api/checkout"),
-            i("http.response.status_code", status),
-            s("enduser.id", user),
-        ], error));
-        b.push(span(trace, b_internal, Some(b_server), "compute cart total", SpanKind::Internal, t0 + 3_500_000, 2_000, vec![
-            i("cart.items", rng.random_range(1..12)),
-            kv("cart.total", any_value::Value::DoubleValue(rng.random_range(5.0..500.0))),
-            kv("cart.coupon", any_value::Value::BoolValue(rng.random_ratio(1, 5))),
-        ], false));
-        b.push(span(trace, b_client, Some(b_server), "POST charge", SpanKind::Client, t0 + 6_000_000, 30_000, vec![
-            s("http.request.method", "POST"),
-            s("server.address", "service-c"),
-            i("server.port", 8080),
-            i("http.response.status_code", status),
-        ], error));
-        c.push(span(trace, c_server, Some(b_client), "POST /charge", SpanKind::Server, t0 + 7_000_000, 28_000, vec![
-            s("http.request.method", "POST"),
-            s("http.route", "/charge"),
-            i("http.response.status_code", status),
-            s("payment.provider", ["visa", "mastercard", "paypal"][rng.random_range(0..3)]),
-        ], error));
-        c.push(span(trace, c_db, Some(c_server), "INSERT payments", SpanKind::Client, t0 + 8_000_000, 9_000, vec![
-            s("db.system.name", "postgresql"),
-            s("db.namespace", "payments"),
-            s("db.operation.name", "INSERT"),
-            s("db.query.text", "INSERT INTO payments (order_id, amount, currency) VALUES ($1, $2, $3)"),
-            s("server.address", "postgres.internal"),
-        ], false));
+        a.push(span(
+            trace,
+            a_root,
+            None,
+            &format!("GET {route}"),
+            SpanKind::Server,
+            t0,
+            48_000,
+            vec![
+                s("http.request.method", "GET"),
+                s("http.route", route),
+                s(
+                    "url.path",
+                    route.replace("{id}", &rng.random_range(1..900).to_string()),
+                ),
+                s("url.scheme", "https"),
+                i("http.response.status_code", status),
+                s(
+                    "client.address",
+                    format!(
+                        "10.0.{}.{}",
+                        rng.random_range(0..255),
+                        rng.random_range(1..255)
+                    ),
+                ),
+                s(
+                    "user_agent.original",
+                    "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+                ),
+                s("enduser.id", user.clone()),
+            ],
+            error,
+        ));
+        a.push(span(
+            trace,
+            a_client,
+            Some(a_root),
+            "POST checkout",
+            SpanKind::Client,
+            t0 + 2_000_000,
+            40_000,
+            vec![
+                s("http.request.method", "POST"),
+                s("server.address", "service-b"),
+                i("server.port", 8080),
+                s("url.full", "http://service-b:8080/api/checkout"),
+                i("http.response.status_code", status),
+            ],
+            error,
+        ));
+        b.push(span(
+            trace,
+            b_server,
+            Some(a_client),
+            "POST /api/checkout",
+            SpanKind::Server,
+            t0 + 3_000_000,
+            37_000,
+            vec![
+                s("http.request.method", "POST"),
+                s("http.route", "/api/checkout"),
+                i("http.response.status_code", status),
+                s("enduser.id", user),
+            ],
+            error,
+        ));
+        b.push(span(
+            trace,
+            b_internal,
+            Some(b_server),
+            "compute cart total",
+            SpanKind::Internal,
+            t0 + 3_500_000,
+            2_000,
+            vec![
+                i("cart.items", rng.random_range(1..12)),
+                kv(
+                    "cart.total",
+                    any_value::Value::DoubleValue(rng.random_range(5.0..500.0)),
+                ),
+                kv(
+                    "cart.coupon",
+                    any_value::Value::BoolValue(rng.random_ratio(1, 5)),
+                ),
+            ],
+            false,
+        ));
+        b.push(span(
+            trace,
+            b_client,
+            Some(b_server),
+            "POST charge",
+            SpanKind::Client,
+            t0 + 6_000_000,
+            30_000,
+            vec![
+                s("http.request.method", "POST"),
+                s("server.address", "service-c"),
+                i("server.port", 8080),
+                i("http.response.status_code", status),
+            ],
+            error,
+        ));
+        c.push(span(
+            trace,
+            c_server,
+            Some(b_client),
+            "POST /charge",
+            SpanKind::Server,
+            t0 + 7_000_000,
+            28_000,
+            vec![
+                s("http.request.method", "POST"),
+                s("http.route", "/charge"),
+                i("http.response.status_code", status),
+                s(
+                    "payment.provider",
+                    ["visa", "mastercard", "paypal"][rng.random_range(0..3)],
+                ),
+            ],
+            error,
+        ));
+        c.push(span(
+            trace,
+            c_db,
+            Some(c_server),
+            "INSERT payments",
+            SpanKind::Client,
+            t0 + 8_000_000,
+            9_000,
+            vec![
+                s("db.system.name", "postgresql"),
+                s("db.namespace", "payments"),
+                s("db.operation.name", "INSERT"),
+                s(
+                    "db.query.text",
+                    "INSERT INTO payments (order_id, amount, currency) VALUES ($1, $2, $3)",
+                ),
+                s("server.address", "postgres.internal"),
+            ],
+            false,
+        ));
     }
     [
         request("service-a", a),
@@ -252,7 +370,11 @@ pub fn load_request(
                 id,
                 (n > 0).then_some(root),
                 &format!("load-operation-{}", n % 16),
-                if n == 0 { SpanKind::Server } else { SpanKind::Internal },
+                if n == 0 {
+                    SpanKind::Server
+                } else {
+                    SpanKind::Internal
+                },
                 t0 + n as u64 * 1000,
                 250,
                 attributes,
@@ -271,8 +393,12 @@ mod tests {
     fn demo_traces_link_across_the_three_services() {
         let mut rng = rand::rng();
         let [a, b, c] = demo_traces(&mut rng, 3);
-        let spans = |r: &ExportTraceServiceRequest| r.resource_spans[0].scope_spans[0].spans.clone();
-        assert_eq!((spans(&a).len(), spans(&b).len(), spans(&c).len()), (6, 9, 6));
+        let spans =
+            |r: &ExportTraceServiceRequest| r.resource_spans[0].scope_spans[0].spans.clone();
+        assert_eq!(
+            (spans(&a).len(), spans(&b).len(), spans(&c).len()),
+            (6, 9, 6)
+        );
         let b_server = &spans(&b)[0];
         assert_eq!(b_server.parent_span_id, spans(&a)[1].span_id);
         assert_eq!(b_server.trace_id, spans(&a)[0].trace_id);
@@ -285,7 +411,10 @@ mod tests {
     #[test]
     fn load_request_has_the_asked_shape() {
         let mut rng = rand::rng();
-        let mix = AttributeMix { count: 6, string_len: 20 };
+        let mix = AttributeMix {
+            count: 6,
+            string_len: 20,
+        };
         let r = load_request(&mut rng, "load", 10, mix);
         let spans = &r.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans.len(), 10);

@@ -31,7 +31,12 @@ fn decoded(requests: impl IntoIterator<Item = ExportTraceServiceRequest>) -> Vec
             resource.attributes.sort_by(|a, b| a.key.cmp(&b.key));
             for ss in &rs.scope_spans {
                 for s in &ss.spans {
-                    out.push(format!("{:?}|{:?}|{}|{s:?}", s.span_id, resource, ss.scope.as_ref().map_or("", |s| &s.name)));
+                    out.push(format!(
+                        "{:?}|{:?}|{}|{s:?}",
+                        s.span_id,
+                        resource,
+                        ss.scope.as_ref().map_or("", |s| &s.name)
+                    ));
                 }
             }
         }
@@ -78,7 +83,11 @@ async fn export_through_relay(client: Client, batches: usize, per_batch: usize) 
         exporter.export(spans).await.unwrap();
     }
     let stats = relay.shutdown(Duration::from_secs(20)).await;
-    let got: Vec<_> = sink.requests().iter().map(|r| r.to_proto().unwrap()).collect();
+    let got: Vec<_> = sink
+        .requests()
+        .iter()
+        .map(|r| r.to_proto().unwrap())
+        .collect();
     let (got, want) = (decoded(got), decoded(expected));
     assert_eq!(got.len(), batches * per_batch, "span count");
     assert_eq!(got.len(), want.len());

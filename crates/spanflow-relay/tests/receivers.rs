@@ -42,7 +42,11 @@ fn sorted_spans(requests: &[ExportTraceServiceRequest]) -> Vec<(String, Vec<u8>,
         let resource = format!("{:?}", rs.resource);
         for ss in &rs.scope_spans {
             for s in &ss.spans {
-                out.push((resource.clone(), s.span_id.clone(), format!("{:?}{s:?}", ss.scope)));
+                out.push((
+                    resource.clone(),
+                    s.span_id.clone(),
+                    format!("{:?}{s:?}", ss.scope),
+                ));
             }
         }
     }
@@ -74,8 +78,11 @@ async fn every_transport_delivers_each_span_once_and_intact() {
         }
     }
     let stats = relay.shutdown(TIMEOUT).await;
-    let received: Vec<ExportTraceServiceRequest> =
-        sink.requests().iter().map(|r| r.to_proto().unwrap()).collect();
+    let received: Vec<ExportTraceServiceRequest> = sink
+        .requests()
+        .iter()
+        .map(|r| r.to_proto().unwrap())
+        .collect();
     let (got, want) = (sorted_spans(&received), sorted_spans(&sent));
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(&want) {
@@ -91,7 +98,11 @@ async fn invalid_span_ids_get_partial_success() {
     let sink = Arc::new(MemorySink::new(64 << 20));
     let (relay, grpc, http) = start(sink.clone()).await;
     let mut rng = rand::rng();
-    for (transport, endpoint) in [(Transport::Grpc, &grpc), (Transport::HttpProto, &http), (Transport::HttpJson, &http)] {
+    for (transport, endpoint) in [
+        (Transport::Grpc, &grpc),
+        (Transport::HttpProto, &http),
+        (Transport::HttpJson, &http),
+    ] {
         let [mut a, _, _] = demo_traces(&mut rng, 2);
         a.resource_spans[0].scope_spans[0].spans[1].span_id = vec![0; 8];
         let client = OtlpClient::new(transport, endpoint, false).unwrap();
@@ -103,20 +114,32 @@ async fn invalid_span_ids_get_partial_success() {
     assert_eq!(stats.sink.exported_spans, 3 * 3);
 }
 
-async fn raw_http(url: &str, content_type: &str, encoding: Option<&str>, body: Bytes) -> (u16, String, Bytes) {
+async fn raw_http(
+    url: &str,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Bytes,
+) -> (u16, String, Bytes) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut req = http::Request::post(url).header("content-type", content_type);
     if let Some(e) = encoding {
         req = req.header("content-encoding", e);
     }
-    let resp = client.request(req.body(Full::new(body)).unwrap()).await.unwrap();
+    let resp = client
+        .request(req.body(Full::new(body)).unwrap())
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let ct = resp
         .headers()
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
-    (status, ct, resp.into_body().collect().await.unwrap().to_bytes())
+    (
+        status,
+        ct,
+        resp.into_body().collect().await.unwrap().to_bytes(),
+    )
 }
 
 fn failed_with(answer: &Answer, code: &str) -> bool {
@@ -133,14 +156,19 @@ async fn bad_requests_get_their_status_while_good_ones_succeed() {
     let good = {
         let (grpc, http) = (grpc.clone(), http.clone());
         let mut rng = rand::rng();
-        let payloads: Vec<Payload> = (0..40).map(|_| Payload::new(&demo_traces(&mut rng, 3)[0])).collect();
+        let payloads: Vec<Payload> = (0..40)
+            .map(|_| Payload::new(&demo_traces(&mut rng, 3)[0]))
+            .collect();
         tokio::spawn(async move {
             let g = OtlpClient::new(Transport::Grpc, &grpc, false).unwrap();
             let h = OtlpClient::new(Transport::HttpProto, &http, false).unwrap();
             let mut spans = 0u64;
             for (i, p) in payloads.iter().enumerate() {
                 let client = if i % 2 == 0 { &g } else { &h };
-                assert_eq!(client.send(p, TIMEOUT).await, Answer::Accepted { rejected: 0 });
+                assert_eq!(
+                    client.send(p, TIMEOUT).await,
+                    Answer::Accepted { rejected: 0 }
+                );
                 spans += p.spans as u64;
             }
             spans
@@ -150,7 +178,11 @@ async fn bad_requests_get_their_status_while_good_ones_succeed() {
     let mut rng = rand::rng();
     let [a, _, _] = demo_traces(&mut rng, 3);
     let good_bytes = Payload::new(&a).protobuf;
-    let garbage = Payload { protobuf: Bytes::from_static(&[0xff; 64]), json: Bytes::from_static(b"{nope"), spans: 0 };
+    let garbage = Payload {
+        protobuf: Bytes::from_static(&[0xff; 64]),
+        json: Bytes::from_static(b"{nope"),
+        spans: 0,
+    };
     let truncated = Payload {
         protobuf: good_bytes.slice(..good_bytes.len() - 7),
         json: Bytes::from_static(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"#),
@@ -161,7 +193,11 @@ async fn bad_requests_get_their_status_while_good_ones_succeed() {
     assert!(huge.protobuf.len() > 1 << 20);
 
     for transport in [Transport::Grpc, Transport::HttpProto, Transport::HttpJson] {
-        let endpoint = if transport == Transport::Grpc { &grpc } else { &http };
+        let endpoint = if transport == Transport::Grpc {
+            &grpc
+        } else {
+            &http
+        };
         let client = OtlpClient::new(transport, endpoint, false).unwrap();
         let gz = OtlpClient::new(transport, endpoint, true).unwrap();
         let (bad, too_large) = match transport {
@@ -182,18 +218,40 @@ async fn bad_requests_get_their_status_while_good_ones_succeed() {
     let (status, _, body) = raw_http(&traces, "text/plain", None, good_bytes.clone()).await;
     assert_eq!(status, 415);
     assert!(String::from_utf8_lossy(&body).contains("text/plain"));
-    let (status, _, _) = raw_http(&traces, "application/x-protobuf", Some("br"), good_bytes.clone()).await;
+    let (status, _, _) = raw_http(
+        &traces,
+        "application/x-protobuf",
+        Some("br"),
+        good_bytes.clone(),
+    )
+    .await;
     assert_eq!(status, 415);
-    let (status, ct, _) = raw_http(&traces, "application/x-protobuf", Some("gzip"), good_bytes.clone()).await;
+    let (status, ct, _) = raw_http(
+        &traces,
+        "application/x-protobuf",
+        Some("gzip"),
+        good_bytes.clone(),
+    )
+    .await;
     assert_eq!((status, ct.as_str()), (400, "application/x-protobuf"));
-    let (status, ct, body) = raw_http(&traces, "application/json", None, Bytes::from_static(b"[1,2")).await;
+    let (status, ct, body) = raw_http(
+        &traces,
+        "application/json",
+        None,
+        Bytes::from_static(b"[1,2"),
+    )
+    .await;
     assert_eq!((status, ct.as_str()), (400, "application/json"));
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["code"], 3);
     assert!(v["message"].as_str().unwrap().contains("json"));
     // The success body is an ExportTraceServiceResponse in the request's content type.
-    let (status, ct, body) = raw_http(&traces, "application/json", None, Payload::new(&a).json).await;
-    assert_eq!((status, ct.as_str(), &body[..]), (200, "application/json", &b"{}"[..]));
+    let (status, ct, body) =
+        raw_http(&traces, "application/json", None, Payload::new(&a).json).await;
+    assert_eq!(
+        (status, ct.as_str(), &body[..]),
+        (200, "application/json", &b"{}"[..])
+    );
 
     let good_spans = good.await.unwrap();
     let stats = relay.shutdown(TIMEOUT).await;
@@ -207,15 +265,17 @@ async fn a_full_budget_answers_backpressure_and_stays_within_it() {
     sink.set_hold(true);
     let (relay, grpc, http) = start(sink.clone()).await;
     let mut rng = rand::rng();
-    let payloads: Vec<Payload> = (0..8).map(|_| Payload::new(&demo_traces(&mut rng, 40)[1])).collect();
+    let payloads: Vec<Payload> = (0..8)
+        .map(|_| Payload::new(&demo_traces(&mut rng, 40)[1]))
+        .collect();
     let mut tasks = Vec::new();
-    for w in 0..8 {
+    for (w, p) in payloads.iter().enumerate() {
         let (transport, endpoint) = match w % 3 {
             0 => (Transport::Grpc, grpc.clone()),
             1 => (Transport::HttpProto, http.clone()),
             _ => (Transport::HttpJson, http.clone()),
         };
-        let p = payloads[w].clone();
+        let p = p.clone();
         tasks.push(tokio::spawn(async move {
             let client = OtlpClient::new(transport, &endpoint, false).unwrap();
             let mut answers = Vec::new();
@@ -236,7 +296,10 @@ async fn a_full_budget_answers_backpressure_and_stays_within_it() {
             }
         }
     }
-    assert!(accepted > 0 && retry_later > 0, "accepted {accepted}, retry {retry_later}");
+    assert!(
+        accepted > 0 && retry_later > 0,
+        "accepted {accepted}, retry {retry_later}"
+    );
     assert!(sink.peak_queued_bytes() <= budget);
     assert!(sink.stats().queued_bytes <= budget);
 
@@ -244,18 +307,41 @@ async fn a_full_budget_answers_backpressure_and_stays_within_it() {
     sink.release();
     sink.set_hold(false);
     let client = OtlpClient::new(Transport::Grpc, &grpc, false).unwrap();
-    assert_eq!(client.send(&payloads[0], TIMEOUT).await, Answer::Accepted { rejected: 0 });
+    assert_eq!(
+        client.send(&payloads[0], TIMEOUT).await,
+        Answer::Accepted { rejected: 0 }
+    );
 
     let metrics = relay.addresses().metrics.unwrap();
-    let (status, _, body) = raw_http(&format!("http://{metrics}/metrics"), "text/plain", None, Bytes::new()).await;
+    let (status, _, body) = raw_http(
+        &format!("http://{metrics}/metrics"),
+        "text/plain",
+        None,
+        Bytes::new(),
+    )
+    .await;
     // POST is not routed; GET is.
     assert_eq!(status, 405);
     let _ = body;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let resp = client.get(format!("http://{metrics}/metrics").parse().unwrap()).await.unwrap();
-    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let resp = client
+        .get(format!("http://{metrics}/metrics").parse().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
     assert!(text.contains("outcome=\"backpressure\""));
-    let resp = client.get(format!("http://{metrics}/healthz").parse().unwrap()).await.unwrap();
+    let resp = client
+        .get(format!("http://{metrics}/healthz").parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let stats = relay.shutdown(TIMEOUT).await;
     assert!(stats.relay.spans_refused_backpressure > 0);
@@ -270,7 +356,10 @@ async fn after_shutdown_begins_requests_are_told_to_retry() {
     let p = Payload::new(&demo_traces(&mut rng, 2)[0]);
     for (t, e) in [(Transport::Grpc, &grpc), (Transport::HttpProto, &http)] {
         let client = OtlpClient::new(t, e, false).unwrap();
-        assert!(matches!(client.send(&p, TIMEOUT).await, Answer::RetryLater { .. }));
+        assert!(matches!(
+            client.send(&p, TIMEOUT).await,
+            Answer::RetryLater { .. }
+        ));
     }
     let stats = relay.shutdown(TIMEOUT).await;
     assert_eq!(stats.relay.spans_refused_closed, 2 * p.spans as u64);

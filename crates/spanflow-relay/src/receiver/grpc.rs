@@ -143,9 +143,10 @@ fn too_large_is_resource_exhausted(
         .and_then(|s| s.parse::<i32>().ok());
     match code.map(Code::from_i32) {
         Some(Code::OutOfRange) => {
-            response
-                .headers_mut()
-                .insert("grpc-status", HeaderValue::from(Code::ResourceExhausted as i32));
+            response.headers_mut().insert(
+                "grpc-status",
+                HeaderValue::from(Code::ResourceExhausted as i32),
+            );
             shared.metrics().request(Protocol::Grpc, Outcome::TooLarge);
         }
         Some(Code::ResourceExhausted) => {
@@ -184,7 +185,7 @@ fn export(shared: &Shared, body: Bytes) -> Result<Bytes, Status> {
     };
     match ingest(shared, Protocol::Grpc, request) {
         Ok(ingested) => {
-            let partial_success = (ingested.rejected > 0).then(|| ExportTracePartialSuccess {
+            let partial_success = (ingested.rejected > 0).then_some(ExportTracePartialSuccess {
                 rejected_spans: ingested.rejected as i64,
                 error_message: ingested.message,
             });
@@ -195,7 +196,11 @@ fn export(shared: &Shared, body: Bytes) -> Result<Bytes, Status> {
         Err(NotTaken::Backpressure { retry_after }) => Err(Status::with_details(
             Code::Unavailable,
             "memory budget full, retry later",
-            retry_info(Code::Unavailable, "memory budget full, retry later", retry_after),
+            retry_info(
+                Code::Unavailable,
+                "memory budget full, retry later",
+                retry_after,
+            ),
         )),
         Err(NotTaken::Closed) => Err(Status::unavailable("relay is shutting down, retry later")),
     }

@@ -67,10 +67,17 @@ impl Kind {
 
 fn kind_of(headers: &HeaderMap) -> Result<Kind, String> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Err("missing content-type, expected application/x-protobuf or application/json".into());
+        return Err(
+            "missing content-type, expected application/x-protobuf or application/json".into(),
+        );
     };
     let text = value.to_str().unwrap_or("");
-    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         PROTOBUF => Ok(Kind::Protobuf),
         JSON => Ok(Kind::Json),
@@ -89,10 +96,18 @@ enum Encoding {
 fn encoding_of(headers: &HeaderMap) -> Result<Encoding, String> {
     match headers.get(header::CONTENT_ENCODING) {
         None => Ok(Encoding::Identity),
-        Some(v) => match v.to_str().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+        Some(v) => match v
+            .to_str()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "" | "identity" => Ok(Encoding::Identity),
             "gzip" | "x-gzip" => Ok(Encoding::Gzip),
-            other => Err(format!("unsupported content-encoding `{other}`, expected gzip")),
+            other => Err(format!(
+                "unsupported content-encoding `{other}`, expected gzip"
+            )),
         },
     }
 }
@@ -118,7 +133,11 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
     let encoding = match encoding_of(&headers) {
         Ok(e) => e,
         Err(message) => {
-            return fail(StatusCode::UNSUPPORTED_MEDIA_TYPE, Outcome::UnsupportedMediaType, message);
+            return fail(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Outcome::UnsupportedMediaType,
+                message,
+            );
         }
     };
     let max = state.max_body_size;
@@ -130,7 +149,11 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
     let raw = match read_body(body, max, declared).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
-            return fail(StatusCode::PAYLOAD_TOO_LARGE, Outcome::TooLarge, too_large());
+            return fail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Outcome::TooLarge,
+                too_large(),
+            );
         }
         Err(BodyError::Read(e)) => {
             return fail(
@@ -145,7 +168,11 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
         Encoding::Gzip => match gunzip(&raw, max) {
             Ok(b) => b,
             Err(Gunzip::TooLarge) => {
-                return fail(StatusCode::PAYLOAD_TOO_LARGE, Outcome::TooLarge, too_large());
+                return fail(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Outcome::TooLarge,
+                    too_large(),
+                );
             }
             Err(Gunzip::Invalid(e)) => {
                 return fail(
@@ -169,7 +196,7 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
     };
     match ingest(&state.shared, Protocol::Http, request) {
         Ok(ingested) => {
-            let partial = (ingested.rejected > 0).then(|| ExportTracePartialSuccess {
+            let partial = (ingested.rejected > 0).then_some(ExportTracePartialSuccess {
                 rejected_spans: ingested.rejected as i64,
                 error_message: ingested.message,
             });
@@ -181,8 +208,10 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
                 StatusCode::SERVICE_UNAVAILABLE,
                 "memory budget full, retry later",
             );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(retry_after)));
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(retry_after)),
+            );
             resp
         }
         Err(NotTaken::Closed) => {
@@ -214,11 +243,14 @@ async fn read_body(mut body: Body, max: usize, declared: Option<u64>) -> Result<
     if too_large && declared.is_some_and(|len| len > DISCARD_LIMIT) {
         return Err(BodyError::TooLarge);
     }
-    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(8 << 10, |l| l.min(max as u64) as usize));
+    let mut buf =
+        bytes::BytesMut::with_capacity(declared.map_or(8 << 10, |l| l.min(max as u64) as usize));
     let mut seen = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(BodyError::Read)?;
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         seen += data.len() as u64;
         if !too_large && buf.len() + data.len() > max {
             too_large = true;
