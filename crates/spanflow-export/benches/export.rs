@@ -24,7 +24,13 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use spanflow_export::{BackendConfig, ExportBatch, FanOut, OtlpGrpcExporter, RetryConfig};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-const SPANS_PER_BATCH: usize = 512;
+/// Spans per batch (env `SPANFLOW_EXPORT_BENCH_SPANS`, default 512) and batches per round.
+fn spans_per_batch() -> usize {
+    std::env::var("SPANFLOW_EXPORT_BENCH_SPANS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}
 const BATCHES: usize = 32;
 
 // ---------------------------------------------------------------------------------------
@@ -247,9 +253,18 @@ fn fan_out(rt: &tokio::runtime::Runtime, sinks: &[&Sink]) -> FanOut {
 }
 
 fn batches() -> Vec<Vec<SpanData>> {
-    (0..BATCHES)
-        .map(|i| spanflow_otlp::testing::span_batch(SPANS_PER_BATCH, i as u64))
-        .collect()
+    let data: Vec<Vec<SpanData>> = (0..BATCHES)
+        .map(|i| spanflow_otlp::testing::span_batch(spans_per_batch(), i as u64))
+        .collect();
+    let request =
+        spanflow_otlp::Encoder::new().encode(&data[0], &spanflow_otlp::testing::resource());
+    eprintln!(
+        "{} batches of {} spans, {} bytes per request",
+        BATCHES,
+        spans_per_batch(),
+        request.encoded_len()
+    );
+    data
 }
 
 /// Encode every batch once and hand it to the fan-out; wait (parked, not spinning) until
@@ -271,7 +286,7 @@ fn spanflow_round(
     }
     rt.block_on(fan.flush(Instant::now() + Duration::from_secs(60)))
         .expect("flush");
-    let total = (data.len() * SPANS_PER_BATCH) as u64;
+    let total = (data.len() * spans_per_batch()) as u64;
     for (s, b) in sinks.iter().zip(before) {
         wait_for(&s.spans, b + total);
     }
@@ -288,7 +303,7 @@ fn grpc_throughput(c: &mut Criterion) {
     g.sample_size(20)
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_millis(500))
-        .throughput(Throughput::Elements((BATCHES * SPANS_PER_BATCH) as u64));
+        .throughput(Throughput::Elements((BATCHES * spans_per_batch()) as u64));
 
     let fan = fan_out(&rt, &[&sink]);
     let mut encoder = spanflow_otlp::Encoder::new();
@@ -318,7 +333,7 @@ fn grpc_throughput(c: &mut Criterion) {
                         peer.export(spans).await.expect("peer export");
                     }
                 });
-                wait_for(&sink.spans, before + (BATCHES * SPANS_PER_BATCH) as u64);
+                wait_for(&sink.spans, before + (BATCHES * spans_per_batch()) as u64);
                 total += start.elapsed();
             }
             total
@@ -338,7 +353,7 @@ fn fanout_3_vs_1(c: &mut Criterion) {
     g.sample_size(20)
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_millis(500))
-        .throughput(Throughput::Elements((BATCHES * SPANS_PER_BATCH) as u64));
+        .throughput(Throughput::Elements((BATCHES * spans_per_batch()) as u64));
 
     for (id, targets) in [
         ("spanflow", vec![&sinks[0], &sinks[1], &sinks[2]]),

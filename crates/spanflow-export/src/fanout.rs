@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -103,12 +103,31 @@ struct QueueState {
     /// Sequence numbers enqueued and not yet finished (queued or in flight).
     unfinished: BTreeSet<u64>,
     closed: bool,
+    /// Flush waiters: woken once the watermark reaches their target. Only they are woken,
+    /// so finishing a batch with nobody flushing costs no wake-up.
+    waiters: Vec<(u64, oneshot::Sender<()>)>,
 }
 
 impl QueueState {
     /// Every batch with a sequence number below this has finished.
     fn watermark(&self) -> u64 {
         self.unfinished.first().copied().unwrap_or(self.next_seq)
+    }
+
+    /// Wake the flush waiters whose target the watermark reached.
+    fn wake_waiters(&mut self) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let wm = self.watermark();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|(target, _)| *target <= wm);
+        self.waiters = waiting;
+        for (_, tx) in ready {
+            // The waiter may have timed out and gone; nothing to do then.
+            let _ = tx.send(());
+        }
     }
 }
 
@@ -120,7 +139,6 @@ struct Backend {
     config: BackendConfig,
     state: Mutex<QueueState>,
     available: Notify,
-    watermark: watch::Sender<u64>,
     semaphore: Arc<Semaphore>,
     counters: Counters,
     fallback: Option<usize>,
@@ -316,10 +334,10 @@ impl FanOutBuilder {
                     next_seq: 0,
                     unfinished: BTreeSet::new(),
                     closed: false,
+                    waiters: Vec::new(),
                 }),
                 config: s.config,
                 available: Notify::new(),
-                watermark: watch::Sender::new(0),
                 counters: Counters::default(),
                 fallback: fallbacks[index],
             })
@@ -482,7 +500,7 @@ impl Shared {
                             st.unfinished.remove(&old.seq);
                         }
                         push(&mut st, batch);
-                        b.watermark.send_replace(st.watermark());
+                        st.wake_waiters();
                         (true, old.map(|o| o.batch))
                     }
                 }
@@ -517,13 +535,12 @@ impl Shared {
         }
     }
 
-    /// Mark `seq` of backend `index` finished and publish the new watermark.
+    /// Mark `seq` of backend `index` finished and wake the flushes it completes.
     fn finish(&self, index: usize, seq: u64) {
         let b = &self.backends[index];
         let mut st = b.state.lock();
         st.unfinished.remove(&seq);
-        // Published under the lock so watermarks are seen in increasing order.
-        b.watermark.send_replace(st.watermark());
+        st.wake_waiters();
     }
 
     fn set_health(&self, index: usize, health: Health) {
@@ -560,10 +577,16 @@ impl Shared {
                 }
             }
             for (b, target) in targets {
-                let mut rx = b.watermark.subscribe();
-                let waited =
-                    tokio::time::timeout_at(deadline, rx.wait_for(|wm| *wm >= target)).await;
-                if !matches!(waited, Ok(Ok(_))) {
+                let rx = {
+                    let mut st = b.state.lock();
+                    if st.watermark() >= target {
+                        continue;
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    st.waiters.push((target, tx));
+                    rx
+                };
+                if !matches!(tokio::time::timeout_at(deadline, rx).await, Ok(Ok(()))) {
                     return Err(self.pending());
                 }
             }
