@@ -22,8 +22,10 @@
 //!   `pop` may still read its `next`). `push_list` links any number of nodes privately and
 //!   publishes them with one CAS; `take_all` detaches the whole list with one swap and iterates
 //!   it LIFO, or FIFO after an in-place reversal. Retired nodes are handed to the epoch 32 at a
-//!   time per thread, and freed node memory is reused through a small per-thread cache, so a
-//!   push+pop pair does not go through the global allocator.
+//!   time per thread, and freed node blocks are reused through per-thread free lists refilled
+//!   from a process-wide pool per size class, so a push+pop pair does not go through the global
+//!   allocator. (Node blocks of up to 256 bytes are kept for reuse, never returned to it: the
+//!   memory held is bounded by the peak number of nodes alive at once.)
 //! * [`Worker`]/[`Stealer`]: the dynamic circular work-stealing deque of Chase and Lev (SPAA
 //!   2005) with the C11 orderings of Lê, Pop, Cohen and Zappa Nardelli (PPoPP 2013): the owner
 //!   writes `bottom`, issues a `SeqCst` fence and reads `top`; a thief reads `top`, issues a

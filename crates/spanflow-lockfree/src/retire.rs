@@ -136,128 +136,200 @@ mod imp {
 
 pub(crate) use imp::retire;
 
-/// Node memory with a small per-thread cache in front of the global allocator.
+/// Node memory with a per-thread cache in front of the global allocator, refilled from a shared
+/// pool.
 ///
-/// Epoch reclamation frees popped nodes in batches, long after they were allocated, which keeps
-/// glibc's per-thread cache (7 chunks per size) empty and sends every `push` to its slow path.
-/// Keeping up to `MAX_CACHED` freed node blocks per size class per thread lets `push` reuse them.
+/// Epoch reclamation frees popped nodes in batches, long after they were allocated and often on
+/// another thread, which keeps glibc's per-thread cache (7 chunks per size) empty and sends every
+/// `push` to its slow path. Freed node blocks are kept instead: each thread has an intrusive free
+/// list per size class (up to `MAX_CACHED` blocks); what overflows goes to a process-wide pool
+/// per size class, which a thread whose list ran dry takes whole with one swap. Pushing a chain
+/// onto the pool is a CAS on its head and taking it is a swap, so the pool has no ABA problem.
 /// Blocks are raw memory (no value inside), so a block freed by one stack may serve another
-/// `Node` type of the same layout.
+/// `Node` type of the same size class.
 #[cfg(not(loom))]
 pub(crate) mod node_memory {
     use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
-    use std::cell::RefCell;
-    use std::ptr::NonNull;
+    use std::cell::Cell;
+    use std::ptr::{self, NonNull};
+    use std::sync::atomic::{AtomicPtr, Ordering};
 
-    const CLASSES: usize = 4;
-    const MAX_CACHED: usize = 8192;
+    /// Size classes: 8, 16, ..., 256 bytes, alignment at most 8.
+    const CLASSES: usize = 32;
+    const GRAIN: usize = 8;
+    const MAX_CACHED: usize = 4096;
 
-    struct Class {
-        layout: Layout,
-        free: Vec<NonNull<u8>>,
+    /// The size class of `layout`, if it is pooled. A block's first word links free blocks.
+    fn class_of(layout: Layout) -> Option<usize> {
+        let size = layout.size();
+        (layout.align() <= GRAIN && (GRAIN..=CLASSES * GRAIN).contains(&size))
+            .then(|| size.div_ceil(GRAIN) - 1)
     }
 
-    struct Cache {
-        classes: Vec<Class>,
+    fn class_layout(class: usize) -> Layout {
+        // The sizes are small multiples of 8 and the alignment 8: always a valid layout.
+        Layout::from_size_align((class + 1) * GRAIN, GRAIN).unwrap_or_else(|_| Layout::new::<u64>())
     }
 
-    impl Drop for Cache {
+    /// Reads the link word of a free block.
+    ///
+    /// # Safety
+    /// `block` is a free block of a pooled class (at least 8 bytes, 8-aligned) owned by the caller.
+    unsafe fn next_of(block: *mut u8) -> *mut u8 {
+        // SAFETY: the caller owns the free block, whose first word holds the link.
+        unsafe { block.cast::<*mut u8>().read() }
+    }
+
+    /// # Safety
+    /// As for [`next_of`].
+    unsafe fn set_next(block: *mut u8, next: *mut u8) {
+        // SAFETY: as above.
+        unsafe { block.cast::<*mut u8>().write(next) };
+    }
+
+    static POOL: [AtomicPtr<u8>; CLASSES] = [const { AtomicPtr::new(ptr::null_mut()) }; CLASSES];
+
+    struct Local {
+        heads: [Cell<*mut u8>; CLASSES],
+        counts: [Cell<usize>; CLASSES],
+    }
+
+    impl Drop for Local {
         fn drop(&mut self) {
-            for class in &mut self.classes {
-                for block in class.free.drain(..) {
-                    // SAFETY: every cached block came from `alloc(class.layout)` and is unused.
-                    unsafe { dealloc(block.as_ptr(), class.layout) };
-                }
+            // Thread exit: give the blocks to the pool for the other threads.
+            for class in 0..CLASSES {
+                let head = self.heads[class].replace(ptr::null_mut());
+                // SAFETY: the list holds free blocks of `class` owned by this thread.
+                unsafe { give_to_pool(class, head) };
             }
         }
     }
 
     thread_local! {
-        static CACHE: RefCell<Cache> = const { RefCell::new(Cache { classes: Vec::new() }) };
+        static LOCAL: Local = const {
+            Local {
+                heads: [const { Cell::new(ptr::null_mut()) }; CLASSES],
+                counts: [const { Cell::new(0) }; CLASSES],
+            }
+        };
     }
 
-    /// Allocates a block for `layout` (non-zero size), from the cache when possible.
+    /// Pushes the chain starting at `head` onto the pool of `class` with one CAS.
+    ///
+    /// # Safety
+    /// `head..` is a null-terminated chain of free blocks of `class` owned by the caller.
+    unsafe fn give_to_pool(class: usize, head: *mut u8) {
+        if head.is_null() {
+            return;
+        }
+        let mut last = head;
+        loop {
+            // SAFETY: the chain is ours.
+            let next = unsafe { next_of(last) };
+            if next.is_null() {
+                break;
+            }
+            last = next;
+        }
+        let pool = &POOL[class];
+        // Relaxed: only used as the CAS's expected value and as `last`'s link.
+        let mut current = pool.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `last` is still ours until the CAS succeeds.
+            unsafe { set_next(last, current) };
+            // Release: the links written above are visible to the thread that swaps the pool
+            // out; pairs with the Acquire swap in `allocate`.
+            match pool.compare_exchange_weak(current, head, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Allocates a block for `layout` (non-zero size), from the caches when possible.
     pub(crate) fn allocate(layout: Layout) -> NonNull<u8> {
-        let cached = CACHE
-            .try_with(|cache| {
-                let mut cache = cache.borrow_mut();
-                cache
-                    .classes
-                    .iter_mut()
-                    .find(|class| class.layout == layout)
-                    .and_then(|class| class.free.pop())
-            })
-            .ok()
-            .flatten();
-        if let Some(block) = cached {
-            return block;
+        if let Some(class) = class_of(layout) {
+            let cached = LOCAL.try_with(|local| {
+                let mut head = local.heads[class].get();
+                if head.is_null() {
+                    // Acquire: pairs with the Release CAS in `give_to_pool`; the links are ours.
+                    head = POOL[class].swap(ptr::null_mut(), Ordering::Acquire);
+                    local.counts[class].set(0);
+                    if head.is_null() {
+                        return None;
+                    }
+                }
+                // SAFETY: `head` is a free block of this class owned by this thread.
+                local.heads[class].set(unsafe { next_of(head) });
+                local.counts[class].set(local.counts[class].get().saturating_sub(1));
+                NonNull::new(head)
+            });
+            if let Ok(Some(block)) = cached {
+                return block;
+            }
+            // SAFETY: class layouts have a non-zero size.
+            let raw = unsafe { alloc(class_layout(class)) };
+            return NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout));
         }
         // SAFETY: callers pass layouts of `Node` types, which have a non-zero size.
         let raw = unsafe { alloc(layout) };
         NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout))
     }
 
-    /// Returns many blocks of one layout to the cache with a single thread-local access.
+    /// Returns many blocks of one layout with a single thread-local access.
     ///
     /// # Safety
-    /// As for [`release`], for every block yielded.
+    /// Every block came from [`allocate`] with `layout`, holds no live value, and nobody will
+    /// access it again. The iterator must read whatever it needs from a block before yielding it.
     pub(crate) unsafe fn release_many(layout: Layout, blocks: impl Iterator<Item = NonNull<u8>>) {
-        let mut blocks = blocks.peekable();
-        let _ = CACHE.try_with(|cache| {
-            let mut cache = cache.borrow_mut();
-            let index = match cache.classes.iter().position(|c| c.layout == layout) {
-                Some(index) => index,
-                None if cache.classes.len() < CLASSES => {
-                    cache.classes.push(Class {
-                        layout,
-                        free: Vec::new(),
-                    });
-                    cache.classes.len() - 1
-                }
-                None => return,
-            };
-            let class = &mut cache.classes[index];
-            while class.free.len() < MAX_CACHED {
-                match blocks.next() {
-                    Some(block) => class.free.push(block),
-                    None => break,
-                }
+        let Some(class) = class_of(layout) else {
+            for block in blocks {
+                // SAFETY: the caller's contract; unpooled blocks came from `alloc(layout)`.
+                unsafe { dealloc(block.as_ptr(), layout) };
             }
-        });
+            return;
+        };
+        // Link the blocks into a private chain first.
+        let mut head: *mut u8 = ptr::null_mut();
+        let mut last: *mut u8 = ptr::null_mut();
+        let mut count = 0usize;
         for block in blocks {
-            // SAFETY: the caller's contract: allocated with `layout`, unused from now on.
-            unsafe { dealloc(block.as_ptr(), layout) };
+            // SAFETY: the block is free and ours (caller's contract).
+            unsafe { set_next(block.as_ptr(), head) };
+            if head.is_null() {
+                last = block.as_ptr();
+            }
+            head = block.as_ptr();
+            count += 1;
+        }
+        if head.is_null() {
+            return;
+        }
+        let kept = LOCAL.try_with(|local| {
+            let held = local.counts[class].get();
+            if held >= MAX_CACHED {
+                return false;
+            }
+            // Splice the chain in front of the local list.
+            // SAFETY: `last` ends our private chain.
+            unsafe { set_next(last, local.heads[class].get()) };
+            local.heads[class].set(head);
+            local.counts[class].set(held + count);
+            true
+        });
+        if kept != Ok(true) {
+            // SAFETY: the chain is ours and of `class`.
+            unsafe { give_to_pool(class, head) };
         }
     }
 
-    /// Returns a block to the cache (or to the allocator when the cache is full).
+    /// Returns a block to the caches.
     ///
     /// # Safety
-    /// `block` came from [`allocate`] with the same `layout`, holds no live value, and nobody
-    /// will access it again.
+    /// As for [`release_many`], for one block.
+    #[allow(dead_code)]
     pub(crate) unsafe fn release(block: NonNull<u8>, layout: Layout) {
-        let mut slot = Some(block);
-        let _ = CACHE.try_with(|cache| {
-            let mut cache = cache.borrow_mut();
-            let index = match cache.classes.iter().position(|c| c.layout == layout) {
-                Some(index) => index,
-                None if cache.classes.len() < CLASSES => {
-                    cache.classes.push(Class {
-                        layout,
-                        free: Vec::new(),
-                    });
-                    cache.classes.len() - 1
-                }
-                None => return,
-            };
-            let class = &mut cache.classes[index];
-            if class.free.len() < MAX_CACHED {
-                class.free.extend(slot.take());
-            }
-        });
-        if let Some(block) = slot {
-            // SAFETY: the caller's contract: allocated with `layout`, unused from now on.
-            unsafe { dealloc(block.as_ptr(), layout) };
-        }
+        // SAFETY: forwarded.
+        unsafe { release_many(layout, std::iter::once(block)) };
     }
 }
