@@ -10,7 +10,7 @@ use crate::proto::resource::v1::Resource;
 use crate::proto::trace::v1::Span;
 use crate::request::{Piece, Plan, PlanSpan, SpanMeta, TraceRequest};
 use crate::view::{AnyValueView, KeyValueView, SpanView};
-use crate::wire::{self, Fields, Value as WireValue, begin_len_field, end_len_field};
+use crate::wire::{self, Field, Fields, Value as WireValue, begin_len_field, end_len_field};
 
 /// Field number of `Span.attributes`.
 const SPAN_ATTRIBUTES: u32 = 9;
@@ -101,8 +101,16 @@ impl AttrPatch {
     }
 
     /// Copies the fields of `body`, leaving out attributes (field `number`) this patch
-    /// edits.
-    fn copy_filtered(&self, body: &[u8], number: u32, out: &mut Vec<u8>) {
+    /// edits. Returns where the copied span fields landed, relative to `out_body` (only
+    /// meaningful when `body` is a span).
+    fn copy_filtered(
+        &self,
+        body: &[u8],
+        number: u32,
+        out: &mut Vec<u8>,
+        out_body: usize,
+    ) -> SpanMeta {
+        let mut meta = SpanMeta::default();
         for f in Fields::new(body) {
             if f.number == number
                 && let WireValue::Len(kv) = f.value
@@ -110,8 +118,15 @@ impl AttrPatch {
             {
                 continue;
             }
+            let at = out.len() - out_body;
+            meta.note(&Field {
+                start: at,
+                end: at + (f.end - f.start),
+                ..f
+            });
             out.extend_from_slice(body.get(f.start..f.end).unwrap_or(&[]));
         }
+        meta
     }
 
     /// Appends the attributes this patch sets.
@@ -228,7 +243,7 @@ impl ResourcePatch {
 
 /// A span of the output: its index in the source and, if rewritten, its bytes in scratch
 /// (`[start, end, body offset]`).
-type OutSpan = (u32, Option<[u32; 3]>);
+type OutSpan = (u32, Option<([u32; 3], SpanMeta)>);
 
 impl TraceRequest {
     /// Rewrites spans at the wire level: `f` sees every span and may drop it, set or remove
@@ -289,14 +304,27 @@ impl TraceRequest {
             }
             let start = scratch.len();
             let mark = begin_len_field(&mut scratch, 2, 2);
-            patch
-                .attrs
-                .copy_filtered(view.raw(), SPAN_ATTRIBUTES, &mut scratch);
+            let body_guess = scratch.len();
+            let mut meta =
+                patch
+                    .attrs
+                    .copy_filtered(view.raw(), SPAN_ATTRIBUTES, &mut scratch, body_guess);
+            let sets = scratch.len() - body_guess;
             patch.attrs.append_sets(&mut scratch);
+            if scratch.len() - body_guess > sets {
+                if meta.attrs[1] == 0 {
+                    meta.attrs[0] = sets as u32;
+                }
+                meta.attrs[1] = (scratch.len() - body_guess) as u32;
+            }
+            // The body moves as a whole, so offsets relative to it stay right.
             let body = end_len_field(&mut scratch, mark);
             out.push((
                 i as u32,
-                Some([start as u32, scratch.len() as u32, (body - start) as u32]),
+                Some((
+                    [start as u32, scratch.len() as u32, (body - start) as u32],
+                    meta,
+                )),
             ));
         }
         if !changed {
@@ -310,7 +338,7 @@ impl TraceRequest {
                     r,
                     &mut scratch,
                     |body, out| {
-                        p.attrs.copy_filtered(body, RESOURCE_ATTRIBUTES, out);
+                        p.attrs.copy_filtered(body, RESOURCE_ATTRIBUTES, out, 0);
                     },
                     |out| p.attrs.append_sets(out),
                 );
@@ -347,10 +375,11 @@ impl TraceRequest {
         let mut scratch = Vec::with_capacity(encoded.len() + 6);
         wire::put_bytes_field(&mut scratch, 2, &encoded);
         let body = (scratch.len() - encoded.len()) as u32;
+        let meta = SpanMeta::scan(&encoded);
         let out: Vec<OutSpan> = (0..len as u32)
             .map(|k| {
                 if k as usize == i {
-                    (k, Some([0, scratch.len() as u32, body]))
+                    (k, Some(([0, scratch.len() as u32, body], meta)))
                 } else {
                     (k, None)
                 }
@@ -464,12 +493,10 @@ impl TraceRequest {
                 cur_s = Some(s);
             }
             match replacement {
-                Some([a, b, body]) => plan.push_span(PlanSpan {
+                Some(([a, b, body], meta)) => plan.push_span(PlanSpan {
                     piece: Piece::src(1, a, b),
                     body,
-                    meta: SpanMeta::scan(
-                        scratch.get((a + body) as usize..b as usize).unwrap_or(&[]),
-                    ),
+                    meta,
                 }),
                 None => plan.push_span(self.span_piece(i as usize, 0)),
             }
