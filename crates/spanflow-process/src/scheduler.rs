@@ -4,8 +4,8 @@
 //! New batches go to a shared [`Injector`]; a worker takes a batch of jobs
 //! from it into its own [`Worker`] deque (`steal_batch_and_pop`), works
 //! through them, and when both are empty steals from the other workers'
-//! deques. A worker with nothing to do spins briefly, then parks on a
-//! condition variable; a submitter wakes one parked worker only when some are
+//! deques. A worker with nothing to do backs off (spins, then yields) for a
+//! bounded number of rounds, then parks on a condition variable; a submitter wakes one parked worker only when some are
 //! parked, so a busy scheduler never touches the lock.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::thread::JoinHandle;
 
-use crossbeam_utils::CachePadded;
+use crossbeam_utils::{Backoff, CachePadded};
 use parking_lot::{Condvar, Mutex};
 use spanflow_otlp::TraceRequest;
 
@@ -28,9 +28,6 @@ struct Job {
     batch: TraceRequest,
     on_done: OnDone,
 }
-
-/// Rounds of looking for work (with a yield in between) before parking.
-const SPIN_ROUNDS: u32 = 16;
 
 struct Shared {
     chain: Arc<Chain>,
@@ -353,20 +350,23 @@ fn has_work(s: &Shared) -> bool {
 }
 
 fn run_worker(s: &Shared, index: usize, local: &Worker<Job>) {
-    'outer: loop {
-        for round in 0..SPIN_ROUNDS {
-            if let Some(job) = find_job(s, index, local) {
-                execute(s, job);
-                continue 'outer;
+    // Look for work with exponential backoff (spins, then yields) before
+    // parking: a worker that just ran dry usually finds the next batch within
+    // microseconds, and catching it while still awake spares both sides a
+    // futex wake-up. Parking comes after a bounded number of rounds, so an
+    // idle scheduler never spins.
+    let backoff = Backoff::new();
+    loop {
+        if let Some(job) = find_job(s, index, local) {
+            execute(s, job);
+            backoff.reset();
+        } else if backoff.is_completed() {
+            if !park(s) {
+                return;
             }
-            if round < SPIN_ROUNDS / 2 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-        if !park(s) {
-            return;
+            backoff.reset();
+        } else {
+            backoff.snooze();
         }
     }
 }
