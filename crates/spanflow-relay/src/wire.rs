@@ -3,24 +3,9 @@
 
 pub use spanflow_otlp::{DecodeError, TraceRequest};
 
-/// OTLP/JSON bodies.
-pub mod json {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-
-    use super::TraceRequest;
-
-    /// A body that is not valid OTLP/JSON.
-    #[derive(Debug, thiserror::Error)]
-    #[error("malformed json: {0}")]
-    pub struct JsonError(String);
-
-    /// Parses an OTLP/JSON ExportTraceServiceRequest into the wire model.
-    pub fn from_json(body: &[u8]) -> Result<TraceRequest, JsonError> {
-        let req: ExportTraceServiceRequest =
-            serde_json::from_slice(body).map_err(|e| JsonError(e.to_string()))?;
-        Ok(TraceRequest::from_proto(&req))
-    }
-}
+pub use spanflow_otlp::JsonError;
+/// OTLP/JSON bodies (`from_json` for the HTTP receiver, `to_json` for tools).
+pub use spanflow_otlp::json;
 
 /// Removes spans whose trace id or span id is invalid (absent, the wrong length or all zero,
 /// which the OTLP spec calls invalid), returning the rest, how many were removed and a message
