@@ -498,7 +498,8 @@ impl TraceRequest {
     /// unknown fields) are byte-identical are joined, and within them `ScopeSpans` with
     /// byte-identical headers, in order of first appearance; spans keep their order.
     /// So `merge(&request.split(..))` rebuilds `request` when its resources and scopes are
-    /// distinct. Spans are never decoded.
+    /// distinct. Spans are never decoded. The result must stay under 4 GiB (the index uses
+    /// 32-bit offsets); a larger merge yields an empty request.
     pub fn merge(parts: &[TraceRequest]) -> TraceRequest {
         match parts {
             [] => return TraceRequest::empty(),
@@ -777,6 +778,11 @@ impl Plan {
             .iter()
             .map(|&b| wire::len_field_size(b))
             .sum();
+        if total > u32::MAX as usize {
+            // The index addresses bytes with u32 offsets; a request this large cannot be
+            // indexed, so it is not built (only reachable by merging > 4 GiB of parts).
+            return TraceRequest::empty();
+        }
 
         let mut out = Vec::with_capacity(total);
         let mut index = Index {
