@@ -114,7 +114,12 @@ impl RunningRelay {
     /// Binds every enabled listener of `cfg` and starts serving into `sink`.
     pub async fn start(cfg: &RelayConfig, sink: Arc<dyn Sink>) -> Result<Self, StartError> {
         let metrics = Arc::new(RelayMetrics::default());
-        let shared = Shared::new(sink.clone(), metrics.clone());
+        // Bodies being read may take as much again as the pipeline's budget, at most.
+        let in_flight = sink
+            .stats()
+            .budget_bytes
+            .max(cfg.receivers.http.max_body_size.0 * 2);
+        let shared = Shared::new(sink.clone(), metrics.clone(), in_flight);
         let (stop, stopped) = watch::channel(false);
         let mut servers = Vec::new();
         let mut addresses = Addresses {

@@ -146,6 +146,25 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
+    // Room for the body (and its decompressed form) before reading it; a flood of large
+    // requests is told to retry instead of taking memory.
+    let reserve = declared.map_or(max as u64, |l| l.min(max as u64))
+        + if encoding == Encoding::Gzip {
+            max as u64
+        } else {
+            0
+        };
+    let Some(_reservation) = state.shared.reserve(reserve) else {
+        metrics.request(Protocol::Http, Outcome::Backpressure);
+        let mut resp = error_response(
+            kind,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many request bytes in flight, retry later",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+        return resp;
+    };
     let raw = match read_body(body, max, declared).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {

@@ -5,7 +5,7 @@ pub mod grpc;
 pub mod http;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::metrics::{Outcome, Protocol, RelayMetrics};
@@ -18,6 +18,30 @@ pub struct Shared {
     sink: Arc<dyn Sink>,
     metrics: Arc<RelayMetrics>,
     accepting: Arc<AtomicBool>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Bytes of request bodies being read or decompressed right now, bounded so that a flood of
+/// large concurrent requests cannot take memory beyond the pipeline's budget: a request that
+/// does not fit is answered with "retry later" before its body is read.
+#[derive(Debug)]
+struct InFlight {
+    used: AtomicU64,
+    limit: u64,
+}
+
+/// A reservation of in-flight bytes, released on drop.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    in_flight: Arc<InFlight>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // Relaxed: a counter whose only readers are other reservations' CAS loops.
+        self.in_flight.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -29,12 +53,45 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Receivers feeding `sink`, counting into `metrics`.
-    pub fn new(sink: Arc<dyn Sink>, metrics: Arc<RelayMetrics>) -> Self {
+    /// Receivers feeding `sink`, counting into `metrics`, reading at most `in_flight_limit`
+    /// bytes of request bodies at once.
+    pub fn new(sink: Arc<dyn Sink>, metrics: Arc<RelayMetrics>, in_flight_limit: u64) -> Self {
         Self {
             sink,
             metrics,
             accepting: Arc::new(AtomicBool::new(true)),
+            in_flight: Arc::new(InFlight {
+                used: AtomicU64::new(0),
+                limit: in_flight_limit,
+            }),
+        }
+    }
+
+    /// Reserves `bytes` of the in-flight allowance, or `None` when it is used up. A single
+    /// request larger than the whole allowance is let through alone (its size is already
+    /// bounded by the receiver's own limit).
+    pub(crate) fn reserve(&self, bytes: u64) -> Option<Reservation> {
+        let in_flight = &self.in_flight;
+        let mut used = in_flight.used.load(Ordering::Relaxed);
+        loop {
+            if used > 0 && used + bytes > in_flight.limit {
+                return None;
+            }
+            // Relaxed: the counter guards no other memory; only its value matters.
+            match in_flight.used.compare_exchange_weak(
+                used,
+                used + bytes,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(Reservation {
+                        in_flight: in_flight.clone(),
+                        bytes,
+                    });
+                }
+                Err(now) => used = now,
+            }
         }
     }
     /// From now on every request is answered with "retry later" (shutdown).
@@ -117,6 +174,23 @@ pub(crate) fn retry_after_secs(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_flight_reservations_stay_within_the_limit() {
+        let sink = Arc::new(crate::sink::MemorySink::new(1 << 20));
+        let shared = Shared::new(sink, Arc::new(RelayMetrics::default()), 100);
+        let a = shared.reserve(60).expect("fits");
+        assert!(shared.reserve(60).is_none());
+        let b = shared.reserve(40).expect("fits exactly");
+        drop(a);
+        let c = shared.reserve(60).expect("room again");
+        drop((b, c));
+        // One oversized request alone is let through; a second is not.
+        let big = shared.reserve(500).expect("alone");
+        assert!(shared.reserve(1).is_none());
+        drop(big);
+        assert!(shared.reserve(100).is_some());
+    }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
