@@ -214,8 +214,12 @@ impl CpuMeter {
 fn export_runtime() -> (tokio::runtime::Runtime, CpuMeter) {
     let tids = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let record = tids.clone();
+    let workers = std::env::var("SPANFLOW_EXPORT_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .on_thread_start(move || record.lock().extend(current_tid()))
         .build()
