@@ -1,1 +1,141 @@
-//! Shared fixtures for the end-to-end benchmarks.
+//! spanflow-benches: end-to-end comparisons of spanflow with opentelemetry_sdk's
+//! `BatchSpanProcessor`, run on the same spans in the same process.
+//!
+//! - `cargo bench -p spanflow-benches --bench e2e`: criterion groups `e2e/end_span_1t`,
+//!   `e2e/end_span_2t` (ending spans: spanflow vs BSP default, BSP with a queue large enough not
+//!   to drop, no processor) and `e2e/grpc_delivery` (spans delivered per second to a loopback
+//!   OTLP/gRPC receiver: spanflow vs BSP + opentelemetry-otlp).
+//! - `cargo run --release -p spanflow-benches --bin burst`: spans dropped from a 1 M-span burst
+//!   with default settings; prints a markdown fragment for `docs/BENCHMARKS.md`.
+//!
+//! This library holds what both share: the loopback receiver, the providers under test and the
+//! span workload (4 attributes per span, as in the measurements).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span, Tracer, TracerProvider};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData};
+
+/// The in-process OTLP/gRPC receiver shared with the `spanflow` examples and tests.
+#[path = "../../crates/spanflow/examples/common/mod.rs"]
+pub mod sink;
+
+/// A `BatchSpanProcessor` queue large enough that a 1 M-span burst never fills it.
+pub const LARGE_QUEUE: usize = 2_000_000;
+
+/// An SDK exporter that counts spans and sends them nowhere (the "do-nothing exporter").
+#[derive(Debug, Clone, Default)]
+pub struct CountingSdkExporter {
+    spans: Arc<AtomicU64>,
+}
+
+impl CountingSdkExporter {
+    /// Spans exported so far.
+    pub fn spans(&self) -> u64 {
+        self.spans.load(Ordering::Relaxed)
+    }
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for CountingSdkExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.spans.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn resource() -> Resource {
+    Resource::builder().with_service_name("bench").build()
+}
+
+/// A provider with no span processor at all: the cost of creating and ending spans alone.
+pub fn no_processor() -> SdkTracerProvider {
+    SdkTracerProvider::builder().with_resource(resource()).build()
+}
+
+/// A provider with a default `BatchSpanProcessor` (or one with `queue` spans of room) and a
+/// do-nothing exporter.
+pub fn bsp(queue: Option<usize>) -> (SdkTracerProvider, CountingSdkExporter) {
+    let exporter = CountingSdkExporter::default();
+    let mut config = BatchConfigBuilder::default();
+    if let Some(queue) = queue {
+        config = config.with_max_queue_size(queue);
+    }
+    let processor = BatchSpanProcessor::builder(exporter.clone()).with_batch_config(config.build()).build();
+    let provider = SdkTracerProvider::builder().with_resource(resource()).with_span_processor(processor).build();
+    (provider, exporter)
+}
+
+/// A provider with spanflow's processor (defaults) and a do-nothing exporter.
+pub fn spanflow_null() -> (SdkTracerProvider, spanflow::Pipeline, spanflow::NullExporter) {
+    let exporter = spanflow::NullExporter::default();
+    let processor = spanflow::SpanProcessor::builder()
+        .pipeline(|p| p.exporter("null", exporter.clone()))
+        .build()
+        .expect("spanflow processor");
+    let pipeline = processor.pipeline().clone();
+    let provider = SdkTracerProvider::builder().with_resource(resource()).with_span_processor(processor).build();
+    (provider, pipeline, exporter)
+}
+
+/// A provider with spanflow's processor (defaults) exporting over OTLP/gRPC to `endpoint`.
+pub fn spanflow_grpc(endpoint: &str) -> (SdkTracerProvider, spanflow::Pipeline) {
+    let exporter = spanflow::export::OtlpGrpcExporter::builder().endpoint(endpoint).build().expect("grpc exporter");
+    let processor =
+        spanflow::SpanProcessor::builder().pipeline(|p| p.exporter("sink", exporter)).build().expect("spanflow processor");
+    let pipeline = processor.pipeline().clone();
+    let provider = SdkTracerProvider::builder().with_resource(resource()).with_span_processor(processor).build();
+    (provider, pipeline)
+}
+
+/// A provider with a default `BatchSpanProcessor` and opentelemetry-otlp's tonic exporter to
+/// `endpoint`. tonic needs a runtime for its connection: `runtime` must stay alive while the
+/// provider is used (the BSP worker thread drives exports with `block_on`).
+pub fn bsp_otlp(endpoint: &str, runtime: &tokio::runtime::Runtime) -> SdkTracerProvider {
+    let _entered = runtime.enter();
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .with_timeout(Duration::from_secs(10))
+        .build()
+        .expect("otlp exporter");
+    SdkTracerProvider::builder().with_resource(resource()).with_batch_exporter(exporter).build()
+}
+
+/// Ends `n` spans with four attributes each on the calling thread.
+pub fn end_spans(provider: &SdkTracerProvider, n: u64) {
+    let tracer = provider.tracer("bench");
+    for i in 0..n {
+        let mut span = tracer.start("GET /items/{id}");
+        span.set_attributes([
+            KeyValue::new("http.request.method", "GET"),
+            KeyValue::new("http.route", "/items/{id}"),
+            KeyValue::new("http.response.status_code", 200),
+            KeyValue::new("item.id", i as i64),
+        ]);
+        span.end();
+    }
+}
+
+/// Ends `per_thread` spans on each of `threads` threads at once; returns the wall time.
+pub fn end_spans_parallel(provider: &SdkTracerProvider, threads: usize, per_thread: u64) -> Duration {
+    let barrier = std::sync::Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                barrier.wait();
+                end_spans(provider, per_thread);
+            });
+        }
+        barrier.wait();
+        let start = std::time::Instant::now();
+        // The scope joins the producers before returning.
+        start
+    })
+    .elapsed()
+}
