@@ -17,14 +17,20 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use spanflow_benches::{LARGE_QUEUE, bsp, bsp_otlp, end_spans_parallel, no_processor, sink, spanflow_grpc, spanflow_null};
+use spanflow_benches::{
+    LARGE_QUEUE, bsp, bsp_otlp, end_spans_parallel, no_processor, sink, spanflow_grpc,
+    spanflow_null,
+};
 
 /// Spans each thread ends per criterion iteration (a burst).
 const SPANS_PER_ITER: u64 = 20_000;
 
 fn end_span_group(c: &mut Criterion, threads: usize) {
     let mut group = c.benchmark_group(format!("e2e/end_span_{threads}t"));
-    group.sample_size(15).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
+    group
+        .sample_size(15)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
     group.throughput(Throughput::Elements(SPANS_PER_ITER * threads as u64));
 
     let mut run = |name: &str, provider: &SdkTracerProvider| {
@@ -45,7 +51,12 @@ fn end_span_group(c: &mut Criterion, threads: usize) {
     run("spanflow", &provider);
     let _ = provider.shutdown_with_timeout(Duration::from_secs(30));
     let stats = pipeline.stats();
-    eprintln!("spanflow: accepted {} exported {} dropped {}", stats.accepted, stats.exported, stats.dropped.total());
+    eprintln!(
+        "spanflow: accepted {} exported {} dropped {}",
+        stats.accepted,
+        stats.exported,
+        stats.dropped.total()
+    );
 
     let (provider, _) = bsp(None);
     run("bsp_default", &provider);
@@ -102,7 +113,13 @@ fn delivery(provider: &SdkTracerProvider, sink: &sink::Sink, iters: u64) -> Dura
         let start = Instant::now();
         spanflow_benches::end_spans(provider, DELIVERY_SPANS);
         let _ = provider.force_flush();
-        let delivered = settle(sink, before, DELIVERY_SPANS, Duration::from_millis(300), Duration::from_secs(30));
+        let delivered = settle(
+            sink,
+            before,
+            DELIVERY_SPANS,
+            Duration::from_millis(300),
+            Duration::from_secs(30),
+        );
         // The quiet period that proved nothing more was coming is not delivery time.
         let mut elapsed = start.elapsed();
         if delivered < DELIVERY_SPANS {
@@ -111,7 +128,10 @@ fn delivery(provider: &SdkTracerProvider, sink: &sink::Sink, iters: u64) -> Dura
         let delivered = delivered.max(1);
         total += elapsed.mul_f64(DELIVERY_SPANS as f64 / delivered as f64);
         if delivered < DELIVERY_SPANS {
-            eprintln!("delivered {delivered} of {DELIVERY_SPANS} ({:.1} % dropped)", 100.0 * (1.0 - delivered as f64 / DELIVERY_SPANS as f64));
+            eprintln!(
+                "delivered {delivered} of {DELIVERY_SPANS} ({:.1} % dropped)",
+                100.0 * (1.0 - delivered as f64 / DELIVERY_SPANS as f64)
+            );
         }
     }
     total
@@ -119,21 +139,37 @@ fn delivery(provider: &SdkTracerProvider, sink: &sink::Sink, iters: u64) -> Dura
 
 fn grpc_delivery(c: &mut Criterion) {
     let mut group = c.benchmark_group("e2e/grpc_delivery");
-    group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_millis(500));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_millis(500));
     group.throughput(Throughput::Elements(DELIVERY_SPANS));
 
     let receiver = sink::Sink::start();
     let (provider, pipeline) = spanflow_grpc(&receiver.endpoint());
-    group.bench_function("spanflow", |b| b.iter_custom(|iters| delivery(&provider, &receiver, iters)));
+    group.bench_function("spanflow", |b| {
+        b.iter_custom(|iters| delivery(&provider, &receiver, iters));
+    });
     let _ = provider.shutdown_with_timeout(Duration::from_secs(30));
     let stats = pipeline.stats();
-    eprintln!("spanflow grpc: accepted {} exported {} dropped {}", stats.accepted, stats.exported, stats.dropped.total());
+    eprintln!(
+        "spanflow grpc: accepted {} exported {} dropped {}",
+        stats.accepted,
+        stats.exported,
+        stats.dropped.total()
+    );
     drop(receiver);
 
     let receiver = sink::Sink::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let provider = bsp_otlp(&receiver.endpoint(), &runtime);
-    group.bench_function("bsp_otlp", |b| b.iter_custom(|iters| delivery(&provider, &receiver, iters)));
+    group.bench_function("bsp_otlp", |b| {
+        b.iter_custom(|iters| delivery(&provider, &receiver, iters));
+    });
     let _ = provider.shutdown_with_timeout(Duration::from_secs(30));
     drop(receiver);
     group.finish();

@@ -20,7 +20,9 @@ use opentelemetry::trace::{Span, Tracer, TracerProvider};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData,
+};
 
 /// The in-process OTLP/gRPC receiver shared with the `spanflow` examples and tests.
 #[path = "../../crates/spanflow/examples/common/mod.rs"]
@@ -55,7 +57,9 @@ fn resource() -> Resource {
 
 /// A provider with no span processor at all: the cost of creating and ending spans alone.
 pub fn no_processor() -> SdkTracerProvider {
-    SdkTracerProvider::builder().with_resource(resource()).build()
+    SdkTracerProvider::builder()
+        .with_resource(resource())
+        .build()
 }
 
 /// A provider with a default `BatchSpanProcessor` (or one with `queue` spans of room) and a
@@ -66,30 +70,50 @@ pub fn bsp(queue: Option<usize>) -> (SdkTracerProvider, CountingSdkExporter) {
     if let Some(queue) = queue {
         config = config.with_max_queue_size(queue);
     }
-    let processor = BatchSpanProcessor::builder(exporter.clone()).with_batch_config(config.build()).build();
-    let provider = SdkTracerProvider::builder().with_resource(resource()).with_span_processor(processor).build();
+    let processor = BatchSpanProcessor::builder(exporter.clone())
+        .with_batch_config(config.build())
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_resource(resource())
+        .with_span_processor(processor)
+        .build();
     (provider, exporter)
 }
 
 /// A provider with spanflow's processor (defaults) and a do-nothing exporter.
-pub fn spanflow_null() -> (SdkTracerProvider, spanflow::Pipeline, spanflow::NullExporter) {
+pub fn spanflow_null() -> (
+    SdkTracerProvider,
+    spanflow::Pipeline,
+    spanflow::NullExporter,
+) {
     let exporter = spanflow::NullExporter::default();
     let processor = spanflow::SpanProcessor::builder()
         .pipeline(|p| p.exporter("null", exporter.clone()))
         .build()
         .expect("spanflow processor");
     let pipeline = processor.pipeline().clone();
-    let provider = SdkTracerProvider::builder().with_resource(resource()).with_span_processor(processor).build();
+    let provider = SdkTracerProvider::builder()
+        .with_resource(resource())
+        .with_span_processor(processor)
+        .build();
     (provider, pipeline, exporter)
 }
 
 /// A provider with spanflow's processor (defaults) exporting over OTLP/gRPC to `endpoint`.
 pub fn spanflow_grpc(endpoint: &str) -> (SdkTracerProvider, spanflow::Pipeline) {
-    let exporter = spanflow::export::OtlpGrpcExporter::builder().endpoint(endpoint).build().expect("grpc exporter");
-    let processor =
-        spanflow::SpanProcessor::builder().pipeline(|p| p.exporter("sink", exporter)).build().expect("spanflow processor");
+    let exporter = spanflow::export::OtlpGrpcExporter::builder()
+        .endpoint(endpoint)
+        .build()
+        .expect("grpc exporter");
+    let processor = spanflow::SpanProcessor::builder()
+        .pipeline(|p| p.exporter("sink", exporter))
+        .build()
+        .expect("spanflow processor");
     let pipeline = processor.pipeline().clone();
-    let provider = SdkTracerProvider::builder().with_resource(resource()).with_span_processor(processor).build();
+    let provider = SdkTracerProvider::builder()
+        .with_resource(resource())
+        .with_span_processor(processor)
+        .build();
     (provider, pipeline)
 }
 
@@ -104,7 +128,10 @@ pub fn bsp_otlp(endpoint: &str, runtime: &tokio::runtime::Runtime) -> SdkTracerP
         .with_timeout(Duration::from_secs(10))
         .build()
         .expect("otlp exporter");
-    SdkTracerProvider::builder().with_resource(resource()).with_batch_exporter(exporter).build()
+    SdkTracerProvider::builder()
+        .with_resource(resource())
+        .with_batch_exporter(exporter)
+        .build()
 }
 
 /// Ends `n` spans with four attributes each on the calling thread.
@@ -123,7 +150,11 @@ pub fn end_spans(provider: &SdkTracerProvider, n: u64) {
 }
 
 /// Ends `per_thread` spans on each of `threads` threads at once; returns the wall time.
-pub fn end_spans_parallel(provider: &SdkTracerProvider, threads: usize, per_thread: u64) -> Duration {
+pub fn end_spans_parallel(
+    provider: &SdkTracerProvider,
+    threads: usize,
+    per_thread: u64,
+) -> Duration {
     let barrier = std::sync::Barrier::new(threads + 1);
     std::thread::scope(|scope| {
         for _ in 0..threads {

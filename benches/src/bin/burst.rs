@@ -31,7 +31,10 @@ fn burst(provider: &SdkTracerProvider, per_thread: u64) -> (Duration, Duration) 
 }
 
 fn main() {
-    let total: u64 = std::env::var("BURST_SPANS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let total: u64 = std::env::var("BURST_SPANS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let per_thread = total / THREADS as u64;
     let ended = per_thread * THREADS as u64;
     let mut rows = Vec::new();
@@ -39,21 +42,50 @@ fn main() {
     let (provider, pipeline, exporter) = spanflow_null();
     let (end_time, total_time) = burst(&provider, per_thread);
     let stats = pipeline.stats();
-    assert_eq!(stats.unaccounted(), 0, "spanflow books do not balance: {stats:#?}");
-    rows.push(Row { processor: "spanflow", exporter: "do-nothing", ended, delivered: exporter.spans(), end_time, total_time });
+    assert_eq!(
+        stats.unaccounted(),
+        0,
+        "spanflow books do not balance: {stats:#?}"
+    );
+    rows.push(Row {
+        processor: "spanflow",
+        exporter: "do-nothing",
+        ended,
+        delivered: exporter.spans(),
+        end_time,
+        total_time,
+    });
 
     let (provider, exporter) = bsp(None);
     let (end_time, total_time) = burst(&provider, per_thread);
-    rows.push(Row { processor: "BatchSpanProcessor", exporter: "do-nothing", ended, delivered: exporter.spans(), end_time, total_time });
+    rows.push(Row {
+        processor: "BatchSpanProcessor",
+        exporter: "do-nothing",
+        ended,
+        delivered: exporter.spans(),
+        end_time,
+        total_time,
+    });
 
     let receiver = sink::Sink::start();
     let (provider, _pipeline) = spanflow_grpc(&receiver.endpoint());
     let (end_time, total_time) = burst(&provider, per_thread);
-    rows.push(Row { processor: "spanflow", exporter: "OTLP/gRPC loopback", ended, delivered: receiver.spans(), end_time, total_time });
+    rows.push(Row {
+        processor: "spanflow",
+        exporter: "OTLP/gRPC loopback",
+        ended,
+        delivered: receiver.spans(),
+        end_time,
+        total_time,
+    });
     drop(receiver);
 
     let receiver = sink::Sink::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let provider = bsp_otlp(&receiver.endpoint(), &runtime);
     let (end_time, total_time) = burst(&provider, per_thread);
     receiver.wait_for(ended, Duration::from_secs(2));
@@ -68,7 +100,9 @@ fn main() {
     drop(receiver);
 
     println!("### Spans dropped from a {ended}-span burst ({THREADS} threads, default settings)\n");
-    println!("| processor | exporter | ended | delivered | dropped | dropped % | ending took | until all delivered |");
+    println!(
+        "| processor | exporter | ended | delivered | dropped | dropped % | ending took | until all delivered |"
+    );
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
         let dropped = row.ended.saturating_sub(row.delivered);
@@ -84,7 +118,11 @@ fn main() {
             row.total_time.as_secs_f64(),
         );
     }
-    let spanflow_dropped = rows.iter().filter(|r| r.processor == "spanflow").map(|r| r.ended - r.delivered).sum::<u64>();
+    let spanflow_dropped = rows
+        .iter()
+        .filter(|r| r.processor == "spanflow")
+        .map(|r| r.ended - r.delivered)
+        .sum::<u64>();
     if spanflow_dropped > 0 {
         eprintln!("spanflow dropped {spanflow_dropped} spans with default settings");
         std::process::exit(1);

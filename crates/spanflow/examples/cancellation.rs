@@ -22,11 +22,19 @@ const WORKERS: usize = 4;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let sink = common::Sink::start();
-    let exporter = OtlpGrpcExporter::builder().endpoint(sink.endpoint()).build()?;
-    let processor = SpanProcessor::builder().pipeline(|p| p.exporter("collector", exporter)).build()?;
+    let exporter = OtlpGrpcExporter::builder()
+        .endpoint(sink.endpoint())
+        .build()?;
+    let processor = SpanProcessor::builder()
+        .pipeline(|p| p.exporter("collector", exporter))
+        .build()?;
     let pipeline = processor.pipeline().clone();
     let provider = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name("cancellation").build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name("cancellation")
+                .build(),
+        )
         .with_span_processor(processor)
         .build();
 
@@ -64,10 +72,21 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     // Shut down from a runtime thread: the pipeline waits on its own threads, never on this
     // runtime, so this neither deadlocks nor panics with "no reactor running".
-    let shutdown = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(Duration::from_secs(20)));
+    let shutdown = tokio::task::spawn_blocking(move || {
+        provider.shutdown_with_timeout(Duration::from_secs(20))
+    });
     shutdown.await??;
     let stats = pipeline.stats();
-    println!("cancelled after {ended} spans; exported {}, receiver counted {}", stats.exported, sink.spans());
-    let ok = ended > 0 && stats.exported == ended && sink.spans() == ended && stats.unaccounted() == 0;
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "cancelled after {ended} spans; exported {}, receiver counted {}",
+        stats.exported,
+        sink.spans()
+    );
+    let ok =
+        ended > 0 && stats.exported == ended && sink.spans() == ended && stats.unaccounted() == 0;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -21,7 +21,9 @@ use spanflow::{Pipeline, SpanProcessor};
 const SPANS: u64 = 10_000;
 
 fn grpc(sink: &common::Sink) -> Result<OtlpGrpcExporter, spanflow::export::BuildError> {
-    OtlpGrpcExporter::builder().endpoint(sink.endpoint()).build()
+    OtlpGrpcExporter::builder()
+        .endpoint(sink.endpoint())
+        .build()
 }
 
 fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -37,7 +39,9 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         .exporter("flaky", grpc(&flaky)?)
         .fallback_exporter("spill", grpc(&spill)?)
         .build()?;
-    let provider = SdkTracerProvider::builder().with_span_processor(SpanProcessor::new(pipeline.clone())).build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(SpanProcessor::new(pipeline.clone()))
+        .build();
     let tracer = provider.tracer("multi-backend");
     for _ in 0..SPANS {
         tracer.in_span("checkout", |_cx| {});
@@ -53,16 +57,32 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
             backend.exported,
             backend.failed,
             backend.dropped,
-            backend.fallback_of.as_deref().map(|of| format!(" (fallback of {of})")).unwrap_or_default()
+            backend
+                .fallback_of
+                .as_deref()
+                .map(|of| format!(" (fallback of {of})"))
+                .unwrap_or_default()
         );
     }
-    let counted = [("primary", &primary, SPANS), ("archive", &archive, SPANS), ("flaky", &flaky, 0), ("spill", &spill, SPANS)];
+    let counted = [
+        ("primary", &primary, SPANS),
+        ("archive", &archive, SPANS),
+        ("flaky", &flaky, 0),
+        ("spill", &spill, SPANS),
+    ];
     let mut ok = stats.exported == SPANS && stats.unaccounted() == 0;
     for (name, sink, expected) in counted {
         if sink.spans() != expected {
-            eprintln!("{name} received {} spans, expected {expected}", sink.spans());
+            eprintln!(
+                "{name} received {} spans, expected {expected}",
+                sink.spans()
+            );
             ok = false;
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -32,7 +32,10 @@ async fn submit(pipeline: &Pipeline, mut request: TraceRequest) -> bool {
     loop {
         match pipeline.try_submit(request) {
             Ok(()) => return true,
-            Err(SubmitError::Full { request: back, retry_after }) => {
+            Err(SubmitError::Full {
+                request: back,
+                retry_after,
+            }) => {
                 request = back;
                 tokio::time::sleep(retry_after).await;
             }
@@ -44,8 +47,12 @@ async fn submit(pipeline: &Pipeline, mut request: TraceRequest) -> bool {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let sink = common::Sink::start();
-    let exporter = OtlpGrpcExporter::builder().endpoint(sink.endpoint()).build()?;
-    let pipeline = Pipeline::builder().exporter("collector", exporter).build()?;
+    let exporter = OtlpGrpcExporter::builder()
+        .endpoint(sink.endpoint())
+        .build()?;
+    let pipeline = Pipeline::builder()
+        .exporter("collector", exporter)
+        .build()?;
 
     // Both queues are full before the forwarder starts, so the order it submits in shows the
     // priority: every urgent request goes before any bulk one.
@@ -56,7 +63,10 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut total_spans = 0u64;
     for seed in 0..REQUESTS_PER_CLASS {
         for tx in [&urgent_tx, &bulk_tx] {
-            let request = encoder.encode(&spanflow::otlp::testing::span_batch(SPANS_PER_REQUEST, seed), &resource);
+            let request = encoder.encode(
+                &spanflow::otlp::testing::span_batch(SPANS_PER_REQUEST, seed),
+                &resource,
+            );
             total_spans += request.span_count() as u64;
             tx.send(request).await?;
         }
@@ -88,7 +98,10 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     // `shutdown` blocks this (the runtime's only) thread while the pipeline's own threads and
     // runtime finish the exports: no deadlock, because none of that work needs this runtime.
     let stats = pipeline.shutdown(Duration::from_secs(20))?;
-    let first_bulk = order.iter().position(|c| *c == Class::Bulk).unwrap_or(order.len());
+    let first_bulk = order
+        .iter()
+        .position(|c| *c == Class::Bulk)
+        .unwrap_or(order.len());
     let last_urgent = order.iter().rposition(|c| *c == Class::Urgent).unwrap_or(0);
     println!(
         "submitted {} requests: urgent ones first (last urgent at #{last_urgent}, first bulk at #{first_bulk}); \
@@ -101,5 +114,9 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         && order.len() as u64 == 2 * REQUESTS_PER_CLASS
         && stats.exported == total_spans
         && sink.spans() == total_spans;
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

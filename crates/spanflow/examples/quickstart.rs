@@ -16,8 +16,8 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span, Tracer, TracerProvider};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use spanflow::export::OtlpGrpcExporter;
 use spanflow::SpanProcessor;
+use spanflow::export::OtlpGrpcExporter;
 
 const SPANS: u64 = 20_000;
 
@@ -25,8 +25,12 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let sink = common::Sink::start();
 
     // 1. The processor and its pipeline: one OTLP/gRPC backend, defaults for everything else.
-    let exporter = OtlpGrpcExporter::builder().endpoint(sink.endpoint()).build()?;
-    let processor = SpanProcessor::builder().pipeline(|p| p.exporter("collector", exporter)).build()?;
+    let exporter = OtlpGrpcExporter::builder()
+        .endpoint(sink.endpoint())
+        .build()?;
+    let processor = SpanProcessor::builder()
+        .pipeline(|p| p.exporter("collector", exporter))
+        .build()?;
     let pipeline = processor.pipeline().clone();
 
     // 2. A tracer provider that uses it, like it would use a BatchSpanProcessor.

@@ -17,13 +17,26 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use spanflow::SpanProcessor;
 use spanflow::export::OtlpGrpcExporter;
 
-const SERVICES: [(&str, u64); 3] = [("checkout", 12_000), ("payments", 8_000), ("inventory", 5_000)];
+const SERVICES: [(&str, u64); 3] = [
+    ("checkout", 12_000),
+    ("payments", 8_000),
+    ("inventory", 5_000),
+];
 
 /// One service: its own provider and pipeline, ending `spans` spans, then shutting down.
-fn run_service(name: &'static str, spans: u64, endpoint: String) -> Result<spanflow::PipelineStats, String> {
-    let exporter = OtlpGrpcExporter::builder().endpoint(endpoint).build().map_err(|e| e.to_string())?;
-    let processor =
-        SpanProcessor::builder().pipeline(|p| p.exporter("collector", exporter)).build().map_err(|e| e.to_string())?;
+fn run_service(
+    name: &'static str,
+    spans: u64,
+    endpoint: String,
+) -> Result<spanflow::PipelineStats, String> {
+    let exporter = OtlpGrpcExporter::builder()
+        .endpoint(endpoint)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let processor = SpanProcessor::builder()
+        .pipeline(|p| p.exporter("collector", exporter))
+        .build()
+        .map_err(|e| e.to_string())?;
     let pipeline = processor.pipeline().clone();
     let provider = SdkTracerProvider::builder()
         .with_resource(Resource::builder().with_service_name(name).build())
@@ -35,7 +48,9 @@ fn run_service(name: &'static str, spans: u64, endpoint: String) -> Result<spanf
         span.set_attribute(KeyValue::new("request.seq", i as i64));
         span.end();
     }
-    provider.shutdown_with_timeout(Duration::from_secs(20)).map_err(|e| e.to_string())?;
+    provider
+        .shutdown_with_timeout(Duration::from_secs(20))
+        .map_err(|e| e.to_string())?;
     Ok(pipeline.stats())
 }
 
@@ -46,10 +61,16 @@ fn main() -> ExitCode {
             .iter()
             .map(|&(name, spans)| {
                 let endpoint = sink.endpoint();
-                (name, scope.spawn(move || run_service(name, spans, endpoint)))
+                (
+                    name,
+                    scope.spawn(move || run_service(name, spans, endpoint)),
+                )
             })
             .collect();
-        handles.into_iter().map(|(name, handle)| (name, handle.join())).collect()
+        handles
+            .into_iter()
+            .map(|(name, handle)| (name, handle.join()))
+            .collect()
     });
 
     let by_service = sink.spans_by_service();
@@ -58,8 +79,12 @@ fn main() -> ExitCode {
         let received = by_service.get(name).copied().unwrap_or(0);
         match result {
             Ok(Ok(stats)) => {
-                println!("{name:>10}: ended {expected}, exported {}, receiver counted {received}", stats.exported);
-                ok &= stats.exported == expected && received == expected && stats.unaccounted() == 0;
+                println!(
+                    "{name:>10}: ended {expected}, exported {}, receiver counted {received}",
+                    stats.exported
+                );
+                ok &=
+                    stats.exported == expected && received == expected && stats.unaccounted() == 0;
             }
             Ok(Err(err)) => {
                 eprintln!("{name}: {err}");
@@ -71,5 +96,9 @@ fn main() -> ExitCode {
             }
         }
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -40,11 +40,19 @@ fn render(user: u64) -> u64 {
 
 fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let sink = common::Sink::start();
-    let exporter = OtlpGrpcExporter::builder().endpoint(sink.endpoint()).build()?;
-    let processor = SpanProcessor::builder().pipeline(|p| p.exporter("collector", exporter)).build()?;
+    let exporter = OtlpGrpcExporter::builder()
+        .endpoint(sink.endpoint())
+        .build()?;
+    let processor = SpanProcessor::builder()
+        .pipeline(|p| p.exporter("collector", exporter))
+        .build()?;
     let pipeline = processor.pipeline().clone();
     let provider = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name("tracing-service").build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name("tracing-service")
+                .build(),
+        )
         .with_span_processor(processor)
         .build();
     let subscriber = tracing_subscriber::registry()
@@ -60,6 +68,14 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     provider.shutdown_with_timeout(Duration::from_secs(20))?;
     let expected = REQUESTS * 3; // handle_request, load_user, render
     let stats = pipeline.stats();
-    println!("{REQUESTS} requests ({bytes} bytes rendered): exported {} spans, receiver counted {}", stats.exported, sink.spans());
-    Ok(if stats.exported == expected && sink.spans() == expected { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "{REQUESTS} requests ({bytes} bytes rendered): exported {} spans, receiver counted {}",
+        stats.exported,
+        sink.spans()
+    );
+    Ok(if stats.exported == expected && sink.spans() == expected {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

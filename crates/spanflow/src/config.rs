@@ -56,18 +56,12 @@ pub struct PipelineConfig {
 }
 
 /// Where the processor chain runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessingSettings {
     /// 0 runs the chain on the encoder thread (no hand-off, the default); N runs it on a
     /// `spanflow-process` work-stealing scheduler with N workers, for heavy chains.
     pub threads: usize,
-}
-
-impl Default for ProcessingSettings {
-    fn default() -> Self {
-        Self { threads: 0 }
-    }
 }
 
 /// Whether a backend receives every batch or only what its primary failed on.
@@ -120,7 +114,11 @@ pub struct BatchSettings {
 
 impl Default for BatchSettings {
     fn default() -> Self {
-        Self { max_spans: 2048, max_bytes: 4 << 20, max_age_ms: 200 }
+        Self {
+            max_spans: 2048,
+            max_bytes: 4 << 20,
+            max_age_ms: 200,
+        }
     }
 }
 
@@ -167,7 +165,10 @@ pub struct MemorySettings {
 
 impl Default for MemorySettings {
     fn default() -> Self {
-        Self { budget_bytes: 256 << 20, overflow: OverflowPolicy::default() }
+        Self {
+            budget_bytes: 256 << 20,
+            overflow: OverflowPolicy::default(),
+        }
     }
 }
 
@@ -190,7 +191,12 @@ pub struct ExportSettings {
 
 impl Default for ExportSettings {
     fn default() -> Self {
-        Self { concurrency: 4, timeout_ms: 10_000, runtime_threads: 0, queue: 64 }
+        Self {
+            concurrency: 4,
+            timeout_ms: 10_000,
+            runtime_threads: 0,
+            queue: 64,
+        }
     }
 }
 
@@ -265,11 +271,19 @@ impl PipelineConfig {
             match value.parse::<u64>() {
                 Ok(n) if n >= min => Some(n),
                 Ok(_) => {
-                    warnings.push(EnvWarning { name, value: raw, reason: "value is below the minimum" });
+                    warnings.push(EnvWarning {
+                        name,
+                        value: raw,
+                        reason: "value is below the minimum",
+                    });
                     None
                 }
                 Err(_) => {
-                    warnings.push(EnvWarning { name, value: raw, reason: "not a non-negative integer" });
+                    warnings.push(EnvWarning {
+                        name,
+                        value: raw,
+                        reason: "not a non-negative integer",
+                    });
                     None
                 }
             }
@@ -305,8 +319,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
@@ -352,7 +368,13 @@ mod tests {
         ]));
         assert_eq!(config, PipelineConfig::default());
         let names: Vec<_> = warnings.iter().map(|w| w.name).collect();
-        assert_eq!(names, [OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_MAX_CONCURRENT_EXPORTS]);
+        assert_eq!(
+            names,
+            [
+                OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
+                OTEL_BSP_MAX_CONCURRENT_EXPORTS
+            ]
+        );
     }
 
     #[test]
@@ -376,7 +398,13 @@ mod tests {
             sink = { type = "stdout" }
         "#;
         let config: PipelineConfig = toml::from_str(text).unwrap();
-        assert_eq!(config.memory, MemorySettings { budget_bytes: 1 << 20, overflow: OverflowPolicy::Drop });
+        assert_eq!(
+            config.memory,
+            MemorySettings {
+                budget_bytes: 1 << 20,
+                overflow: OverflowPolicy::Drop
+            }
+        );
         assert_eq!(config.processors.len(), 1);
         assert_eq!(config.exporters[1].role, BackendRole::Fallback);
         assert_eq!(config.batch, BatchSettings::default());
@@ -384,6 +412,9 @@ mod tests {
         assert!(toml::from_str::<PipelineConfig>(typo).is_err());
         let block: PipelineConfig =
             toml::from_str("[memory.overflow.block]\nmax_wait_ms = 5\n").unwrap();
-        assert_eq!(block.memory.overflow, OverflowPolicy::Block { max_wait_ms: 5 });
+        assert_eq!(
+            block.memory.overflow,
+            OverflowPolicy::Block { max_wait_ms: 5 }
+        );
     }
 }

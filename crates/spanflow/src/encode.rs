@@ -12,7 +12,9 @@ pub(crate) struct SpanEncoder {
 
 impl SpanEncoder {
     pub(crate) fn new() -> Self {
-        Self { inner: spanflow_otlp::Encoder::new() }
+        Self {
+            inner: spanflow_otlp::Encoder::new(),
+        }
     }
 
     /// One request holding every span of `spans` under `resource`.
@@ -35,6 +37,10 @@ pub(crate) fn estimate_span_bytes(span: &SpanData) -> usize {
         + name
         + span.attributes.len() * KEY_VALUE_BYTES
         + span.events.len() * EVENT_BYTES
-        + span.events.iter().map(|e| e.attributes.len() * KEY_VALUE_BYTES).sum::<usize>()
+        + span
+            .events
+            .iter()
+            .map(|e| e.attributes.len() * KEY_VALUE_BYTES)
+            .sum::<usize>()
         + span.links.len() * LINK_BYTES
 }

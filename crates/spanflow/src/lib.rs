@@ -43,8 +43,9 @@ pub use spanflow_otlp as otlp;
 pub use spanflow_process as process;
 
 pub use config::{
-    AVERAGE_SPAN_BYTES, BackendRole, BatchSettings, EnvWarning, ExportSettings, ExporterSpec, MemorySettings, OTEL_BSP_EXPORT_TIMEOUT,
-    OTEL_BSP_MAX_CONCURRENT_EXPORTS, OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY,
+    AVERAGE_SPAN_BYTES, BackendRole, BatchSettings, EnvWarning, ExportSettings, ExporterSpec,
+    MemorySettings, OTEL_BSP_EXPORT_TIMEOUT, OTEL_BSP_MAX_CONCURRENT_EXPORTS,
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY,
     OverflowPolicy, PipelineConfig, ProcessingSettings,
 };
 pub use error::{BuildError, FlushError, ShutdownError, SubmitError};
@@ -80,14 +81,23 @@ impl NullExporter {
 
     /// Requests exported so far.
     pub fn requests(&self) -> u64 {
-        self.counts.requests.load(std::sync::atomic::Ordering::Relaxed)
+        self.counts
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 impl export::Exporter for NullExporter {
-    async fn export(&self, batch: export::ExportBatch) -> Result<export::ExportOutcome, export::ExportError> {
-        self.counts.spans.fetch_add(batch.spans as u64, std::sync::atomic::Ordering::Relaxed);
-        self.counts.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    async fn export(
+        &self,
+        batch: export::ExportBatch,
+    ) -> Result<export::ExportOutcome, export::ExportError> {
+        self.counts
+            .spans
+            .fetch_add(batch.spans as u64, std::sync::atomic::Ordering::Relaxed);
+        self.counts
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(export::ExportOutcome::all_accepted(batch.spans))
     }
 

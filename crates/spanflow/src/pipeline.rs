@@ -24,8 +24,8 @@ use opentelemetry_sdk::trace::SpanData;
 use parking_lot::{Condvar, Mutex, RwLock};
 use spanflow_batch::{Batcher, Policy, Receiver, TrySendError};
 use spanflow_export::{
-    BackendConfig, DynExporter, ExportBatch, Exporter, ExporterConfig, FanOut, FanOutStats, Health, RetryConfig,
-    Role, SinkConfig,
+    BackendConfig, DynExporter, ExportBatch, Exporter, ExporterConfig, FanOut, FanOutStats, Health,
+    RetryConfig, Role, SinkConfig,
 };
 use spanflow_otlp::TraceRequest;
 use spanflow_process::{Chain, Scheduler};
@@ -76,7 +76,11 @@ struct Owner {
 impl Drop for Owner {
     fn drop(&mut self) {
         let shared = &self.shared;
-        if shared.state.compare_exchange(RUNNING, CLOSING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if shared
+            .state
+            .compare_exchange(RUNNING, CLOSING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             // Workers drain what was accepted; the last one out shuts the fan-out down.
             shared.spans.close();
             shared.requests.close();
@@ -181,7 +185,14 @@ impl std::fmt::Debug for PipelineBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PipelineBuilder")
             .field("config", &self.config)
-            .field("backends", &self.backends.iter().map(|b| (&b.name, b.role)).collect::<Vec<_>>())
+            .field(
+                "backends",
+                &self
+                    .backends
+                    .iter()
+                    .map(|b| (&b.name, b.role))
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -262,7 +273,12 @@ impl PipelineBuilder {
         exporter: Arc<dyn DynExporter>,
         config: Option<BackendConfig>,
     ) -> Self {
-        self.backends.push(CodeBackend { name: name.into(), role, exporter, config });
+        self.backends.push(CodeBackend {
+            name: name.into(),
+            role,
+            exporter,
+            config,
+        });
         self
     }
 
@@ -301,39 +317,71 @@ impl PipelineBuilder {
     pub fn build(self) -> Result<Pipeline, BuildError> {
         let config = self.config;
         if config.batch.max_spans == 0 || config.batch.max_bytes == 0 {
-            return Err(BuildError::Config("batch.max_spans and batch.max_bytes must be positive".into()));
+            return Err(BuildError::Config(
+                "batch.max_spans and batch.max_bytes must be positive".into(),
+            ));
         }
         if config.export.concurrency == 0 || config.export.queue == 0 {
-            return Err(BuildError::Config("export.concurrency and export.queue must be positive".into()));
+            return Err(BuildError::Config(
+                "export.concurrency and export.queue must be positive".into(),
+            ));
         }
 
         // Backends: configuration first, then code, then the environment if nothing else.
         let mut backends: Vec<CodeBackend> = Vec::new();
-        for ExporterSpec { name, role, sink, backend } in &config.exporters {
-            let exporter = sink.build().map_err(|err| BuildError::Export(format!("{name}: {err}")))?;
-            backends.push(CodeBackend { name: name.clone(), role: *role, exporter: Arc::new(exporter), config: backend.clone() });
+        for ExporterSpec {
+            name,
+            role,
+            sink,
+            backend,
+        } in &config.exporters
+        {
+            let exporter = sink
+                .build()
+                .map_err(|err| BuildError::Export(format!("{name}: {err}")))?;
+            backends.push(CodeBackend {
+                name: name.clone(),
+                role: *role,
+                exporter: Arc::new(exporter),
+                config: backend.clone(),
+            });
         }
         backends.extend(self.backends);
         if backends.is_empty() && self.env_exporter {
-            let env = ExporterConfig::from_env().map_err(|err| BuildError::Export(err.to_string()))?;
-            let exporter = SinkConfig::Otlp(env).build().map_err(|err| BuildError::Export(err.to_string()))?;
-            backends.push(CodeBackend { name: "otlp".into(), role: BackendRole::Primary, exporter: Arc::new(exporter), config: None });
+            let env =
+                ExporterConfig::from_env().map_err(|err| BuildError::Export(err.to_string()))?;
+            let exporter = SinkConfig::Otlp(env)
+                .build()
+                .map_err(|err| BuildError::Export(err.to_string()))?;
+            backends.push(CodeBackend {
+                name: "otlp".into(),
+                role: BackendRole::Primary,
+                exporter: Arc::new(exporter),
+                config: None,
+            });
         }
         let Some(record) = backends.iter().position(|b| b.role == BackendRole::Primary) else {
-            return Err(BuildError::Config("no exporter configured (a primary backend is required)".into()));
+            return Err(BuildError::Config(
+                "no exporter configured (a primary backend is required)".into(),
+            ));
         };
-        let record_fallback = backends.get(record + 1).filter(|b| b.role == BackendRole::Fallback).map(|_| record + 1);
+        let record_fallback = backends
+            .get(record + 1)
+            .filter(|b| b.role == BackendRole::Fallback)
+            .map(|_| record + 1);
 
         let chain = match (self.chain, config.processors.is_empty()) {
             (Some(chain), _) => Some(Arc::new(chain)),
             (None, false) => Some(Arc::new(
-                Chain::from_config(&config.processors).map_err(|err| BuildError::Process(err.to_string()))?,
+                Chain::from_config(&config.processors)
+                    .map_err(|err| BuildError::Process(err.to_string()))?,
             )),
             (None, true) => None,
         };
         let scheduler = match (&chain, config.processing.threads) {
             (Some(chain), threads) if threads > 0 => Some(
-                Scheduler::new(Arc::clone(chain), threads).map_err(|err| BuildError::Process(err.to_string()))?,
+                Scheduler::new(Arc::clone(chain), threads)
+                    .map_err(|err| BuildError::Process(err.to_string()))?,
             ),
             _ => None,
         };
@@ -366,24 +414,34 @@ impl PipelineBuilder {
             .build()
             .map_err(|err| BuildError::Config(err.to_string()))?;
 
-        let runtime = OwnedRuntime::start(config.export.resolved_runtime_threads()).map_err(BuildError::Threads)?;
+        let runtime = OwnedRuntime::start(config.export.resolved_runtime_threads())
+            .map_err(BuildError::Threads)?;
         let default_backend = Self::default_backend_config(&config);
         let mut fanout = FanOut::builder();
         for backend in backends {
             let backend_config = backend.config.unwrap_or_else(|| default_backend.clone());
             fanout = match backend.role {
-                BackendRole::Primary => fanout.backend_dyn(backend.name, backend.exporter, backend_config),
-                BackendRole::Fallback => fanout.fallback_dyn(backend.name, backend.exporter, backend_config),
+                BackendRole::Primary => {
+                    fanout.backend_dyn(backend.name, backend.exporter, backend_config)
+                }
+                BackendRole::Fallback => {
+                    fanout.fallback_dyn(backend.name, backend.exporter, backend_config)
+                }
             };
         }
-        let fanout = fanout.build(runtime.handle()).map_err(|err| BuildError::Export(err.to_string()))?;
+        let fanout = fanout
+            .build(runtime.handle())
+            .map_err(|err| BuildError::Export(err.to_string()))?;
         let health = fanout.health();
 
         let shared = Arc::new(Shared {
             spans,
             requests,
             overloaded: AtomicBool::new(false),
-            resource: RwLock::new(Arc::new(self.resource.unwrap_or_else(|| Resource::builder_empty().build()))),
+            resource: RwLock::new(Arc::new(
+                self.resource
+                    .unwrap_or_else(|| Resource::builder_empty().build()),
+            )),
             chain,
             scheduler,
             fanout,
@@ -401,19 +459,22 @@ impl PipelineBuilder {
             config,
         });
         let mut workers = Vec::with_capacity(2);
-        for (name, worker) in
-            [("spanflow-encode", Worker::Spans(span_receiver)), ("spanflow-submit", Worker::Requests(request_receiver))]
-        {
+        for (name, worker) in [
+            ("spanflow-encode", Worker::Spans(span_receiver)),
+            ("spanflow-submit", Worker::Requests(request_receiver)),
+        ] {
             shared.live_workers.fetch_add(1, Ordering::AcqRel);
             let worker_shared = Arc::clone(&shared);
-            let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
-                worker_shared.runtime.mark_current_thread();
-                match worker {
-                    Worker::Spans(receiver) => worker_shared.run_span_worker(receiver),
-                    Worker::Requests(receiver) => worker_shared.run_request_worker(receiver),
-                }
-                worker_shared.worker_exited();
-            });
+            let spawned = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    worker_shared.runtime.mark_current_thread();
+                    match worker {
+                        Worker::Spans(receiver) => worker_shared.run_span_worker(receiver),
+                        Worker::Requests(receiver) => worker_shared.run_request_worker(receiver),
+                    }
+                    worker_shared.worker_exited();
+                });
             match spawned {
                 Ok(handle) => workers.push(handle),
                 Err(err) => {
@@ -425,7 +486,9 @@ impl PipelineBuilder {
             }
         }
         *shared.workers.lock() = workers;
-        Ok(Pipeline { owner: Arc::new(Owner { shared }) })
+        Ok(Pipeline {
+            owner: Arc::new(Owner { shared }),
+        })
     }
 }
 
@@ -463,17 +526,29 @@ impl Pipeline {
         let shared = self.shared();
         let spans = request.span_count() as u64;
         // Counted before the send so a flush racing with it never misses these spans.
-        shared.counters.requests_accepted.fetch_add(spans, Ordering::Relaxed);
+        shared
+            .counters
+            .requests_accepted
+            .fetch_add(spans, Ordering::Relaxed);
         let refused = |request: &TraceRequest| {
-            shared.counters.requests_accepted.fetch_sub(spans, Ordering::Relaxed);
-            shared.counters.refused.fetch_add(request.span_count() as u64, Ordering::Relaxed);
+            shared
+                .counters
+                .requests_accepted
+                .fetch_sub(spans, Ordering::Relaxed);
+            shared
+                .counters
+                .refused
+                .fetch_add(request.span_count() as u64, Ordering::Relaxed);
         };
         match shared.requests.try_send(request) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(request) | TrySendError::TooLarge(request)) => {
                 refused(&request);
                 let retry_after = shared.config.batch.max_age().max(Duration::from_millis(10));
-                Err(SubmitError::Full { request, retry_after })
+                Err(SubmitError::Full {
+                    request,
+                    retry_after,
+                })
             }
             Err(TrySendError::Closed(request)) => {
                 refused(&request);
@@ -507,10 +582,15 @@ impl Pipeline {
         let pending = |shared: &Shared| target.saturating_sub(shared.settled());
         // 1. The batchers cut everything accepted so far now instead of at its age.
         let _ = shared.spans.flush_timeout(timeout);
-        let _ = shared.requests.flush_timeout(deadline.saturating_duration_since(Instant::now()));
+        let _ = shared
+            .requests
+            .flush_timeout(deadline.saturating_duration_since(Instant::now()));
         // 2. The workers encode, process and hand it all to the fan-out.
         if !shared.wait_until(deadline, |s| s.handed_off() >= target) {
-            return Err(FlushError::Timeout { timeout, pending_spans: pending(shared) });
+            return Err(FlushError::Timeout {
+                timeout,
+                pending_spans: pending(shared),
+            });
         }
         // 3. The fan-out finishes every batch it was given (on its runtime; we wait on a channel).
         let (done, finished) = std::sync::mpsc::sync_channel(1);
@@ -520,7 +600,10 @@ impl Pipeline {
         });
         match finished.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(true) => Ok(()),
-            _ => Err(FlushError::Timeout { timeout, pending_spans: pending(shared).max(1) }),
+            _ => Err(FlushError::Timeout {
+                timeout,
+                pending_spans: pending(shared).max(1),
+            }),
         }
     }
 
@@ -533,7 +616,11 @@ impl Pipeline {
         if shared.on_own_thread() {
             return Err(ShutdownError::OnPipelineThread);
         }
-        if shared.state.compare_exchange(RUNNING, CLOSING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        if shared
+            .state
+            .compare_exchange(RUNNING, CLOSING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
             return Err(ShutdownError::AlreadyShutDown);
         }
         let deadline = Instant::now() + timeout;
@@ -545,14 +632,21 @@ impl Pipeline {
         if drained && stats.dropped.shutdown_timeout == 0 {
             Ok(stats)
         } else {
-            Err(ShutdownError::Timeout { timeout, stats: Box::new(stats) })
+            Err(ShutdownError::Timeout {
+                timeout,
+                stats: Box::new(stats),
+            })
         }
     }
 
     /// The counters now (after shutdown: the final counters).
     pub fn stats(&self) -> PipelineStats {
         let shared = self.shared();
-        shared.final_stats.get().cloned().unwrap_or_else(|| shared.snapshot(&shared.fanout.stats()))
+        shared
+            .final_stats
+            .get()
+            .cloned()
+            .unwrap_or_else(|| shared.snapshot(&shared.fanout.stats()))
     }
 
     /// Whether `shutdown` has begun (new spans are refused and counted).
@@ -601,7 +695,10 @@ impl Shared {
         }
         if !max_wait.is_zero() {
             self.overloaded.store(true, Ordering::Relaxed);
-            tracing::warn!(?max_wait, "span intake stayed full for the whole overflow wait; dropping until it drains");
+            tracing::warn!(
+                ?max_wait,
+                "span intake stayed full for the whole overflow wait; dropping until it drains"
+            );
         }
         self.counters.intake_full.fetch_add(1, Ordering::Relaxed);
     }
@@ -617,26 +714,39 @@ impl Shared {
     /// closed fan-out.
     fn handed_off(&self) -> u64 {
         let c = &self.counters;
-        c.processed.load(Ordering::Acquire) + c.dropped_processor.load(Ordering::Acquire) + c.export_closed.load(Ordering::Acquire)
+        c.processed.load(Ordering::Acquire)
+            + c.dropped_processor.load(Ordering::Acquire)
+            + c.export_closed.load(Ordering::Acquire)
     }
 
     /// Spans whose fate is final (see [`Self::record_outcome`]).
     fn settled(&self) -> u64 {
         let (exported, failed) = self.record_outcome(&self.fanout.stats());
-        exported + failed + self.counters.dropped_processor.load(Ordering::Acquire) + self.counters.export_closed.load(Ordering::Acquire)
+        exported
+            + failed
+            + self.counters.dropped_processor.load(Ordering::Acquire)
+            + self.counters.export_closed.load(Ordering::Acquire)
     }
 
     /// `(exported, failed)` spans by the record backend: what the first primary accepted, plus
     /// what its fallback accepted of the batches the primary gave up on; the rest of what either
     /// finished is failed.
     fn record_outcome(&self, fanout: &FanOutStats) -> (u64, u64) {
-        let Some(primary) = fanout.backends.get(self.record) else { return (0, 0) };
+        let Some(primary) = fanout.backends.get(self.record) else {
+            return (0, 0);
+        };
         match self.record_fallback.and_then(|i| fanout.backends.get(i)) {
             Some(fallback) => (
                 primary.accepted_spans + fallback.accepted_spans,
-                primary.rejected_spans + fallback.rejected_spans + fallback.failed_spans + fallback.dropped_spans,
+                primary.rejected_spans
+                    + fallback.rejected_spans
+                    + fallback.failed_spans
+                    + fallback.dropped_spans,
             ),
-            None => (primary.accepted_spans, primary.rejected_spans + primary.failed_spans + primary.dropped_spans),
+            None => (
+                primary.accepted_spans,
+                primary.rejected_spans + primary.failed_spans + primary.dropped_spans,
+            ),
         }
     }
 
@@ -658,7 +768,8 @@ impl Shared {
             }
             // Bounded slices: the condition reads counters updated outside the lock (some by the
             // fan-out, which does not notify us), so a slice caps what a missed wake-up costs.
-            self.progress.wait_for(&mut guard, (deadline - now).min(Duration::from_millis(5)));
+            self.progress
+                .wait_for(&mut guard, (deadline - now).min(Duration::from_millis(5)));
         }
     }
 
@@ -714,7 +825,9 @@ impl Shared {
 
     fn chain_failed(&self, err: &dyn std::error::Error, spans: u64) {
         tracing::warn!(error = %err, spans, "processor chain failed; batch dropped");
-        self.counters.dropped_processor.fetch_add(spans, Ordering::Release);
+        self.counters
+            .dropped_processor
+            .fetch_add(spans, Ordering::Release);
         self.notify_progress();
     }
 
@@ -724,7 +837,9 @@ impl Shared {
     fn export(&self, request: TraceRequest, spans: u64) {
         let out = (request.span_count() as u64).min(spans);
         if out < spans {
-            self.counters.dropped_processor.fetch_add(spans - out, Ordering::Release);
+            self.counters
+                .dropped_processor
+                .fetch_add(spans - out, Ordering::Release);
         }
         if out == 0 {
             self.notify_progress();
@@ -740,7 +855,10 @@ impl Shared {
             // Release: pairs with the Acquire loads in `handed_off`, which flush reads before
             // it asks the fan-out to flush.
             Ok(()) => self.counters.processed.fetch_add(out, Ordering::Release),
-            Err(_) => self.counters.export_closed.fetch_add(out, Ordering::Release),
+            Err(_) => self
+                .counters
+                .export_closed
+                .fetch_add(out, Ordering::Release),
         };
         self.notify_progress();
     }
@@ -752,7 +870,9 @@ impl Shared {
         let give_up = Instant::now() + self.config.export.timeout();
         loop {
             let stats = self.fanout.stats();
-            let Some(primary) = stats.backends.get(self.record) else { return true };
+            let Some(primary) = stats.backends.get(self.record) else {
+                return true;
+            };
             if primary.queued + 1 < limit.max(2) {
                 return true;
             }
@@ -770,7 +890,8 @@ impl Shared {
 
     fn worker_exited(self: &Arc<Self>) {
         let last = self.live_workers.fetch_sub(1, Ordering::AcqRel) == 1;
-        if last && self.state.load(Ordering::Acquire) == CLOSING && self.final_stats.get().is_none() {
+        if last && self.state.load(Ordering::Acquire) == CLOSING && self.final_stats.get().is_none()
+        {
             // Last worker out after the handles were dropped without `shutdown`: finish the
             // exports already started (this is a plain std thread, so it may block), then let the
             // runtime go with the last reference.
@@ -778,7 +899,10 @@ impl Shared {
                 scheduler.shutdown();
             }
             let deadline = Instant::now() + self.config.export.timeout();
-            let _ = self.runtime.handle().block_on(self.fanout.shutdown(deadline));
+            let _ = self
+                .runtime
+                .handle()
+                .block_on(self.fanout.shutdown(deadline));
         }
         self.notify_progress();
     }
@@ -796,7 +920,9 @@ impl Shared {
             let _ = done.send(task_shared.fanout.shutdown(deadline).await);
         });
         let wait = deadline.saturating_duration_since(Instant::now()) + FANOUT_REPORT_GRACE;
-        let fanout = finished.recv_timeout(wait).unwrap_or_else(|_| self.fanout.stats());
+        let fanout = finished
+            .recv_timeout(wait)
+            .unwrap_or_else(|_| self.fanout.stats());
         let mut stats = self.snapshot(&fanout);
         if stats.queued_spans > 0 {
             // Never handed to (or never finished by) the fan-out before the deadline.

@@ -47,12 +47,18 @@ pub struct SpanProcessor {
 impl SpanProcessor {
     /// A processor feeding `pipeline`, with [`DEFAULT_FORCE_FLUSH_TIMEOUT`].
     pub fn new(pipeline: Pipeline) -> Self {
-        Self { pipeline, force_flush_timeout: DEFAULT_FORCE_FLUSH_TIMEOUT }
+        Self {
+            pipeline,
+            force_flush_timeout: DEFAULT_FORCE_FLUSH_TIMEOUT,
+        }
     }
 
     /// A builder that also builds the pipeline.
     pub fn builder() -> SpanProcessorBuilder {
-        SpanProcessorBuilder { pipeline: Pipeline::builder(), force_flush_timeout: DEFAULT_FORCE_FLUSH_TIMEOUT }
+        SpanProcessorBuilder {
+            pipeline: Pipeline::builder(),
+            force_flush_timeout: DEFAULT_FORCE_FLUSH_TIMEOUT,
+        }
     }
 
     /// The pipeline behind this processor (for `stats()`).
@@ -95,7 +101,9 @@ impl opentelemetry_sdk::trace::SpanProcessor for SpanProcessor {
                 Err(OTelSdkError::Timeout(timeout))
             }
             Err(ShutdownError::AlreadyShutDown) => Err(OTelSdkError::AlreadyShutdown),
-            Err(err @ ShutdownError::OnPipelineThread) => Err(OTelSdkError::InternalFailure(err.to_string())),
+            Err(err @ ShutdownError::OnPipelineThread) => {
+                Err(OTelSdkError::InternalFailure(err.to_string()))
+            }
         }
     }
 
@@ -139,6 +147,9 @@ impl SpanProcessorBuilder {
     /// Builds the pipeline and the processor.
     pub fn build(self) -> Result<SpanProcessor, BuildError> {
         let pipeline = self.pipeline.build()?;
-        Ok(SpanProcessor { pipeline, force_flush_timeout: self.force_flush_timeout })
+        Ok(SpanProcessor {
+            pipeline,
+            force_flush_timeout: self.force_flush_timeout,
+        })
     }
 }

@@ -51,7 +51,12 @@ impl OwnedRuntime {
                 let grace = stopped.recv().unwrap_or(Duration::ZERO);
                 runtime.shutdown_timeout(grace);
             })?;
-        Ok(Self { id, handle, stop: Mutex::new(Some(stop)), driver: Mutex::new(Some(driver)) })
+        Ok(Self {
+            id,
+            handle,
+            stop: Mutex::new(Some(stop)),
+            driver: Mutex::new(Some(driver)),
+        })
     }
 
     /// A handle for spawning onto the runtime from any thread.
@@ -115,7 +120,10 @@ mod tests {
 
     #[test]
     fn dropping_inside_an_async_context_does_not_panic() {
-        let outer = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let outer = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         outer.block_on(async {
             let runtime = OwnedRuntime::start(1).unwrap();
             drop(runtime);

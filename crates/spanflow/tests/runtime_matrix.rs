@@ -19,7 +19,10 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// The whole life of a processor: build, end spans, flush, end more, shut down; every span
 /// arrives and the books balance.
 fn lifecycle(sink: &common::Sink) {
-    let exporter = OtlpGrpcExporter::builder().endpoint(sink.endpoint()).build().expect("exporter");
+    let exporter = OtlpGrpcExporter::builder()
+        .endpoint(sink.endpoint())
+        .build()
+        .expect("exporter");
     let processor = SpanProcessor::builder()
         .pipeline(|p| p.exporter("sink", exporter))
         .force_flush_timeout(Duration::from_secs(10))
@@ -34,9 +37,15 @@ fn lifecycle(sink: &common::Sink) {
     assert_eq!(sink.spans(), 1_000);
 
     end_spans(&provider, 500);
-    provider.shutdown_with_timeout(Duration::from_secs(10)).expect("shutdown");
+    provider
+        .shutdown_with_timeout(Duration::from_secs(10))
+        .expect("shutdown");
     let stats = pipeline.stats();
-    assert_eq!((stats.accepted, stats.exported, stats.unaccounted()), (1_500, 1_500, 0), "{stats:#?}");
+    assert_eq!(
+        (stats.accepted, stats.exported, stats.unaccounted()),
+        (1_500, 1_500, 0),
+        "{stats:#?}"
+    );
     assert_eq!(sink.spans(), 1_500);
 }
 
@@ -49,7 +58,10 @@ fn no_runtime() {
 fn inside_current_thread_runtime() {
     watchdog(LIMIT, "current_thread", || {
         let sink = common::Sink::start();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         // Built, used, flushed, shut down and dropped on the runtime's only thread.
         runtime.block_on(async { lifecycle(&sink) });
     });
@@ -66,7 +78,9 @@ fn inside_multi_thread_runtime_with_one_worker() {
             .expect("runtime");
         let task_sink = std::sync::Arc::clone(&sink);
         runtime.block_on(async move {
-            tokio::spawn(async move { lifecycle(&task_sink) }).await.expect("task");
+            tokio::spawn(async move { lifecycle(&task_sink) })
+                .await
+                .expect("task");
         });
     });
 }
@@ -82,11 +96,20 @@ async fn from_a_tokio_test_on_the_current_thread() {
 fn processor_built_outside_and_used_inside_a_runtime() {
     watchdog(LIMIT, "mixed", || {
         let sink = common::Sink::start();
-        let exporter = OtlpGrpcExporter::builder().endpoint(sink.endpoint()).build().expect("exporter");
-        let processor = SpanProcessor::builder().pipeline(|p| p.exporter("sink", exporter)).build().expect("processor");
+        let exporter = OtlpGrpcExporter::builder()
+            .endpoint(sink.endpoint())
+            .build()
+            .expect("exporter");
+        let processor = SpanProcessor::builder()
+            .pipeline(|p| p.exporter("sink", exporter))
+            .build()
+            .expect("processor");
         let pipeline = processor.pipeline().clone();
         let provider = provider(processor, "mixed");
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         runtime.block_on(async {
             end_spans(&provider, 300);
             provider.force_flush().expect("flush inside");
@@ -101,16 +124,28 @@ fn processor_built_outside_and_used_inside_a_runtime() {
 fn dropping_the_last_handle_inside_a_runtime_drains_in_the_background() {
     watchdog(LIMIT, "drop_inside", || {
         let sink = common::Sink::start();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         runtime.block_on(async {
-            let exporter = OtlpGrpcExporter::builder().endpoint(sink.endpoint()).build().expect("exporter");
-            let processor =
-                SpanProcessor::builder().pipeline(|p| p.exporter("sink", exporter)).build().expect("processor");
+            let exporter = OtlpGrpcExporter::builder()
+                .endpoint(sink.endpoint())
+                .build()
+                .expect("exporter");
+            let processor = SpanProcessor::builder()
+                .pipeline(|p| p.exporter("sink", exporter))
+                .build()
+                .expect("processor");
             for span in spanflow::otlp::testing::span_batch(200, 7) {
                 processor.on_end(span);
             }
             drop(processor); // no shutdown: must neither panic nor block this runtime thread
         });
-        assert!(sink.wait_for(200, Duration::from_secs(10)), "background drain delivered {}", sink.spans());
+        assert!(
+            sink.wait_for(200, Duration::from_secs(10)),
+            "background drain delivered {}",
+            sink.spans()
+        );
     });
 }

@@ -60,7 +60,11 @@ impl TraceService for Service {
         let mut spans = 0u64;
         let mut services = self.counts.services.lock();
         for resource_spans in &request.resource_spans {
-            let n: u64 = resource_spans.scope_spans.iter().map(|s| s.spans.len() as u64).sum();
+            let n: u64 = resource_spans
+                .scope_spans
+                .iter()
+                .map(|s| s.spans.len() as u64)
+                .sum();
             spans += n;
             let service = resource_spans
                 .resource
@@ -68,9 +72,9 @@ impl TraceService for Service {
                 .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
                 .and_then(|kv| kv.value.as_ref())
                 .and_then(|v| match &v.value {
-                    Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => {
-                        Some(s.clone())
-                    }
+                    Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s),
+                    ) => Some(s.clone()),
                     _ => None,
                 })
                 .unwrap_or_default();
@@ -79,7 +83,9 @@ impl TraceService for Service {
         drop(services);
         self.counts.spans.fetch_add(spans, Ordering::Relaxed);
         self.counts.requests.fetch_add(1, Ordering::Relaxed);
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -103,10 +109,14 @@ impl Sink {
         let counts = Arc::new(Counts::default());
         counts.behaviour.store(behaviour as u8, Ordering::Relaxed);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let service = Service { counts: Arc::clone(&counts) };
+        let service = Service {
+            counts: Arc::clone(&counts),
+        };
         let thread = std::thread::Builder::new()
             .name("otlp-sink".into())
             .spawn(move || {
@@ -116,12 +126,12 @@ impl Sink {
                     .build()
                     .expect("sink runtime");
                 runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                     let incoming = tokio_stream_shim::TcpIncoming(listener);
                     let server = tonic::transport::Server::builder()
                         .add_service(
-                            TraceServiceServer::new(service)
-                                .max_decoding_message_size(64 << 20),
+                            TraceServiceServer::new(service).max_decoding_message_size(64 << 20),
                         )
                         .serve_with_incoming_shutdown(incoming, async {
                             let _ = stopped.await;
@@ -134,7 +144,12 @@ impl Sink {
                 runtime.shutdown_background();
             })
             .expect("spawn sink thread");
-        Sink { addr, counts, stop: Some(stop), thread: Some(thread) }
+        Sink {
+            addr,
+            counts,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 
     /// `http://127.0.0.1:<port>`, for exporters.
@@ -164,7 +179,9 @@ impl Sink {
 
     /// Changes what the sink answers from now on.
     pub fn set_behaviour(&self, behaviour: Behaviour) {
-        self.counts.behaviour.store(behaviour as u8, Ordering::Relaxed);
+        self.counts
+            .behaviour
+            .store(behaviour as u8, Ordering::Relaxed);
     }
 
     /// Waits until at least `spans` spans arrived; false on timeout.

@@ -11,7 +11,11 @@ use spanflow::SpanProcessor;
 
 /// Runs `f` on its own thread and fails the test if it has not returned within `limit`: a
 /// deadlock becomes a failure instead of a hung CI job. Panics inside `f` propagate.
-pub fn watchdog<T: Send + 'static>(limit: Duration, name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn watchdog<T: Send + 'static>(
+    limit: Duration,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (done, finished) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name(format!("watched-{name}"))
