@@ -37,6 +37,9 @@ pub(crate) struct TestArgs {
     /// Skip the fuzz smoke scripts (step 7).
     #[arg(long)]
     pub(crate) no_fuzz: bool,
+    /// Skip running the examples and the relay demo (step 8).
+    #[arg(long)]
+    pub(crate) no_examples: bool,
     /// Skip `cargo fmt --check` (step 1).
     #[arg(long)]
     pub(crate) skip_fmt: bool,

@@ -6,7 +6,9 @@
 //! - `crates/spanflow-lockfree/tests/stress.rs` honours `SPANFLOW_STRESS_SCALE=small`, which
 //!   valgrind needs to finish in reasonable time;
 //! - a crate with fuzz targets provides `fuzz/smoke`, a bash script run from the crate
-//!   directory that exits non-zero on failure and runs for a bounded time.
+//!   directory that exits non-zero on failure and runs for a bounded time;
+//! - every example of a crate under `crates/` runs on its own (it starts whatever receiver it
+//!   needs on 127.0.0.1) and exits non-zero on failure; so does `spanflow-relay demo`.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -38,10 +40,11 @@ enum Step {
     Loom,
     Valgrind,
     FuzzSmoke,
+    Examples,
 }
 
 impl Step {
-    const ALL: [Step; 7] = [
+    const ALL: [Step; 8] = [
         Step::Fmt,
         Step::Clippy,
         Step::Tests,
@@ -49,6 +52,7 @@ impl Step {
         Step::Loom,
         Step::Valgrind,
         Step::FuzzSmoke,
+        Step::Examples,
     ];
 
     fn name(self) -> &'static str {
@@ -60,6 +64,7 @@ impl Step {
             Step::Loom => "loom models",
             Step::Valgrind => "valgrind",
             Step::FuzzSmoke => "fuzz smoke",
+            Step::Examples => "examples",
         }
     }
 
@@ -71,6 +76,7 @@ impl Step {
             Step::Loom => (args.no_loom, "--no-loom"),
             Step::Valgrind => (args.no_valgrind, "--no-valgrind"),
             Step::FuzzSmoke => (args.no_fuzz, "--no-fuzz"),
+            Step::Examples => (args.no_examples, "--no-examples"),
             Step::Tests | Step::Doctests => (false, ""),
         };
         off.then_some(flag)
@@ -174,6 +180,7 @@ fn run_step(step: Step, root: &Path) -> Result<StepEnd> {
         Step::Loom => return run_loom(root),
         Step::Valgrind => return run_valgrind(root),
         Step::FuzzSmoke => return run_fuzz_smoke(root),
+        Step::Examples => return run_examples(root),
     }
     Ok(StepEnd::Done)
 }
@@ -446,6 +453,46 @@ fn run_fuzz_smoke(root: &Path) -> Result<StepEnd> {
     }
     Ok(StepEnd::Done)
 }
+
+/// Every example target of a workspace member under `crates/`: (package, example).
+fn examples(metadata: &Metadata, root: &Path) -> Vec<(String, String)> {
+    let crates = root.join("crates");
+    metadata
+        .packages
+        .iter()
+        .filter(|package| package.dir().starts_with(&crates))
+        .flat_map(|package| {
+            package
+                .targets
+                .iter()
+                .filter(|t| t.is("example"))
+                .map(|t| (package.name.clone(), t.name.clone()))
+        })
+        .collect()
+}
+
+/// Runs every example (each starts its own loopback receiver and exits non-zero on loss),
+/// then the relay's demo, the README's main job, for a short time.
+fn run_examples(root: &Path) -> Result<StepEnd> {
+    let metadata = Metadata::load(root)?;
+    for (package, example) in examples(&metadata, root) {
+        Cmd::cargo()
+            .current_dir(root)
+            .args(["run", "--locked", "-p", &package, "--example", &example])
+            .run()?;
+    }
+    if metadata.packages.iter().any(|p| p.name == DEMO_PACKAGE) {
+        Cmd::cargo()
+            .current_dir(root)
+            .args(["run", "--locked", "-p", DEMO_PACKAGE, "--"])
+            .args(["demo", "--duration", "3s", "--no-progress"])
+            .run()?;
+    }
+    Ok(StepEnd::Done)
+}
+
+/// The package whose `demo` subcommand is the project's main job.
+const DEMO_PACKAGE: &str = "spanflow-relay";
 
 fn summary(reports: &[StepReport]) -> String {
     let mut out = String::from("summary:\n");

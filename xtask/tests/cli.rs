@@ -206,6 +206,8 @@ fn test_runs_every_step_in_order() {
                  {} --test-threads=1 | SPANFLOW_STRESS_SCALE=small",
                 exe.display()
             ),
+            // The examples step lists the example targets; the fake workspace has none.
+            format!("cargo metadata --format-version 1 --no-deps {plain}"),
         ]
     );
     let smoke_dir = fs::read_to_string(&marker).unwrap();
@@ -219,6 +221,7 @@ fn test_runs_every_step_in_order() {
         "PASS  loom models",
         "PASS  valgrind",
         "PASS  fuzz smoke",
+        "PASS  examples",
     ] {
         assert!(stderr.contains(line), "missing {line:?} in {stderr}");
     }
