@@ -39,6 +39,8 @@ use crate::stats::{BackendStats, DroppedSpans, PipelineStats};
 const RUNNING: u8 = 0;
 const CLOSING: u8 = 1;
 const CLOSED: u8 = 2;
+/// The last handle was dropped without `shutdown`: the workers drain and shut the fan-out down.
+const ABANDONED: u8 = 3;
 
 /// Extra time `shutdown` gives the fan-out past the caller's deadline to cancel what is left
 /// and report (it shuts exporters down with a short grace of its own).
@@ -78,7 +80,7 @@ impl Drop for Owner {
         let shared = &self.shared;
         if shared
             .state
-            .compare_exchange(RUNNING, CLOSING, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             // Workers drain what was accepted; the last one out shuts the fan-out down.
@@ -750,6 +752,12 @@ impl Shared {
         }
     }
 
+    /// Spans the record backend (or its fallback, if it has one) dropped.
+    fn record_dropped(&self, fanout: &FanOutStats) -> u64 {
+        let index = self.record_fallback.unwrap_or(self.record);
+        fanout.backends.get(index).map_or(0, |b| b.dropped_spans)
+    }
+
     fn notify_progress(&self) {
         let _guard = self.progress_lock.lock();
         self.progress.notify_all();
@@ -890,8 +898,7 @@ impl Shared {
 
     fn worker_exited(self: &Arc<Self>) {
         let last = self.live_workers.fetch_sub(1, Ordering::AcqRel) == 1;
-        if last && self.state.load(Ordering::Acquire) == CLOSING && self.final_stats.get().is_none()
-        {
+        if last && self.state.load(Ordering::Acquire) == ABANDONED {
             // Last worker out after the handles were dropped without `shutdown`: finish the
             // exports already started (this is a plain std thread, so it may block), then let the
             // runtime go with the last reference.
@@ -914,6 +921,7 @@ impl Shared {
             // Drains what was submitted; its callbacks hand the results to the fan-out.
             scheduler.shutdown();
         }
+        let dropped_before = self.record_dropped(&self.fanout.stats());
         let (done, finished) = std::sync::mpsc::sync_channel(1);
         let task_shared = Arc::clone(self);
         self.runtime.handle().spawn(async move {
@@ -924,9 +932,17 @@ impl Shared {
             .recv_timeout(wait)
             .unwrap_or_else(|_| self.fanout.stats());
         let mut stats = self.snapshot(&fanout);
+        if Instant::now() >= deadline {
+            // The fan-out cancelled what it still held at the deadline and counted it as
+            // dropped; those spans were lost to the deadline, not to a backend.
+            let cancelled = self.record_dropped(&fanout).saturating_sub(dropped_before);
+            let cancelled = cancelled.min(stats.failed);
+            stats.failed -= cancelled;
+            stats.dropped.shutdown_timeout += cancelled;
+        }
         if stats.queued_spans > 0 {
             // Never handed to (or never finished by) the fan-out before the deadline.
-            stats.dropped.shutdown_timeout = stats.queued_spans;
+            stats.dropped.shutdown_timeout += stats.queued_spans;
             stats.queued_spans = 0;
             stats.queued_bytes = 0;
         }
