@@ -292,10 +292,36 @@ impl<'a> Iterator for Fields<'a> {
 /// every key and name in OTLP).
 #[inline(always)]
 pub(crate) fn is_utf8(bytes: &[u8]) -> bool {
-    if bytes.len() <= 64 && bytes.iter().fold(0u8, |acc, &b| acc | b) < 0x80 {
-        return true;
+    is_short_ascii(bytes) || std::str::from_utf8(bytes).is_ok()
+}
+
+/// Whether `bytes` is at most 64 bytes of ASCII, checked a word at a time: the 8-byte
+/// chunks, then the last 8 bytes again (overlapping) for the tail; shorter strings with
+/// two overlapping 4-byte or three single-byte reads. Longer strings are left to
+/// `std::str::from_utf8`, which has its own vectorised ASCII path.
+#[inline(always)]
+fn is_short_ascii(bytes: &[u8]) -> bool {
+    const HIGH64: u64 = 0x8080_8080_8080_8080;
+    const HIGH32: u32 = 0x8080_8080;
+    if let Some(last) = bytes.last_chunk::<8>() {
+        if bytes.len() > 64 {
+            return false;
+        }
+        let (chunks, _) = bytes.as_chunks::<8>();
+        let acc = chunks.iter().fold(u64::from_ne_bytes(*last), |acc, c| {
+            acc | u64::from_ne_bytes(*c)
+        });
+        acc & HIGH64 == 0
+    } else if let (Some(first), Some(last)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+        (u32::from_ne_bytes(*first) | u32::from_ne_bytes(*last)) & HIGH32 == 0
+    } else {
+        match bytes {
+            [] => true,
+            [a] => *a < 0x80,
+            [a, b] => (a | b) < 0x80,
+            [a, b, c, ..] => (a | b | c) < 0x80,
+        }
     }
-    std::str::from_utf8(bytes).is_ok()
 }
 
 /// Number of bytes `value` takes as a varint.
@@ -451,6 +477,27 @@ mod tests {
             }
             assert_eq!(pos, out.len());
         }
+    }
+
+    #[test]
+    fn short_ascii_check_agrees_with_std() {
+        let mut buf = [b'a'; 80];
+        for len in 0..=80 {
+            assert!(is_utf8(&buf[..len]), "{len}");
+            for at in 0..len {
+                for bad in [0x80u8, 0xc3, 0xff] {
+                    buf[at] = bad;
+                    assert_eq!(
+                        is_utf8(&buf[..len]),
+                        std::str::from_utf8(&buf[..len]).is_ok(),
+                        "{len} {at} {bad}"
+                    );
+                    assert!(!is_short_ascii(&buf[..len]), "{len} {at} {bad}");
+                }
+                buf[at] = b'a';
+            }
+        }
+        assert!(is_utf8("h\u{e9}llo w\u{f6}rld, \u{1f600}".as_bytes()));
     }
 
     #[test]
