@@ -28,9 +28,11 @@
 //!   memory held is bounded by the peak number of nodes alive at once.)
 //! * [`Worker`]/[`Stealer`]: the dynamic circular work-stealing deque of Chase and Lev (SPAA
 //!   2005) with the C11 orderings of Lê, Pop, Cohen and Zappa Nardelli (PPoPP 2013): the owner
-//!   writes `bottom`, issues a `SeqCst` fence and reads `top`; a thief reads `top`, issues a
-//!   `SeqCst` fence and reads `bottom`; only the `SeqCst` CAS on `top` decides an item that both
-//!   go for. Every ordering in the code carries a one-line reason naming its pair.
+//!   writes `bottom`, issues a `SeqCst` fence and reads `top`; a thief reads `top` and then
+//!   `bottom` with `SeqCst` loads (equivalent to the paper's fence in the C++20 model, and free on
+//!   x86); only the `SeqCst` CAS on `top` decides an item that both go for. The owner's `push` and
+//!   `pop` touch no epoch pin unless they resize. Every ordering in the code carries a one-line
+//!   reason naming its pair.
 //! * [`Injector`]: a Michael–Scott queue (PODC 1996) with epoch reclamation; `steal_batch`
 //!   claims a whole run of nodes with one CAS on `head`.
 //!

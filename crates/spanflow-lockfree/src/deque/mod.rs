@@ -9,9 +9,10 @@
 //! The worker deque is Chase and Lev's "Dynamic circular work-stealing deque" (SPAA 2005) with the
 //! C11 orderings that Lê, Pop, Cohen and Zappa Nardelli proved correct ("Correct and efficient
 //! work-stealing for weak memory models", PPoPP 2013): `bottom` is written only by the owner, `top`
-//! only by CAS; `pop` writes `bottom`, issues a `SeqCst` fence and reads `top`; `steal` reads `top`,
-//! issues a `SeqCst` fence and reads `bottom`. The two fences guarantee that when the owner and a
-//! thief go for the same last element, at least one of them sees the other and only the CAS on `top`
+//! only by CAS; `pop` writes `bottom`, issues a `SeqCst` fence and reads `top`; `steal` reads `top`
+//! and then `bottom` with `SeqCst` loads (the paper's thief-side fence, expressed the C++20 way;
+//! see `Inner::read_top_bottom` for the argument). This guarantees that when the owner and a thief
+//! go for the same last element, at least one of them sees the other and only the CAS on `top`
 //! decides. Buffers grow by doubling; a replaced buffer is retired through crossbeam-epoch because
 //! a thief may still be reading it.
 //!

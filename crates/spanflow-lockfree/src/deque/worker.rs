@@ -71,28 +71,41 @@ impl<T> Buffer<T> {
         unsafe { self.slots.get_unchecked(index & self.mask) }
     }
 
-    /// Writes `value` into the slot of `index`.
+    /// Reads the value of `index` and releases the slot for `index + capacity`.
+    ///
+    /// # Safety
+    /// As for [`Slot::read`]; the caller claimed `index` through the CAS on `top`.
+    #[inline]
+    unsafe fn consume(&self, index: usize) -> T {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.slot(index).consume(index.wrapping_add(self.cap())) }
+    }
+}
+
+impl<T> Slot<T> {
+    /// Writes `value` into the slot.
     ///
     /// # Safety
     /// The caller is the owner, has checked `stamp == index` with Acquire (so the last reader of
     /// the slot is done), and the slot holds no live value.
     #[inline]
-    unsafe fn write(&self, index: usize, value: T) {
-        self.slot(index).value.with_mut(|p| {
+    unsafe fn write(&self, value: T) {
+        self.value.with_mut(|p| {
             // SAFETY: by the caller's contract nobody else accesses the slot now.
             unsafe { p.write(MaybeUninit::new(value)) }
         });
     }
 
-    /// Moves the value of `index` out (bitwise).
+    /// Moves the value out (bitwise).
     ///
     /// # Safety
-    /// The caller owns index `index` (claimed it through `top`, or is the owner popping from the
-    /// bottom), the write of that index happens-before this read, and the value is moved out once.
+    /// The caller owns the slot's index (claimed it through `top`, or is the owner popping from
+    /// the bottom), the write of that index happens-before this read, and the value is moved out
+    /// once.
     #[inline]
-    unsafe fn read(&self, index: usize) -> T {
-        self.slot(index).value.with(|p| {
-            // SAFETY: the slot holds the initialised value of `index` (caller's contract); it is
+    unsafe fn read(&self) -> T {
+        self.value.with(|p| {
+            // SAFETY: the slot holds the initialised value of the index (caller's contract); it is
             // not written concurrently (the owner waits for the stamp before rewriting it).
             let value = unsafe { p.read() };
             // SAFETY: as above, the value was initialised by `write`.
@@ -100,19 +113,17 @@ impl<T> Buffer<T> {
         })
     }
 
-    /// Reads the value of `index` and releases the slot for `index + capacity`.
+    /// Reads the value and releases the slot for index `next` (the claimed index + capacity).
     ///
     /// # Safety
-    /// As for [`Buffer::read`]; the caller claimed `index` through the CAS on `top`.
+    /// As for [`Slot::read`]; the caller claimed the index through the CAS on `top`.
     #[inline]
-    unsafe fn consume(&self, index: usize) -> T {
+    unsafe fn consume(&self, next: usize) -> T {
         // SAFETY: forwarded from the caller.
-        let value = unsafe { self.read(index) };
+        let value = unsafe { self.read() };
         // Release: our read of the slot happens-before the owner's next write of it; pairs with
         // the Acquire stamp load in `Worker::push`.
-        self.slot(index)
-            .stamp
-            .store(index.wrapping_add(self.cap()), Ordering::Release);
+        self.stamp.store(next, Ordering::Release);
         value
     }
 }
@@ -137,11 +148,18 @@ enum Flavor {
     Fifo,
 }
 
-struct Inner<T> {
+/// The two indices, on one cache line: the owner's `pop` and every `steal` read both and write
+/// one, so keeping them together moves one line between the owner and a thief instead of two
+/// (crossbeam-deque lays them out the same way).
+struct Ends {
     /// Next index to steal. Advanced only by CAS.
-    top: CachePadded<AtomicUsize>,
+    top: AtomicUsize,
     /// Next index to push. Written only by the owner.
-    bottom: CachePadded<AtomicUsize>,
+    bottom: AtomicUsize,
+}
+
+struct Inner<T> {
+    ends: CachePadded<Ends>,
     /// The current buffer; replaced only by the owner.
     buffer: CachePadded<AtomicPtr<Buffer<T>>>,
     flavor: Flavor,
@@ -160,32 +178,47 @@ impl<T> Inner<T> {
     fn publish_bottom_read_top(&self, b: usize) -> usize {
         // Release: thieves that read this `bottom` see the owner's earlier slot writes; pairs
         // with the Acquire load of `bottom` in `read_top_bottom`.
-        self.bottom.store(b, Ordering::Release);
-        // SeqCst fence: orders the store above before the load below; pairs with the fence in
-        // `read_top_bottom`.
+        self.ends.bottom.store(b, Ordering::Release);
+        // SeqCst fence: orders the store above before the load below; pairs with the `SeqCst`
+        // loads in `read_top_bottom`.
         fence(Ordering::SeqCst);
         // Relaxed: ordered by the fence.
-        self.top.load(Ordering::Relaxed)
+        self.ends.top.load(Ordering::Relaxed)
     }
 
-    /// The thief's half of the handshake: read `top`, then `bottom`.
+    /// The thief's half of the handshake: read `top`, then `bottom`, both `SeqCst`.
+    ///
+    /// Lê et al. put a `SeqCst` fence between two plain loads here. Two `SeqCst` loads give the
+    /// same guarantee in the C++20 model (which Rust uses), and on x86 they are plain `mov`s, so
+    /// an empty-handed steal costs no locked instruction. The argument, with the owner's
+    /// `store bottom; fence(SeqCst) F; load top`: suppose the thief's load of `bottom` (Lb) misses
+    /// the owner's store (so Lb is coherence-ordered before it) and the owner's load of `top` (Lt')
+    /// misses the write the thief's load of `top` (Lt) read (so Lt' is coherence-ordered before
+    /// Lt). In the single total order S of `SeqCst` operations: Lb precedes F ([atomics.order]
+    /// p4.2: Lb is `SeqCst`, the store happens before F), F precedes Lt (p4.3: F happens before
+    /// Lt', Lt is `SeqCst`), and Lt precedes Lb (sequenced before). That is a cycle, so at least
+    /// one side sees the other, exactly as with the fence.
+    ///
+    /// Loom models `SeqCst` accesses as `AcqRel` (weaker than C++20, so it would report this
+    /// pattern as racy), which is why the loom build keeps the paper's fence between the loads.
     #[inline]
     fn read_top_bottom(&self) -> (usize, usize) {
-        // Acquire: pairs with the CAS of the thief that set `top`.
-        let t = self.top.load(Ordering::Acquire);
-        // SeqCst fence: pairs with the fence in `publish_bottom_read_top`.
+        // SeqCst: the thief's half of the handshake above (pairs with the owner's fence in
+        // `publish_bottom_read_top`); also Acquire, pairing with the CAS that set `top`.
+        let t = self.ends.top.load(Ordering::SeqCst);
+        #[cfg(loom)]
         fence(Ordering::SeqCst);
-        // Acquire: pairs with the Release stores of `bottom`, so the slot of `t` and the buffer
-        // holding it are visible.
-        (t, self.bottom.load(Ordering::Acquire))
+        // SeqCst: as above; also Acquire, pairing with the Release stores of `bottom`, so the slot
+        // of `t` and the buffer holding it are visible.
+        (t, self.ends.bottom.load(Ordering::SeqCst))
     }
 }
 
 impl<T> Drop for Inner<T> {
     fn drop(&mut self) {
         // Relaxed: we are the last reference (Arc's drop synchronized with every other handle).
-        let top = self.top.load(Ordering::Relaxed);
-        let bottom = self.bottom.load(Ordering::Relaxed);
+        let top = self.ends.top.load(Ordering::Relaxed);
+        let bottom = self.ends.bottom.load(Ordering::Relaxed);
         let buffer = self.buffer.load(Ordering::Relaxed);
         // SAFETY: the current buffer is live until we free it below.
         let buffer_ref = unsafe { &*buffer };
@@ -193,7 +226,7 @@ impl<T> Drop for Inner<T> {
         while index != bottom {
             // SAFETY: indices `top..bottom` hold live values, owned by the deque, and the buffer is
             // current; no other handle exists.
-            drop(unsafe { buffer_ref.read(index) });
+            drop(unsafe { buffer_ref.slot(index).read() });
             index = index.wrapping_add(1);
         }
         // SAFETY: no handle exists any more; the buffer's values were dropped above.
@@ -225,6 +258,13 @@ pub struct Worker<T> {
     inner: Arc<Inner<T>>,
     /// The owner's copy of `inner.buffer` (only the owner replaces it).
     buffer: Cell<*mut Buffer<T>>,
+    /// The current buffer's first slot and mask, cached so that the owner's hot paths reach a
+    /// slot with one load instead of going through `buffer` and the slice header.
+    slots: Cell<*const Slot<T>>,
+    mask: Cell<usize>,
+    /// A lower bound of `top` (the last value the owner saw), so that `pop` on an empty deque
+    /// returns without reading the thieves' cache line.
+    top_seen: Cell<usize>,
     flavor: Flavor,
     /// Consecutive pops that left the buffer less than a quarter full (shrink hysteresis).
     sparse_pops: Cell<usize>,
@@ -239,14 +279,22 @@ impl<T> Worker<T> {
     fn with_flavor(flavor: Flavor) -> Self {
         let buffer = Buffer::alloc(MIN_CAP, 0);
         let inner = Arc::new(Inner {
-            top: CachePadded::new(AtomicUsize::new(0)),
-            bottom: CachePadded::new(AtomicUsize::new(0)),
+            ends: CachePadded::new(Ends {
+                top: AtomicUsize::new(0),
+                bottom: AtomicUsize::new(0),
+            }),
             buffer: CachePadded::new(AtomicPtr::new(buffer)),
             flavor,
         });
+        // SAFETY: `buffer` was just allocated and is live.
+        let buffer_ref = unsafe { &*buffer };
+        let (slots, mask) = (buffer_ref.slots.as_ptr(), buffer_ref.mask);
         Worker {
             inner,
             buffer: Cell::new(buffer),
+            slots: Cell::new(slots),
+            mask: Cell::new(mask),
+            top_seen: Cell::new(0),
             flavor,
             sparse_pops: Cell::new(0),
             _not_sync: PhantomData,
@@ -287,8 +335,8 @@ impl<T> Worker<T> {
     /// The number of items in the deque (a snapshot while thieves are active).
     pub fn len(&self) -> usize {
         // Relaxed: a snapshot; `bottom` is our own.
-        let b = self.inner.bottom.load(Ordering::Relaxed);
-        let t = self.inner.top.load(Ordering::Relaxed);
+        let b = self.inner.ends.bottom.load(Ordering::Relaxed);
+        let t = self.inner.ends.top.load(Ordering::Relaxed);
         distance(b, t).max(0) as usize
     }
 
@@ -297,11 +345,28 @@ impl<T> Worker<T> {
         self.len() == 0
     }
 
-    #[inline]
+    #[cfg(test)]
     fn buffer(&self) -> &Buffer<T> {
         // SAFETY: the owner's buffer is the current one; only the owner retires buffers, and it
         // updates this cell before retiring, so the pointer is live while `&self` is borrowed.
         unsafe { &*self.buffer.get() }
+    }
+
+    /// The current buffer's capacity, from the owner's cache.
+    #[inline]
+    fn cap(&self) -> usize {
+        self.mask.get() + 1
+    }
+
+    /// The slot of `index` in the current buffer, from the owner's cache.
+    #[inline]
+    fn slot(&self, index: usize) -> &Slot<T> {
+        // SAFETY: `slots`/`mask` describe the current buffer (updated with `buffer` before any
+        // retirement), so `index & mask` is in bounds of its slot array.
+        let slot = unsafe { self.slots.get().add(index & self.mask.get()) };
+        // SAFETY: the slot is in the current buffer, which only the owner retires, after
+        // updating this cache; so it is live while `&self` is borrowed.
+        unsafe { &*slot }
     }
 
     /// Pushes an item at the back.
@@ -314,19 +379,22 @@ impl<T> Worker<T> {
     #[inline]
     pub fn push(&self, value: T) {
         // Relaxed: only this thread writes `bottom`.
-        let b = self.inner.bottom.load(Ordering::Relaxed);
+        let b = self.inner.ends.bottom.load(Ordering::Relaxed);
         // Acquire: pairs with the Release stamp store in `Buffer::consume`; the last reader of
         // this slot is done before we overwrite it. `stamp == b` also proves there is room
         // (index `b - cap` is consumed), so the fast path does not touch the thieves' `top`.
-        if self.buffer().slot(b).stamp.load(Ordering::Acquire) != b {
+        let mut slot = self.slot(b);
+        if slot.stamp.load(Ordering::Acquire) != b {
             self.make_room(b);
+            slot = self.slot(b);
         }
         // SAFETY: we are the owner and the stamp of `b`'s slot reads `b` (after `make_room`, in a
         // fresh buffer whose window contains `b`), so no reader is left and the slot is free.
-        unsafe { self.buffer().write(b, value) };
+        unsafe { slot.write(value) };
         // Release: publishes the slot write (and any buffer swap) to thieves; pairs with the
         // Acquire load of `bottom` in `steal`.
         self.inner
+            .ends
             .bottom
             .store(b.wrapping_add(1), Ordering::Release);
     }
@@ -338,8 +406,8 @@ impl<T> Worker<T> {
     #[cold]
     fn make_room(&self, b: usize) {
         // Relaxed: a capacity estimate; a stale (smaller) `top` only makes us grow early.
-        let t = self.inner.top.load(Ordering::Relaxed);
-        let cap = self.buffer().cap();
+        let t = self.inner.ends.top.load(Ordering::Relaxed);
+        let cap = self.cap();
         if distance(b, t) >= cap as isize {
             self.resize(cap * 2);
         } else {
@@ -366,19 +434,21 @@ impl<T> Worker<T> {
     #[inline]
     fn pop_back(&self) -> Option<T> {
         // Relaxed: only this thread writes `bottom`.
-        let b = self.inner.bottom.load(Ordering::Relaxed);
-        // Relaxed: a quick emptiness check; `top` only grows, so `b <= t` means empty for sure.
-        let t = self.inner.top.load(Ordering::Relaxed);
-        if distance(b, t) <= 0 {
+        let b = self.inner.ends.bottom.load(Ordering::Relaxed);
+        // A quick emptiness check against the last `top` we saw, without touching the thieves'
+        // line: `top` only grows, so `b <= top_seen` means empty for sure.
+        if distance(b, self.top_seen.get()) <= 0 {
             return None;
         }
         let b = b.wrapping_sub(1);
         let t = self.inner.publish_bottom_read_top(b);
+        self.top_seen.set(t);
         let len = distance(b, t);
         if len < 0 {
             // A thief took the last item meanwhile; restore `bottom`.
             // Release: as for the decrement above.
             self.inner
+                .ends
                 .bottom
                 .store(b.wrapping_add(1), Ordering::Release);
             return None;
@@ -386,7 +456,7 @@ impl<T> Worker<T> {
         if len > 0 {
             // SAFETY: `t < b`: after the handshake thieves claim only indices below `b`, so
             // index `b` is ours; we wrote it ourselves.
-            let value = unsafe { self.buffer().read(b) };
+            let value = unsafe { self.slot(b).read() };
             self.maybe_shrink(len as usize);
             return Some(value);
         }
@@ -394,16 +464,19 @@ impl<T> Worker<T> {
         // SeqCst: the same total order as the thieves' CAS (Lê et al.).
         let won = self
             .inner
+            .ends
             .top
             .compare_exchange(t, t.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed)
             .is_ok();
         // Release: as for the decrement above; the deque is now empty at `t + 1`.
         self.inner
+            .ends
             .bottom
             .store(b.wrapping_add(1), Ordering::Release);
         if won {
+            self.top_seen.set(t.wrapping_add(1));
             // SAFETY: the CAS claimed index `t == b`; we wrote it ourselves.
-            let value = unsafe { self.buffer().consume(t) };
+            let value = unsafe { self.slot(t).consume(t.wrapping_add(self.cap())) };
             self.maybe_shrink(0);
             Some(value)
         } else {
@@ -416,9 +489,9 @@ impl<T> Worker<T> {
         let backoff = Backoff::new();
         loop {
             // Relaxed: only used as the CAS's expected value.
-            let t = self.inner.top.load(Ordering::Relaxed);
+            let t = self.inner.ends.top.load(Ordering::Relaxed);
             // Relaxed: only this thread writes `bottom`.
-            let b = self.inner.bottom.load(Ordering::Relaxed);
+            let b = self.inner.ends.bottom.load(Ordering::Relaxed);
             let len = distance(b, t);
             if len <= 0 {
                 return None;
@@ -426,12 +499,13 @@ impl<T> Worker<T> {
             // SeqCst: the same total order as the thieves' CAS on `top`.
             if self
                 .inner
+                .ends
                 .top
                 .compare_exchange(t, t.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
             {
                 // SAFETY: the CAS claimed index `t`, which we wrote into our current buffer.
-                let value = unsafe { self.buffer().consume(t) };
+                let value = unsafe { self.slot(t).consume(t.wrapping_add(self.cap())) };
                 self.maybe_shrink((len - 1) as usize);
                 return Some(value);
             }
@@ -440,18 +514,21 @@ impl<T> Worker<T> {
     }
 
     /// Shrinks the buffer after `capacity` consecutive pops that left it under a quarter full; a
-    /// pop that leaves it at least a quarter full resets the count.
+    /// pop that leaves it at least a quarter full resets the count. A buffer of `MIN_CAP` slots
+    /// never shrinks, so it skips the bookkeeping (`resize` resets the count).
     #[inline]
     fn maybe_shrink(&self, len: usize) {
-        let cap = self.buffer().cap();
+        let cap = self.cap();
+        if cap <= MIN_CAP {
+            return;
+        }
         if len >= cap / 4 {
             if self.sparse_pops.get() != 0 {
                 self.sparse_pops.set(0);
             }
-        } else if cap > MIN_CAP {
+        } else {
             let n = self.sparse_pops.get() + 1;
             if n >= cap {
-                self.sparse_pops.set(0);
                 self.resize(cap / 2);
             } else {
                 self.sparse_pops.set(n);
@@ -463,10 +540,10 @@ impl<T> Worker<T> {
     #[cold]
     fn resize(&self, new_cap: usize) {
         // Relaxed: only this thread writes `bottom`.
-        let b = self.inner.bottom.load(Ordering::Relaxed);
+        let b = self.inner.ends.bottom.load(Ordering::Relaxed);
         // Acquire: pairs with thieves' CAS on `top` so the window starts as late as we can see;
         // a stale value only copies dead slots.
-        let t = self.inner.top.load(Ordering::Acquire);
+        let t = self.inner.ends.top.load(Ordering::Acquire);
         let old = self.buffer.get();
         let new = Buffer::<T>::alloc(new_cap, t);
         // SAFETY: `old` is our current buffer; only we retire it, below.
@@ -487,6 +564,9 @@ impl<T> Worker<T> {
             index = index.wrapping_add(1);
         }
         self.buffer.set(new);
+        self.slots.set(new_ref.slots.as_ptr());
+        self.mask.set(new_ref.mask);
+        self.sparse_pops.set(0);
         // Release: thieves that load the new buffer see its slots and stamps; pairs with the
         // Acquire load of `buffer` in `steal`.
         self.inner.buffer.store(new, Ordering::Release);
@@ -552,8 +632,8 @@ impl<T> Stealer<T> {
     /// The number of items in the deque (a snapshot).
     pub fn len(&self) -> usize {
         // Acquire/Acquire: a consistent-enough snapshot; nothing behind the indices is read.
-        let t = self.inner.top.load(Ordering::Acquire);
-        let b = self.inner.bottom.load(Ordering::Acquire);
+        let t = self.inner.ends.top.load(Ordering::Acquire);
+        let b = self.inner.ends.bottom.load(Ordering::Acquire);
         distance(b, t).max(0) as usize
     }
 
@@ -584,6 +664,7 @@ impl<T> Stealer<T> {
         // SeqCst: the CAS that decides between thieves and the owner's last-item pop (Lê et al.).
         if self
             .inner
+            .ends
             .top
             .compare_exchange(t, t.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed)
             .is_err()
@@ -682,6 +763,7 @@ impl<T> Stealer<T> {
                 // SeqCst: the same total order as the other CASes on `top`.
                 if self
                     .inner
+                    .ends
                     .top
                     .compare_exchange(t, t.wrapping_add(n), Ordering::SeqCst, Ordering::Relaxed)
                     .is_err()
