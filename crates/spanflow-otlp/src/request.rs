@@ -87,17 +87,96 @@ impl SpanMeta {
 }
 
 /// Validates a span body found at byte `base` and locates its name and attributes.
+///
+/// Each field first goes through [`span_field_fast`]; whatever that does not accept goes
+/// through the general reader and [`schema::check_field`], which accepts or rejects it
+/// exactly as for any other message (and says what is wrong and where).
 fn index_span(buf: &[u8], base: usize) -> Result<SpanMeta, DecodeError> {
     let mut meta = SpanMeta::default();
     let mut pos = 0;
-    loop {
+    while pos < buf.len() {
+        if let Some(next) = span_field_fast(buf, pos, &mut meta) {
+            pos = next;
+            continue;
+        }
         match wire::next_field(buf, &mut pos) {
             Ok(Some(field)) => {
                 schema::check_field(Msg::Span, &field, base, 3)?;
                 meta.note(&field);
             }
-            Ok(None) => return Ok(meta),
+            Ok(None) => break,
             Err((e, at)) => return Err(DecodeError::from_wire(e, Msg::Span.name(), base + at)),
+        }
+    }
+    Ok(meta)
+}
+
+/// Validates and notes the span field at `pos` when it is one of the shapes encoders
+/// write: a one-byte tag of a known `Span` field with its declared wire type (or the
+/// two-byte tag of `flags`), a one- or two-byte length, and a body that passes the same
+/// check [`schema::check_field`] makes (UTF-8 for strings, the simple attribute shape for
+/// attributes; ids are plain bytes). Returns the position after the field, or `None`
+/// for anything else (events, links, status, unknown or malformed fields), which the
+/// caller hands to the general path. Since the tag fixes field number and wire type,
+/// accepting here is the same decision the general path makes.
+#[inline(always)]
+fn span_field_fast(buf: &[u8], pos: usize, meta: &mut SpanMeta) -> Option<usize> {
+    let (&tag, rest) = buf.get(pos..)?.split_first()?;
+    match tag {
+        // start_time_unix_nano, end_time_unix_nano (fixed64).
+        0x39 | 0x41 => rest.get(..8).map(|_| pos + 9),
+        // kind, dropped_attributes_count, dropped_events_count, dropped_links_count.
+        0x30 | 0x50 | 0x60 | 0x70 => Some(pos + 1 + varint_size(rest)?),
+        // flags (field 16, fixed32): tag bytes 0x85 0x01.
+        0x85 => match rest {
+            [0x01, _, _, _, _, ..] => Some(pos + 6),
+            _ => None,
+        },
+        // trace_id, span_id, trace_state, parent_span_id, name, attributes.
+        0x0a | 0x12 | 0x1a | 0x22 | 0x2a | 0x4a => {
+            let (len, n) = match rest {
+                [a, ..] if *a < 0x80 => (usize::from(*a), 1),
+                [a, b, ..] if *b < 0x80 => (usize::from(*a & 0x7f) | usize::from(*b) << 7, 2),
+                _ => return None,
+            };
+            let body = rest.get(n..n + len)?;
+            let body_start = pos + 1 + n;
+            let end = body_start + len;
+            match tag {
+                0x1a if !wire::is_utf8(body) => return None,
+                0x2a => {
+                    if !wire::is_utf8(body) {
+                        return None;
+                    }
+                    meta.name = [body_start as u32, end as u32];
+                }
+                0x4a => {
+                    if !schema::simple_key_value(body) {
+                        return None;
+                    }
+                    if meta.attrs[1] == 0 {
+                        meta.attrs[0] = pos as u32;
+                    }
+                    meta.attrs[1] = end as u32;
+                }
+                _ => {}
+            }
+            Some(end)
+        }
+        _ => None,
+    }
+}
+
+/// Length of the well-formed varint `bytes` starts with (as [`wire::read_varint`]
+/// accepts it), `None` when there is none.
+#[inline(always)]
+fn varint_size(bytes: &[u8]) -> Option<usize> {
+    match bytes {
+        [a, ..] if *a < 0x80 => Some(1),
+        [_, b, ..] if *b < 0x80 => Some(2),
+        _ => {
+            let mut pos = 0;
+            wire::read_varint(bytes, &mut pos).ok().map(|_| pos)
         }
     }
 }

@@ -241,7 +241,7 @@ fn invalid_utf8(msg: Msg, field: &wire::Field<'_>, base: usize) -> DecodeError {
 /// UTF-8) then `value` as the last field holding one scalar or short string. Returns
 /// `false` for anything else, which is then validated field by field.
 #[inline(always)]
-fn simple_key_value(body: &[u8]) -> bool {
+pub(crate) fn simple_key_value(body: &[u8]) -> bool {
     let [0x0a, key_len, rest @ ..] = body else {
         return false;
     };
