@@ -457,7 +457,15 @@ impl<'a> Attributes<'a> {
 impl<'a> Iterator for Attributes<'a> {
     type Item = KeyValueView<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<KeyValueView<'a>> {
+        // Span and key-value-list attributes are usually nothing but `attr` fields.
+        if self.wrapper == 0
+            && self.attr < 16
+            && let Some(b) = self.outer.next_len_if((self.attr as u8) << 3 | 2)
+        {
+            return Some(KeyValueView::parse(b));
+        }
         loop {
             if self.wrapper != 0 {
                 for field in self.inner.by_ref() {
@@ -498,6 +506,7 @@ pub struct KeyValueView<'a> {
 }
 
 impl<'a> KeyValueView<'a> {
+    #[inline]
     pub(crate) fn parse(body: &'a [u8]) -> Self {
         // Common shape: key (one-byte length) then value as the last field.
         if let [0x0a, key_len, rest @ ..] = body
@@ -552,7 +561,29 @@ pub enum AnyValueView<'a> {
 }
 
 impl<'a> AnyValueView<'a> {
+    #[inline]
     pub(crate) fn parse(body: &'a [u8]) -> Self {
+        // A single field, as encoders write it (then it is also the last one).
+        match body {
+            [0x0a, len, s @ ..] if *len < 0x80 && usize::from(*len) == s.len() => {
+                return AnyValueView::String(as_str(s));
+            }
+            [0x10, v] if *v < 0x80 => return AnyValueView::Bool(*v != 0),
+            [0x18, v] if *v < 0x80 => return AnyValueView::Int(i64::from(*v)),
+            [0x18, a, b] if *a >= 0x80 && *b < 0x80 => {
+                return AnyValueView::Int(i64::from(*a & 0x7f) | i64::from(*b) << 7);
+            }
+            [0x21, rest @ ..] => {
+                if let Ok(bits) = <[u8; 8]>::try_from(rest) {
+                    return AnyValueView::Double(f64::from_bits(u64::from_le_bytes(bits)));
+                }
+            }
+            _ => {}
+        }
+        Self::parse_fields(body)
+    }
+
+    fn parse_fields(body: &'a [u8]) -> Self {
         let mut value = AnyValueView::Empty;
         for field in Fields::new(body) {
             value = match (field.number, field.value) {
@@ -655,5 +686,54 @@ impl<'a> KvListView<'a> {
 impl fmt::Debug for KvListView<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_fast_path_agrees_with_field_walk() {
+        let cases: &[&[u8]] = &[
+            &[],
+            &[0x0a, 0x00],
+            &[0x0a, 0x02, b'h', b'i'],
+            &[0x0a, 0x01, b'h', 0x18, 0x05],
+            &[0x10, 0x00],
+            &[0x10, 0x01],
+            &[0x18, 0x7f],
+            &[0x18, 0xc8, 0x01],
+            &[0x18, 0xff, 0x7f],
+            &[0x18, 0x80, 0x80, 0x01],
+            &[0x18, 0x05, 0x18, 0x06],
+            &[0x21, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f],
+            &[0x21, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x18, 0x01],
+            &[0x3a, 0x01, 0xff],
+        ];
+        for case in cases {
+            assert_eq!(
+                AnyValueView::parse(case),
+                AnyValueView::parse_fields(case),
+                "{case:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn attribute_fast_path_handles_two_byte_lengths() {
+        let value = "v".repeat(200);
+        let mut kv = vec![0x0a, 0x01, b'k', 0x12];
+        kv.extend([0xcb, 0x01, 0x0a, 0xc8, 0x01]);
+        kv.extend(value.as_bytes());
+        let mut body = vec![0x4a, (kv.len() as u8) | 0x80, (kv.len() >> 7) as u8];
+        body.extend(&kv);
+        body.extend([0x4a, 0x05, 0x0a, 0x01, b'x', 0x12, 0x00]);
+        let got: Vec<_> = Attributes::direct(&body, 9).collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].key, "k");
+        assert_eq!(got[0].value, AnyValueView::String(&value));
+        assert_eq!(got[1].key, "x");
+        assert_eq!(got[1].value, AnyValueView::Empty);
     }
 }

@@ -273,6 +273,26 @@ impl<'a> Fields<'a> {
     }
 }
 
+impl<'a> Fields<'a> {
+    /// Fast path for readers: when the next field has the one-byte tag `tag` of a
+    /// length-delimited field and a one- or two-byte length, returns its body and moves
+    /// past it; otherwise returns `None` and leaves the iterator where it was.
+    #[inline(always)]
+    pub(crate) fn next_len_if(&mut self, tag: u8) -> Option<&'a [u8]> {
+        let rest = self.buf.get(self.pos..)?;
+        let (len, n) = match rest {
+            [t, a, ..] if *t == tag && *a < 0x80 => (usize::from(*a), 2),
+            [t, a, b, ..] if *t == tag && *b < 0x80 => {
+                (usize::from(*a & 0x7f) | usize::from(*b) << 7, 3)
+            }
+            _ => return None,
+        };
+        let body = rest.get(n..n + len)?;
+        self.pos += n + len;
+        Some(body)
+    }
+}
+
 impl<'a> Iterator for Fields<'a> {
     type Item = Field<'a>;
 
