@@ -56,12 +56,25 @@ pub struct PipelineConfig {
 }
 
 /// Where the processor chain runs.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessingSettings {
     /// 0 runs the chain on the encoder thread (no hand-off, the default); N runs it on a
     /// `spanflow-process` work-stealing scheduler with N workers, for heavy chains.
     pub threads: usize,
+    /// Nice value of the pipeline's own threads (encoder, submit worker, export runtime) on
+    /// Linux; 0 leaves them at the application's priority. Default 10: telemetry yields the
+    /// cores to the application, and the memory budget's backpressure keeps that lossless.
+    pub nice: i32,
+}
+
+impl Default for ProcessingSettings {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            nice: 10,
+        }
+    }
 }
 
 /// Whether a backend receives every batch or only what its primary failed on.

@@ -33,7 +33,7 @@ use spanflow_process::{Chain, Scheduler};
 use crate::config::{BackendRole, ExporterSpec, OverflowPolicy, PipelineConfig};
 use crate::encode::{SpanEncoder, estimate_span_bytes};
 use crate::error::{BuildError, FlushError, ShutdownError, SubmitError};
-use crate::runtime::OwnedRuntime;
+use crate::runtime::{OwnedRuntime, lower_current_thread_priority};
 use crate::stats::{BackendStats, DroppedSpans, PipelineStats};
 
 const RUNNING: u8 = 0;
@@ -416,8 +416,11 @@ impl PipelineBuilder {
             .build()
             .map_err(|err| BuildError::Config(err.to_string()))?;
 
-        let runtime = OwnedRuntime::start(config.export.resolved_runtime_threads())
-            .map_err(BuildError::Threads)?;
+        let runtime = OwnedRuntime::start(
+            config.export.resolved_runtime_threads(),
+            config.processing.nice,
+        )
+        .map_err(BuildError::Threads)?;
         let default_backend = Self::default_backend_config(&config);
         let mut fanout = FanOut::builder();
         for backend in backends {
@@ -471,6 +474,7 @@ impl PipelineBuilder {
                 .name(name.into())
                 .spawn(move || {
                     worker_shared.runtime.mark_current_thread();
+                    lower_current_thread_priority(worker_shared.config.processing.nice);
                     match worker {
                         Worker::Spans(receiver) => worker_shared.run_span_worker(receiver),
                         Worker::Requests(receiver) => worker_shared.run_request_worker(receiver),

@@ -32,14 +32,18 @@ pub(crate) struct OwnedRuntime {
 }
 
 impl OwnedRuntime {
-    /// Builds the runtime with `threads` workers (time and I/O enabled) and its driver thread.
-    pub(crate) fn start(threads: usize) -> std::io::Result<Self> {
+    /// Builds the runtime with `threads` workers (time and I/O enabled) and its driver thread;
+    /// its threads run at `nice` (see [`lower_current_thread_priority`]).
+    pub(crate) fn start(threads: usize, nice: i32) -> std::io::Result<Self> {
         let id = NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .max_blocking_threads(4)
             .thread_name(format!("spanflow-export-{id}"))
-            .on_thread_start(move || OWNING_RUNTIME.with(|owner| owner.set(id)))
+            .on_thread_start(move || {
+                OWNING_RUNTIME.with(|owner| owner.set(id));
+                lower_current_thread_priority(nice);
+            })
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
@@ -93,6 +97,26 @@ impl OwnedRuntime {
     }
 }
 
+/// Lowers the calling thread's scheduling priority to `nice` (Linux; elsewhere, and for
+/// `nice <= 0`, a no-op). Pipeline threads do telemetry work: when cores are scarce, the
+/// application's threads should win them. Starving the pipeline cannot lose spans — a full
+/// budget makes producers wait, and waiting producers give the cores back.
+pub(crate) fn lower_current_thread_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        // SAFETY: `gettid` has no preconditions and cannot fail.
+        let tid = unsafe { libc::gettid() };
+        // SAFETY: `setpriority` only reads its three integer arguments; on Linux `PRIO_PROCESS`
+        // with a thread id changes that one thread's nice value.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice.min(19)) };
+        if rc != 0 {
+            tracing::debug!(nice, "could not lower the pipeline thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 impl Drop for OwnedRuntime {
     fn drop(&mut self) {
         // Dropping the sender tells the driver to shut the runtime down without waiting; the
@@ -107,7 +131,7 @@ mod tests {
 
     #[test]
     fn tasks_run_and_know_their_runtime() {
-        let runtime = OwnedRuntime::start(1).unwrap();
+        let runtime = OwnedRuntime::start(1, 0).unwrap();
         assert!(!runtime.is_current_thread());
         let (tx, rx) = std::sync::mpsc::channel();
         let id = runtime.id;
@@ -125,14 +149,14 @@ mod tests {
             .build()
             .unwrap();
         outer.block_on(async {
-            let runtime = OwnedRuntime::start(1).unwrap();
+            let runtime = OwnedRuntime::start(1, 0).unwrap();
             drop(runtime);
         });
     }
 
     #[test]
     fn stop_from_inside_its_own_runtime_returns() {
-        let runtime = std::sync::Arc::new(OwnedRuntime::start(1).unwrap());
+        let runtime = std::sync::Arc::new(OwnedRuntime::start(1, 0).unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
         let inner = runtime.clone();
         runtime.handle().spawn(async move {
