@@ -311,6 +311,49 @@ fn relay_passthrough(c: &mut Criterion) {
         }
     }
     group.finish();
+
+    // Baseline outside criterion (not a peer): the client straight into the counting sink, so
+    // the relays' own CPU per span is the total minus this.
+    let direct_count = Arc::new(AtomicU64::new(0));
+    let direct = rt.block_on(async {
+        let addr = serve(Service {
+            handler: Counting {
+                spans: direct_count.clone(),
+            },
+        })
+        .await;
+        format!("http://{addr}")
+    });
+    let rounds = 20;
+    let baseline = cpu_seconds().and_then(|before| {
+        rt.block_on(async {
+            for _ in 0..rounds {
+                let target = direct_count.load(Ordering::Relaxed) + SPANS;
+                push(&direct, &payloads, &direct_count, target).await;
+            }
+        });
+        Some((cpu_seconds()? - before) / (rounds * SPANS) as f64 * 1e9)
+    });
+    if let Some(base) = baseline {
+        println!(
+            "relay/grpc_passthrough baseline (client + counting sink, no relay): {base:.0} ns CPU per span"
+        );
+        let own: Vec<(&str, f64)> = cpu
+            .iter()
+            .map(|(n, ns)| (*n, (ns - base).max(1.0)))
+            .collect();
+        for (name, ns) in &own {
+            println!(
+                "relay/grpc_passthrough {name}: {ns:.0} ns relay CPU per span (total minus baseline)"
+            );
+        }
+        if let [(_, ours), (_, peer)] = own.as_slice() {
+            println!(
+                "relay/grpc_passthrough relay CPU per span ratio prost_relay/spanflow: {:.2}x",
+                peer / ours
+            );
+        }
+    }
     for (name, ns) in &cpu {
         println!(
             "relay/grpc_passthrough {name}: {ns:.0} ns CPU per span (client, relay and sink in one process)"
