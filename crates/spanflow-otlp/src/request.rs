@@ -126,7 +126,7 @@ fn span_field_fast(buf: &[u8], pos: usize, meta: &mut SpanMeta) -> Option<usize>
         // start_time_unix_nano, end_time_unix_nano (fixed64).
         0x39 | 0x41 => rest.get(..8).map(|_| pos + 9),
         // kind, dropped_attributes_count, dropped_events_count, dropped_links_count.
-        0x30 | 0x50 | 0x60 | 0x70 => Some(pos + 1 + varint_size(rest)?),
+        0x30 | 0x50 | 0x60 | 0x70 => Some(pos + 1 + wire::varint_size(rest)?),
         // flags (field 16, fixed32): tag bytes 0x85 0x01.
         0x85 => match rest {
             [0x01, _, _, _, _, ..] => Some(pos + 6),
@@ -134,11 +134,7 @@ fn span_field_fast(buf: &[u8], pos: usize, meta: &mut SpanMeta) -> Option<usize>
         },
         // trace_id, span_id, trace_state, parent_span_id, name, attributes.
         0x0a | 0x12 | 0x1a | 0x22 | 0x2a | 0x4a => {
-            let (len, n) = match rest {
-                [a, ..] if *a < 0x80 => (usize::from(*a), 1),
-                [a, b, ..] if *b < 0x80 => (usize::from(*a & 0x7f) | usize::from(*b) << 7, 2),
-                _ => return None,
-            };
+            let (len, n) = wire::short_len(rest)?;
             let body = rest.get(n..n + len)?;
             let body_start = pos + 1 + n;
             let end = body_start + len;
@@ -164,20 +160,6 @@ fn span_field_fast(buf: &[u8], pos: usize, meta: &mut SpanMeta) -> Option<usize>
             Some(end)
         }
         _ => None,
-    }
-}
-
-/// Length of the well-formed varint `bytes` starts with (as [`wire::read_varint`]
-/// accepts it), `None` when there is none.
-#[inline(always)]
-fn varint_size(bytes: &[u8]) -> Option<usize> {
-    match bytes {
-        [a, ..] if *a < 0x80 => Some(1),
-        [_, b, ..] if *b < 0x80 => Some(2),
-        _ => {
-            let mut pos = 0;
-            wire::read_varint(bytes, &mut pos).ok().map(|_| pos)
-        }
     }
 }
 

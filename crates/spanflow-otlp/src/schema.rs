@@ -287,13 +287,54 @@ pub(crate) fn validate(msg: Msg, buf: &[u8], base: usize, depth: u32) -> Result<
         return Err(DecodeError::TooDeep { offset: base });
     }
     let mut pos = 0;
-    loop {
+    while pos < buf.len() {
+        if let Some(next) = fast_field(msg, buf, pos) {
+            pos = next;
+            continue;
+        }
         match wire::next_field(buf, &mut pos) {
             Ok(Some(field)) => check_field(msg, &field, base, depth)?,
-            Ok(None) => return Ok(()),
+            Ok(None) => break,
             Err((e, at)) => return Err(DecodeError::from_wire(e, msg.name(), base + at)),
         }
     }
+    Ok(())
+}
+
+/// Validates the field of `msg` at `pos` when it has a one-byte tag of a known field with
+/// its declared wire type, a one- or two-byte length, and is a scalar, bytes, a UTF-8
+/// string or a simple attribute ([`simple_key_value`]). Returns the position after it, or
+/// `None` for anything else (nested messages, unknown or malformed fields), which
+/// [`check_field`] then accepts or rejects. Accepting here is the decision `check_field`
+/// makes for the same field: the tag fixes number and wire type, the body gets the same
+/// check.
+#[inline(always)]
+fn fast_field(msg: Msg, buf: &[u8], pos: usize) -> Option<usize> {
+    let (&tag, rest) = buf.get(pos..)?.split_first()?;
+    if tag >= 0x80 {
+        return None;
+    }
+    let (_, kind) = msg.field(u32::from(tag >> 3))?;
+    let size = match (tag & 7, kind) {
+        (wire::I64, Kind::Fixed64) => rest.get(..8).map(|_| 8)?,
+        (wire::I32, Kind::Fixed32) => rest.get(..4).map(|_| 4)?,
+        (wire::VARINT, Kind::Varint) => wire::varint_size(rest)?,
+        (wire::LEN, Kind::Bytes | Kind::Str | Kind::Message(Msg::KeyValue)) => {
+            let (len, n) = wire::short_len(rest)?;
+            let body = rest.get(n..n + len)?;
+            let ok = match kind {
+                Kind::Str => wire::is_utf8(body),
+                Kind::Message(_) => simple_key_value(body),
+                _ => true,
+            };
+            if !ok {
+                return None;
+            }
+            n + len
+        }
+        _ => return None,
+    };
+    Some(pos + 1 + size)
 }
 
 #[cfg(test)]

@@ -91,6 +91,31 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError>
     }
 }
 
+/// Length of the well-formed varint `bytes` starts with (as [`read_varint`] accepts it),
+/// `None` when there is none.
+#[inline(always)]
+pub(crate) fn varint_size(bytes: &[u8]) -> Option<usize> {
+    match bytes {
+        [a, ..] if *a < 0x80 => Some(1),
+        [_, b, ..] if *b < 0x80 => Some(2),
+        _ => {
+            let mut pos = 0;
+            read_varint(bytes, &mut pos).ok().map(|_| pos)
+        }
+    }
+}
+
+/// A length prefix of one or two bytes at the start of `bytes`: `(length, prefix size)`;
+/// `None` for anything else (longer, or truncated), left to the general reader.
+#[inline(always)]
+pub(crate) fn short_len(bytes: &[u8]) -> Option<(usize, usize)> {
+    match bytes {
+        [a, ..] if *a < 0x80 => Some((usize::from(*a), 1)),
+        [a, b, ..] if *b < 0x80 => Some((usize::from(*a & 0x7f) | usize::from(*b) << 7, 2)),
+        _ => None,
+    }
+}
+
 #[inline]
 fn read_fixed<const N: usize>(buf: &[u8], pos: &mut usize) -> Result<[u8; N], WireError> {
     let bytes = buf.get(*pos..*pos + N).ok_or(WireError::Truncated)?;
