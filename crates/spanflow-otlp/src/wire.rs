@@ -213,6 +213,21 @@ pub(crate) fn next_field<'a>(
                 }
                 _ => {}
             }
+        } else if tag & 7 == LEN
+            && let Some(&[low, high]) = buf.get(start + 1..start + 3)
+            && high < 0x80
+        {
+            // Two-byte length (128..16384 bytes): spans, events, resource and scope lists.
+            let end = start + 3 + (usize::from(low & 0x7f) | usize::from(high) << 7);
+            if let Some(body) = buf.get(start + 3..end) {
+                *pos = end;
+                return Ok(Some(Field {
+                    number,
+                    value: Value::Len(body),
+                    start,
+                    end,
+                }));
+            }
         }
     }
     next_field_slow(buf, pos)
