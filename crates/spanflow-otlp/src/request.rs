@@ -99,6 +99,22 @@ fn index_span(buf: &[u8], base: usize) -> Result<SpanMeta, DecodeError> {
             pos = next;
             continue;
         }
+        // events, links, status: validated as `check_field` would (same body, offset and
+        // depth), without going through the general field reader first.
+        if let Some((&tag @ (0x5a | 0x6a | 0x7a), rest)) =
+            buf.get(pos..).and_then(<[u8]>::split_first)
+            && let Some((len, n)) = wire::short_len(rest)
+            && let Some(body) = rest.get(n..n + len)
+        {
+            let inner = match tag {
+                0x5a => Msg::Event,
+                0x6a => Msg::Link,
+                _ => Msg::Status,
+            };
+            schema::validate(inner, body, base + pos + 1 + n, 4)?;
+            pos += 1 + n + len;
+            continue;
+        }
         match wire::next_field(buf, &mut pos) {
             Ok(Some(field)) => {
                 schema::check_field(Msg::Span, &field, base, 3)?;
