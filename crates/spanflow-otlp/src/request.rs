@@ -95,14 +95,17 @@ fn index_span(buf: &[u8], base: usize) -> Result<SpanMeta, DecodeError> {
     let mut meta = SpanMeta::default();
     let mut pos = 0;
     while pos < buf.len() {
-        if let Some(next) = span_field_fast(buf, pos, &mut meta) {
+        if schema::fast_paths()
+            && let Some(next) = span_field_fast(buf, pos, &mut meta)
+        {
             pos = next;
             continue;
         }
         // events, links, status: validated as `check_field` would (same body, offset and
         // depth), without going through the general field reader first.
-        if let Some((&tag @ (0x5a | 0x6a | 0x7a), rest)) =
-            buf.get(pos..).and_then(<[u8]>::split_first)
+        if schema::fast_paths()
+            && let Some((&tag @ (0x5a | 0x6a | 0x7a), rest)) =
+                buf.get(pos..).and_then(<[u8]>::split_first)
             && let Some((len, n)) = wire::short_len(rest)
             && let Some(body) = rest.get(n..n + len)
         {
@@ -922,5 +925,86 @@ impl Plan {
         }
         debug_assert_eq!(out.len(), total);
         TraceRequest::from_parts(Bytes::from(out), index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Outcome = Result<Vec<(u32, u32, u32, SpanMeta)>, DecodeError>;
+
+    fn outcome(bytes: &[u8]) -> Outcome {
+        TraceRequest::parse(Bytes::copy_from_slice(bytes)).map(|r| {
+            r.index()
+                .spans
+                .iter()
+                .map(|e| (e.start, e.body, e.end, e.meta))
+                .collect()
+        })
+    }
+
+    fn general_outcome(bytes: &[u8]) -> Outcome {
+        schema::GENERAL_ONLY.with(|g| g.set(true));
+        let out = outcome(bytes);
+        schema::GENERAL_ONLY.with(|g| g.set(false));
+        out
+    }
+
+    /// The inline fast paths must accept, index and reject (with the same error, message,
+    /// field and offset) exactly like the general field-by-field path.
+    #[test]
+    fn fast_paths_decide_and_report_like_the_general_path() {
+        let spans = crate::testing::span_batch(12, 99);
+        let seed = crate::Encoder::new()
+            .encode(&spans, &crate::testing::resource())
+            .into_bytes();
+        let mut rng = crate::testing::Rng::new(11);
+        let mut rejected = 0;
+        for i in 0..3000 {
+            let mut data = seed.to_vec();
+            if i > 0 {
+                for _ in 0..1 + rng.below(3) {
+                    let at = rng.below(data.len() as u64) as usize;
+                    match rng.below(3) {
+                        0 => data[at] ^= 1 << rng.below(8),
+                        1 => data[at] = rng.next_u64() as u8,
+                        _ => data.truncate(at),
+                    }
+                    if data.is_empty() {
+                        break;
+                    }
+                }
+            }
+            let fast = outcome(&data);
+            assert_eq!(fast, general_outcome(&data), "mutation {i}");
+            rejected += usize::from(fast.is_err());
+        }
+        assert!(rejected > 100, "{rejected}");
+    }
+
+    #[test]
+    fn errors_inside_events_and_attributes_are_located() {
+        // span { events { name: <invalid utf-8> } }
+        let bad = [
+            0x0a, 0x0b, 0x12, 0x09, 0x12, 0x07, 0x5a, 0x05, 0x12, 0x03, b'a', 0xff, b'b',
+        ];
+        let err = TraceRequest::parse(Bytes::copy_from_slice(&bad)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid utf-8 in Span.Event.name at byte 10"
+        );
+        assert_eq!(Err(err), general_outcome(&bad));
+        // span { attributes { key: "k", value { string_value: <invalid utf-8> } } }
+        let bad = [
+            0x0a, 0x0e, 0x12, 0x0c, 0x12, 0x0a, 0x4a, 0x08, 0x0a, 0x01, b'k', 0x12, 0x03, 0x0a,
+            0x01, 0xc3,
+        ];
+        let err = TraceRequest::parse(Bytes::copy_from_slice(&bad)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid utf-8 in AnyValue.string_value at byte 15"
+        );
+        assert_eq!(Err(err), general_outcome(&bad));
     }
 }

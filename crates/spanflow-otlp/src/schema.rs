@@ -281,6 +281,25 @@ fn is_one_varint(bytes: &[u8]) -> bool {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Switches the inline fast paths off, so tests can compare them with the general path.
+    pub(crate) static GENERAL_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the inline fast paths are on (always, outside of tests).
+#[cfg(test)]
+pub(crate) fn fast_paths() -> bool {
+    !GENERAL_ONLY.with(std::cell::Cell::get)
+}
+
+/// Whether the inline fast paths are on (always, outside of tests).
+#[cfg(not(test))]
+#[inline(always)]
+pub(crate) const fn fast_paths() -> bool {
+    true
+}
+
 /// Validates a whole message body found at byte `base` of the request.
 pub(crate) fn validate(msg: Msg, buf: &[u8], base: usize, depth: u32) -> Result<(), DecodeError> {
     if depth > MAX_DEPTH {
@@ -288,7 +307,9 @@ pub(crate) fn validate(msg: Msg, buf: &[u8], base: usize, depth: u32) -> Result<
     }
     let mut pos = 0;
     while pos < buf.len() {
-        if let Some(next) = fast_field(msg, buf, pos) {
+        if fast_paths()
+            && let Some(next) = fast_field(msg, buf, pos)
+        {
             pos = next;
             continue;
         }
