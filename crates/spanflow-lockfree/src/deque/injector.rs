@@ -16,6 +16,12 @@ use crossbeam_utils::CachePadded;
 
 use super::{MAX_BATCH, Steal, Worker, batch_size};
 use crate::loom::{AtomicPtr, Backoff, Ordering, UnsafeCell};
+#[cfg(not(loom))]
+use crate::retire::node_memory;
+#[cfg(not(loom))]
+use std::alloc::Layout;
+#[cfg(not(loom))]
+use std::ptr::NonNull;
 
 struct Node<T> {
     /// Initialised while the node is after `head`; moved out by the consumer that makes the node
@@ -27,12 +33,57 @@ struct Node<T> {
 }
 
 impl<T> Node<T> {
+    /// Allocates a node; outside loom from the per-thread node cache (`retire::node_memory`),
+    /// which a producer/consumer pair would otherwise miss in the global allocator, because
+    /// nodes are freed in epoch batches, long after and often on another thread.
     fn alloc(value: MaybeUninit<T>, index: usize) -> *mut Node<T> {
-        Box::into_raw(Box::new(Node {
+        let node = Node {
             value: UnsafeCell::new(value),
             next: AtomicPtr::new(ptr::null_mut()),
             index,
-        }))
+        };
+        #[cfg(not(loom))]
+        {
+            let block = node_memory::allocate(Layout::new::<Node<T>>()).cast::<Node<T>>();
+            // SAFETY: `block` is a fresh, unused allocation with `Node<T>`'s layout.
+            unsafe { block.as_ptr().write(node) };
+            block.as_ptr()
+        }
+        #[cfg(loom)]
+        {
+            Box::into_raw(Box::new(node))
+        }
+    }
+
+    /// Frees `count` nodes linked through `next` from `first`, memory only.
+    ///
+    /// # Safety
+    /// The nodes came from [`Node::alloc`], nobody can reach them any more, their values were
+    /// moved out (or dropped), and the first `count - 1` of them have their `next` set.
+    unsafe fn free_run(first: *mut Node<T>, count: usize) {
+        #[cfg(not(loom))]
+        {
+            let mut node = first;
+            let blocks = (0..count).map(|_| {
+                // SAFETY: the caller owns the run; `next` is read before the block is yielded,
+                // and releasing a block does not touch its memory.
+                let current = unsafe { NonNull::new_unchecked(node) };
+                // SAFETY: as above, `node` is live until released.
+                node = unsafe { (*node).next.load(Ordering::Relaxed) };
+                current.cast::<u8>()
+            });
+            // SAFETY: every node came from `Node::alloc` with this layout and holds no value.
+            unsafe { node_memory::release_many(Layout::new::<Node<T>>(), blocks) };
+        }
+        #[cfg(loom)]
+        {
+            let mut node = first;
+            for _ in 0..count {
+                // SAFETY: the caller owns the run exclusively; `next` links are stable.
+                let boxed = unsafe { Box::from_raw(node) };
+                node = boxed.next.load(Ordering::Relaxed);
+            }
+        }
     }
 
     /// Moves the value out.
@@ -327,12 +378,9 @@ unsafe fn retire<T>(first: *mut Node<T>, count: usize, guard: &epoch::Guard) {
     let retired = Retired(first, count);
     let free = move || {
         let retired = retired;
-        let mut node = retired.0;
-        for _ in 0..retired.1 {
-            // SAFETY: the epoch has passed: nobody reaches the nodes; `next` links are stable.
-            let boxed = unsafe { Box::from_raw(node) };
-            node = boxed.next.load(Ordering::Relaxed);
-        }
+        // SAFETY: the epoch has passed: nobody reaches the nodes; `next` links are stable and
+        // the values were taken.
+        unsafe { Node::free_run(retired.0, retired.1) };
     };
     // SAFETY: readers of these nodes are pinned; the collector runs `free` after they unpin.
     // `free` touches memory only (values are `MaybeUninit` and already moved out).
@@ -343,16 +391,18 @@ impl<T> Drop for Injector<T> {
     fn drop(&mut self) {
         // Relaxed: `&mut self`; every other thread's access happened-before this drop.
         let head = self.head.load(Ordering::Relaxed);
-        // SAFETY: exclusive access; the dummy's value is gone, so only free it.
-        let dummy = unsafe { Box::from_raw(head) };
-        let mut node = dummy.next.load(Ordering::Relaxed);
-        drop(dummy);
+        // SAFETY: exclusive access; the dummy is live.
+        let mut node = unsafe { (*head).next.load(Ordering::Relaxed) };
+        // SAFETY: exclusive access; the dummy's value is gone, so only free its memory.
+        unsafe { Node::free_run(head, 1) };
         while !node.is_null() {
             // SAFETY: exclusive access; nodes after the dummy hold values, each dropped once.
             drop(unsafe { Node::take(node) });
-            // SAFETY: as above; the node came from `Box::into_raw`, its value is now gone.
-            let boxed = unsafe { Box::from_raw(node) };
-            node = boxed.next.load(Ordering::Relaxed);
+            // SAFETY: as above; the node is live.
+            let next = unsafe { (*node).next.load(Ordering::Relaxed) };
+            // SAFETY: exclusive access; its value is now gone: free memory only.
+            unsafe { Node::free_run(node, 1) };
+            node = next;
         }
     }
 }
