@@ -21,8 +21,7 @@
 //!   of its `ManuallyDrop` exactly once, and retires the node through crossbeam-epoch (a losing
 //!   `pop` may still read its `next`). `push_list` links any number of nodes privately and
 //!   publishes them with one CAS; `take_all` detaches the whole list with one swap and iterates
-//!   it LIFO, or FIFO after an in-place reversal. A `push` and a `pop` whose CASes collide may
-//!   hand the value over through a one-slot elimination exchanger instead of retrying on `head`. Retired nodes are handed to the epoch 32 at a
+//!   it LIFO, or FIFO after an in-place reversal. Retired nodes are handed to the epoch 32 at a
 //!   time per thread, and freed node blocks are reused through per-thread free lists refilled
 //!   from a process-wide pool per size class, so a push+pop pair does not go through the global
 //!   allocator. (Node blocks of up to 256 bytes are kept for reuse, never returned to it: the

@@ -12,11 +12,10 @@
 //! bag churn in the allocator. Relinking `next` is harmless to a losing `pop` that still reads
 //! it: the field is atomic and its CAS fails whatever it read.
 //!
-//! Elimination (Hendler, Shavit and Yerushalmi, SPAA 2004), with one slot: a `push` whose CAS on
-//! `head` lost offers its still-private node in `exchange` for a few spins, and a `pop` whose CAS
-//! lost claims an offered node with one CAS, so a colliding push/pop pair completes without
-//! touching `head` again. A claimed node was never linked, so it is freed at once, without the
-//! epoch. The uncontended paths never touch the slot.
+//! A one-slot elimination exchanger (a `push` and a `pop` whose CASes collide hand the value over
+//! outside `head`, Hendler et al. 2004) was tried and measured: on two threads it did not beat
+//! retrying on `head` reliably (the pair rarely meets, and the offer's wait costs when it does
+//! not), so it was left out.
 //!
 //! The value sits in a `ManuallyDrop`: it is moved out exactly once, by the winner of the unlink,
 //! and the deferred destruction frees only the node's memory. (Naive epoch stacks read the value
@@ -181,20 +180,6 @@ unsafe fn retire_chain<T>(chain: *mut Node<T>) {
     unsafe { guard.defer_unchecked(free) };
 }
 
-/// How many times a `push` whose CAS lost checks whether a `pop` took its offered node.
-#[cfg(not(loom))]
-const ELIMINATION_SPINS: usize = 16;
-#[cfg(loom)]
-const ELIMINATION_SPINS: usize = 1;
-
-#[inline]
-fn elimination_pause() {
-    #[cfg(not(loom))]
-    std::hint::spin_loop();
-    #[cfg(loom)]
-    loom::thread::yield_now();
-}
-
 /// A lock-free LIFO stack whose nodes are reclaimed by crossbeam-epoch.
 ///
 /// Besides `push`/`pop` it has two whole-list operations for batching: [`push_list`] publishes any
@@ -220,9 +205,6 @@ fn elimination_pause() {
 /// ```
 pub struct TreiberStack<T> {
     head: CachePadded<AtomicPtr<Node<T>>>,
-    /// Elimination slot: a `push` whose CAS on `head` lost offers its private node here for a
-    /// moment, and a `pop` whose CAS lost may claim it, so the pair completes without `head`.
-    exchange: CachePadded<AtomicPtr<Node<T>>>,
     _owns: PhantomData<T>,
 }
 
@@ -242,7 +224,6 @@ impl<T> TreiberStack<T> {
     pub fn new() -> Self {
         TreiberStack {
             head: CachePadded::new(AtomicPtr::new(ptr::null_mut())),
-            exchange: CachePadded::new(AtomicPtr::new(ptr::null_mut())),
             _owns: PhantomData,
         }
     }
@@ -258,83 +239,8 @@ impl<T: Send> TreiberStack<T> {
     /// ```
     pub fn push(&self, value: T) {
         let node = Node::alloc(value);
-        let backoff = Backoff::new();
-        // Relaxed: only the CAS's expected value and `node.next`; nothing behind it is read.
-        let mut head = self.head.load(Ordering::Relaxed);
-        loop {
-            // SAFETY: `node` is private until the CAS below succeeds (or a `pop` claims it).
-            unsafe { (*node).next.store(head, Ordering::Relaxed) };
-            // Release: publishes the node's value and `next`; pairs with the Acquire load/swap of
-            // `head` in `pop` and `take_all`.
-            match self
-                .head
-                .compare_exchange(head, node, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(current) => head = current,
-            }
-            // SAFETY: `node` is fresh and private, and the CAS above did not publish it.
-            if unsafe { self.offer(node) } {
-                return;
-            }
-            backoff.spin();
-        }
-    }
-
-    /// Offers a private node to a concurrent `pop` through the elimination slot; returns `true`
-    /// if a `pop` took it (it then owns the node), `false` if the node is still ours.
-    ///
-    /// # Safety
-    /// `node` is a fresh node holding a value, owned by the caller and not linked in the stack.
-    unsafe fn offer(&self, node: *mut Node<T>) -> bool {
-        // Release: publishes the node's value to the `pop` that claims it; pairs with the
-        // Acquire CAS in `claim_offer`. Relaxed on failure: the slot is busy, nothing was read.
-        if self
-            .exchange
-            .compare_exchange(ptr::null_mut(), node, Ordering::Release, Ordering::Relaxed)
-            .is_err()
-        {
-            return false;
-        }
-        for _ in 0..ELIMINATION_SPINS {
-            // Relaxed: only we put `node` in the slot, so any other value means a `pop` claimed
-            // it; we do not touch the node afterwards, so nothing needs to be acquired.
-            if self.exchange.load(Ordering::Relaxed) != node {
-                return true;
-            }
-            elimination_pause();
-        }
-        // Withdraw. Relaxed: on success nobody saw the node; on failure a `pop` owns it now.
-        self.exchange
-            .compare_exchange(node, ptr::null_mut(), Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-    }
-
-    /// Takes the node a `push` is offering in the elimination slot, if any, and its value.
-    fn claim_offer(&self) -> Option<T> {
-        // Relaxed: a hint; the CAS below decides.
-        let offered = self.exchange.load(Ordering::Relaxed);
-        if offered.is_null() {
-            return None;
-        }
-        // Acquire: pairs with the Release CAS in `offer`, so the node's value is visible. The
-        // slot holds `offered` only while its pusher offers it (a pusher offers only its own
-        // private node), so whatever ABA happened, success means the node is offered now.
-        self.exchange
-            .compare_exchange(
-                offered,
-                ptr::null_mut(),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .ok()?;
-        // SAFETY: the CAS transferred the offered node to us: its pusher no longer touches it.
-        let value = unsafe { Node::take_value(offered) };
-        // SAFETY: the node was never linked in the stack (its pusher offers only unpublished
-        // nodes and stops touching it once claimed), so no other thread can reach it; its
-        // value was moved out above. It can be freed at once, without the epoch.
-        unsafe { Node::free(offered) };
-        Some(value)
+        // SAFETY: `node` is fresh and private until the CAS in `publish` succeeds.
+        unsafe { self.publish(node, node) }
     }
 
     /// Pushes every item of `items`, in order, publishing them all with a single CAS.
@@ -438,9 +344,6 @@ impl<T: Send> TreiberStack<T> {
                 // may still read its `next` atomically; their CAS fails whatever they read, and
                 // the epoch waits for them before the memory is freed.
                 unsafe { retire(head.cast(), Node::<T>::OPS, &guard) };
-                return Some(value);
-            }
-            if let Some(value) = self.claim_offer() {
                 return Some(value);
             }
             backoff.spin();
