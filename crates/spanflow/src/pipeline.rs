@@ -677,8 +677,8 @@ impl Shared {
     /// be stuck; then drop and count.
     ///
     /// The wait is done here, with `try_send`, rather than with the batcher's own blocking
-    /// policy, which at the time of writing can deadlock two producers that both find the budget
-    /// full (a shard lock and its `room` lock taken in opposite orders).
+    /// policy, because it must also give up early once the export side is known to be stuck
+    /// (`overloaded`), so that application threads stop paying the wait when it cannot help.
     #[cold]
     fn wait_for_room(&self, mut span: SpanData) {
         let max_wait = match self.config.memory.overflow {

@@ -17,8 +17,8 @@ pub const DEFAULT_FORCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An `opentelemetry_sdk` span processor that hands ended spans to a [`Pipeline`].
 ///
-/// `on_end` costs one lock-free queue push: no global lock, no encoding, no allocation beyond
-/// what the SDK already did. Spans are encoded on the pipeline's encoder thread, straight from
+/// `on_end` costs one push into spanflow-batch's sharded intake (one uncontended per-thread
+/// shard lock): no global lock, no encoding, no allocation beyond what the SDK already did. Spans are encoded on the pipeline's encoder thread, straight from
 /// `SpanData`, and exported on the runtime the pipeline owns, so the processor works the same
 /// with no runtime, inside a tokio `current_thread` runtime or inside a multi-thread runtime,
 /// and `force_flush`/`shutdown` never `block_on` anything.
