@@ -312,7 +312,7 @@ fn percent_decode(s: &str) -> Option<String> {
 ///
 /// ```
 /// use spanflow_export::SinkConfig;
-/// let c: SinkConfig = serde_json::from_str(r#"{"type": "file", "path": "/tmp/x.jsonl"}"#).unwrap();
+/// let c: SinkConfig = serde_json::from_str(r#"{"type": "file", "path": "spans.jsonl"}"#).unwrap();
 /// assert!(matches!(c, SinkConfig::File(_)));
 /// assert!(serde_json::from_str::<SinkConfig>(r#"{"type": "otlp", "endpont": "x"}"#).is_err());
 /// ```

@@ -413,11 +413,11 @@ impl<T> Drop for TreiberStack<T> {
             // value (unlinked nodes are never reachable from `head`).
             let current = unsafe { &*node };
             let next = current.next.load(Ordering::Relaxed);
-            // SAFETY: the value was never moved out (the node was still linked); drop it once.
-            // (`ManuallyDrop<T>` is `repr(transparent)`, so the cast points at the `T`.)
-            current
-                .value
-                .with_mut(|v| unsafe { ptr::drop_in_place(v.cast::<T>()) });
+            current.value.with_mut(|v| {
+                // SAFETY: the value was never moved out (the node was still linked); drop it
+                // once. (`ManuallyDrop<T>` is `repr(transparent)`, so the cast points at the `T`.)
+                unsafe { ptr::drop_in_place(v.cast::<T>()) }
+            });
             // SAFETY: exclusively ours, value dropped above: free memory only.
             unsafe { Node::free(node) };
             node = next;

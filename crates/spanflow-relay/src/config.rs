@@ -820,7 +820,7 @@ sink = { type = "otlp", protocol = "grpc", endpoint = "http://127.0.0.1:4317" }
 [[pipeline.exporters]]
 name = "spill"
 role = "fallback"
-sink = { type = "file", path = "/tmp/spill.jsonl" }
+sink = { type = "file", path = "spill/spans.jsonl" }
 
 [[pipeline.exporters]]
 name = "debug"

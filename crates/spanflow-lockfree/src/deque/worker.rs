@@ -556,11 +556,10 @@ impl<T> Worker<T> {
             // thieves may read it concurrently (reads do not race), and whoever claims the index
             // takes it from whichever copy it reads.
             let value = old_ref.slot(index).value.with(|p| unsafe { p.read() });
-            // SAFETY: `new` is private until the store below; plain bitwise copy.
-            new_ref
-                .slot(index)
-                .value
-                .with_mut(|p| unsafe { p.write(value) });
+            new_ref.slot(index).value.with_mut(|p| {
+                // SAFETY: `new` is private until the store below; plain bitwise copy.
+                unsafe { p.write(value) }
+            });
             index = index.wrapping_add(1);
         }
         self.buffer.set(new);
