@@ -220,6 +220,7 @@ fn export_runtime() -> (tokio::runtime::Runtime, CpuMeter) {
         .unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
+        .thread_name("export-rt")
         .enable_all()
         .on_thread_start(move || record.lock().extend(current_tid()))
         .build()
@@ -230,6 +231,7 @@ fn export_runtime() -> (tokio::runtime::Runtime, CpuMeter) {
 fn sink_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("sink-rt")
         .enable_all()
         .build()
         .expect("runtime")

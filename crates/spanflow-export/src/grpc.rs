@@ -1,18 +1,24 @@
 //! OTLP/gRPC exporter on tonic, sending the pre-encoded request bytes as they are.
 
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes};
-use http::uri::PathAndQuery;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
+use http_body::Body as _;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::Service as _;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
+use crate::batch::grpc_prefix;
 use crate::config::{Compression, DEFAULT_GRPC_ENDPOINT, DEFAULT_TIMEOUT};
 use crate::error::BuildError;
 use crate::{ExportBatch, ExportError, ExportOutcome, Exporter};
@@ -23,6 +29,9 @@ pub const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.Tra
 /// A tonic codec whose request message is the already-encoded protobuf: the bytes go into
 /// the gRPC frame as they are (one copy into tonic's frame buffer, no decode, no re-encode);
 /// the response is decoded with prost to read `partial_success`.
+///
+/// For callers of `tonic::client::Grpc`; [`OtlpGrpcExporter`] itself skips tonic's codec
+/// and hands the shared bytes to HTTP/2 without that copy.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PreEncodedCodec;
 
@@ -73,6 +82,14 @@ impl Decoder for ResponseDecoder {
 
 /// Exports batches over OTLP/gRPC.
 ///
+/// The request is built by hand on tonic's transport [`Channel`] (connection management,
+/// HTTP/2, TLS): its body is the 5-byte gRPC prefix followed by the batch's own [`Bytes`],
+/// handed to HTTP/2 without a copy, so a fan-out to N backends shares one buffer. With
+/// compression, the compressed and framed message is computed once per batch and shared by
+/// every backend using the same compression ([`ExportBatch::compressed`]). The response
+/// status comes from the headers (trailers-only answers) or the trailers, as tonic reads it,
+/// and `partial_success` from the decoded `ExportTraceServiceResponse`.
+///
 /// The channel multiplexes concurrent exports over one HTTP/2 connection; it connects lazily
 /// on the first export, so building needs no runtime and no reachable server.
 ///
@@ -92,11 +109,14 @@ impl Decoder for ResponseDecoder {
 pub struct OtlpGrpcExporter {
     name: String,
     endpoint: Endpoint,
-    client: OnceLock<tonic::client::Grpc<Channel>>,
+    channel: OnceLock<Channel>,
     compression: Compression,
-    metadata: MetadataMap,
-    timeout: Duration,
+    /// Every request header: metadata, `te`, `content-type`, `grpc-encoding`, `grpc-timeout`.
+    headers: HeaderMap,
 }
+
+/// Largest response body read (an `ExportTraceServiceResponse` is tiny).
+const MAX_RESPONSE_BYTES: usize = 4 << 20;
 
 impl OtlpGrpcExporter {
     /// A builder with the defaults (`http://localhost:4317`, no compression, 10 s timeout).
@@ -109,42 +129,42 @@ impl OtlpGrpcExporter {
         self.endpoint.uri().to_string()
     }
 
-    fn client(&self) -> tonic::client::Grpc<Channel> {
-        self.client
-            .get_or_init(|| {
-                let mut grpc = tonic::client::Grpc::new(self.endpoint.connect_lazy())
-                    .accept_compressed(CompressionEncoding::Gzip)
-                    .accept_compressed(CompressionEncoding::Zstd);
-                match self.compression {
-                    Compression::None => {}
-                    Compression::Gzip => grpc = grpc.send_compressed(CompressionEncoding::Gzip),
-                    Compression::Zstd => grpc = grpc.send_compressed(CompressionEncoding::Zstd),
-                }
-                grpc
-            })
+    fn channel(&self) -> Channel {
+        self.channel
+            .get_or_init(|| self.endpoint.connect_lazy())
             .clone()
+    }
+
+    /// The request body: the shared gRPC message, never a copy of the batch.
+    fn body(&self, batch: &ExportBatch) -> Result<FramedBody, ExportError> {
+        Ok(match self.compression {
+            Compression::None => {
+                let prefix = grpc_prefix(false, batch.body.len())?;
+                FramedBody::new([Bytes::copy_from_slice(&prefix), batch.body.clone()])
+            }
+            c => FramedBody::new([batch.compressed(c, true)?, Bytes::new()]),
+        })
     }
 }
 
 impl Exporter for OtlpGrpcExporter {
     async fn export(&self, batch: ExportBatch) -> Result<ExportOutcome, ExportError> {
-        let mut client = self.client();
-        client
-            .ready()
+        let body = self.body(&batch)?;
+        let mut channel = self.channel();
+        std::future::poll_fn(|cx| channel.poll_ready(cx))
             .await
             .map_err(|e| ExportError::Transport(error_chain(&e)))?;
-        let mut request = tonic::Request::new(batch.body);
-        *request.metadata_mut() = self.metadata.clone();
-        request.set_timeout(self.timeout);
-        let response = client
-            .unary(
-                request,
-                PathAndQuery::from_static(TRACE_EXPORT_PATH),
-                PreEncodedCodec,
-            )
+        let mut request = http::Request::new(tonic::body::Body::new(body));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::from_static(TRACE_EXPORT_PATH);
+        *request.version_mut() = http::Version::HTTP_2;
+        *request.headers_mut() = self.headers.clone();
+        let response = channel
+            .call(request)
             .await
-            .map_err(status_to_error)?;
-        Ok(match response.into_inner().partial_success {
+            .map_err(|e| status_to_error(Status::from_error(Box::new(e))))?;
+        let message = read_response(response).await.map_err(status_to_error)?;
+        Ok(match message.and_then(|m| m.partial_success) {
             Some(p) => ExportOutcome::partial(batch.spans, p.rejected_spans, p.error_message),
             None => ExportOutcome::all_accepted(batch.spans),
         })
@@ -153,6 +173,172 @@ impl Exporter for OtlpGrpcExporter {
     fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// A request body of up to two shared chunks (gRPC prefix and message), never copied.
+#[derive(Debug)]
+struct FramedBody {
+    chunks: [Option<Bytes>; 2],
+}
+
+impl FramedBody {
+    fn new(chunks: [Bytes; 2]) -> Self {
+        Self {
+            chunks: chunks.map(|c| (!c.is_empty()).then_some(c)),
+        }
+    }
+}
+
+impl http_body::Body for FramedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.get_mut().chunks.iter_mut().find_map(Option::take);
+        Poll::Ready(next.map(|c| Ok(http_body::Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.iter().all(Option::is_none)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let n = self.chunks.iter().flatten().map(|c| c.len() as u64).sum();
+        http_body::SizeHint::with_exact(n)
+    }
+}
+
+/// The gRPC status of a response and its message, read as tonic's client reads them:
+/// `grpc-status` in the headers (trailers-only) ends the call; otherwise the body is read
+/// and the trailers carry the status; a non-200 HTTP status without one is mapped as the
+/// gRPC HTTP-to-status table says. `Ok(None)`: OK without a message (taken as all accepted).
+async fn read_response(
+    response: http::Response<tonic::body::Body>,
+) -> Result<Option<ExportTraceServiceResponse>, Status> {
+    let (parts, body) = response.into_parts();
+    if let Some(status) = Status::from_header_map(&parts.headers) {
+        return if status.code() == Code::Ok {
+            Ok(None)
+        } else {
+            Err(status)
+        };
+    }
+    if parts.status != http::StatusCode::OK {
+        return Err(http_status(parts.status));
+    }
+    let mut body = std::pin::pin!(body);
+    let mut data = BytesMut::new();
+    let mut trailers = None;
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        match frame?.into_data() {
+            Ok(chunk) => {
+                if data.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(Status::internal("export response too large"));
+                }
+                data.extend_from_slice(&chunk);
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+            }
+        }
+    }
+    match trailers.as_ref().and_then(Status::from_header_map) {
+        Some(status) if status.code() == Code::Ok => {}
+        Some(status) => return Err(status),
+        None => {
+            return Err(Status::unknown(
+                "protocol error: missing grpc-status trailer",
+            ));
+        }
+    }
+    decode_message(data.freeze(), &parts.headers)
+}
+
+/// Decode the (at most one) length-prefixed `ExportTraceServiceResponse` of a body.
+fn decode_message(
+    mut data: Bytes,
+    headers: &HeaderMap,
+) -> Result<Option<ExportTraceServiceResponse>, Status> {
+    if data.is_empty() {
+        return Ok(None);
+    }
+    if data.len() < 5 {
+        return Err(Status::internal("truncated grpc message prefix"));
+    }
+    let compressed = data.get_u8() != 0;
+    let len = data.get_u32() as usize;
+    if data.len() < len {
+        return Err(Status::internal("truncated grpc message"));
+    }
+    let raw = data.split_to(len);
+    let raw = if compressed {
+        let encoding = headers
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("identity");
+        let mut out = Vec::new();
+        let result = match encoding {
+            "gzip" => {
+                let mut d = flate2::read::GzDecoder::new(&raw[..]).take(MAX_RESPONSE_BYTES as u64);
+                std::io::Read::read_to_end(&mut d, &mut out).map(drop)
+            }
+            "zstd" => zstd::stream::Decoder::new(&raw[..])
+                .and_then(|d| {
+                    std::io::Read::read_to_end(&mut d.take(MAX_RESPONSE_BYTES as u64), &mut out)
+                })
+                .map(drop),
+            other => {
+                return Err(Status::internal(format!(
+                    "response compressed with unsupported grpc-encoding {other:?}"
+                )));
+            }
+        };
+        result.map_err(|e| Status::internal(format!("cannot decompress export response: {e}")))?;
+        Bytes::from(out)
+    } else {
+        raw
+    };
+    ExportTraceServiceResponse::decode(raw)
+        .map(Some)
+        .map_err(|e| Status::internal(format!("cannot decode export response: {e}")))
+}
+
+/// The gRPC status of an HTTP error without `grpc-status` (gRPC's HTTP-to-status mapping).
+fn http_status(status: http::StatusCode) -> Status {
+    use http::StatusCode as S;
+    let code = match status {
+        S::BAD_REQUEST => Code::Internal,
+        S::UNAUTHORIZED => Code::Unauthenticated,
+        S::FORBIDDEN => Code::PermissionDenied,
+        S::NOT_FOUND => Code::Unimplemented,
+        S::TOO_MANY_REQUESTS | S::BAD_GATEWAY | S::SERVICE_UNAVAILABLE | S::GATEWAY_TIMEOUT => {
+            Code::Unavailable
+        }
+        _ => Code::Unknown,
+    };
+    Status::new(code, format!("http status {status} without grpc-status"))
+}
+
+/// A `grpc-timeout` value: the most precise unit whose value has at most 8 digits.
+fn grpc_timeout(timeout: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let secs = u128::from(timeout.as_secs());
+    [
+        (timeout.as_nanos(), 'n'),
+        (timeout.as_micros(), 'u'),
+        (timeout.as_millis(), 'm'),
+        (secs, 'S'),
+        (secs / 60, 'M'),
+        (secs / 3600, 'H'),
+    ]
+    .into_iter()
+    .find(|(v, _)| *v <= MAX)
+    .map_or_else(|| format!("{MAX}H"), |(v, unit)| format!("{v}{unit}"))
 }
 
 /// Builder of [`OtlpGrpcExporter`].
@@ -257,6 +443,16 @@ impl OtlpGrpcExporterBuilder {
             other => return Err(bad(format!("unsupported scheme {other:?}"))),
         }
         let mut metadata = MetadataMap::new();
+        // Headers gRPC reserves for itself are not metadata (tonic drops them too).
+        const RESERVED: [&str; 7] = [
+            "te",
+            "content-type",
+            "user-agent",
+            "grpc-timeout",
+            "grpc-encoding",
+            "grpc-message",
+            "grpc-status",
+        ];
         for (k, v) in &self.headers {
             let invalid = |reason: String| BuildError::InvalidHeader {
                 name: k.clone(),
@@ -265,15 +461,36 @@ impl OtlpGrpcExporterBuilder {
             let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
                 .map_err(|e| invalid(e.to_string()))?;
             let value = MetadataValue::try_from(v.as_str()).map_err(|e| invalid(e.to_string()))?;
+            if RESERVED.contains(&key.as_str()) {
+                tracing::warn!(header = %k, "ignoring a header gRPC reserves");
+                continue;
+            }
             metadata.insert(key, value);
         }
+        let mut headers = metadata.into_headers();
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        match self.compression {
+            Compression::None => {}
+            Compression::Gzip => {
+                headers.insert("grpc-encoding", HeaderValue::from_static("gzip"));
+            }
+            Compression::Zstd => {
+                headers.insert("grpc-encoding", HeaderValue::from_static("zstd"));
+            }
+        }
+        let timeout = HeaderValue::try_from(grpc_timeout(self.timeout))
+            .map_err(|e| bad(format!("invalid timeout: {e}")))?;
+        headers.insert("grpc-timeout", timeout);
         Ok(OtlpGrpcExporter {
             name: self.name.unwrap_or_else(|| format!("otlp-grpc {uri}")),
             endpoint,
-            client: OnceLock::new(),
+            channel: OnceLock::new(),
             compression: self.compression,
-            metadata,
-            timeout: self.timeout,
+            headers,
         })
     }
 }

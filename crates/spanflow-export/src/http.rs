@@ -1,7 +1,6 @@
 //! OTLP/HTTP exporter (reqwest with rustls): protobuf or JSON bodies, gzip/zstd, headers.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,22 +59,14 @@ impl OtlpHttpExporter {
     }
 
     fn body(&self, batch: &ExportBatch) -> Result<Bytes, ExportError> {
-        let raw = match self.encoding {
-            HttpEncoding::Protobuf => batch.body.clone(),
-            HttpEncoding::Json => Bytes::from(crate::json::request_to_json(&batch.body)?),
-        };
-        Ok(match self.compression {
-            Compression::None => raw,
-            Compression::Gzip => {
-                let mut enc = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(raw.len() / 4),
-                    flate2::Compression::fast(),
-                );
-                enc.write_all(&raw)?;
-                Bytes::from(enc.finish()?)
+        match self.encoding {
+            // Shared with every other backend compressing this batch the same way.
+            HttpEncoding::Protobuf => batch.compressed(self.compression, false),
+            HttpEncoding::Json => {
+                let json = crate::json::request_to_json(&batch.body)?;
+                ExportBatch::new(Bytes::from(json), batch.spans).compressed(self.compression, false)
             }
-            Compression::Zstd => Bytes::from(zstd::bulk::compress(&raw, 1)?),
-        })
+        }
     }
 }
 
