@@ -26,6 +26,12 @@ mod imp {
             loom::thread::yield_now();
         }
     }
+
+    /// Under loom a lost CAS just yields, so the model explores the other threads.
+    pub(crate) fn contention_pause(failures: &mut u32) {
+        *failures += 1;
+        loom::thread::yield_now();
+    }
 }
 
 #[cfg(not(loom))]
@@ -69,6 +75,29 @@ mod imp {
         #[inline]
         pub(crate) fn snooze(&self) {
             self.0.snooze();
+        }
+    }
+
+    /// Spin-loop hints after the first lost CAS of an operation; doubles per further loss.
+    const FIRST_PAUSE: u32 = 16;
+    /// At most `FIRST_PAUSE << MAX_DOUBLINGS` hints per wait.
+    const MAX_DOUBLINGS: u32 = 6;
+
+    /// Backs off after a lost CAS on a hot word (the `TreiberStack` head), long enough to give
+    /// the winner a run of uncontended operations.
+    ///
+    /// When two threads hammer one head, a short backoff makes every operation pull the cache
+    /// line across cores and lose CASes to the other thread; a wait of a few dozen operations'
+    /// time lets one thread keep the line for a streak, the way a spinning mutex does. A lost CAS
+    /// is rare unless threads really collide, so uncontended operations never wait. Exponential
+    /// and capped, as usual; `failures` counts the losses of the current operation.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn contention_pause(failures: &mut u32) {
+        let hints = FIRST_PAUSE << (*failures).min(MAX_DOUBLINGS);
+        *failures = failures.saturating_add(1);
+        for _ in 0..hints {
+            std::hint::spin_loop();
         }
     }
 }

@@ -1,140 +1,17 @@
-//! Hands single unlinked allocations to crossbeam-epoch in per-thread batches.
+//! Node memory: a per-thread block cache in front of the global allocator, and batched retirement
+//! of unlinked nodes through crossbeam-epoch.
 //!
 //! Deferring every popped node on its own costs a `Deferred` per node and, every 64 nodes, a
-//! 2 KiB epoch bag whose allocation makes glibc consolidate its fast bins; together that was most
-//! of a `TreiberStack` push+pop pair. Here each thread links its retired nodes into a chain
-//! through their own `next` fields (no allocation) and defers 32 of them with one call.
-//! Deferring later than the unlink is always sound: the grace period starts at the deferral.
-
-use crossbeam_epoch::Guard;
-
-/// A type-erased chain of unlinked nodes, linked through their own `next` fields.
-#[derive(Clone, Copy)]
-pub(crate) struct Chain {
-    head: *mut u8,
-    len: usize,
-    /// Frees every node of a chain starting at the given node (memory only).
-    free_chain: unsafe fn(*mut u8),
-}
-
-/// How to link and free nodes of one type.
-#[derive(Clone, Copy)]
-pub(crate) struct NodeOps {
-    /// Sets `node.next = next`.
-    pub(crate) set_next: unsafe fn(node: *mut u8, next: *mut u8),
-    /// Frees `node` and every node after it (memory only; values already moved out).
-    pub(crate) free_chain: unsafe fn(*mut u8),
-}
-
-/// Defers freeing `chain` until the current epoch's readers are gone.
-fn defer_chain(chain: Chain, guard: &Guard) {
-    if chain.head.is_null() {
-        return;
-    }
-    let free_all = move || {
-        let chain = chain;
-        // SAFETY: the chain was built by `retire` from unlinked nodes whose values were moved
-        // out; the epoch has passed, so nobody reaches them.
-        unsafe { (chain.free_chain)(chain.head) };
-    };
-    // SAFETY: every node in the chain was unlinked before it entered the chain, so threads that
-    // can still reach it were pinned before this deferral; the collector waits for them.
-    // `free_all` only frees memory.
-    unsafe { guard.defer_unchecked(free_all) };
-}
+//! 2 KiB epoch bag; walking a chain of retired nodes again when the epoch frees it touches cold
+//! memory. Here each thread links the nodes it retires into a chain through their first word (a
+//! node's `next` link, which is also a free block's link), remembers the chain's tail, and defers
+//! the whole chain with one call every `BATCH` nodes. When the epoch has passed, the chain is
+//! spliced onto the free list of the thread that runs the deferred function in O(1), without
+//! touching the nodes. Deferring later than the unlink is always sound: the grace period starts
+//! at the deferral.
 
 #[cfg(not(loom))]
-mod imp {
-    use std::cell::Cell;
-
-    use super::{Chain, Guard, NodeOps, defer_chain};
-
-    const BATCH: usize = 32;
-
-    struct Pending(Cell<Option<Chain>>);
-
-    impl Drop for Pending {
-        fn drop(&mut self) {
-            if let Some(chain) = self.0.take() {
-                // Thread exit: hand over what is left. `pin` works during TLS teardown
-                // (crossbeam-epoch registers a temporary participant).
-                let guard = crossbeam_epoch::pin();
-                defer_chain(chain, &guard);
-            }
-        }
-    }
-
-    thread_local! {
-        static PENDING: Pending = const { Pending(Cell::new(None)) };
-    }
-
-    /// Retires an unlinked node; nodes are handed to the epoch 32 at a time.
-    ///
-    /// # Safety
-    /// `node` was unlinked (no new thread can reach it), its value was moved out, `ops` are the
-    /// functions of its type, and threads that may still read it only read its `next` field
-    /// atomically and ignore the result (a losing `pop`), since `set_next` rewrites it.
-    pub(crate) unsafe fn retire(node: *mut u8, ops: NodeOps, guard: &Guard) {
-        let handed = PENDING.try_with(|pending| {
-            let mut chain = match pending.0.take() {
-                Some(chain) if std::ptr::fn_addr_eq(chain.free_chain, ops.free_chain) => chain,
-                other => {
-                    // A node of another type: flush the current chain first.
-                    if let Some(chain) = other {
-                        defer_chain(chain, guard);
-                    }
-                    Chain {
-                        head: std::ptr::null_mut(),
-                        len: 0,
-                        free_chain: ops.free_chain,
-                    }
-                }
-            };
-            // SAFETY: the caller's contract: `node` is ours to relink.
-            unsafe { (ops.set_next)(node, chain.head) };
-            chain.head = node;
-            chain.len += 1;
-            if chain.len >= BATCH {
-                defer_chain(chain, guard);
-            } else {
-                pending.0.set(Some(chain));
-            }
-        });
-        if handed.is_err() {
-            // The thread-local is gone (thread teardown): defer this node on its own.
-            // SAFETY: as above.
-            unsafe { (ops.set_next)(node, std::ptr::null_mut()) };
-            let chain = Chain {
-                head: node,
-                len: 1,
-                free_chain: ops.free_chain,
-            };
-            defer_chain(chain, guard);
-        }
-    }
-}
-
-#[cfg(loom)]
-mod imp {
-    use super::{Chain, Guard, NodeOps, defer_chain};
-
-    /// Under loom the threads are not OS threads, so no thread-local batching: defer at once.
-    ///
-    /// # Safety
-    /// As for the non-loom version.
-    pub(crate) unsafe fn retire(node: *mut u8, ops: NodeOps, guard: &Guard) {
-        // SAFETY: the caller's contract.
-        unsafe { (ops.set_next)(node, std::ptr::null_mut()) };
-        let chain = Chain {
-            head: node,
-            len: 1,
-            free_chain: ops.free_chain,
-        };
-        defer_chain(chain, guard);
-    }
-}
-
-pub(crate) use imp::retire;
+pub(crate) use node_memory::retire;
 
 /// Node memory with a per-thread cache in front of the global allocator, refilled from a shared
 /// pool.
@@ -146,7 +23,7 @@ pub(crate) use imp::retire;
 /// per size class, which a thread whose list ran dry takes whole with one swap. Pushing a chain
 /// onto the pool is a CAS on its head and taking it is a swap, so the pool has no ABA problem.
 /// Blocks are raw memory (no value inside), so a block freed by one stack may serve another
-/// `Node` type of the same size class.
+/// `Node` type of the same size class. A block's first word links free blocks.
 #[cfg(not(loom))]
 pub(crate) mod node_memory {
     use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
@@ -154,16 +31,26 @@ pub(crate) mod node_memory {
     use std::ptr::{self, NonNull};
     use std::sync::atomic::{AtomicPtr, Ordering};
 
+    use crossbeam_epoch::Guard;
+
     /// Size classes: 8, 16, ..., 256 bytes, alignment at most 8.
     const CLASSES: usize = 32;
     const GRAIN: usize = 8;
     const MAX_CACHED: usize = 4096;
+    /// Bytes of node blocks allocated at once when the caches are empty.
+    const SLAB_BYTES: usize = 2048;
+    /// Retired nodes per deferred call.
+    const BATCH: usize = 32;
 
-    /// The size class of `layout`, if it is pooled. A block's first word links free blocks.
-    fn class_of(layout: Layout) -> Option<usize> {
+    /// The size class of `layout`, if it is pooled.
+    #[inline]
+    const fn class_of(layout: Layout) -> Option<usize> {
         let size = layout.size();
-        (layout.align() <= GRAIN && (GRAIN..=CLASSES * GRAIN).contains(&size))
-            .then(|| size.div_ceil(GRAIN) - 1)
+        if layout.align() <= GRAIN && size >= GRAIN && size <= CLASSES * GRAIN {
+            Some(size.div_ceil(GRAIN) - 1)
+        } else {
+            None
+        }
     }
 
     fn class_layout(class: usize) -> Layout {
@@ -174,7 +61,8 @@ pub(crate) mod node_memory {
     /// Reads the link word of a free block.
     ///
     /// # Safety
-    /// `block` is a free block of a pooled class (at least 8 bytes, 8-aligned) owned by the caller.
+    /// `block` is a free block (at least 8 bytes, 8-aligned) owned by the caller.
+    #[inline]
     unsafe fn next_of(block: *mut u8) -> *mut u8 {
         // SAFETY: the caller owns the free block, whose first word holds the link.
         unsafe { block.cast::<*mut u8>().read() }
@@ -182,6 +70,7 @@ pub(crate) mod node_memory {
 
     /// # Safety
     /// As for [`next_of`].
+    #[inline]
     unsafe fn set_next(block: *mut u8, next: *mut u8) {
         // SAFETY: as above.
         unsafe { block.cast::<*mut u8>().write(next) };
@@ -189,18 +78,37 @@ pub(crate) mod node_memory {
 
     static POOL: [AtomicPtr<u8>; CLASSES] = [const { AtomicPtr::new(ptr::null_mut()) }; CLASSES];
 
+    /// This thread's chain of retired nodes not yet handed to the epoch.
+    struct Pending {
+        /// The newest retired node; null when the chain is empty.
+        head: Cell<*mut u8>,
+        /// The oldest retired node, whose link is null.
+        tail: Cell<*mut u8>,
+        len: Cell<usize>,
+        /// The layout of every node in the chain.
+        layout: Cell<Layout>,
+    }
+
     struct Local {
         heads: [Cell<*mut u8>; CLASSES],
         counts: [Cell<usize>; CLASSES],
+        pending: Pending,
     }
 
     impl Drop for Local {
         fn drop(&mut self) {
-            // Thread exit: give the blocks to the pool for the other threads.
+            // Thread exit: hand the retired chain to the epoch (`pin` works during TLS teardown:
+            // crossbeam-epoch registers a temporary participant), then give the free blocks to
+            // the pool for the other threads.
+            if !self.pending.head.get().is_null() {
+                let guard = crossbeam_epoch::pin();
+                defer_pending(&self.pending, &guard);
+            }
             for class in 0..CLASSES {
                 let head = self.heads[class].replace(ptr::null_mut());
+                self.counts[class].set(0);
                 // SAFETY: the list holds free blocks of `class` owned by this thread.
-                unsafe { give_to_pool(class, head) };
+                unsafe { give_to_pool(class, head, ptr::null_mut()) };
             }
         }
     }
@@ -210,26 +118,37 @@ pub(crate) mod node_memory {
             Local {
                 heads: [const { Cell::new(ptr::null_mut()) }; CLASSES],
                 counts: [const { Cell::new(0) }; CLASSES],
+                pending: Pending {
+                    head: Cell::new(ptr::null_mut()),
+                    tail: Cell::new(ptr::null_mut()),
+                    len: Cell::new(0),
+                    layout: Cell::new(Layout::new::<u64>()),
+                },
             }
         };
     }
 
-    /// Pushes the chain starting at `head` onto the pool of `class` with one CAS.
+    /// Pushes the chain `head..=tail` onto the pool of `class` with one CAS (`tail` may be null:
+    /// then the chain is walked to find it).
     ///
     /// # Safety
-    /// `head..` is a null-terminated chain of free blocks of `class` owned by the caller.
-    unsafe fn give_to_pool(class: usize, head: *mut u8) {
+    /// `head..` is a null-terminated chain of free blocks of `class` owned by the caller, and
+    /// `tail`, if not null, is its last block.
+    unsafe fn give_to_pool(class: usize, head: *mut u8, tail: *mut u8) {
         if head.is_null() {
             return;
         }
-        let mut last = head;
-        loop {
-            // SAFETY: the chain is ours.
-            let next = unsafe { next_of(last) };
-            if next.is_null() {
-                break;
+        let mut last = tail;
+        if last.is_null() {
+            last = head;
+            loop {
+                // SAFETY: the chain is ours.
+                let next = unsafe { next_of(last) };
+                if next.is_null() {
+                    break;
+                }
+                last = next;
             }
-            last = next;
         }
         let pool = &POOL[class];
         // Relaxed: only used as the CAS's expected value and as `last`'s link.
@@ -247,17 +166,13 @@ pub(crate) mod node_memory {
     }
 
     /// Allocates a block for `layout` (non-zero size), from the caches when possible.
+    #[inline]
     pub(crate) fn allocate(layout: Layout) -> NonNull<u8> {
         if let Some(class) = class_of(layout) {
             let cached = LOCAL.try_with(|local| {
-                let mut head = local.heads[class].get();
+                let head = local.heads[class].get();
                 if head.is_null() {
-                    // Acquire: pairs with the Release CAS in `give_to_pool`; the links are ours.
-                    head = POOL[class].swap(ptr::null_mut(), Ordering::Acquire);
-                    local.counts[class].set(0);
-                    if head.is_null() {
-                        return None;
-                    }
+                    return None;
                 }
                 // SAFETY: `head` is a free block of this class owned by this thread.
                 local.heads[class].set(unsafe { next_of(head) });
@@ -267,13 +182,82 @@ pub(crate) mod node_memory {
             if let Ok(Some(block)) = cached {
                 return block;
             }
-            // SAFETY: class layouts have a non-zero size.
-            let raw = unsafe { alloc(class_layout(class)) };
-            return NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout));
+            return allocate_slow(class);
         }
         // SAFETY: callers pass layouts of `Node` types, which have a non-zero size.
         let raw = unsafe { alloc(layout) };
         NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout))
+    }
+
+    /// The local list of `class` is empty: refill it from the pool, else from the allocator, a
+    /// slab of blocks at a time.
+    ///
+    /// A thread descheduled while pinned holds back reclamation, and meanwhile the others need
+    /// fresh blocks at their full rate; one allocation per `SLAB_BYTES` keeps that cheap.
+    #[cold]
+    fn allocate_slow(class: usize) -> NonNull<u8> {
+        let refilled = LOCAL.try_with(|local| {
+            // Acquire: pairs with the Release CAS in `give_to_pool`; the links are ours.
+            let head = POOL[class].swap(ptr::null_mut(), Ordering::Acquire);
+            if !head.is_null() {
+                // SAFETY: `head` is a free block of this class, now owned by this thread. The
+                // count of the taken chain is unknown; it restarts at 0 (it only bounds the
+                // list's growth).
+                local.heads[class].set(unsafe { next_of(head) });
+                local.counts[class].set(0);
+                return NonNull::new(head);
+            }
+            let block_size = (class + 1) * GRAIN;
+            let blocks = (SLAB_BYTES / block_size).max(2);
+            let layout = Layout::from_size_align(block_size * blocks, GRAIN).ok()?;
+            // SAFETY: the layout has a non-zero size.
+            let slab = NonNull::new(unsafe { alloc(layout) })?;
+            // Block 0 is returned; blocks 1.. are linked onto the (empty) local list. The slab
+            // is never freed as a whole: its blocks live on in the caches (like every block).
+            let mut list = local.heads[class].get();
+            for index in (1..blocks).rev() {
+                // SAFETY: `index * block_size` is inside the fresh slab (`index < blocks`).
+                let block = unsafe { slab.as_ptr().add(index * block_size) };
+                // SAFETY: the block is 8-aligned, at least 8 bytes, and ours.
+                unsafe { set_next(block, list) };
+                list = block;
+            }
+            local.heads[class].set(list);
+            local.counts[class].set(local.counts[class].get().saturating_add(blocks - 1));
+            Some(slab)
+        });
+        if let Ok(Some(block)) = refilled {
+            return block;
+        }
+        // Thread teardown (or a failed slab): one block on its own.
+        let layout = class_layout(class);
+        // SAFETY: class layouts have a non-zero size.
+        let raw = unsafe { alloc(layout) };
+        NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout))
+    }
+
+    /// Puts the chain `head..=tail` of `len` free blocks of `class` on this thread's list, or in
+    /// the pool if the list is full or gone.
+    ///
+    /// # Safety
+    /// `head..=tail` is a chain of free blocks of `class` linked through their first words,
+    /// owned by the caller; `tail` is its last block.
+    unsafe fn release_chain(class: usize, head: *mut u8, tail: *mut u8, len: usize) {
+        let kept = LOCAL.try_with(|local| {
+            let held = local.counts[class].get();
+            if held >= MAX_CACHED {
+                return false;
+            }
+            // SAFETY: `tail` ends our private chain.
+            unsafe { set_next(tail, local.heads[class].get()) };
+            local.heads[class].set(head);
+            local.counts[class].set(held + len);
+            true
+        });
+        if kept != Ok(true) {
+            // SAFETY: the chain is ours and of `class`; `give_to_pool` relinks `tail`.
+            unsafe { give_to_pool(class, head, tail) };
+        }
     }
 
     /// Returns many blocks of one layout with a single thread-local access.
@@ -291,13 +275,13 @@ pub(crate) mod node_memory {
         };
         // Link the blocks into a private chain first.
         let mut head: *mut u8 = ptr::null_mut();
-        let mut last: *mut u8 = ptr::null_mut();
+        let mut tail: *mut u8 = ptr::null_mut();
         let mut count = 0usize;
         for block in blocks {
             // SAFETY: the block is free and ours (caller's contract).
             unsafe { set_next(block.as_ptr(), head) };
             if head.is_null() {
-                last = block.as_ptr();
+                tail = block.as_ptr();
             }
             head = block.as_ptr();
             count += 1;
@@ -305,31 +289,157 @@ pub(crate) mod node_memory {
         if head.is_null() {
             return;
         }
-        let kept = LOCAL.try_with(|local| {
-            let held = local.counts[class].get();
-            if held >= MAX_CACHED {
-                return false;
-            }
-            // Splice the chain in front of the local list.
-            // SAFETY: `last` ends our private chain.
-            unsafe { set_next(last, local.heads[class].get()) };
-            local.heads[class].set(head);
-            local.counts[class].set(held + count);
-            true
-        });
-        if kept != Ok(true) {
-            // SAFETY: the chain is ours and of `class`.
-            unsafe { give_to_pool(class, head) };
-        }
+        // SAFETY: `head..=tail` is the private chain built above.
+        unsafe { release_chain(class, head, tail, count) };
     }
 
-    /// Returns a block to the caches.
+    /// Returns one block to the caches.
     ///
     /// # Safety
     /// As for [`release_many`], for one block.
-    #[allow(dead_code)]
     pub(crate) unsafe fn release(block: NonNull<u8>, layout: Layout) {
-        // SAFETY: forwarded.
-        unsafe { release_many(layout, std::iter::once(block)) };
+        match class_of(layout) {
+            Some(class) => {
+                // SAFETY: the caller's contract: the block is free and ours.
+                unsafe { set_next(block.as_ptr(), ptr::null_mut()) };
+                // SAFETY: as above; a chain of one block.
+                unsafe { release_chain(class, block.as_ptr(), block.as_ptr(), 1) };
+            }
+            // SAFETY: the caller's contract; unpooled blocks came from `alloc(layout)`.
+            None => unsafe { dealloc(block.as_ptr(), layout) },
+        }
+    }
+
+    /// A retired chain handed to the epoch: at most three words, so crossbeam stores the closure
+    /// inline in its bag instead of boxing it.
+    struct Deferred {
+        head: *mut u8,
+        /// The chain's last block (pooled classes) or the layout's size (unpooled).
+        tail_or_size: usize,
+        /// `len << 8 | class` (pooled classes) or the layout's alignment (unpooled).
+        meta: usize,
+    }
+
+    /// Defers freeing this thread's pending chain until the current epoch's readers are gone.
+    fn defer_pending(pending: &Pending, guard: &Guard) {
+        let head = pending.head.replace(ptr::null_mut());
+        if head.is_null() {
+            return;
+        }
+        let tail = pending.tail.get();
+        let len = pending.len.replace(0);
+        let layout = pending.layout.get();
+        if let Some(class) = class_of(layout) {
+            let chain = Deferred {
+                head,
+                tail_or_size: tail as usize,
+                meta: (len << 8) | class,
+            };
+            let splice = move || {
+                let chain = chain;
+                // SAFETY: the chain was built by `retire` from unlinked nodes of this class
+                // whose values were moved out, linked through their first words and ending at
+                // `tail`; the epoch has passed, so nobody reaches them.
+                unsafe {
+                    release_chain(
+                        chain.meta & 0xff,
+                        chain.head,
+                        chain.tail_or_size as *mut u8,
+                        chain.meta >> 8,
+                    );
+                }
+            };
+            // SAFETY: every node in the chain was unlinked before it entered the chain, so
+            // threads that can still reach it were pinned before this deferral; the collector
+            // waits for them. `splice` only recycles memory.
+            unsafe { guard.defer_unchecked(splice) };
+        } else {
+            let chain = Deferred {
+                head,
+                tail_or_size: layout.size(),
+                meta: layout.align(),
+            };
+            let free_all = move || {
+                let chain = chain;
+                // SAFETY: as above; each block came from `alloc` with this size and alignment,
+                // which formed a valid layout when it was allocated.
+                let layout =
+                    unsafe { Layout::from_size_align_unchecked(chain.tail_or_size, chain.meta) };
+                let mut block = chain.head;
+                while !block.is_null() {
+                    // SAFETY: the chain is exclusively ours (see above); read the link first.
+                    let next = unsafe { next_of(block) };
+                    // SAFETY: the block came from `alloc(layout)` and holds no value.
+                    unsafe { dealloc(block, layout) };
+                    block = next;
+                }
+            };
+            // SAFETY: as above; `free_all` only frees memory.
+            unsafe { guard.defer_unchecked(free_all) };
+        }
+    }
+
+    /// Hands a whole chain of unlinked nodes to the epoch with one deferred call.
+    ///
+    /// # Safety
+    /// `head..=tail` is a chain of `len` nodes linked through their first words (`tail`'s link
+    /// is null), allocated by [`allocate`] with `layout`, unlinked from every shared structure,
+    /// values moved out; threads that may still read a node only read its link atomically.
+    pub(crate) unsafe fn retire_chain(
+        head: *mut u8,
+        tail: *mut u8,
+        len: usize,
+        layout: Layout,
+        guard: &Guard,
+    ) {
+        let chain = Pending {
+            head: Cell::new(head),
+            tail: Cell::new(tail),
+            len: Cell::new(len),
+            layout: Cell::new(layout),
+        };
+        defer_pending(&chain, guard);
+    }
+
+    /// Retires an unlinked node; nodes are handed to the epoch `BATCH` at a time.
+    ///
+    /// # Safety
+    /// `node` came from [`allocate`] with `layout`, its first word is an `AtomicPtr` link (its
+    /// `next`), it was unlinked (no new thread can reach it) and its value was moved out, and
+    /// threads that may still read it only read that link atomically and ignore the result (a
+    /// losing `pop`), since it is rewritten here. `guard` pins the current thread.
+    #[inline]
+    pub(crate) unsafe fn retire(node: *mut u8, layout: Layout, guard: &Guard) {
+        // SAFETY: the caller's contract: the first word of `node` is an `AtomicPtr`.
+        let link = unsafe { &*node.cast::<AtomicPtr<u8>>() };
+        let handed = LOCAL.try_with(|local| {
+            let pending = &local.pending;
+            let head = pending.head.get();
+            if head.is_null() {
+                pending.tail.set(node);
+                pending.layout.set(layout);
+            } else if pending.layout.get() != layout {
+                // A node of another layout: hand the current chain over first.
+                defer_pending(pending, guard);
+                pending.tail.set(node);
+                pending.layout.set(layout);
+            }
+            // Relaxed: losing `pop`s read the link only to fail their CAS; the epoch orders
+            // every later reuse of the block after them.
+            link.store(pending.head.get(), Ordering::Relaxed);
+            pending.head.set(node);
+            let len = pending.len.get() + 1;
+            pending.len.set(len);
+            if len >= BATCH {
+                defer_pending(pending, guard);
+            }
+        });
+        if handed.is_err() {
+            // The thread-local is gone (thread teardown): defer this node on its own.
+            // Relaxed: as above.
+            link.store(ptr::null_mut(), Ordering::Relaxed);
+            // SAFETY: a chain of one node, under the caller's contract.
+            unsafe { retire_chain(node, node, 1, layout, guard) };
+        }
     }
 }

@@ -30,32 +30,38 @@ use std::ptr;
 use crossbeam_epoch as epoch;
 use crossbeam_utils::CachePadded;
 
-use crate::loom::{AtomicPtr, Backoff, Ordering, UnsafeCell};
+use crate::loom::{AtomicPtr, Ordering, UnsafeCell, contention_pause};
 #[cfg(not(loom))]
 use crate::retire::node_memory;
-use crate::retire::{NodeOps, retire};
 #[cfg(not(loom))]
 use std::alloc::Layout;
 #[cfg(not(loom))]
 use std::ptr::NonNull;
 
+/// `repr(C)` with `next` first: the link is the block's first word, which is what
+/// `retire::node_memory` chains retired and free blocks through.
+#[repr(C)]
 struct Node<T> {
+    /// Atomic because a `pop` that lost the race may still read it while the new owner relinks
+    /// the node (retirement and `TakeAll` reuse `next` for their own chains).
+    next: AtomicPtr<Node<T>>,
     /// Written once before the node is published, moved out once by whoever unlinks the node.
     value: UnsafeCell<ManuallyDrop<T>>,
-    /// Atomic because a `pop` that lost the race may still read it while the new owner relinks
-    /// the node (`TakeAll` reuses `next` for its own bookkeeping).
-    next: AtomicPtr<Node<T>>,
 }
 
 impl<T> Node<T> {
+    #[cfg(not(loom))]
+    const LAYOUT: Layout = Layout::new::<Node<T>>();
+
+    #[inline]
     fn alloc(value: T) -> *mut Node<T> {
         let node = Node {
-            value: UnsafeCell::new(ManuallyDrop::new(value)),
             next: AtomicPtr::new(ptr::null_mut()),
+            value: UnsafeCell::new(ManuallyDrop::new(value)),
         };
         #[cfg(not(loom))]
         {
-            let block = node_memory::allocate(Layout::new::<Node<T>>()).cast::<Node<T>>();
+            let block = node_memory::allocate(Self::LAYOUT).cast::<Node<T>>();
             // SAFETY: `block` is a fresh, unused allocation with `Node<T>`'s layout.
             unsafe { block.as_ptr().write(node) };
             block.as_ptr()
@@ -78,7 +84,7 @@ impl<T> Node<T> {
             let block = unsafe { NonNull::new_unchecked(node.cast::<u8>()) };
             // SAFETY: forwarded from the caller; `Node<T>` needs no drop glue beyond the value
             // (`ManuallyDrop`) and the loom-free atomics.
-            unsafe { node_memory::release(block, Layout::new::<Node<T>>()) };
+            unsafe { node_memory::release(block, Self::LAYOUT) };
         }
         #[cfg(loom)]
         {
@@ -87,32 +93,12 @@ impl<T> Node<T> {
         }
     }
 
-    /// Type-erased linking and freeing for [`retire`].
-    const OPS: NodeOps = NodeOps {
-        set_next: Self::set_next_erased,
-        free_chain: Self::free_chain_erased,
-    };
-
-    /// # Safety
-    /// `node` is a live `Node<T>` the caller may relink.
-    unsafe fn set_next_erased(node: *mut u8, next: *mut u8) {
-        // SAFETY: forwarded from the caller.
-        let node = unsafe { &*node.cast::<Node<T>>() };
-        node.next.store(next.cast(), Ordering::Relaxed);
-    }
-
-    /// # Safety
-    /// As for [`free_chain`].
-    unsafe fn free_chain_erased(node: *mut u8) {
-        // SAFETY: forwarded from the caller.
-        unsafe { free_chain(node.cast::<Node<T>>()) };
-    }
-
     /// Moves the value out of the node.
     ///
     /// # Safety
     /// `node` must be live and the caller must be the unique owner of its value (it unlinked the
     /// node), and the value must not have been taken before.
+    #[inline]
     unsafe fn take_value(node: *mut Node<T>) -> T {
         // SAFETY: the caller guarantees `node` is live.
         let cell = unsafe { &(*node).value };
@@ -120,64 +106,81 @@ impl<T> Node<T> {
         // this bitwise move happens once per node and nobody reads the slot afterwards.
         cell.with_mut(|v| ManuallyDrop::into_inner(unsafe { ptr::read(v) }))
     }
-}
 
-/// Frees the memory of every node of a chain linked through `next`, without dropping values.
-///
-/// # Safety
-/// The chain must be exclusively owned and unreachable by any thread (epoch has passed, or the
-/// caller holds `&mut` of the stack), and every value in it must already have been moved out.
-unsafe fn free_chain<T>(node: *mut Node<T>) {
-    #[cfg(not(loom))]
-    {
-        let blocks = std::iter::successors(NonNull::new(node), |block| {
-            // SAFETY: the caller owns the chain exclusively; `successors` reads each node's
-            // `next` before yielding it, and releasing a block does not touch its memory.
-            NonNull::new(unsafe { block.as_ref() }.next.load(Ordering::Relaxed))
-        })
-        .map(NonNull::cast::<u8>);
-        // SAFETY: every node came from `Node::alloc` with this layout and its value is gone.
-        unsafe { node_memory::release_many(Layout::new::<Node<T>>(), blocks) };
-    }
-    #[cfg(loom)]
-    let mut node = node;
-    #[cfg(loom)]
-    while !node.is_null() {
-        // SAFETY: the caller owns the chain exclusively, so the node is live.
-        let next = unsafe { (*node).next.load(Ordering::Relaxed) };
-        // SAFETY: exclusively owned, value already moved out: free memory only.
-        unsafe { Node::free(node) };
-        node = next;
+    /// Retires one unlinked node whose value was moved out.
+    ///
+    /// # Safety
+    /// `node` was unlinked by the caller's CAS and its value moved out; other threads may still
+    /// read its `next` only while pinned (losing `pop`s, whose CAS fails whatever they read).
+    #[inline]
+    unsafe fn retire(node: *mut Node<T>, guard: &epoch::Guard) {
+        #[cfg(not(loom))]
+        // SAFETY: forwarded; `next` is the node's first word (`repr(C)`), an `AtomicPtr`, and
+        // the node came from `node_memory::allocate` with `LAYOUT`.
+        unsafe {
+            crate::retire::retire(node.cast(), Self::LAYOUT, guard);
+        }
+        #[cfg(loom)]
+        {
+            let garbage = Garbage(node);
+            // SAFETY: readers of the node are pinned; the collector frees it after they unpin,
+            // and the `Box` frees memory only (`ManuallyDrop` value, already moved out).
+            unsafe {
+                guard.defer_unchecked(move || {
+                    let garbage = garbage;
+                    drop(Box::from_raw(garbage.0));
+                })
+            };
+        }
     }
 }
 
-/// A `Send` wrapper for a detached chain handed to the epoch collector.
+/// A `Send` wrapper for nodes handed to the epoch collector (loom builds).
+#[cfg(loom)]
 struct Garbage<T>(*mut Node<T>);
 
 // SAFETY: the chain is unreachable by any other thread once deferred; the collector's thread only
 // frees memory (values were moved out), so no `T` is touched on that thread.
+#[cfg(loom)]
 unsafe impl<T> Send for Garbage<T> {}
 
-/// Hands a detached chain of consumed nodes to the epoch collector.
+/// Hands a detached chain `head..=tail` of `len` consumed nodes to the epoch collector.
 ///
 /// # Safety
-/// The chain must have been unlinked from the stack (no new thread can reach it), every value must
-/// have been moved out, and no thread other than concurrent, pinned `pop`s may access it.
-unsafe fn retire_chain<T>(chain: *mut Node<T>) {
-    if chain.is_null() {
+/// The chain must have been unlinked from the stack (no new thread can reach it), linked through
+/// `next` with `tail.next` null, every value must have been moved out, and no thread other than
+/// concurrent, pinned `pop`s may access it.
+unsafe fn retire_chain<T>(head: *mut Node<T>, tail: *mut Node<T>, len: usize) {
+    if head.is_null() {
         return;
     }
-    let garbage = Garbage(chain);
     let guard = epoch::pin();
-    let free = move || {
-        let garbage = garbage;
-        // SAFETY: the epoch has passed, so the chain is exclusively ours (see below).
-        unsafe { free_chain(garbage.0) }
-    };
-    // SAFETY: threads that read `next` of these nodes are pinned `pop`s that loaded `head` before
-    // the chain was unlinked; epoch runs the closure only after all of them unpinned. The closure
-    // frees memory only and does not touch `T`.
-    unsafe { guard.defer_unchecked(free) };
+    #[cfg(not(loom))]
+    {
+        // SAFETY: forwarded; `next` is each node's first word and the nodes came from
+        // `node_memory::allocate` with `Node::<T>::LAYOUT`.
+        unsafe {
+            node_memory::retire_chain(head.cast(), tail.cast(), len, Node::<T>::LAYOUT, &guard);
+        }
+    }
+    #[cfg(loom)]
+    {
+        let _ = (tail, len);
+        let garbage = Garbage(head);
+        let free = move || {
+            let garbage = garbage;
+            let mut node = garbage.0;
+            while !node.is_null() {
+                // SAFETY: the epoch has passed, so the chain is exclusively ours.
+                let boxed = unsafe { Box::from_raw(node) };
+                node = boxed.next.load(Ordering::Relaxed);
+            }
+        };
+        // SAFETY: threads that read `next` of these nodes are pinned `pop`s that loaded `head`
+        // before the chain was unlinked; epoch runs the closure only after all of them unpinned.
+        // The closure frees memory only and does not touch `T`.
+        unsafe { guard.defer_unchecked(free) };
+    }
 }
 
 /// A lock-free LIFO stack whose nodes are reclaimed by crossbeam-epoch.
@@ -237,6 +240,7 @@ impl<T: Send> TreiberStack<T> {
     /// stack.push("a");
     /// assert_eq!(stack.pop(), Some("a"));
     /// ```
+    #[inline]
     pub fn push(&self, value: T) {
         let node = Node::alloc(value);
         // SAFETY: `node` is fresh and private until the CAS in `publish` succeeds.
@@ -288,7 +292,7 @@ impl<T: Send> TreiberStack<T> {
     /// # Safety
     /// `top..=last` must be a chain of fresh nodes linked through `next`, owned by the caller.
     unsafe fn publish(&self, top: *mut Node<T>, last: *mut Node<T>) {
-        let backoff = Backoff::new();
+        let mut failures = 0u32;
         // Relaxed: the value is only used as the CAS's expected value and as `last.next`; nothing
         // behind it is dereferenced here.
         let mut head = self.head.load(Ordering::Relaxed);
@@ -304,7 +308,7 @@ impl<T: Send> TreiberStack<T> {
                 Ok(_) => return,
                 Err(current) => {
                     head = current;
-                    backoff.spin();
+                    contention_pause(&mut failures);
                 }
             }
         }
@@ -318,9 +322,10 @@ impl<T: Send> TreiberStack<T> {
     /// stack.push(7);
     /// assert_eq!(stack.pop(), Some(7));
     /// ```
+    #[inline]
     pub fn pop(&self) -> Option<T> {
         let guard = epoch::pin();
-        let backoff = Backoff::new();
+        let mut failures = 0u32;
         loop {
             // Acquire: pairs with the Release CAS in `publish` (or continues its release sequence
             // through other CASes), so the node's value and `next` are visible.
@@ -328,7 +333,7 @@ impl<T: Send> TreiberStack<T> {
             if head.is_null() {
                 return None;
             }
-            // SAFETY: we are pinned and loaded `head` from the stack; nodes are freed only via
+            // SAFETY: we are pinned and loaded `head` from the stack; nodes are reused only via
             // epoch after being unlinked, so `head` is still allocated.
             let next = unsafe { (*head).next.load(Ordering::Relaxed) };
             // Relaxed on success: the Acquire load above already synchronized with the push; the
@@ -342,11 +347,11 @@ impl<T: Send> TreiberStack<T> {
                 let value = unsafe { Node::take_value(head) };
                 // SAFETY: `head` is unlinked and its value moved out. Pinned `pop`s that lost
                 // may still read its `next` atomically; their CAS fails whatever they read, and
-                // the epoch waits for them before the memory is freed.
-                unsafe { retire(head.cast(), Node::<T>::OPS, &guard) };
+                // the epoch waits for them before the memory is reused.
+                unsafe { Node::retire(head, &guard) };
                 return Some(value);
             }
-            backoff.spin();
+            contention_pause(&mut failures);
         }
     }
 
@@ -384,6 +389,8 @@ impl<T: Send> TreiberStack<T> {
         TakeAll {
             next: head,
             consumed: ptr::null_mut(),
+            consumed_tail: ptr::null_mut(),
+            consumed_len: 0,
             _owns: PhantomData,
         }
     }
@@ -454,6 +461,9 @@ pub struct TakeAll<T> {
     next: *mut Node<T>,
     /// Nodes whose value was moved out, relinked into a private chain for one deferred free.
     consumed: *mut Node<T>,
+    /// The first consumed node: the end of the `consumed` chain.
+    consumed_tail: *mut Node<T>,
+    consumed_len: usize,
     _owns: PhantomData<T>,
 }
 
@@ -467,6 +477,8 @@ impl<T> TakeAll<T> {
         TakeAll {
             next: ptr::null_mut(),
             consumed: ptr::null_mut(),
+            consumed_tail: ptr::null_mut(),
+            consumed_len: 0,
             _owns: PhantomData,
         }
     }
@@ -519,7 +531,11 @@ impl<T> Iterator for TakeAll<T> {
         let value = unsafe { Node::take_value(node) };
         // SAFETY: as above; relinking into our private `consumed` chain.
         unsafe { (*node).next.store(self.consumed, Ordering::Relaxed) };
+        if self.consumed.is_null() {
+            self.consumed_tail = node;
+        }
         self.consumed = node;
+        self.consumed_len += 1;
         Some(value)
     }
 }
@@ -533,7 +549,7 @@ impl<T> Drop for TakeAll<T> {
         }
         // SAFETY: `consumed` holds only nodes detached by `take_all` whose values were moved
         // out; concurrent losing `pop`s are covered by the epoch.
-        unsafe { retire_chain(self.consumed) };
+        unsafe { retire_chain(self.consumed, self.consumed_tail, self.consumed_len) };
     }
 }
 
