@@ -690,6 +690,26 @@ mod tests {
     }
 
     #[test]
+    fn grpc_timeout_uses_the_most_precise_unit_of_at_most_8_digits() {
+        assert_eq!(grpc_timeout(Duration::from_millis(50)), "50000000n");
+        assert_eq!(grpc_timeout(Duration::from_secs(10)), "10000000u");
+        assert_eq!(grpc_timeout(Duration::from_secs(3600)), "3600000m");
+        assert_eq!(grpc_timeout(Duration::from_secs(200_000)), "200000S");
+        assert_eq!(grpc_timeout(Duration::MAX), "99999999H");
+    }
+
+    #[test]
+    fn reserved_headers_are_not_sent_as_metadata() {
+        let e = OtlpGrpcExporter::builder()
+            .header("content-type", "text/plain")
+            .header("x-ok", "1")
+            .build()
+            .unwrap();
+        assert_eq!(e.headers["content-type"], "application/grpc");
+        assert_eq!(e.headers["x-ok"], "1");
+    }
+
+    #[test]
     fn https_endpoint_turns_tls_on() {
         let e = OtlpGrpcExporter::builder()
             .endpoint("https://collector:4317")
