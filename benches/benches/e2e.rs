@@ -1,7 +1,8 @@
 //! End-to-end benchmarks: ending spans, and delivering them to a loopback OTLP/gRPC receiver.
 //!
 //! Groups (see the xtask report's naming convention): `e2e/end_span_1t`, `e2e/end_span_2t`
-//! (functions `spanflow`, `bsp_default`, `bsp_large_queue`, `no_processor`) and
+//! (functions `spanflow`, `bsp_default`, `bsp_large_queue`, `no_processor`, and
+//! `drop_processor`: a processor that drops each span, the floor any processor pays) and
 //! `e2e/grpc_delivery` (functions `spanflow`, `bsp_otlp`).
 //!
 //! Ending spans is measured as bursts: each iteration times `SPANS_PER_ITER` spans ended on
@@ -17,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use spanflow_benches::wire_sink::WireSink;
 use spanflow_benches::{
-    LARGE_QUEUE, bsp, bsp_otlp, end_spans_parallel, no_processor, sink, spanflow_grpc,
+    LARGE_QUEUE, bsp, bsp_otlp, drop_processor, end_spans_parallel, no_processor, spanflow_grpc,
     spanflow_null,
 };
 
@@ -69,6 +71,11 @@ fn end_span_group(c: &mut Criterion, threads: usize) {
     let provider = no_processor();
     run("no_processor", &provider);
     let _ = provider.shutdown();
+
+    // The floor every processor pays: the SDK builds the SpanData and calls on_end.
+    let provider = drop_processor();
+    run("drop_processor", &provider);
+    let _ = provider.shutdown();
     group.finish();
 }
 
@@ -85,7 +92,7 @@ const DELIVERY_SPANS: u64 = 50_000;
 
 /// Waits until the sink's count stops growing (nothing arrived for `quiet`) or reaches `target`;
 /// returns how many spans arrived since `before`.
-fn settle(sink: &sink::Sink, before: u64, target: u64, quiet: Duration, limit: Duration) -> u64 {
+fn settle(sink: &WireSink, before: u64, target: u64, quiet: Duration, limit: Duration) -> u64 {
     let deadline = Instant::now() + limit;
     let mut last = sink.spans();
     let mut last_change = Instant::now();
@@ -106,7 +113,7 @@ fn settle(sink: &sink::Sink, before: u64, target: u64, quiet: Duration, limit: D
 /// the receiver has counted them all (or, when the processor dropped some, until nothing more
 /// arrives). The time is scaled by `ended / delivered`, so criterion's throughput is the rate of
 /// spans actually *delivered*: drops are not free speed.
-fn delivery(provider: &SdkTracerProvider, sink: &sink::Sink, iters: u64) -> Duration {
+fn delivery(provider: &SdkTracerProvider, sink: &WireSink, iters: u64) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let before = sink.spans();
@@ -145,7 +152,7 @@ fn grpc_delivery(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500));
     group.throughput(Throughput::Elements(DELIVERY_SPANS));
 
-    let receiver = sink::Sink::start();
+    let receiver = WireSink::start();
     let (provider, pipeline) = spanflow_grpc(&receiver.endpoint());
     group.bench_function("spanflow", |b| {
         b.iter_custom(|iters| delivery(&provider, &receiver, iters));
@@ -160,7 +167,7 @@ fn grpc_delivery(c: &mut Criterion) {
     );
     drop(receiver);
 
-    let receiver = sink::Sink::start();
+    let receiver = WireSink::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -10,7 +10,8 @@
 use std::time::{Duration, Instant};
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use spanflow_benches::{bsp, bsp_otlp, end_spans_parallel, sink, spanflow_grpc, spanflow_null};
+use spanflow_benches::wire_sink::WireSink;
+use spanflow_benches::{bsp, bsp_otlp, end_spans_parallel, spanflow_grpc, spanflow_null};
 
 const THREADS: usize = 2;
 
@@ -67,7 +68,7 @@ fn main() {
         total_time,
     });
 
-    let receiver = sink::Sink::start();
+    let receiver = WireSink::start();
     let (provider, _pipeline) = spanflow_grpc(&receiver.endpoint());
     let (end_time, total_time) = burst(&provider, per_thread);
     rows.push(Row {
@@ -80,7 +81,7 @@ fn main() {
     });
     drop(receiver);
 
-    let receiver = sink::Sink::start();
+    let receiver = WireSink::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
