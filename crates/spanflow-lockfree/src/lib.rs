@@ -21,11 +21,15 @@
 //!   of its `ManuallyDrop` exactly once, and retires the node through crossbeam-epoch (a losing
 //!   `pop` may still read its `next`). `push_list` links any number of nodes privately and
 //!   publishes them with one CAS; `take_all` detaches the whole list with one swap and iterates
-//!   it LIFO, or FIFO after an in-place reversal. Retired nodes are handed to the epoch 32 at a
-//!   time per thread, and freed node blocks are reused through per-thread free lists refilled
-//!   from a process-wide pool per size class, so a push+pop pair does not go through the global
-//!   allocator. (Node blocks of up to 256 bytes are kept for reuse, never returned to it: the
-//!   memory held is bounded by the peak number of nodes alive at once.)
+//!   it LIFO, or FIFO after an in-place reversal. Retired nodes are chained per thread and
+//!   handed to the epoch 32 at a time; when their grace period is over the chain is spliced,
+//!   in O(1), onto a per-thread free list (refilled from a process-wide pool per size class, or
+//!   from the allocator a 2 KiB slab at a time), so a push+pop pair does not go through the
+//!   global allocator. (Node blocks of up to 256 bytes are kept for reuse, never returned to it:
+//!   the memory held is bounded by the peak number of nodes alive or awaiting their grace
+//!   period.) A lost CAS backs off long (16 spin hints, doubling, at most 1024), so two threads
+//!   hammering one head take turns in runs instead of pulling its cache line across on every
+//!   operation.
 //! * [`Worker`]/[`Stealer`]: the dynamic circular work-stealing deque of Chase and Lev (SPAA
 //!   2005) with the C11 orderings of Lê, Pop, Cohen and Zappa Nardelli (PPoPP 2013): the owner
 //!   writes `bottom`, issues a `SeqCst` fence and reads `top`; a thief reads `top` and then
