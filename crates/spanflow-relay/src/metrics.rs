@@ -90,6 +90,31 @@ pub struct RelayMetrics {
     spans_refused_closed: AtomicU64,
     spans_refused_invalid: AtomicU64,
     ready: AtomicBool,
+    in_flight: InFlightGauges,
+}
+
+/// Request bytes the receivers are reading or decoding right now (see
+/// [`RelayMetrics::in_flight`]). Plain relaxed counters: each is read only for reporting, and
+/// the receivers' reservations need only `used`'s own value.
+#[derive(Debug, Default)]
+pub(crate) struct InFlightGauges {
+    /// Bytes reserved now.
+    pub(crate) used: AtomicU64,
+    /// The most ever reserved at once.
+    pub(crate) peak: AtomicU64,
+    /// The most that may be reserved at once (one request alone may exceed it).
+    pub(crate) limit: AtomicU64,
+}
+
+/// A copy of the in-flight request bytes gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InFlightBytes {
+    /// Bytes of request bodies reserved now.
+    pub used: u64,
+    /// The most reserved at once since the relay started.
+    pub peak: u64,
+    /// The bound: a request that would take more is told to retry.
+    pub limit: u64,
 }
 
 /// A point-in-time copy of [`RelayMetrics`].
@@ -165,6 +190,18 @@ impl RelayMetrics {
             spans_refused_closed: self.spans_refused_closed.load(Ordering::Relaxed),
             spans_refused_invalid: self.spans_refused_invalid.load(Ordering::Relaxed),
         }
+    }
+    /// The request bytes being read or decoded across every receiver, with their peak and
+    /// bound.
+    pub fn in_flight(&self) -> InFlightBytes {
+        InFlightBytes {
+            used: self.in_flight.used.load(Ordering::Relaxed),
+            peak: self.in_flight.peak.load(Ordering::Relaxed),
+            limit: self.in_flight.limit.load(Ordering::Relaxed),
+        }
+    }
+    pub(crate) fn in_flight_gauges(&self) -> &InFlightGauges {
+        &self.in_flight
     }
     /// Requests with `outcome` on `protocol`.
     pub fn requests_with(&self, protocol: Protocol, outcome: Outcome) -> u64 {
@@ -304,6 +341,28 @@ impl RelayMetrics {
             "gauge",
             "The pipeline's memory budget.",
             &one(sink.budget_bytes),
+        );
+        let in_flight = self.in_flight();
+        simple(
+            &mut out,
+            "spanflow_relay_in_flight_bytes",
+            "gauge",
+            "Request bytes being read or decoded by the receivers now.",
+            &one(in_flight.used),
+        );
+        simple(
+            &mut out,
+            "spanflow_relay_in_flight_peak_bytes",
+            "gauge",
+            "The most request bytes the receivers held at once.",
+            &one(in_flight.peak),
+        );
+        simple(
+            &mut out,
+            "spanflow_relay_in_flight_limit_bytes",
+            "gauge",
+            "Request bytes the receivers may hold at once before answering retry later.",
+            &one(in_flight.limit),
         );
         let _ = writeln!(
             out,

@@ -114,11 +114,15 @@ impl RunningRelay {
     /// Binds every enabled listener of `cfg` and starts serving into `sink`.
     pub async fn start(cfg: &RelayConfig, sink: Arc<dyn Sink>) -> Result<Self, StartError> {
         let metrics = Arc::new(RelayMetrics::default());
-        // Bodies being read may take as much again as the pipeline's budget, at most.
-        let in_flight = sink
-            .stats()
-            .budget_bytes
-            .max(cfg.receivers.http.max_body_size.0 * 2);
+        // Bodies being read may take as much again as the pipeline's budget, at most, and
+        // always room for one largest request with its decompressed form.
+        let largest = cfg
+            .receivers
+            .http
+            .max_body_size
+            .0
+            .max(cfg.receivers.grpc.max_message_size.0);
+        let in_flight = sink.stats().budget_bytes.max(largest.saturating_mul(2));
         let shared = Shared::new(sink.clone(), metrics.clone(), in_flight);
         let (stop, stopped) = watch::channel(false);
         let mut servers = Vec::new();
@@ -196,6 +200,11 @@ impl RunningRelay {
     /// The receivers' counters.
     pub fn metrics(&self) -> &Arc<RelayMetrics> {
         self.shared.metrics()
+    }
+
+    /// Request bytes the receivers are reading or decoding now, their peak and their bound.
+    pub fn in_flight(&self) -> crate::metrics::InFlightBytes {
+        self.shared.metrics().in_flight()
     }
 
     /// The sink's counters now.

@@ -4,6 +4,8 @@
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -115,6 +117,19 @@ where
         let shared = self.shared.clone();
         let max = self.max_message_size;
         Box::pin(async move {
+            // Request bytes are reserved as they arrive, before tonic buffers them, and held
+            // until the answer: across every stream the receivers hold at most the allowance.
+            let Some(reservation) = shared.reserve(0) else {
+                shared
+                    .metrics()
+                    .request(Protocol::Grpc, Outcome::Backpressure);
+                return Ok(in_flight_full().into_http());
+            };
+            let reservation = Arc::new(reservation);
+            let refused = Arc::new(AtomicBool::new(false));
+            let req = req.map(|body| {
+                LimitedBody::new(body, reservation.clone(), refused.clone(), max as u64)
+            });
             let mut grpc = Grpc::new(BytesCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
@@ -124,8 +139,126 @@ where
                 shared: shared.clone(),
             };
             let response = grpc.unary(method, req).await;
+            drop(reservation);
+            // Relaxed: set by the body, which tonic polled to completion inside `unary`.
+            if refused.load(Ordering::Relaxed) {
+                shared
+                    .metrics()
+                    .request(Protocol::Grpc, Outcome::Backpressure);
+                return Ok(response);
+            }
             Ok(too_large_is_resource_exhausted(&shared, response))
         })
+    }
+}
+
+/// How long a client told "too many request bytes in flight" should wait: bodies in flight
+/// are read and handed on within milliseconds.
+const IN_FLIGHT_RETRY: Duration = Duration::from_millis(250);
+
+/// The answer when the request bytes in flight across all streams are at their bound.
+fn in_flight_full() -> Status {
+    let message = "too many request bytes in flight, retry later";
+    Status::with_details(
+        Code::Unavailable,
+        message,
+        retry_info(Code::Unavailable, message, IN_FLIGHT_RETRY),
+    )
+}
+
+/// A gRPC request body that reserves its bytes from the relay's in-flight allowance before
+/// tonic buffers them: when the 5-byte message header arrives, the whole declared message
+/// (and, if it is compressed, room for its decompressed form, bounded by the message limit)
+/// is reserved at once, because tonic allocates that much as soon as it reads the header.
+/// When the allowance cannot cover it the body fails with `UNAVAILABLE` and `RetryInfo`, and
+/// tonic answers with that status without reading further.
+struct LimitedBody<B> {
+    inner: Pin<Box<B>>,
+    reservation: Arc<super::Reservation>,
+    refused: Arc<AtomicBool>,
+    max_message: u64,
+    header: [u8; 5],
+    header_len: usize,
+    received: u64,
+}
+
+impl<B> LimitedBody<B> {
+    fn new(
+        inner: B,
+        reservation: Arc<super::Reservation>,
+        refused: Arc<AtomicBool>,
+        max_message: u64,
+    ) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            reservation,
+            refused,
+            max_message,
+            header: [0; 5],
+            header_len: 0,
+            received: 0,
+        }
+    }
+
+    /// Bytes this body needs reserved once `data` has arrived.
+    fn needed(&mut self, data: &[u8]) -> u64 {
+        let take = (self.header.len() - self.header_len).min(data.len());
+        self.header[self.header_len..self.header_len + take].copy_from_slice(&data[..take]);
+        self.header_len += take;
+        self.received += data.len() as u64;
+        if self.header_len < self.header.len() {
+            return self.received;
+        }
+        let [flag, a, b, c, d] = self.header;
+        let declared = u64::from(u32::from_be_bytes([a, b, c, d]));
+        if declared > self.max_message {
+            // tonic refuses it from the header alone, before allocating anything.
+            return self.received;
+        }
+        let decompressed = if flag == 1 { self.max_message } else { 0 };
+        self.received.max(5 + declared) + decompressed
+    }
+}
+
+impl<B> http_body::Body for LimitedBody<B>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let frame = match self.inner.as_mut().poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => {
+                return Poll::Ready(Some(Err(Status::from_error(e.into()))));
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
+            }
+        };
+        if let Some(data) = frame.data_ref() {
+            let needed = self.needed(data);
+            if !self.reservation.grow_to(needed) {
+                // Relaxed: read by the request's own future after tonic finished with the body.
+                self.refused.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(in_flight_full())));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

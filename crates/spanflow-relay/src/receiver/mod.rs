@@ -18,29 +18,71 @@ pub struct Shared {
     sink: Arc<dyn Sink>,
     metrics: Arc<RelayMetrics>,
     accepting: Arc<AtomicBool>,
-    in_flight: Arc<InFlight>,
 }
 
-/// Bytes of request bodies being read or decompressed right now, bounded so that a flood of
-/// large concurrent requests cannot take memory beyond the pipeline's budget: a request that
-/// does not fit is answered with "retry later" before its body is read.
-#[derive(Debug)]
-struct InFlight {
-    used: AtomicU64,
-    limit: u64,
-}
-
-/// A reservation of in-flight bytes, released on drop.
+/// A reservation of request bytes in flight (bodies being read, decompressed or indexed),
+/// released on drop. Every receiver draws from one allowance (the metrics' in-flight gauges),
+/// so a flood of large concurrent requests cannot take memory beyond it: a request that does
+/// not fit is answered with "retry later" instead of being read.
 #[derive(Debug)]
 pub(crate) struct Reservation {
-    in_flight: Arc<InFlight>,
-    bytes: u64,
+    metrics: Arc<RelayMetrics>,
+    /// Bytes held; only the request that owns the reservation grows it.
+    bytes: AtomicU64,
+}
+
+impl Reservation {
+    /// Grows the reservation to at least `total` bytes; false (and unchanged) when the
+    /// allowance cannot cover it. A request holding all that is reserved may grow alone past
+    /// the limit (its size is already bounded by the receiver's own limit).
+    pub(crate) fn grow_to(&self, total: u64) -> bool {
+        // Relaxed: `bytes` is only written by the one task that owns this request.
+        let mine = self.bytes.load(Ordering::Relaxed);
+        if total <= mine {
+            return true;
+        }
+        if !take(&self.metrics, total - mine, mine) {
+            return false;
+        }
+        self.bytes.store(total, Ordering::Relaxed);
+        true
+    }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        // Relaxed: a counter whose only readers are other reservations' CAS loops.
-        self.in_flight.used.fetch_sub(self.bytes, Ordering::Relaxed);
+        // Relaxed: a counter whose only readers are other reservations' CAS loops and reports.
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        self.metrics
+            .in_flight_gauges()
+            .used
+            .fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Adds `bytes` to the in-flight allowance's use, for a request already holding `mine` of it;
+/// refused when that would pass the limit, unless the request holds everything in use.
+fn take(metrics: &RelayMetrics, bytes: u64, mine: u64) -> bool {
+    let gauges = metrics.in_flight_gauges();
+    let limit = gauges.limit.load(Ordering::Relaxed);
+    let mut used = gauges.used.load(Ordering::Relaxed);
+    loop {
+        if used > mine && used + bytes > limit {
+            return false;
+        }
+        // Relaxed: the counter guards no other memory; only its value matters.
+        match gauges.used.compare_exchange_weak(
+            used,
+            used + bytes,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => {
+                gauges.peak.fetch_max(used + bytes, Ordering::Relaxed);
+                return true;
+            }
+            Err(now) => used = now,
+        }
     }
 }
 
@@ -53,17 +95,17 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Receivers feeding `sink`, counting into `metrics`, reading at most `in_flight_limit`
-    /// bytes of request bodies at once.
+    /// Receivers feeding `sink`, counting into `metrics`, holding at most `in_flight_limit`
+    /// bytes of request bodies at once (see [`RelayMetrics::in_flight`]).
     pub fn new(sink: Arc<dyn Sink>, metrics: Arc<RelayMetrics>, in_flight_limit: u64) -> Self {
+        metrics
+            .in_flight_gauges()
+            .limit
+            .store(in_flight_limit, Ordering::Relaxed);
         Self {
             sink,
             metrics,
             accepting: Arc::new(AtomicBool::new(true)),
-            in_flight: Arc::new(InFlight {
-                used: AtomicU64::new(0),
-                limit: in_flight_limit,
-            }),
         }
     }
 
@@ -71,28 +113,10 @@ impl Shared {
     /// request larger than the whole allowance is let through alone (its size is already
     /// bounded by the receiver's own limit).
     pub(crate) fn reserve(&self, bytes: u64) -> Option<Reservation> {
-        let in_flight = &self.in_flight;
-        let mut used = in_flight.used.load(Ordering::Relaxed);
-        loop {
-            if used > 0 && used + bytes > in_flight.limit {
-                return None;
-            }
-            // Relaxed: the counter guards no other memory; only its value matters.
-            match in_flight.used.compare_exchange_weak(
-                used,
-                used + bytes,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    return Some(Reservation {
-                        in_flight: in_flight.clone(),
-                        bytes,
-                    });
-                }
-                Err(now) => used = now,
-            }
-        }
+        take(&self.metrics, bytes, 0).then(|| Reservation {
+            metrics: self.metrics.clone(),
+            bytes: AtomicU64::new(bytes),
+        })
     }
     /// From now on every request is answered with "retry later" (shutdown).
     pub fn stop_accepting(&self) {
@@ -190,6 +214,30 @@ mod tests {
         assert!(shared.reserve(1).is_none());
         drop(big);
         assert!(shared.reserve(100).is_some());
+        assert_eq!(shared.metrics().in_flight().peak, 500);
+        assert_eq!(shared.metrics().in_flight().used, 0);
+    }
+
+    #[test]
+    fn a_reservation_grows_within_the_limit_or_alone() {
+        let sink = Arc::new(crate::sink::MemorySink::new(1 << 20));
+        let shared = Shared::new(sink, Arc::new(RelayMetrics::default()), 100);
+        let a = shared.reserve(0).expect("empty");
+        assert!(a.grow_to(70));
+        assert!(a.grow_to(50), "shrinking is a no-op");
+        assert_eq!(shared.metrics().in_flight().used, 70);
+        let b = shared.reserve(20).expect("fits");
+        assert!(!a.grow_to(90), "90 + 20 > 100");
+        assert_eq!(shared.metrics().in_flight().used, 90);
+        assert!(a.grow_to(80));
+        drop(b);
+        // Alone, a request may grow past the limit.
+        assert!(a.grow_to(150));
+        assert_eq!(shared.metrics().in_flight().used, 150);
+        assert!(shared.reserve(1).is_none());
+        drop(a);
+        assert_eq!(shared.metrics().in_flight().used, 0);
+        assert_eq!(shared.metrics().in_flight().peak, 150);
     }
 
     #[test]
