@@ -3,8 +3,16 @@
 //! prost-decodes every request and re-encodes it to forward it, the way a collector does.
 //!
 //! Both are measured as the time to push N spans from a client through the relay until the
-//! counting sink has seen all N. Process CPU time (utime + stime from /proc/self/stat) is
-//! measured around each function's runs and printed as CPU per span.
+//! counting sink has seen all N, with the same payloads, load generator and sink.
+//!
+//! CPU per span counts only the relay's own CPU. The load generator, the counting sinks and the
+//! bench thread run on threads the bench registers (tokio `on_thread_start`; a thread that
+//! exits adds its final CPU time in `on_thread_stop`), and so does the peer relay's runtime. Per
+//! thread CPU is `/proc/self/task/<tid>/schedstat` (nanoseconds on CPU). The spanflow relay is
+//! everything else in the process: `CLOCK_PROCESS_CPUTIME_ID` (every thread, dead ones
+//! included) minus the registered threads, which covers its receiver runtime and whatever
+//! threads its pipeline starts. The "idle" line shows what that remainder is while the peer
+//! runs (the idle spanflow relay plus criterion's own bookkeeping), so it can be judged.
 
 #![allow(missing_docs)]
 
@@ -23,7 +31,6 @@ use http::uri::PathAndQuery;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use prost::Message;
 use spanflow_relay::client::{Answer, OtlpClient, Transport};
 use spanflow_relay::config::RelayConfig;
 use spanflow_relay::pipeline::PipelineSink;
@@ -172,12 +179,134 @@ where
     addr
 }
 
-/// Sends every payload through `endpoint` with `SENDERS` concurrent clients, then waits until
-/// the sink counted `target` spans.
-async fn push(endpoint: &str, payloads: &Arc<Vec<Payload>>, sink: &AtomicU64, target: u64) {
+/// A set of threads whose CPU time is counted together.
+#[derive(Default)]
+struct Threads {
+    /// Live thread ids, and the CPU nanoseconds of members that have exited.
+    inner: parking_lot::Mutex<(Vec<u32>, u64)>,
+}
+
+fn current_tid() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// Nanoseconds thread `tid` of this process has spent on a CPU.
+fn thread_cpu_ns(tid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Nanoseconds every thread of this process, live or exited, has spent on a CPU.
+fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call, and
+    // CLOCK_PROCESS_CPUTIME_ID is a clock every Linux kernel supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Threads {
+    fn register_current(&self) {
+        if let Some(tid) = current_tid() {
+            self.inner.lock().0.push(tid);
+        }
+    }
+
+    /// Called on a member thread just before it exits: keeps its CPU time.
+    fn exiting(&self) {
+        if let Some(tid) = current_tid() {
+            let mut inner = self.inner.lock();
+            inner.1 += thread_cpu_ns(tid);
+            inner.0.retain(|t| *t != tid);
+        }
+    }
+
+    fn cpu_ns(&self) -> u64 {
+        let inner = self.inner.lock();
+        inner.1 + inner.0.iter().map(|t| thread_cpu_ns(*t)).sum::<u64>()
+    }
+}
+
+/// A multi-thread runtime whose threads (workers and blocking ones) belong to `threads`.
+fn runtime(name: &str, workers: usize, threads: &Arc<Threads>) -> tokio::runtime::Runtime {
+    let (start, stop) = (threads.clone(), threads.clone());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(name)
+        .enable_all()
+        .on_thread_start(move || start.register_current())
+        .on_thread_stop(move || stop.exiting())
+        .build()
+        .expect("runtime")
+}
+
+/// CPU time so far: the registered non-relay threads, the peer relay, the whole process.
+#[derive(Clone, Copy)]
+struct CpuReading {
+    harness: u64,
+    peer: u64,
+    process: u64,
+}
+
+#[derive(Clone)]
+struct Meter {
+    harness: Arc<Threads>,
+    peer: Arc<Threads>,
+}
+
+impl Meter {
+    fn read(&self) -> CpuReading {
+        // The process total last, so it covers at least what the parts counted.
+        let harness = self.harness.cpu_ns();
+        let peer = self.peer.cpu_ns();
+        CpuReading {
+            harness,
+            peer,
+            process: process_cpu_ns(),
+        }
+    }
+}
+
+/// CPU spent between two readings, per part.
+#[derive(Default, Clone, Copy)]
+struct CpuSpent {
+    /// The spanflow relay: the process minus the harness and the peer.
+    ours: u64,
+    peer: u64,
+    harness: u64,
+}
+
+impl CpuSpent {
+    fn between(a: CpuReading, b: CpuReading) -> Self {
+        let harness = b.harness.saturating_sub(a.harness);
+        let peer = b.peer.saturating_sub(a.peer);
+        let process = b.process.saturating_sub(a.process);
+        Self {
+            ours: process.saturating_sub(harness + peer),
+            peer,
+            harness,
+        }
+    }
+    fn add(&mut self, o: Self) {
+        self.ours += o.ours;
+        self.peer += o.peer;
+        self.harness += o.harness;
+    }
+}
+
+/// Sends every payload through `clients` (one task each), then waits until the sink counted
+/// `target` spans.
+async fn push(clients: &[OtlpClient], payloads: &Arc<Vec<Payload>>, sink: &AtomicU64, target: u64) {
     let mut tasks = Vec::new();
-    for s in 0..SENDERS {
-        let client = OtlpClient::new(Transport::Grpc, endpoint, false).expect("client");
+    for (s, client) in clients.iter().enumerate() {
+        let client = client.clone();
         let payloads = payloads.clone();
         tasks.push(tokio::spawn(async move {
             for p in payloads.iter().skip(s).step_by(SENDERS) {
@@ -207,23 +336,34 @@ async fn push(endpoint: &str, payloads: &Arc<Vec<Payload>>, sink: &AtomicU64, ta
     );
 }
 
-/// Process CPU time (user + system) so far, from /proc/self/stat, in seconds.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // USER_HZ is 100 on every Linux configuration that matters.
-    Some((utime + stime) / 100.0)
+/// What one function's runs added up to.
+#[derive(Default, Clone, Copy)]
+struct Totals {
+    spans: u64,
+    wall: Duration,
+    cpu: CpuSpent,
 }
 
 fn relay_passthrough(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // The harness: load generator, counting sinks and this thread. The peer relay: its own
+    // runtime. The spanflow relay: its own runtime plus its pipeline's threads (unregistered).
+    let harness = Arc::new(Threads::default());
+    harness.register_current();
+    let peer_threads = Arc::new(Threads::default());
+    let meter = Meter {
+        harness: harness.clone(),
+        peer: peer_threads.clone(),
+    };
+    let load_rt = runtime("bench-load", 2, &harness);
+    let sink_rt = runtime("bench-sink", 1, &harness);
+    let ours_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("relay-spanflow")
         .enable_all()
         .build()
         .expect("runtime");
+    let peer_rt = runtime("relay-prost", 2, &peer_threads);
+
     let mut rng = rand::rng();
     let mix = AttributeMix {
         count: 8,
@@ -237,45 +377,54 @@ fn relay_passthrough(c: &mut Criterion) {
             .collect(),
     );
 
-    // Counting sinks, one per relay.
+    // Counting sinks, one per relay, on the same runtime.
     let ours_count = Arc::new(AtomicU64::new(0));
     let peer_count = Arc::new(AtomicU64::new(0));
-    let (ours_endpoint, peer_endpoint, _relay) = rt.block_on(async {
-        let ours_sink = serve(Service {
+    let (ours_sink, peer_sink) = sink_rt.block_on(async {
+        let ours = serve(Service {
             handler: Counting {
                 spans: ours_count.clone(),
             },
         })
         .await;
-        let peer_sink = serve(Service {
+        let peer = serve(Service {
             handler: Counting {
                 spans: peer_count.clone(),
             },
         })
         .await;
+        (ours, peer)
+    });
 
-        // spanflow: the relay with an OTLP/gRPC exporter to the counting sink.
-        let text = format!(
-            "[receivers.http]\nenabled = false\n[telemetry]\nmetrics_enabled = false\n\
-             [receivers.grpc]\nendpoint = \"127.0.0.1:0\"\n\
-             [pipeline.batch]\nmax_age_ms = 5\n\
-             [[pipeline.exporters]]\nname = \"sink\"\n\
-             sink = {{ type = \"otlp\", protocol = \"grpc\", endpoint = \"http://{ours_sink}\" }}\n"
-        );
-        let cfg = RelayConfig::from_toml_str(&text).expect("bench config");
+    // spanflow: the relay with an OTLP/gRPC exporter to the counting sink. Its pipeline is the
+    // relay's default but for a short max age, so the last partial batch of a run does not
+    // wait 200 ms; SPANFLOW_RELAY_BENCH_PIPELINE replaces that TOML to try other settings.
+    let pipeline = std::env::var("SPANFLOW_RELAY_BENCH_PIPELINE")
+        .unwrap_or_else(|_| "[pipeline.batch]\nmax_age_ms = 5\n".to_owned());
+    let text = format!(
+        "[receivers.http]\nenabled = false\n[telemetry]\nmetrics_enabled = false\n\
+         [receivers.grpc]\nendpoint = \"127.0.0.1:0\"\n{pipeline}\n\
+         [[pipeline.exporters]]\nname = \"sink\"\n\
+         sink = {{ type = \"otlp\", protocol = \"grpc\", endpoint = \"http://{ours_sink}\" }}\n"
+    );
+    let cfg = RelayConfig::from_toml_str(&text).expect("bench config");
+    let relay = ours_rt.block_on(async {
         let sink = Arc::new(PipelineSink::build(&cfg.pipeline).expect("pipeline"));
-        let relay = RunningRelay::start(&cfg, sink).await.expect("relay");
-        let ours = format!("http://{}", relay.addresses().grpc.expect("grpc"));
+        RunningRelay::start(&cfg, sink).await.expect("relay")
+    });
+    let ours_endpoint = format!("http://{}", relay.addresses().grpc.expect("grpc"));
 
-        // prost_relay: decode, re-encode, forward.
+    // prost_relay: decode, re-encode, forward; its client channel lives on its runtime too.
+    let peer_endpoint = peer_rt.block_on(async {
         let upstream = Channel::from_shared(format!("http://{peer_sink}"))
             .expect("uri")
+            .tcp_nodelay(true)
             .connect_lazy();
-        let peer = serve(Service {
+        let addr = serve(Service {
             handler: ProstRelay { upstream },
         })
         .await;
-        (ours, format!("http://{peer}"), relay)
+        format!("http://{addr}")
     });
 
     let mut group = c.benchmark_group("relay/grpc_passthrough");
@@ -284,88 +433,81 @@ fn relay_passthrough(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4))
         .warm_up_time(Duration::from_millis(500))
         .throughput(Throughput::Elements(SPANS));
-    let mut cpu = Vec::new();
+    let mut totals = Vec::new();
     for (name, endpoint, count) in [
-        ("spanflow", ours_endpoint.clone(), ours_count.clone()),
-        ("prost_relay", peer_endpoint.clone(), peer_count.clone()),
+        ("spanflow", &ours_endpoint, &ours_count),
+        ("prost_relay", &peer_endpoint, &peer_count),
     ] {
-        let spans_pushed = Arc::new(AtomicU64::new(0));
-        let cpu_before = cpu_seconds();
-        let pushed = spans_pushed.clone();
+        // One set of connections per relay, reused by every run (as long-lived senders do).
+        let clients: Vec<OtlpClient> = load_rt.block_on(async {
+            (0..SENDERS)
+                .map(|_| OtlpClient::new(Transport::Grpc, endpoint, false).expect("client"))
+                .collect()
+        });
+        let mut total = Totals::default();
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                rt.block_on(async {
+                load_rt.block_on(async {
+                    let before = meter.read();
                     let started = Instant::now();
                     for _ in 0..iters {
                         let target = count.load(Ordering::Relaxed) + SPANS;
-                        push(&endpoint, &payloads, &count, target).await;
-                        pushed.fetch_add(SPANS, Ordering::Relaxed);
+                        push(&clients, &payloads, count, target).await;
                     }
-                    started.elapsed()
+                    let elapsed = started.elapsed();
+                    total.cpu.add(CpuSpent::between(before, meter.read()));
+                    total.spans += iters * SPANS;
+                    total.wall += elapsed;
+                    elapsed
                 })
             });
         });
-        if let (Some(before), Some(after)) = (cpu_before, cpu_seconds()) {
-            let spans = spans_pushed.load(Ordering::Relaxed).max(1);
-            cpu.push((name, (after - before) / spans as f64 * 1e9));
-        }
+        totals.push((name, total));
     }
     group.finish();
 
-    // Baseline outside criterion (not a peer): the client straight into the counting sink, so
-    // the relays' own CPU per span is the total minus this.
-    let direct_count = Arc::new(AtomicU64::new(0));
-    let direct = rt.block_on(async {
-        let addr = serve(Service {
-            handler: Counting {
-                spans: direct_count.clone(),
-            },
-        })
-        .await;
-        format!("http://{addr}")
-    });
-    let rounds = 20;
-    let baseline = cpu_seconds().and_then(|before| {
-        rt.block_on(async {
-            for _ in 0..rounds {
-                let target = direct_count.load(Ordering::Relaxed) + SPANS;
-                push(&direct, &payloads, &direct_count, target).await;
-            }
-        });
-        Some((cpu_seconds()? - before) / (rounds * SPANS) as f64 * 1e9)
-    });
-    if let Some(base) = baseline {
+    let report = |name: &str, t: &Totals, relay_ns: u64| {
+        let spans = t.spans.max(1) as f64;
+        let ns = relay_ns as f64 / spans;
         println!(
-            "relay/grpc_passthrough baseline (client + counting sink, no relay): {base:.0} ns CPU per span"
+            "relay/grpc_passthrough {name}: {:.0} spans/s, {ns:.0} ns relay CPU per span \
+             ({:.0} spans per relay CPU-second; harness {:.0} ns/span)",
+            spans / t.wall.as_secs_f64().max(1e-9),
+            1e9 / ns.max(1e-9),
+            t.harness_ns() as f64 / spans,
         );
-        let own: Vec<(&str, f64)> = cpu
-            .iter()
-            .map(|(n, ns)| (*n, (ns - base).max(1.0)))
-            .collect();
-        for (name, ns) in &own {
-            println!(
-                "relay/grpc_passthrough {name}: {ns:.0} ns relay CPU per span (total minus baseline)"
-            );
-        }
-        if let [(_, ours), (_, peer)] = own.as_slice() {
-            println!(
-                "relay/grpc_passthrough relay CPU per span ratio prost_relay/spanflow: {:.2}x",
-                peer / ours
-            );
-        }
-    }
-    for (name, ns) in &cpu {
+        ns
+    };
+    let [(_, ours), (_, peer)] = totals.as_slice() else {
+        unreachable!("two functions")
+    };
+    let ours_ns = (ours.spans > 0).then(|| report("spanflow", ours, ours.cpu.ours));
+    let peer_ns = (peer.spans > 0).then(|| report("prost_relay", peer, peer.cpu.peer));
+    if let (Some(ours_ns), Some(peer_ns)) = (ours_ns, peer_ns) {
         println!(
-            "relay/grpc_passthrough {name}: {ns:.0} ns CPU per span (client, relay and sink in one process)"
+            "relay/grpc_passthrough idle: spanflow relay CPU while prost_relay ran {:.0} ns/span, \
+             prost_relay CPU while spanflow ran {:.0} ns/span",
+            peer.cpu.ours as f64 / peer.spans as f64,
+            ours.cpu.peer as f64 / ours.spans as f64,
+        );
+        println!(
+            "relay/grpc_passthrough relay CPU per span ratio prost_relay/spanflow: {:.2}x",
+            peer_ns / ours_ns.max(1e-9)
+        );
+        println!(
+            "relay/grpc_passthrough spans/s ratio spanflow/prost_relay: {:.2}x",
+            (ours.spans as f64 / ours.wall.as_secs_f64().max(1e-9))
+                / (peer.spans as f64 / peer.wall.as_secs_f64().max(1e-9))
         );
     }
-    if let [(_, ours), (_, peer)] = cpu.as_slice() {
-        println!(
-            "relay/grpc_passthrough CPU per span ratio prost_relay/spanflow: {:.2}x",
-            peer / ours
-        );
+    let shutdown = ours_rt.block_on(relay.shutdown(Duration::from_secs(5)));
+    assert_eq!(shutdown.sink.failed_spans, 0, "spanflow relay failed spans");
+}
+
+impl Totals {
+    fn harness_ns(&self) -> u64 {
+        self.cpu.harness
     }
-    let _ = Message::encoded_len(&ExportTraceServiceResponse::default());
 }
 
 criterion_group!(benches, relay_passthrough);
