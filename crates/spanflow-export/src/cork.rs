@@ -4,8 +4,7 @@
 //! 16 KiB by default) and flushes after each. With `TCP_NODELAY` every such write becomes
 //! its own segment: per-segment kernel work (transmit, the receiver's wake-up) dominates
 //! the cost of sending a large batch. [`CorkIo`] sets `TCP_CORK` while h2 is writing a
-//! burst of large frames (a write of at least 8 KiB starts one; small requests are never
-//! corked) and lifts it once h2 has nothing more to write, so the kernel packs the
+//! burst of frames and lifts it once h2 has nothing more to write, so the kernel packs the
 //! frames into full segments without any copy in user space. The burst ends at the first
 //! flush that follows no write: after a flush that did follow writes, [`CorkIo`] wakes the
 //! connection task, whose next poll flushes again with nothing new and uncorks. Latency
@@ -63,9 +62,6 @@ impl Service<Uri> for CorkingConnector {
     }
 }
 
-/// Writes at least this large start a corked burst (h2 writes whole frames of up to 16 KiB).
-const CORK_MIN_WRITE: usize = 8 * 1024;
-
 /// A TCP stream that corks itself during h2's write bursts (see the module doc).
 #[derive(Debug)]
 pub(crate) struct CorkIo {
@@ -103,10 +99,8 @@ impl CorkIo {
         }
     }
 
-    /// Cork before a large write (a full DATA frame): small writes (a request's headers, a
-    /// small message, control frames) go out at once, as without corking.
-    fn before_write(&mut self, len: usize) {
-        if self.enabled && !self.corked && len >= CORK_MIN_WRITE {
+    fn before_write(&mut self) {
+        if self.enabled && !self.corked {
             self.set_cork(true);
         }
     }
@@ -134,7 +128,7 @@ impl hyper::rt::Write for CorkIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.before_write(buf.len());
+        self.before_write();
         let result = Pin::new(&mut self.io).poll_write(cx, buf);
         self.after_write(&result);
         result
@@ -145,7 +139,7 @@ impl hyper::rt::Write for CorkIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.before_write(bufs.iter().map(|b| b.len()).sum());
+        self.before_write();
         let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         self.after_write(&result);
         result
@@ -231,18 +225,8 @@ mod tests {
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
 
-        // A small write alone does not cork.
-        let n = Pin::new(&mut io).poll_write(&mut cx, b"head");
-        assert!(matches!(n, Poll::Ready(Ok(4))));
-        assert_eq!(cork_option(&io), 0);
-        assert!(matches!(
-            Pin::new(&mut io).poll_flush(&mut cx),
-            Poll::Ready(Ok(()))
-        ));
-        assert_eq!(wakes.0.load(Ordering::Relaxed), 0);
-        let frame = vec![b'x'; CORK_MIN_WRITE];
-        let n = Pin::new(&mut io).poll_write(&mut cx, &frame);
-        assert!(matches!(n, Poll::Ready(Ok(len)) if len == CORK_MIN_WRITE));
+        let n = Pin::new(&mut io).poll_write(&mut cx, b"frame one");
+        assert!(matches!(n, Poll::Ready(Ok(9))));
         assert_eq!(cork_option(&io), 1);
         // A flush right after writes keeps the cork and asks for another poll.
         assert!(matches!(
@@ -263,11 +247,10 @@ mod tests {
         ));
         assert_eq!((cork_option(&io), wakes.0.load(Ordering::Relaxed)), (0, 2));
 
-        let mut got = vec![0u8; 4 + CORK_MIN_WRITE + 4];
+        let mut got = [0u8; 13];
         tokio::io::AsyncReadExt::read_exact(&mut peer, &mut got)
             .await
             .unwrap();
-        assert_eq!(&got[..4], b"head");
-        assert_eq!(&got[4 + CORK_MIN_WRITE..], b"+two");
+        assert_eq!(&got, b"frame one+two");
     }
 }
