@@ -131,16 +131,7 @@ impl OtlpGrpcExporter {
 
     fn channel(&self) -> Channel {
         self.channel
-            .get_or_init(|| {
-                // On Linux, TCP connections cork during h2's write bursts (crate::cork).
-                #[cfg(target_os = "linux")]
-                let channel = self
-                    .endpoint
-                    .connect_with_connector_lazy(crate::cork::CorkingConnector::new());
-                #[cfg(not(target_os = "linux"))]
-                let channel = self.endpoint.connect_lazy();
-                channel
-            })
+            .get_or_init(|| self.endpoint.connect_lazy())
             .clone()
     }
 

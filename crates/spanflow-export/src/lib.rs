@@ -31,8 +31,6 @@
 
 mod batch;
 pub mod config;
-#[cfg(target_os = "linux")]
-mod cork;
 mod error;
 mod exporter;
 mod fanout;

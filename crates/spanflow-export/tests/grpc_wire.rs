@@ -216,32 +216,6 @@ async fn request_is_prefix_plus_the_batch_bytes_with_grpc_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_batches_span_many_frames_and_arrive_intact_concurrently() {
-    let (url, server) = scripted(vec![]).await;
-    let e = std::sync::Arc::new(exporter(&url, Compression::None));
-    let batches: Vec<_> = (0..4).map(|i| common::batch(i * 3000, 3000)).collect();
-    assert!(
-        batches[0].body.len() > 8 * 16 * 1024,
-        "several HTTP/2 frames"
-    );
-    let tasks: Vec<_> = batches
-        .iter()
-        .map(|b| {
-            let (e, b) = (e.clone(), b.clone());
-            tokio::spawn(async move { e.export(b).await })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap().unwrap().accepted, 3000);
-    }
-    let got = server.received.lock().clone();
-    assert_eq!(got.len(), 4);
-    for b in &batches {
-        assert!(got.iter().any(|r| r.body[5..] == b.body[..]));
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_requests_carry_the_flag_and_decode_to_the_batch() {
     let (url, server) = scripted(vec![]).await;
     let b = common::batch(0, 50);
