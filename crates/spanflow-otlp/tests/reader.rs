@@ -27,6 +27,10 @@ proptest! {
         for (view, span) in request.spans().zip(&spans) {
             prop_assert_eq!(&view.trace_id()[..], &span.trace_id[..]);
             prop_assert_eq!(&view.span_id()[..], &span.span_id[..]);
+            prop_assert_eq!(
+                view.has_valid_ids(),
+                view.trace_id() != [0; 16] && view.span_id() != [0; 8]
+            );
             prop_assert_eq!(view.parent_span_id().map(|p| p.to_vec()).unwrap_or_default(), span.parent_span_id.clone());
             prop_assert_eq!(view.trace_state(), &span.trace_state);
             prop_assert_eq!(view.flags(), span.flags);
@@ -357,4 +361,75 @@ fn empty_and_degenerate_inputs() {
     let request = sample();
     let parts = request.split(0, 1);
     assert_eq!(parts.len(), request.span_count());
+}
+
+/// A request holding one span whose protobuf body is `span`, under one resource and scope.
+fn request_around(span: &[u8]) -> Result<TraceRequest, DecodeError> {
+    fn field(number: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![(number << 3) | 2];
+        let mut len = body.len();
+        while len >= 0x80 {
+            out.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(body);
+        out
+    }
+    let scope = field(2, span);
+    let resource = field(2, &scope);
+    TraceRequest::parse(Bytes::from(field(1, &resource)))
+}
+
+#[test]
+fn id_check_reads_the_last_id_fields_and_skips_the_rest() {
+    let field = |n: u8, v: &[u8]| {
+        let mut f = vec![(n << 3) | 2, v.len() as u8];
+        f.extend_from_slice(v);
+        f
+    };
+    let check = |body: &[u8]| {
+        let request = request_around(body).expect("a well-formed span");
+        let view = request.span(0).expect("one span");
+        assert_eq!(
+            view.has_valid_ids(),
+            view.trace_id() != [0; 16] && view.span_id() != [0; 8],
+            "one pass agrees with the two views"
+        );
+        view.has_valid_ids()
+    };
+    let good = [field(1, &[1; 16]), field(2, &[2; 8])].concat();
+    assert!(check(&good));
+    let zero_last = [good.clone(), field(1, &[0; 16])].concat();
+    assert!(!check(&zero_last));
+    let fixed_last = [field(1, &[0; 16]), good.clone()].concat();
+    assert!(check(&fixed_last));
+    // Fixed-width fields (start_time_unix_nano, flags) are skipped.
+    let fixed = [
+        good.clone(),
+        vec![(7 << 3) | 1],
+        vec![0; 8],
+        vec![0x85, 0x01],
+        vec![0; 4],
+    ];
+    assert!(check(&fixed.concat()));
+    assert!(!check(&[]));
+    assert!(!check(&[field(1, &[7; 17]), field(2, &[2; 8])].concat()));
+    assert!(!check(&[field(1, &[1; 16]), field(2, &[1, 2, 3])].concat()));
+    // A varint field 1 (a wrong wire type), a group or a truncated span body: refused at parse,
+    // or read like the views read it.
+    for odd in [
+        [good.clone(), vec![1 << 3, 5]].concat(),
+        [good.clone(), vec![(9 << 3) | 3]].concat(),
+        good[..good.len() - 1].to_vec(),
+    ] {
+        if let Ok(request) = request_around(&odd)
+            && let Some(view) = request.span(0)
+        {
+            assert_eq!(
+                view.has_valid_ids(),
+                view.trace_id() != [0; 16] && view.span_id() != [0; 8]
+            );
+        }
+    }
 }
