@@ -129,9 +129,14 @@ fn take_all_2p(c: &mut Criterion) {
             &|total| {
                 let mut seen = 0;
                 while seen < total {
+                    let before = seen;
                     for v in stack.take_all().into_fifo() {
                         black_box(v);
                         seen += 1;
+                    }
+                    if seen == before {
+                        // Nothing to take: give the core to a producer, as a parked consumer would.
+                        std::thread::yield_now();
                     }
                 }
             },
@@ -146,16 +151,21 @@ fn take_all_2p(c: &mut Criterion) {
                     let mut item = i;
                     while let Err(back) = queue.push(item) {
                         item = back;
-                        std::hint::spin_loop();
+                        // Full: let the consumer run (it may share this core).
+                        std::thread::yield_now();
                     }
                 }
             },
             &|total| {
                 let mut seen = 0;
                 while seen < total {
+                    let before = seen;
                     while let Some(v) = queue.pop() {
                         black_box(v);
                         seen += 1;
+                    }
+                    if seen == before {
+                        std::thread::yield_now();
                     }
                 }
             },
