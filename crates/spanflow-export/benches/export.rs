@@ -10,6 +10,9 @@
 //!   same batches to 3 sinks (`spanflow`) or to 1 (`one_sink`). Here the "peer" is our own
 //!   single-sink run, so the speedup is below 1 by nature: `one_sink / spanflow` is the
 //!   inverse of the CPU multiplier of fanning out to three backends.
+//! - `export/fanout_3_vs_1_gzip`: the same with gzip on every backend. A batch is compressed
+//!   once and the compressed bytes are shared, so compression is paid per batch, not per
+//!   backend.
 #![allow(missing_docs)]
 
 use std::sync::Arc;
@@ -21,7 +24,9 @@ use bytes::{Buf, BufMut, Bytes};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
-use spanflow_export::{BackendConfig, ExportBatch, FanOut, OtlpGrpcExporter, RetryConfig};
+use spanflow_export::{
+    BackendConfig, Compression, ExportBatch, FanOut, OtlpGrpcExporter, RetryConfig,
+};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// Spans per batch (env `SPANFLOW_EXPORT_BENCH_SPANS`, default 512) and batches per round.
@@ -149,6 +154,7 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for CountingSink 
         let count = Count(self.0.clone());
         Box::pin(async move {
             Ok(tonic::server::Grpc::new(RawCodec)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                 .unary(count, request)
                 .await)
         })
@@ -238,10 +244,15 @@ fn sink_runtime() -> tokio::runtime::Runtime {
 }
 
 fn fan_out(rt: &tokio::runtime::Runtime, sinks: &[&Sink]) -> FanOut {
+    fan_out_with(rt, sinks, Compression::None)
+}
+
+fn fan_out_with(rt: &tokio::runtime::Runtime, sinks: &[&Sink], compression: Compression) -> FanOut {
     let mut b = FanOut::builder();
     for (i, s) in sinks.iter().enumerate() {
         let e = OtlpGrpcExporter::builder()
             .endpoint(s.url.clone())
+            .compression(compression)
             .build()
             .expect("exporter");
         b = b.backend(
@@ -350,12 +361,22 @@ fn grpc_throughput(c: &mut Criterion) {
 }
 
 fn fanout_3_vs_1(c: &mut Criterion) {
+    fanout_group(c, "export/fanout_3_vs_1", Compression::None);
+}
+
+/// The same with gzip: each batch is compressed once and the compressed bytes are shared by the
+/// three backends, so compression is a cost of the batch, not of each backend.
+fn fanout_3_vs_1_gzip(c: &mut Criterion) {
+    fanout_group(c, "export/fanout_3_vs_1_gzip", Compression::Gzip);
+}
+
+fn fanout_group(c: &mut Criterion, name: &str, compression: Compression) {
     let sink_rt = sink_runtime();
     let sinks: Vec<Sink> = (0..3).map(|_| start_sink(&sink_rt)).collect();
     let data = batches();
     let resource = spanflow_otlp::testing::resource();
 
-    let mut g = c.benchmark_group("export/fanout_3_vs_1");
+    let mut g = c.benchmark_group(name);
     g.sample_size(20)
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_millis(500))
@@ -366,7 +387,7 @@ fn fanout_3_vs_1(c: &mut Criterion) {
         ("one_sink", vec![&sinks[0]]),
     ] {
         let (rt, cpu) = export_runtime();
-        let fan = fan_out(&rt, &targets);
+        let fan = fan_out_with(&rt, &targets, compression);
         let mut encoder = spanflow_otlp::Encoder::new();
         g.bench_function(id, |b| {
             b.iter_custom(|iters| {
@@ -382,5 +403,5 @@ fn fanout_3_vs_1(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, grpc_throughput, fanout_3_vs_1);
+criterion_group!(benches, grpc_throughput, fanout_3_vs_1, fanout_3_vs_1_gzip);
 criterion_main!(benches);
