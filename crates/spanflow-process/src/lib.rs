@@ -80,7 +80,9 @@ pub use filter::{Filter, FilterAction, FilterConfig, SpanKind, StatusCode};
 pub use head::SpanHead;
 pub use matching::{AttributeMatch, MatchType, Value};
 pub use processor::{Context, DEFAULT_PARALLEL_CUTOFF, Parallelism, Processor, SpanPredicate};
-pub use redact::{MASKED_COUNT_KEY, REMOVED_COUNT_KEY, Redact, RedactConfig, RedactCounts};
+pub use redact::{
+    MASKED_COUNT_KEY, MAX_NESTING, REMOVED_COUNT_KEY, Redact, RedactConfig, RedactCounts,
+};
 pub use sampler::{ProbabilisticSampler, SamplerConfig};
 pub use scheduler::{OnDone, Scheduler, SchedulerStats, Ticket};
 pub use span_stats::{

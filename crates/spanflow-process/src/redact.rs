@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
+use spanflow_otlp::proto::common::v1::{AnyValue, any_value};
 use spanflow_otlp::{AnyValueView, TraceRequest};
 
 use crate::error::{ConfigError, ProcessError};
 use crate::matching::compile_regex;
 use crate::processor::{Context, Processor};
-use crate::wire_edit::{Edits, NewValue, apply_edits};
+use crate::wire_edit::{Composite, Edits, NewValue, apply_edits};
 
 /// Attribute added (when `summary` is on) with the number of values masked
 /// in the span.
@@ -19,6 +20,17 @@ pub const MASKED_COUNT_KEY: &str = "redaction.masked.count";
 /// Attribute added (when `summary` is on) with the number of keys removed
 /// from the span.
 pub const REMOVED_COUNT_KEY: &str = "redaction.removed.count";
+
+/// How many array / key-value-list levels of one attribute value [`Redact`]
+/// opens to look for blocked strings. An attribute value with an array or
+/// list nested deeper than this is not inspected further: the whole value is
+/// replaced by the mask string (counted as one masked value), so nothing
+/// passes unchecked.
+pub const MAX_NESTING: usize = 16;
+
+/// A value nests arrays or lists deeper than [`MAX_NESTING`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TooDeep;
 
 fn default_mask() -> String {
     "****".to_owned()
@@ -88,8 +100,18 @@ pub struct RedactCounts {
 /// addresses, …) and removes attributes whose keys are not on an allow-list,
 /// counting what it did.
 ///
-/// Applies to span attributes with string values (values inside arrays and
-/// maps are not inspected). Cloning gives another handle to the same counts.
+/// Masking applies to span attribute values: a string value, and every
+/// string inside an array or key-value-list value, at any depth up to
+/// [`MAX_NESTING`] levels. Such a composite value is rewritten with the same
+/// structure, each matching string masked and everything else (other
+/// elements, other types, list keys) unchanged; each masked string counts
+/// once in [`RedactCounts::values_masked`]. A value nested deeper than
+/// [`MAX_NESTING`] is replaced whole by the mask string (counted once)
+/// rather than passed on unchecked. `ignored_keys` names top-level
+/// attribute keys whose values, nested ones included, are left alone; keys
+/// inside lists are never masked.
+///
+/// Cloning gives another handle to the same counts.
 ///
 /// ```
 /// use spanflow_process::{Redact, RedactConfig};
@@ -101,6 +123,45 @@ pub struct RedactCounts {
 /// assert_eq!(redact.mask_str("card 4111-1111-1111-1111 ok").as_deref(), Some("card **** ok"));
 /// assert_eq!(redact.counts().values_masked, 0); // `mask_str` does not count
 /// # Ok::<(), spanflow_process::ConfigError>(())
+/// ```
+///
+/// Strings nested in arrays and key-value lists are masked in place:
+///
+/// ```
+/// use spanflow_otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
+/// use spanflow_otlp::proto::common::v1::{AnyValue, ArrayValue, KeyValue, any_value::Value};
+/// use spanflow_otlp::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+/// use spanflow_process::{Context, Processor, Redact, RedactConfig, TraceRequest};
+///
+/// let s = |v: &str| AnyValue { value: Some(Value::StringValue(v.into())) };
+/// let emails = AnyValue {
+///     value: Some(Value::ArrayValue(ArrayValue {
+///         values: vec![s("ann@example.com"), s("n/a"), AnyValue { value: Some(Value::IntValue(7)) }],
+///     })),
+/// };
+/// let span = Span {
+///     trace_id: vec![1; 16],
+///     span_id: vec![2; 8],
+///     attributes: vec![KeyValue { key: "to".into(), value: Some(emails), ..Default::default() }],
+///     ..Default::default()
+/// };
+/// let request = TraceRequest::from_proto(&ExportTraceServiceRequest {
+///     resource_spans: vec![ResourceSpans {
+///         scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+///         ..Default::default()
+///     }],
+/// });
+///
+/// let redact = Redact::from_config(&RedactConfig {
+///     blocked_values: vec![r"[\w.+-]+@[\w-]+\.[\w.]+".into()],
+///     ..RedactConfig::default()
+/// })?;
+/// let out = redact.process(request, &Context::sequential())?.to_proto()?;
+/// let to = out.resource_spans[0].scope_spans[0].spans[0].attributes[0].value.clone();
+/// let Some(Value::ArrayValue(array)) = to.and_then(|v| v.value) else { panic!("an array") };
+/// assert_eq!(array.values, [s("****"), s("n/a"), AnyValue { value: Some(Value::IntValue(7)) }]);
+/// assert_eq!(redact.counts().values_masked, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Redact {
@@ -196,6 +257,102 @@ impl Redact {
         }
     }
 
+    /// Whether `s` holds a match of any blocked regex.
+    fn is_blocked(&self, s: &str) -> bool {
+        self.any_blocked.as_ref().is_some_and(|set| set.is_match(s))
+    }
+
+    /// How many strings in `value` (at nesting `depth`) hold a blocked
+    /// match, reading the view in place.
+    fn scan_view(&self, value: AnyValueView<'_>, depth: usize) -> Result<u64, TooDeep> {
+        match value {
+            AnyValueView::String(s) => Ok(u64::from(self.is_blocked(s))),
+            AnyValueView::Array(a) => {
+                if depth >= MAX_NESTING {
+                    return Err(TooDeep);
+                }
+                a.iter()
+                    .try_fold(0, |n, v| Ok(n + self.scan_view(v, depth + 1)?))
+            }
+            AnyValueView::KvList(l) => {
+                if depth >= MAX_NESTING {
+                    return Err(TooDeep);
+                }
+                l.iter()
+                    .try_fold(0, |n, kv| Ok(n + self.scan_view(kv.value, depth + 1)?))
+            }
+            _ => Ok(0),
+        }
+    }
+
+    /// The replacement for a span attribute's value and how many strings
+    /// were masked in it, or `None` if it holds nothing blocked.
+    fn masked_view<'a>(&self, value: AnyValueView<'a>) -> Option<(NewValue<'a>, u64)> {
+        self.any_blocked.as_ref()?;
+        match value {
+            AnyValueView::String(s) => self.mask_str(s).map(|m| (NewValue::Owned(m), 1)),
+            AnyValueView::Array(_) | AnyValueView::KvList(_) => match self.scan_view(value, 0) {
+                Ok(0) => None,
+                Ok(_) => {
+                    let mut rebuilt = value.to_proto();
+                    let n = self.mask_value(&mut rebuilt);
+                    Some((NewValue::Composite(Composite::new(rebuilt)), n))
+                }
+                Err(TooDeep) => Some((NewValue::Owned(self.mask.clone()), 1)),
+            },
+            _ => None,
+        }
+    }
+
+    /// Masks every blocked match in the strings of `value` (a whole
+    /// attribute value) in place; a value nested deeper than
+    /// [`MAX_NESTING`] becomes the mask string. Returns how many strings
+    /// were masked (one for a too-deep value).
+    fn mask_value(&self, value: &mut AnyValue) -> u64 {
+        if self.any_blocked.is_none() {
+            return 0;
+        }
+        match self.mask_nested(value, 0) {
+            Ok(n) => n,
+            Err(TooDeep) => {
+                value.value = Some(any_value::Value::StringValue(self.mask.clone()));
+                1
+            }
+        }
+    }
+
+    fn mask_nested(&self, value: &mut AnyValue, depth: usize) -> Result<u64, TooDeep> {
+        match &mut value.value {
+            Some(any_value::Value::StringValue(s)) => Ok(match self.mask_str(s) {
+                Some(m) => {
+                    *s = m;
+                    1
+                }
+                None => 0,
+            }),
+            Some(any_value::Value::ArrayValue(a)) => {
+                if depth >= MAX_NESTING {
+                    return Err(TooDeep);
+                }
+                a.values
+                    .iter_mut()
+                    .try_fold(0, |n, v| Ok(n + self.mask_nested(v, depth + 1)?))
+            }
+            Some(any_value::Value::KvlistValue(l)) => {
+                if depth >= MAX_NESTING {
+                    return Err(TooDeep);
+                }
+                l.values.iter_mut().try_fold(0, |n, kv| {
+                    Ok(n + match kv.value.as_mut() {
+                        Some(v) => self.mask_nested(v, depth + 1)?,
+                        None => 0,
+                    })
+                })
+            }
+            _ => Ok(0),
+        }
+    }
+
     /// The edits of one span; adds (spans, masked, removed) to `tally`.
     pub(crate) fn span_plan<'a>(
         &self,
@@ -236,11 +393,9 @@ impl Redact {
             if self.ignored.contains(kv.key) {
                 continue;
             }
-            if let AnyValueView::String(s) = kv.value
-                && let Some(m) = self.mask_str(s)
-            {
-                edits.set(Cow::Borrowed(kv.key), Some(NewValue::Owned(m)));
-                masked += 1;
+            if let Some((value, n)) = self.masked_view(kv.value) {
+                edits.set(Cow::Borrowed(kv.key), Some(value));
+                masked += n;
             }
         }
         if self.summary && (masked > 0 || removed > 0) {
