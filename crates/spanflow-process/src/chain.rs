@@ -109,6 +109,15 @@ impl Editor {
         }
     }
 
+    /// Work left after the fused rewrite: Redact masks event and link
+    /// attributes (spans decoded only where something matches).
+    fn finish(&self, batch: TraceRequest) -> TraceRequest {
+        match self {
+            Editor::Attributes(_) => batch,
+            Editor::Redact(r) => r.mask_events(batch),
+        }
+    }
+
     fn commit(&self, tally: [u64; 3]) {
         if let Editor::Redact(r) = self {
             r.add_counts(tally);
@@ -577,6 +586,8 @@ impl Chain {
             ));
         }
         let out = apply_plans(&batch, &plans, &resource_edits);
+        let out = catch_unwind(AssertUnwindSafe(|| editor.finish(out)))
+            .map_err(|payload| panicked_in(editor_index, payload.as_ref()))?;
         editor.commit(tally.into_inner());
         Ok(out)
     }

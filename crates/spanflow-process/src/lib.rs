@@ -62,6 +62,7 @@ mod error;
 mod filter;
 mod head;
 mod matching;
+mod pb_scan;
 mod processor;
 mod redact;
 mod sampler;

@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 use spanflow_otlp::proto::common::v1::{AnyValue, any_value};
-use spanflow_otlp::{AnyValueView, TraceRequest};
+use spanflow_otlp::proto::trace::v1::Span;
+use spanflow_otlp::{AnyValueView, SpanView, TraceRequest};
 
 use crate::error::{ConfigError, ProcessError};
 use crate::matching::compile_regex;
+use crate::pb_scan::{Fields, Val};
 use crate::processor::{Context, Processor};
 use crate::wire_edit::{Composite, Edits, NewValue, apply_edits};
 
@@ -21,14 +23,21 @@ pub const MASKED_COUNT_KEY: &str = "redaction.masked.count";
 /// from the span.
 pub const REMOVED_COUNT_KEY: &str = "redaction.removed.count";
 
-/// How many array / key-value-list levels of one attribute value [`Redact`]
-/// opens to look for blocked strings. An attribute value with an array or
+/// How many array / key-value-list levels of one attribute value (of a
+/// span, event or link) [`Redact`] opens to look for blocked strings. An attribute value with an array or
 /// list nested deeper than this is not inspected further: the whole value is
 /// replaced by the mask string (counted as one masked value), so nothing
 /// passes unchecked.
 pub const MAX_NESTING: usize = 16;
 
-/// A value nests arrays or lists deeper than [`MAX_NESTING`].
+/// Field numbers of the OTLP trace schema read by the event scan.
+const SPAN_EVENTS: u32 = 11;
+const SPAN_LINKS: u32 = 13;
+const EVENT_ATTRIBUTES: u32 = 3;
+const LINK_ATTRIBUTES: u32 = 4;
+
+/// A value nests arrays or lists deeper than [`MAX_NESTING`] (or, in the
+/// raw event scan, holds bytes that cannot be read): mask it whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TooDeep;
 
@@ -53,14 +62,17 @@ pub struct RedactConfig {
     /// Name in logs and panic counts; defaults to `redact`.
     #[serde(default)]
     pub name: Option<String>,
-    /// If set, span attributes whose key is not listed are removed.
+    /// If set, span attributes whose key is not listed are removed (event
+    /// and link attributes are not).
     #[serde(default)]
     pub allowed_keys: Option<Vec<String>>,
-    /// Keys whose values are never masked.
+    /// Attribute keys (of spans, events and links) whose values, nested ones
+    /// included, are never masked.
     #[serde(default)]
     pub ignored_keys: Vec<String>,
-    /// Regexes (unanchored); every match inside a string value is replaced by
-    /// `mask`.
+    /// Regexes (unanchored); every match inside a string value of a span,
+    /// event or link attribute, nested ones included (see [`Redact`]), is
+    /// replaced by `mask`.
     #[serde(default)]
     pub blocked_values: Vec<String>,
     /// The replacement text; default `****`.
@@ -90,7 +102,9 @@ impl Default for RedactConfig {
 pub struct RedactCounts {
     /// Spans with at least one value masked or key removed.
     pub spans: u64,
-    /// String values in which at least one match was masked.
+    /// String values (top-level or nested, in span, event or link
+    /// attributes) in which at least one match was masked, plus values
+    /// masked whole for nesting deeper than [`MAX_NESTING`].
     pub values_masked: u64,
     /// Attributes removed because their key was not allowed.
     pub keys_removed: u64,
@@ -100,16 +114,27 @@ pub struct RedactCounts {
 /// addresses, …) and removes attributes whose keys are not on an allow-list,
 /// counting what it did.
 ///
-/// Masking applies to span attribute values: a string value, and every
-/// string inside an array or key-value-list value, at any depth up to
-/// [`MAX_NESTING`] levels. Such a composite value is rewritten with the same
-/// structure, each matching string masked and everything else (other
-/// elements, other types, list keys) unchanged; each masked string counts
-/// once in [`RedactCounts::values_masked`]. A value nested deeper than
-/// [`MAX_NESTING`] is replaced whole by the mask string (counted once)
-/// rather than passed on unchecked. `ignored_keys` names top-level
-/// attribute keys whose values, nested ones included, are left alone; keys
-/// inside lists are never masked.
+/// Masking applies to the attribute values of spans and of their events
+/// (such as `exception.message` on an exception event) and links: a string
+/// value, and every string inside an array or key-value-list value, at any
+/// depth up to [`MAX_NESTING`] levels. Such a composite value is rewritten
+/// with the same structure, each matching string masked and everything else
+/// (other elements, other types, list keys) unchanged; each masked string
+/// counts once in [`RedactCounts::values_masked`] (and in
+/// [`MASKED_COUNT_KEY`]). A value nested deeper than [`MAX_NESTING`] is
+/// replaced whole by the mask string (counted once) rather than passed on
+/// unchecked. `ignored_keys` names attribute keys (of the span, an event or
+/// a link) whose values, nested ones included, are left alone; keys inside
+/// lists are never masked, nor are bytes values, span names or resource
+/// attributes. The allow-list (`allowed_keys`) removes span attributes
+/// only; event and link attributes are masked, never removed.
+///
+/// Cost: spans with nothing to mask are copied as bytes. Span attributes
+/// are edited at the wire level. A span whose event or link attributes need
+/// masking is decoded and re-encoded whole (its unknown fields are lost),
+/// and each such span costs one copy of the batch; a span that cannot be
+/// decoded (a parsed request always can) is dropped with a warning rather
+/// than passed on unmasked.
 ///
 /// Cloning gives another handle to the same counts.
 ///
@@ -125,12 +150,13 @@ pub struct RedactCounts {
 /// # Ok::<(), spanflow_process::ConfigError>(())
 /// ```
 ///
-/// Strings nested in arrays and key-value lists are masked in place:
+/// Strings nested in arrays and key-value lists, and in event attributes,
+/// are masked in place:
 ///
 /// ```
 /// use spanflow_otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
 /// use spanflow_otlp::proto::common::v1::{AnyValue, ArrayValue, KeyValue, any_value::Value};
-/// use spanflow_otlp::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+/// use spanflow_otlp::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, span::Event};
 /// use spanflow_process::{Context, Processor, Redact, RedactConfig, TraceRequest};
 ///
 /// let s = |v: &str| AnyValue { value: Some(Value::StringValue(v.into())) };
@@ -143,6 +169,15 @@ pub struct RedactCounts {
 ///     trace_id: vec![1; 16],
 ///     span_id: vec![2; 8],
 ///     attributes: vec![KeyValue { key: "to".into(), value: Some(emails), ..Default::default() }],
+///     events: vec![Event {
+///         name: "exception".into(),
+///         attributes: vec![KeyValue {
+///             key: "exception.message".into(),
+///             value: Some(s("no mailbox bob@example.org")),
+///             ..Default::default()
+///         }],
+///         ..Default::default()
+///     }],
 ///     ..Default::default()
 /// };
 /// let request = TraceRequest::from_proto(&ExportTraceServiceRequest {
@@ -157,10 +192,12 @@ pub struct RedactCounts {
 ///     ..RedactConfig::default()
 /// })?;
 /// let out = redact.process(request, &Context::sequential())?.to_proto()?;
-/// let to = out.resource_spans[0].scope_spans[0].spans[0].attributes[0].value.clone();
+/// let span = &out.resource_spans[0].scope_spans[0].spans[0];
+/// let to = span.attributes[0].value.clone();
 /// let Some(Value::ArrayValue(array)) = to.and_then(|v| v.value) else { panic!("an array") };
 /// assert_eq!(array.values, [s("****"), s("n/a"), AnyValue { value: Some(Value::IntValue(7)) }]);
-/// assert_eq!(redact.counts().values_masked, 1);
+/// assert_eq!(span.events[0].attributes[0].value, Some(s("no mailbox ****")));
+/// assert_eq!(redact.counts().values_masked, 2);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -353,14 +390,186 @@ impl Redact {
         }
     }
 
-    /// The edits of one span; adds (spans, masked, removed) to `tally`.
-    pub(crate) fn span_plan<'a>(
-        &self,
-        span: &spanflow_otlp::SpanView<'a>,
-        tally: &mut [u64; 3],
-    ) -> Edits<'a> {
-        let (edits, masked, removed) = self.plan(span.attributes());
-        tally[0] += u64::from(!edits.is_empty());
+    /// How many strings in the attributes of the span's events and links
+    /// hold a blocked match (a value too deep to inspect counts one). Reads
+    /// the span's bytes in place; 0 at once for spans without events or
+    /// links.
+    fn scan_events(&self, span: &SpanView<'_>) -> u64 {
+        if self.any_blocked.is_none() || (span.event_count() == 0 && span.link_count() == 0) {
+            return 0;
+        }
+        let mut fields = Fields::new(span.raw());
+        let mut n = 0;
+        for (number, value) in fields.by_ref() {
+            n += match (number, value) {
+                (SPAN_EVENTS, Val::Len(event)) => self.scan_raw_attributes(event, EVENT_ATTRIBUTES),
+                (SPAN_LINKS, Val::Len(link)) => self.scan_raw_attributes(link, LINK_ATTRIBUTES),
+                _ => 0,
+            };
+        }
+        // Unreadable bytes (a parsed request has none): fail closed, so the
+        // span takes the decoding path.
+        n + u64::from(fields.incomplete())
+    }
+
+    /// Blocked strings in the `KeyValue` fields numbered `number` of `msg`.
+    fn scan_raw_attributes(&self, msg: &[u8], number: u32) -> u64 {
+        let mut fields = Fields::new(msg);
+        let mut n = 0;
+        for (field, value) in fields.by_ref() {
+            if let (true, Val::Len(kv)) = (field == number, value) {
+                n += self.scan_raw_kv(kv);
+            }
+        }
+        n + u64::from(fields.incomplete())
+    }
+
+    /// Blocked strings in one encoded `KeyValue` (none if its key is
+    /// ignored). Every `value` field is scanned, not just the last, so a
+    /// value split over several fields (which decoders merge) is not missed.
+    fn scan_raw_kv(&self, kv: &[u8]) -> u64 {
+        let mut key: &[u8] = &[];
+        let mut fields = Fields::new(kv);
+        for (field, value) in fields.by_ref() {
+            if let (1, Val::Len(k)) = (field, value) {
+                key = k;
+            }
+        }
+        if std::str::from_utf8(key).is_ok_and(|k| self.ignored.contains(k)) {
+            return 0;
+        }
+        let mut fields = Fields::new(kv);
+        let mut n = 0;
+        for (field, value) in fields.by_ref() {
+            if let (2, Val::Len(v)) = (field, value) {
+                n += self.scan_raw_value(v, 0).unwrap_or(1);
+            }
+        }
+        n + u64::from(fields.incomplete())
+    }
+
+    /// Blocked strings in one encoded `AnyValue` at nesting `depth`.
+    fn scan_raw_value(&self, value: &[u8], depth: usize) -> Result<u64, TooDeep> {
+        let mut fields = Fields::new(value);
+        let mut n = 0;
+        for (field, v) in fields.by_ref() {
+            let Val::Len(body) = v else { continue };
+            n += match field {
+                1 => match std::str::from_utf8(body) {
+                    Ok(s) => u64::from(self.is_blocked(s)),
+                    Err(_) => return Err(TooDeep),
+                },
+                // ArrayValue { repeated AnyValue values = 1 }
+                5 => {
+                    if depth >= MAX_NESTING {
+                        return Err(TooDeep);
+                    }
+                    let mut items = Fields::new(body);
+                    let mut k = 0;
+                    for (f, item) in items.by_ref() {
+                        if let (1, Val::Len(item)) = (f, item) {
+                            k += self.scan_raw_value(item, depth + 1)?;
+                        }
+                    }
+                    if items.incomplete() {
+                        return Err(TooDeep);
+                    }
+                    k
+                }
+                // KeyValueList { repeated KeyValue values = 1 }
+                6 => {
+                    if depth >= MAX_NESTING {
+                        return Err(TooDeep);
+                    }
+                    let mut pairs = Fields::new(body);
+                    let mut k = 0;
+                    for (f, pair) in pairs.by_ref() {
+                        let (1, Val::Len(pair)) = (f, pair) else {
+                            continue;
+                        };
+                        let mut inner = Fields::new(pair);
+                        for (g, v) in inner.by_ref() {
+                            if let (2, Val::Len(v)) = (g, v) {
+                                k += self.scan_raw_value(v, depth + 1)?;
+                            }
+                        }
+                        if inner.incomplete() {
+                            return Err(TooDeep);
+                        }
+                    }
+                    if pairs.incomplete() {
+                        return Err(TooDeep);
+                    }
+                    k
+                }
+                _ => 0,
+            };
+        }
+        if fields.incomplete() {
+            return Err(TooDeep);
+        }
+        Ok(n)
+    }
+
+    /// Masks the attributes of a decoded span's events and links in place.
+    fn mask_span_events(&self, span: &mut Span) {
+        let events = span.events.iter_mut().flat_map(|e| e.attributes.iter_mut());
+        let links = span.links.iter_mut().flat_map(|l| l.attributes.iter_mut());
+        for kv in events.chain(links) {
+            if !self.ignored.contains(&kv.key)
+                && let Some(value) = kv.value.as_mut()
+            {
+                self.mask_value(value);
+            }
+        }
+    }
+
+    /// The second pass over a batch whose span attributes were already
+    /// edited: masks the event and link attributes of the spans whose scan
+    /// finds something, decoding and re-encoding only those spans (each
+    /// other span is copied as bytes). Counts nothing: the plan did.
+    ///
+    /// A span that cannot be decoded is dropped (and logged) rather than
+    /// passed on unmasked; a request that parsed always decodes.
+    pub(crate) fn mask_events(&self, batch: TraceRequest) -> TraceRequest {
+        if self.any_blocked.is_none() {
+            return batch;
+        }
+        let todo: Vec<usize> = batch
+            .spans()
+            .filter(|span| self.scan_events(span) > 0)
+            .map(|span| span.index())
+            .collect();
+        let mut out = batch;
+        // Backwards, so a dropped span does not shift the ones still to do.
+        for &i in todo.iter().rev() {
+            out = match out.edit_span(i, |span| self.mask_span_events(span)) {
+                Ok(edited) => edited,
+                Err(error) => {
+                    tracing::warn!(
+                        processor = %self.name,
+                        span = i,
+                        %error,
+                        "span dropped: its event attributes could not be decoded for masking"
+                    );
+                    out.rewrite(|view, patch| {
+                        if view.index() == i {
+                            patch.drop_span();
+                        }
+                    })
+                }
+            };
+        }
+        out
+    }
+
+    /// The edits of one span's attributes, counting the event and link
+    /// values [`mask_events`](Self::mask_events) will mask; adds (spans,
+    /// masked, removed) to `tally`.
+    pub(crate) fn span_plan<'a>(&self, span: &SpanView<'a>, tally: &mut [u64; 3]) -> Edits<'a> {
+        let in_events = self.scan_events(span);
+        let (edits, masked, removed) = self.plan(span.attributes(), in_events);
+        tally[0] += u64::from(!edits.is_empty() || in_events > 0);
         tally[1] += masked;
         tally[2] += removed;
         edits
@@ -375,13 +584,15 @@ impl Redact {
         c.keys_removed.fetch_add(tally[2], Ordering::Relaxed);
     }
 
-    /// The edits for one span's attributes, and (masked, removed) counts.
+    /// The edits for one span's attributes, and (masked, removed) counts;
+    /// `in_events` values masked elsewhere in the span join the count.
     fn plan<'a>(
         &self,
         attrs: impl Iterator<Item = spanflow_otlp::KeyValueView<'a>>,
+        in_events: u64,
     ) -> (Edits<'a>, u64, u64) {
         let mut edits = Edits::new();
-        let (mut masked, mut removed) = (0u64, 0u64);
+        let (mut masked, mut removed) = (in_events, 0u64);
         for kv in attrs {
             if let Some(allowed) = &self.allowed
                 && !allowed.contains(kv.key)
@@ -435,7 +646,7 @@ impl Processor for Redact {
                     *t += n;
                 }
             });
-        let out = apply_edits(&batch, &span_edits, &[]);
+        let out = self.mask_events(apply_edits(&batch, &span_edits, &[]));
         // Counted only once the batch is actually rewritten.
         self.add_counts(total.into_inner());
         Ok(out)

@@ -6,6 +6,8 @@ mod common;
 
 use common::*;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValueList, any_value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use spanflow_process::*;
 
 const CARD: &str = r"\b\d{4}[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b";
@@ -66,7 +68,7 @@ fn nest(levels: usize, leaf: AnyValue) -> AnyValue {
     (0..levels).fold(leaf, |v, _| arr(vec![v]))
 }
 
-fn value_of(span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str) -> Option<AnyValue> {
+fn value_of(span: &Span, key: &str) -> Option<AnyValue> {
     span.attributes
         .iter()
         .find(|kv| kv.key == key)
@@ -260,4 +262,190 @@ fn chain_fuses_nested_masking_like_the_processor_alone() {
         .expect("chain");
     let chained = chain.process(req).expect("processes");
     assert_eq!(decode(&chained), decode(&alone));
+}
+
+// ---------------------------------------------------------------- events and links
+
+fn event(name: &str, attributes: Vec<(&str, AnyValue)>) -> Event {
+    Event {
+        time_unix_nano: 1_001_000_000,
+        name: name.to_owned(),
+        attributes: attributes.into_iter().map(|(k, v)| kv(k, v)).collect(),
+        dropped_attributes_count: 0,
+    }
+}
+
+fn link(attributes: Vec<(&str, AnyValue)>) -> Link {
+    Link {
+        trace_id: trace_id(7, 8),
+        span_id: vec![8; 8],
+        attributes: attributes.into_iter().map(|(k, v)| kv(k, v)).collect(),
+        ..Default::default()
+    }
+}
+
+fn event_value(span: &Span, event: usize, key: &str) -> Option<AnyValue> {
+    span.events[event]
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.clone())
+}
+
+#[test]
+fn exception_event_message_is_masked() {
+    let mut with_events = span("a").attr("http.route", s("/pay"));
+    with_events.events = vec![
+        event("start", vec![("step", s("1"))]),
+        event(
+            "exception",
+            vec![
+                ("exception.type", s("CardDeclined")),
+                (
+                    "exception.message",
+                    s("card 4111-1111-1111-1111 declined for ann@example.com"),
+                ),
+                ("exception.details", arr(vec![s("bob@example.org"), i(3)])),
+                ("audit", s("ann@example.com")),
+            ],
+        ),
+    ];
+    with_events.links = vec![link(vec![(
+        "peer",
+        kvl(vec![("mail", s("cy@example.net"))]),
+    )])];
+    let req = request("svc", vec![with_events.clone()]);
+    let redact = redact(&["audit"], true);
+    let out = run(&redact, req);
+    let spans = spans_of(&out);
+    let got = &spans[0];
+    assert_eq!(
+        event_value(got, 1, "exception.message"),
+        Some(s("card **** declined for ****"))
+    );
+    assert_eq!(
+        event_value(got, 1, "exception.details"),
+        Some(arr(vec![s("****"), i(3)]))
+    );
+    assert_eq!(
+        event_value(got, 1, "exception.type"),
+        Some(s("CardDeclined"))
+    );
+    assert_eq!(event_value(got, 1, "audit"), Some(s("ann@example.com")));
+    assert_eq!(got.events[0], with_events.events[0]);
+    assert_eq!(got.events[1].name, "exception");
+    assert_eq!(
+        got.links[0].attributes[0].value,
+        Some(kvl(vec![("mail", s("****"))]))
+    );
+    assert_eq!(got.links[0].trace_id, with_events.links[0].trace_id);
+    // Span attributes untouched but the summary, which counts event values.
+    assert_eq!(str_attr(&got.attributes, "http.route"), Some("/pay"));
+    assert_eq!(
+        attr_of(&got.attributes, MASKED_COUNT_KEY),
+        Some(&any_value::Value::IntValue(3))
+    );
+    assert_eq!(
+        redact.counts(),
+        RedactCounts {
+            spans: 1,
+            values_masked: 3,
+            keys_removed: 0
+        }
+    );
+}
+
+#[test]
+fn allow_list_applies_to_span_attributes_only() {
+    let mut a = span("a")
+        .attr("http.method", s("GET"))
+        .attr("secret", s("x"));
+    a.events = vec![event(
+        "exception",
+        vec![
+            ("exception.message", s("ann@example.com")),
+            ("other", s("y")),
+        ],
+    )];
+    let redact = Redact::from_config(&RedactConfig {
+        allowed_keys: Some(vec!["http.method".into()]),
+        blocked_values: vec![EMAIL.into()],
+        ..RedactConfig::default()
+    })
+    .expect("valid");
+    let spans = spans_of(&run(&redact, request("svc", vec![a])));
+    let keys: Vec<_> = spans[0]
+        .attributes
+        .iter()
+        .map(|kv| kv.key.as_str())
+        .collect();
+    assert_eq!(keys, ["http.method"]);
+    assert_eq!(event_value(&spans[0], 0, "other"), Some(s("y")));
+    assert_eq!(
+        event_value(&spans[0], 0, "exception.message"),
+        Some(s("****"))
+    );
+    assert_eq!(
+        redact.counts(),
+        RedactCounts {
+            spans: 1,
+            values_masked: 1,
+            keys_removed: 1
+        }
+    );
+}
+
+#[test]
+fn spans_with_clean_events_stay_byte_for_byte() {
+    let mut clean = span("clean").attr("k", s("v"));
+    clean.events = vec![event(
+        "exception",
+        vec![("exception.message", s("timeout"))],
+    )];
+    clean.links = vec![link(vec![("peer", s("db"))])];
+    let mut dirty = span("dirty");
+    dirty.events = vec![event("log", vec![("msg", s("to ann@example.com"))])];
+    let req = request("svc", vec![clean.clone(), dirty, clean]);
+    let out = run(&redact(&[], false), req.clone());
+    for i in [0, 2] {
+        assert_eq!(
+            out.span(i).expect("span").raw(),
+            req.span(i).expect("span").raw()
+        );
+    }
+    let spans = spans_of(&out);
+    assert_eq!(event_value(&spans[1], 0, "msg"), Some(s("to ****")));
+    assert_eq!(spans[1].name, "dirty");
+}
+
+#[test]
+fn chain_masks_events_after_dropping_spans() {
+    let with_event = |name: &str| {
+        let mut sp = span(name);
+        sp.events = vec![event("e", vec![("m", s(&format!("{name}@example.com")))])];
+        sp
+    };
+    let req = request(
+        "svc",
+        vec![
+            with_event("dropme"),
+            with_event("keep1"),
+            with_event("dropme"),
+            with_event("keep2"),
+        ],
+    );
+    let chain = Chain::builder()
+        .processor(
+            Filter::from_config(&FilterConfig::drop().span_names(MatchType::Exact, ["dropme"]))
+                .expect("filter"),
+        )
+        .processor(redact(&[], false))
+        .build()
+        .expect("chain");
+    let spans = spans_of(&chain.process(req).expect("processes"));
+    let names: Vec<_> = spans.iter().map(|sp| sp.name.as_str()).collect();
+    assert_eq!(names, ["keep1", "keep2"]);
+    for sp in &spans {
+        assert_eq!(event_value(sp, 0, "m"), Some(s("****")));
+    }
 }
