@@ -154,6 +154,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let mut fields = Fields::new(&bytes);
+            for (number, value) in fields.by_ref() {
+                proptest::prop_assert!(number > 0);
+                if let Val::Len(b) = value {
+                    proptest::prop_assert!(b.len() <= bytes.len());
+                    // Nested bodies are read the same way.
+                    let _ = Fields::new(b).count();
+                }
+            }
+        }
+    }
+
     #[test]
     fn deep_groups_are_refused_not_overflowed() {
         let body = vec![0x0b; 10_000]; // field 1, start group, again and again
