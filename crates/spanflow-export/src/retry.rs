@@ -118,7 +118,8 @@ pub(crate) async fn export_with_retry(
         let delay = error
             .retry_after()
             .unwrap_or_else(|| retry.backoff(retries));
-        if first.elapsed() + delay > retry.max_elapsed {
+        // Saturating: a server may ask for an absurd delay (`Retry-After: 18446744073709551615`).
+        if first.elapsed().saturating_add(delay) > retry.max_elapsed {
             tracing::debug!(exporter = exporter.dyn_name(), %error, "retries exhausted");
             return Err(error);
         }
@@ -148,6 +149,43 @@ mod tests {
         };
         let d: Vec<_> = (0..6).map(|i| r.backoff(i).as_millis()).collect();
         assert_eq!(d, vec![100, 200, 400, 800, 1000, 1000]);
+    }
+
+    struct Throttled;
+    impl crate::Exporter for Throttled {
+        async fn export(&self, _: ExportBatch) -> Result<ExportOutcome, ExportError> {
+            Err(ExportError::Http {
+                status: 503,
+                message: "later".into(),
+                retry_after: Some(Duration::MAX),
+            })
+        }
+        fn name(&self) -> &str {
+            "throttled"
+        }
+    }
+
+    struct NoObserver;
+    impl AttemptObserver for NoObserver {
+        fn attempt(&self, _: Duration, _: &Result<ExportOutcome, ExportError>) {}
+        fn retry(&self, _: &ExportError, _: Duration) {}
+    }
+
+    #[tokio::test]
+    async fn absurd_server_delay_gives_up_instead_of_overflowing() {
+        let result = export_with_retry(
+            &Throttled,
+            &ExportBatch::new(bytes::Bytes::new(), 1),
+            &RetryConfig::default(),
+            Duration::from_secs(1),
+            &CancellationToken::new(),
+            &NoObserver,
+        )
+        .await;
+        assert!(
+            matches!(result, Err(ExportError::Http { status: 503, .. })),
+            "{result:?}"
+        );
     }
 
     #[test]
