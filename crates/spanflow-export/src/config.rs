@@ -114,7 +114,8 @@ pub struct ExporterConfig {
     /// Body compression.
     #[serde(default)]
     pub compression: Compression,
-    /// PEM file with the CA certificate(s) to trust instead of the system roots.
+    /// PEM file with the CA certificate(s) to trust in addition to the system roots
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`); building fails when it holds no certificate.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
 }

@@ -406,7 +406,9 @@ impl OtlpGrpcExporterBuilder {
         self.connect_timeout = timeout;
         self
     }
-    /// Trust these PEM CA certificate(s) (for `https` endpoints) in addition to the system roots.
+    /// Trust these PEM CA certificate(s) (for `https` endpoints) in addition to the system
+    /// roots; when the system has no root certificates, only these. [`build`](Self::build)
+    /// fails when the PEM holds no certificate.
     pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca_pem = Some(pem.into());
         self
@@ -432,13 +434,7 @@ impl OtlpGrpcExporterBuilder {
         match endpoint.uri().scheme_str() {
             Some("http") => {}
             Some("https") => {
-                let mut tls = ClientTlsConfig::new().with_native_roots();
-                if let Some(pem) = &self.ca_pem {
-                    tls = tls.ca_certificate(Certificate::from_pem(pem));
-                }
-                endpoint = endpoint
-                    .tls_config(tls)
-                    .map_err(|e| BuildError::Tls(error_chain(&e)))?;
+                endpoint = with_tls(endpoint, self.ca_pem.as_deref())?;
             }
             other => return Err(bad(format!("unsupported scheme {other:?}"))),
         }
@@ -492,6 +488,44 @@ impl OtlpGrpcExporterBuilder {
             compression: self.compression,
             headers,
         })
+    }
+}
+
+/// Turn TLS on for `endpoint`: the system roots plus the CA `ca_pem`, if given.
+///
+/// tonic refuses to build a TLS config with system roots when the system has none (a
+/// minimal container without a CA bundle), which would make a configured CA unusable
+/// there; with a CA, that case falls back to trusting the CA alone, as the HTTP exporter
+/// (reqwest) does. Without a CA it stays a build error: no server could be verified.
+fn with_tls(endpoint: Endpoint, ca_pem: Option<&[u8]>) -> Result<Endpoint, BuildError> {
+    let config = |native_roots: bool| {
+        let mut tls = ClientTlsConfig::new();
+        if native_roots {
+            tls = tls.with_native_roots();
+        }
+        if let Some(pem) = ca_pem {
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        tls
+    };
+    let Some(pem) = ca_pem else {
+        return endpoint
+            .tls_config(config(true))
+            .map_err(|e| BuildError::Tls(error_chain(&e)));
+    };
+    // tonic skips what is not a certificate: refuse a CA that adds nothing.
+    crate::http::ca_certificates(pem)?;
+    match endpoint.clone().tls_config(config(true)) {
+        Ok(endpoint) => Ok(endpoint),
+        Err(e) => {
+            tracing::debug!(
+                error = %error_chain(&e),
+                "system root certificates unusable; trusting only the given CA"
+            );
+            endpoint
+                .tls_config(config(false))
+                .map_err(|e| BuildError::Tls(error_chain(&e)))
+        }
     }
 }
 
@@ -716,5 +750,20 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(e.endpoint(), "https://collector:4317/");
+    }
+
+    #[test]
+    fn a_ca_without_certificates_is_a_build_error() {
+        for pem in [
+            &b"not a pem"[..],
+            b"",
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ] {
+            let e = OtlpGrpcExporter::builder()
+                .endpoint("https://collector:4317")
+                .ca_certificate_pem(pem.to_vec())
+                .build();
+            assert!(matches!(e, Err(BuildError::Tls(_))), "{pem:?}: {e:?}");
+        }
     }
 }

@@ -171,6 +171,17 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// The certificates of a PEM CA bundle; an error when it holds none (both exporters check
+/// this, so a CA file that is not PEM is refused instead of silently trusting nothing more).
+pub(crate) fn ca_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, BuildError> {
+    let certs =
+        reqwest::Certificate::from_pem_bundle(pem).map_err(|e| BuildError::Tls(error_chain(&e)))?;
+    if certs.is_empty() {
+        return Err(BuildError::Tls("no certificate in the given PEM".into()));
+    }
+    Ok(certs)
+}
+
 /// Builder of [`OtlpHttpExporter`].
 #[derive(Debug)]
 pub struct OtlpHttpExporterBuilder {
@@ -248,7 +259,8 @@ impl OtlpHttpExporterBuilder {
         self.connect_timeout = timeout;
         self
     }
-    /// Trust these PEM CA certificate(s) in addition to the system roots.
+    /// Trust these PEM CA certificate(s) in addition to the system roots (if the system has
+    /// any); [`build`](Self::build) fails when the PEM holds no certificate.
     pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca_pem = Some(pem.into());
         self
@@ -297,12 +309,7 @@ impl OtlpHttpExporterBuilder {
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
         if let Some(pem) = &self.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| BuildError::Tls(error_chain(&e)))?;
-            if certs.is_empty() {
-                return Err(BuildError::Tls("no certificate in the given PEM".into()));
-            }
-            for cert in certs {
+            for cert in ca_certificates(pem)? {
                 client = client.add_root_certificate(cert);
             }
         }
