@@ -1,7 +1,7 @@
 //! OTLP/HTTP exporter (reqwest with rustls): protobuf or JSON bodies, gzip/zstd, headers.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -165,10 +165,22 @@ fn partial_success(batch: &ExportBatch, body: &[u8], is_json: bool) -> ExportOut
     }
 }
 
-/// `Retry-After` as delta-seconds (the form OTLP servers send); HTTP dates are ignored and
-/// the computed backoff applies instead.
+/// `Retry-After` (RFC 9110 §10.2.3) as a delay from now: delay-seconds, or an HTTP-date
+/// (IMF-fixdate, or the obsolete RFC 850 and asctime forms) minus the current time, zero when
+/// the date has passed. A value in neither form yields `None`, so the computed backoff applies.
 fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    parse_retry_after_at(v, SystemTime::now())
+}
+
+/// [`parse_retry_after`] with the current time given.
+fn parse_retry_after_at(v: &str, now: SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // Overlong digit strings (beyond u64) are garbage, not "forever".
+        return v.parse::<u64>().ok().map(Duration::from_secs);
+    }
+    let date = httpdate::parse_http_date(v).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The certificates of a PEM CA bundle; an error when it holds none (both exporters check
@@ -332,10 +344,95 @@ impl OtlpHttpExporterBuilder {
 mod tests {
     use super::*;
 
+    /// Wed, 21 Oct 2015 07:28:00 GMT.
+    fn oct_21_2015() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480)
+    }
+
     #[test]
     fn retry_after_seconds() {
+        let now = oct_21_2015();
         assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after_at("0", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after_at("120", now),
+            Some(Duration::from_secs(120))
+        );
+    }
+
+    #[test]
+    fn retry_after_imf_fixdate_in_the_future_is_the_time_until_it() {
+        let now = oct_21_2015();
+        assert_eq!(
+            parse_retry_after_at("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        // Sub-second "now": the delay is exact, not rounded to whole seconds.
+        assert_eq!(
+            parse_retry_after_at(
+                " Wed, 21 Oct 2015 07:28:02 GMT ",
+                now + Duration::from_millis(250)
+            ),
+            Some(Duration::from_millis(1750))
+        );
+    }
+
+    #[test]
+    fn retry_after_date_in_the_past_or_now_means_retry_now() {
+        let now = oct_21_2015();
+        for past in [
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "Wed, 21 Oct 2015 07:27:59 GMT",
+            "Thu, 01 Jan 1970 00:00:00 GMT",
+        ] {
+            assert_eq!(
+                parse_retry_after_at(past, now),
+                Some(Duration::ZERO),
+                "{past}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_obsolete_date_forms() {
+        let now = oct_21_2015();
+        // RFC 850.
+        assert_eq!(
+            parse_retry_after_at("Wednesday, 21-Oct-15 07:29:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        // asctime (day padded with a space).
+        assert_eq!(
+            parse_retry_after_at("Wed Oct 21 07:28:10 2015", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after_at("Sun Nov  6 08:49:37 1994", now),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn retry_after_garbage_is_ignored() {
+        let now = oct_21_2015();
+        for garbage in [
+            "",
+            "   ",
+            "soon",
+            "-5",
+            "1.5",
+            "+3",
+            "3s",
+            "99999999999999999999999",
+            "Wed, 21 Oct 2015 07:28:00",
+            "Wed, 32 Oct 2015 07:28:00 GMT",
+            "Wed, 21 Foo 2015 07:28:00 GMT",
+            "2015-10-21T07:28:00Z",
+            "Wed, 21 Oct 2015 25:28:00 GMT",
+            "\u{1F600}",
+        ] {
+            assert_eq!(parse_retry_after_at(garbage, now), None, "{garbage:?}");
+        }
     }
 
     #[test]

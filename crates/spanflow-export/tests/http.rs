@@ -181,3 +181,50 @@ async fn hang_past_timeout_is_a_retryable_timeout() {
     assert!(matches!(err, ExportError::Timeout(_)), "{err}");
     assert!(err.is_retryable());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_503_honours_retry_after_http_date() {
+    let rx = http_receiver().await;
+    rx.faults.retry_after_date.store(true, SeqCst);
+    rx.faults.throttle_ms.store(2000, SeqCst);
+    rx.faults.fail_next.store(1, SeqCst);
+    let e = OtlpHttpExporter::builder()
+        .endpoint(rx.http_url())
+        .build()
+        .unwrap();
+    // The date has whole seconds: "now + 2 s" truncated is 1..=2 s after the receiver's clock,
+    // which the client reads a moment later.
+    let err = e.export(batch(0, 1)).await.unwrap_err();
+    assert!(
+        matches!(err, ExportError::Http { status: 503, .. }),
+        "{err}"
+    );
+    assert!(err.is_retryable());
+    let asked = err
+        .retry_after()
+        .expect("an HTTP-date Retry-After is a delay");
+    assert!(
+        asked > Duration::from_millis(500) && asked <= Duration::from_secs(2),
+        "{asked:?}"
+    );
+
+    rx.faults.fail_next.store(1, SeqCst);
+    let fan = FanOut::builder()
+        .backend("http", e, config())
+        .build(&tokio::runtime::Handle::current())
+        .unwrap();
+    let started = Instant::now();
+    fan.send(batch(0, 3)).unwrap();
+    fan.flush(deadline(10)).await.unwrap();
+    // Lower bound only: the computed backoff alone would retry after about 10 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    let s = fan.shutdown(deadline(5)).await;
+    let s = s.backend("http").unwrap();
+    assert_eq!((s.retries, s.exported_batches, s.failed_batches), (1, 1, 0));
+    assert_eq!(rx.seen.requests.load(SeqCst), 3);
+    assert_eq!(rx.seen.assert_all_arrived(3), 0);
+}

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -90,6 +90,9 @@ pub struct Faults {
     /// Store the next this-many requests, then stall 2 s before answering (a client timeout
     /// after the server kept the data: the one case that duplicates spans).
     pub stall_after_store: AtomicU64,
+    /// HTTP only, with `fail_next` and `throttle_ms`: answer 503 with `Retry-After` as an
+    /// HTTP-date `throttle_ms` ahead (whole seconds, truncated) instead of 429 with seconds.
+    pub retry_after_date: AtomicBool,
     /// Answer UNAVAILABLE / 503 until this instant.
     pub down_until: Mutex<Option<Instant>>,
 }
@@ -107,10 +110,13 @@ pub struct Seen {
     pub last_header: Mutex<Option<String>>,
     /// Content-Encoding / grpc-encoding of the last request.
     pub last_encoding: Mutex<Option<String>>,
+    /// The last request answered with success, decoded.
+    pub last_request: Mutex<Option<ExportTraceServiceRequest>>,
 }
 
 impl Seen {
     fn record(&self, req: &ExportTraceServiceRequest) {
+        *self.last_request.lock() = Some(req.clone());
         let mut ids = self.ids.lock();
         for rs in &req.resource_spans {
             for ss in &rs.scope_spans {
@@ -133,19 +139,40 @@ impl Seen {
     }
 }
 
+/// A server certificate chain and its private key, both PEM, for a TLS receiver.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TlsIdentity {
+    fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
+            &self.cert_pem,
+            &self.key_pem,
+        ))
+    }
+}
+
 pub struct Receiver {
     pub addr: SocketAddr,
     pub faults: Arc<Faults>,
     pub seen: Arc<Seen>,
+    /// Whether the receiver speaks TLS (its URLs are `https`).
+    pub tls: bool,
     stop: CancellationToken,
 }
 
 impl Receiver {
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme(), self.addr)
     }
     pub fn http_url(&self) -> String {
-        format!("http://{}/v1/traces", self.addr)
+        format!("{}://{}/v1/traces", self.scheme(), self.addr)
     }
 }
 
@@ -250,6 +277,15 @@ impl TraceService for GrpcService {
 
 /// Start an OTLP/gRPC receiver on 127.0.0.1:0.
 pub async fn grpc_receiver() -> Receiver {
+    grpc_receiver_with(None).await
+}
+
+/// Start an OTLP/gRPC receiver over TLS with `identity` on 127.0.0.1:0.
+pub async fn grpc_receiver_tls(identity: &TlsIdentity) -> Receiver {
+    grpc_receiver_with(Some(identity)).await
+}
+
+async fn grpc_receiver_with(tls: Option<&TlsIdentity>) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let faults = Arc::new(Faults::default());
@@ -264,8 +300,12 @@ pub async fn grpc_receiver() -> Receiver {
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
     let signal = stop.clone();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(identity) = tls {
+        builder = builder.tls_config(identity.server_config()).unwrap();
+    }
     tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        builder
             .add_service(server)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),
@@ -278,6 +318,7 @@ pub async fn grpc_receiver() -> Receiver {
         addr,
         faults,
         seen,
+        tls: tls.is_some(),
         stop,
     }
 }
@@ -350,6 +391,15 @@ async fn http_export(
         Decision::Unavailable => {
             (StatusCode::SERVICE_UNAVAILABLE, "injected outage").into_response()
         }
+        Decision::Throttle(d) if state.faults.retry_after_date.load(SeqCst) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(
+                header::RETRY_AFTER,
+                httpdate::fmt_http_date(SystemTime::now() + d),
+            )],
+            "come back later",
+        )
+            .into_response(),
         Decision::Throttle(d) => (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, d.as_secs().to_string())],
@@ -362,6 +412,16 @@ async fn http_export(
 
 /// Start an OTLP/HTTP receiver (axum) on 127.0.0.1:0, serving `POST /v1/traces`.
 pub async fn http_receiver() -> Receiver {
+    http_receiver_with(None).await
+}
+
+/// Start an OTLP/HTTP receiver over TLS with `identity` on 127.0.0.1:0: the same axum routes,
+/// served by tonic's server (hyper + tokio-rustls; ALPN negotiates HTTP/2).
+pub async fn http_receiver_tls(identity: &TlsIdentity) -> Receiver {
+    http_receiver_with(Some(identity)).await
+}
+
+async fn http_receiver_with(tls: Option<&TlsIdentity>) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let faults = Arc::new(Faults::default());
@@ -376,16 +436,37 @@ pub async fn http_receiver() -> Receiver {
         .route("/v1/traces", axum::routing::post(http_export))
         .with_state(state);
     let signal = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal.cancelled_owned())
-            .await
-            .unwrap();
-    });
+    match tls {
+        None => {
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(signal.cancelled_owned())
+                    .await
+                    .unwrap();
+            });
+        }
+        Some(identity) => {
+            let mut builder = tonic::transport::Server::builder()
+                .tls_config(identity.server_config())
+                .unwrap()
+                .accept_http1(true);
+            tokio::spawn(async move {
+                builder
+                    .add_routes(tonic::service::Routes::from(app))
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(listener),
+                        signal.cancelled_owned(),
+                    )
+                    .await
+                    .unwrap();
+            });
+        }
+    }
     Receiver {
         addr,
         faults,
         seen,
+        tls: tls.is_some(),
         stop,
     }
 }
