@@ -620,11 +620,12 @@ fn status_to_error(status: Status) -> ExportError {
     let code = status.code();
     let message = if code == Code::Unknown || code == Code::Unavailable {
         // Transport failures surface as these codes; the source chain says what happened.
-        let mut m = status.message().to_string();
-        if let Some(src) = std::error::Error::source(&status) {
-            m = format!("{m}: {}", error_chain(src));
+        let m = status.message().to_string();
+        match std::error::Error::source(&status).map(error_chain) {
+            Some(chain) if chain.contains(&m) => chain,
+            Some(chain) => format!("{m}: {chain}"),
+            None => m,
         }
-        m
     } else {
         status.message().to_string()
     };
@@ -635,13 +636,17 @@ fn status_to_error(status: Status) -> ExportError {
     }
 }
 
-/// An error and its sources, joined by `: `.
+/// An error and its sources, joined by `: `; a source whose text is already there (many
+/// errors print their source in their own message) is not repeated.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
+        let text = src.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = src.source();
     }
     s
@@ -650,6 +655,35 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Chained(&'static str, Option<Box<Chained>>);
+    impl std::fmt::Display for Chained {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Chained {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn error_chain_does_not_repeat_sources_already_in_the_message() {
+        let leaf = Chained("invalid peer certificate: UnknownIssuer", None);
+        let mid = Chained(
+            "transport error: invalid peer certificate: UnknownIssuer",
+            Some(Box::new(leaf)),
+        );
+        let top = Chained("client error (Connect)", Some(Box::new(mid)));
+        assert_eq!(
+            error_chain(&top),
+            "client error (Connect): transport error: invalid peer certificate: UnknownIssuer"
+        );
+        let plain = Chained("a", Some(Box::new(Chained("b", None))));
+        assert_eq!(error_chain(&plain), "a: b");
+    }
 
     #[test]
     fn retry_info_round_trips() {
