@@ -98,23 +98,24 @@ impl Editor {
         }
     }
 
+    /// The span's attribute edits, and whether it needs [`finish`](Self::finish).
     fn span_plan<'a>(
         &'a self,
         span: &spanflow_otlp::SpanView<'a>,
         tally: &mut [u64; 3],
-    ) -> Edits<'a> {
+    ) -> (Edits<'a>, bool) {
         match self {
-            Editor::Attributes(a) => a.span_plan(span),
+            Editor::Attributes(a) => (a.span_plan(span), false),
             Editor::Redact(r) => r.span_plan(span, tally),
         }
     }
 
-    /// Work left after the fused rewrite: Redact masks event and link
-    /// attributes (spans decoded only where something matches).
-    fn finish(&self, batch: TraceRequest) -> TraceRequest {
+    /// Work left after the fused rewrite, on spans `todo` (indices in the
+    /// rewritten batch): Redact masks their event and link attributes.
+    fn finish(&self, batch: TraceRequest, todo: &[usize]) -> TraceRequest {
         match self {
-            Editor::Attributes(_) => batch,
-            Editor::Redact(r) => r.mask_events(batch),
+            Editor::Redact(r) if !todo.is_empty() => r.mask_events(batch, todo),
+            _ => batch,
         }
     }
 
@@ -552,11 +553,11 @@ impl Chain {
                             continue;
                         }
                         current.set(editor_index);
-                        plan.edits = editor.span_plan(&span, &mut local);
+                        (plan.edits, plan.decode) = editor.span_plan(&span, &mut local);
                         plan.keep = true;
                     } else {
                         current.set(editor_index);
-                        plan.edits = editor.span_plan(&span, &mut local);
+                        (plan.edits, plan.decode) = editor.span_plan(&span, &mut local);
                         plan.keep = keep_all(&after);
                     }
                 }
@@ -586,7 +587,14 @@ impl Chain {
             ));
         }
         let out = apply_plans(&batch, &plans, &resource_edits);
-        let out = catch_unwind(AssertUnwindSafe(|| editor.finish(out)))
+        // Where the spans to decode land once the dropped ones are gone.
+        let todo: Vec<usize> = plans
+            .iter()
+            .filter(|p| p.keep)
+            .enumerate()
+            .filter_map(|(k, p)| p.decode.then_some(k))
+            .collect();
+        let out = catch_unwind(AssertUnwindSafe(|| editor.finish(out, &todo)))
             .map_err(|payload| panicked_in(editor_index, payload.as_ref()))?;
         editor.commit(tally.into_inner());
         Ok(out)

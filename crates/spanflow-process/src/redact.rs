@@ -392,10 +392,10 @@ impl Redact {
 
     /// How many strings in the attributes of the span's events and links
     /// hold a blocked match (a value too deep to inspect counts one). Reads
-    /// the span's bytes in place; 0 at once for spans without events or
-    /// links.
+    /// the span's bytes in place, in one walk over its fields (the views'
+    /// event and link counts would each take one too).
     fn scan_events(&self, span: &SpanView<'_>) -> u64 {
-        if self.any_blocked.is_none() || (span.event_count() == 0 && span.link_count() == 0) {
+        if self.any_blocked.is_none() {
             return 0;
         }
         let mut fields = Fields::new(span.raw());
@@ -525,21 +525,14 @@ impl Redact {
     }
 
     /// The second pass over a batch whose span attributes were already
-    /// edited: masks the event and link attributes of the spans whose scan
-    /// finds something, decoding and re-encoding only those spans (each
-    /// other span is copied as bytes). Counts nothing: the plan did.
+    /// edited: masks the event and link attributes of spans `todo` (indices
+    /// in `batch`, ascending, as the plans found them), decoding and
+    /// re-encoding only those spans (each other span is copied as bytes).
+    /// Counts nothing: the plan did.
     ///
     /// A span that cannot be decoded is dropped (and logged) rather than
     /// passed on unmasked; a request that parsed always decodes.
-    pub(crate) fn mask_events(&self, batch: TraceRequest) -> TraceRequest {
-        if self.any_blocked.is_none() {
-            return batch;
-        }
-        let todo: Vec<usize> = batch
-            .spans()
-            .filter(|span| self.scan_events(span) > 0)
-            .map(|span| span.index())
-            .collect();
+    pub(crate) fn mask_events(&self, batch: TraceRequest, todo: &[usize]) -> TraceRequest {
         let mut out = batch;
         // Backwards, so a dropped span does not shift the ones still to do.
         for &i in todo.iter().rev() {
@@ -564,15 +557,20 @@ impl Redact {
     }
 
     /// The edits of one span's attributes, counting the event and link
-    /// values [`mask_events`](Self::mask_events) will mask; adds (spans,
-    /// masked, removed) to `tally`.
-    pub(crate) fn span_plan<'a>(&self, span: &SpanView<'a>, tally: &mut [u64; 3]) -> Edits<'a> {
+    /// values [`mask_events`](Self::mask_events) will mask, and whether
+    /// there are any (the span must then go through `mask_events`); adds
+    /// (spans, masked, removed) to `tally`.
+    pub(crate) fn span_plan<'a>(
+        &self,
+        span: &SpanView<'a>,
+        tally: &mut [u64; 3],
+    ) -> (Edits<'a>, bool) {
         let in_events = self.scan_events(span);
         let (edits, masked, removed) = self.plan(span.attributes(), in_events);
         tally[0] += u64::from(!edits.is_empty() || in_events > 0);
         tally[1] += masked;
         tally[2] += removed;
-        edits
+        (edits, in_events > 0)
     }
 
     /// Adds a batch's (spans, masked, removed) tally to the counts.
@@ -630,8 +628,8 @@ impl Processor for Redact {
         if batch.span_count() == 0 {
             return Ok(batch);
         }
-        let mut span_edits: Vec<Edits<'_>> = Vec::new();
-        span_edits.resize_with(batch.span_count(), Edits::new);
+        let mut span_edits: Vec<(Edits<'_>, bool)> = Vec::new();
+        span_edits.resize_with(batch.span_count(), Default::default);
         let total = parking_lot::Mutex::new([0u64; 3]);
         cx.parallelism()
             .for_each_chunk(&mut span_edits, |first, chunk| {
@@ -646,7 +644,10 @@ impl Processor for Redact {
                     *t += n;
                 }
             });
-        let out = self.mask_events(apply_edits(&batch, &span_edits, &[]));
+        let (edits, decode): (Vec<Edits<'_>>, Vec<bool>) = span_edits.into_iter().unzip();
+        // Redact drops no span: indices stay those of `batch`.
+        let todo: Vec<usize> = (0..decode.len()).filter(|&i| decode[i]).collect();
+        let out = self.mask_events(apply_edits(&batch, &edits, &[]), &todo);
         // Counted only once the batch is actually rewritten.
         self.add_counts(total.into_inner());
         Ok(out)

@@ -137,6 +137,9 @@ pub(crate) fn apply_edits(
 pub(crate) struct SpanPlan<'a> {
     pub(crate) keep: bool,
     pub(crate) edits: Edits<'a>,
+    /// The span also needs a decoding edit after the rewrite (Redact's
+    /// event and link masking).
+    pub(crate) decode: bool,
 }
 
 /// Drops and edits spans as `plans` say (one per span), and edits resources,
