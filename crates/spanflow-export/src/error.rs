@@ -26,7 +26,8 @@ pub enum ExportError {
         status: u16,
         /// The `google.rpc.Status` message of the body, or the body's text (truncated).
         message: String,
-        /// Delay from a `Retry-After` header, if present.
+        /// Delay from a `Retry-After` header (delay-seconds, or an HTTP-date minus now, zero
+        /// once passed), if present and valid.
         retry_after: Option<Duration>,
     },
     /// The request never got an answer: connection refused or reset, DNS, TLS.

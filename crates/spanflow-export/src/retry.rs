@@ -14,7 +14,8 @@ use crate::{ExportBatch, ExportError, ExportOutcome};
 ///
 /// The delay before retry `n` (0-based) is `min(initial_backoff * multiplier^n, max_backoff)`,
 /// scaled by a random factor in `[1 - jitter, 1 + jitter]`. A delay the server asks for
-/// (`RetryInfo`, `Retry-After`) replaces the computed one. Retrying stops when the next
+/// (`RetryInfo`, `Retry-After` as seconds or an HTTP-date) replaces the computed one, even
+/// a zero delay (a date already passed: retry at once). Retrying stops when the next
 /// attempt would start after `max_elapsed` from the first one; the last error is then final.
 /// `max_elapsed = 0` disables retry.
 ///
