@@ -24,10 +24,10 @@ pub const MASKED_COUNT_KEY: &str = "redaction.masked.count";
 pub const REMOVED_COUNT_KEY: &str = "redaction.removed.count";
 
 /// How many array / key-value-list levels of one attribute value (of a
-/// span, event or link) [`Redact`] opens to look for blocked strings. An attribute value with an array or
-/// list nested deeper than this is not inspected further: the whole value is
-/// replaced by the mask string (counted as one masked value), so nothing
-/// passes unchecked.
+/// span, event or link) [`Redact`] opens to look for blocked strings. An
+/// attribute value with an array or list nested deeper than this is not
+/// inspected further: the whole value is replaced by the mask string
+/// (counted as one masked value), so nothing passes unchecked.
 pub const MAX_NESTING: usize = 16;
 
 /// Field numbers of the OTLP trace schema read by the event scan.
