@@ -14,8 +14,10 @@ use crate::{ExportBatch, ExportError, ExportOutcome};
 ///
 /// The delay before retry `n` (0-based) is `min(initial_backoff * multiplier^n, max_backoff)`,
 /// scaled by a random factor in `[1 - jitter, 1 + jitter]`. A delay the server asks for
-/// (`RetryInfo`, `Retry-After` as seconds or an HTTP-date) replaces the computed one, even
-/// a zero delay (a date already passed: retry at once). Retrying stops when the next
+/// (`RetryInfo`, `Retry-After` as seconds or an HTTP-date) is honoured as a lower bound: the
+/// wait is the longer of the two, so a server cannot make the exporter wait less than its own
+/// backoff (a `Retry-After: 0` repeated by an overloaded server still backs off exponentially
+/// instead of retrying once per round trip). Retrying stops when the next
 /// attempt would start after `max_elapsed` from the first one; the last error is then final.
 /// `max_elapsed = 0` disables retry.
 ///
@@ -116,9 +118,10 @@ pub(crate) async fn export_with_retry(
             Err(e) if !e.is_retryable() => return Err(e),
             Err(e) => e,
         };
+        let backoff = retry.backoff(retries);
         let delay = error
             .retry_after()
-            .unwrap_or_else(|| retry.backoff(retries));
+            .map_or(backoff, |asked| asked.max(backoff));
         // Saturating: a server may ask for an absurd delay (`Retry-After: 18446744073709551615`).
         if first.elapsed().saturating_add(delay) > retry.max_elapsed {
             tracing::debug!(exporter = exporter.dyn_name(), %error, "retries exhausted");
@@ -152,13 +155,14 @@ mod tests {
         assert_eq!(d, vec![100, 200, 400, 800, 1000, 1000]);
     }
 
-    struct Throttled;
+    /// Always answers 503 with the given `Retry-After`.
+    struct Throttled(Duration);
     impl crate::Exporter for Throttled {
         async fn export(&self, _: ExportBatch) -> Result<ExportOutcome, ExportError> {
             Err(ExportError::Http {
                 status: 503,
                 message: "later".into(),
-                retry_after: Some(Duration::MAX),
+                retry_after: Some(self.0),
             })
         }
         fn name(&self) -> &str {
@@ -172,10 +176,71 @@ mod tests {
         fn retry(&self, _: &ExportError, _: Duration) {}
     }
 
+    /// Records the delays chosen before each retry.
+    #[derive(Default)]
+    struct Delays(parking_lot::Mutex<Vec<Duration>>);
+    impl AttemptObserver for Delays {
+        fn attempt(&self, _: Duration, _: &Result<ExportOutcome, ExportError>) {}
+        fn retry(&self, _: &ExportError, delay: Duration) {
+            self.0.lock().push(delay);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_zero_server_delay_still_backs_off() {
+        let retry = RetryConfig {
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+            multiplier: 2.0,
+            jitter: 0.0,
+            max_elapsed: Duration::from_millis(150),
+        };
+        let delays = Delays::default();
+        let result = export_with_retry(
+            &Throttled(Duration::ZERO),
+            &ExportBatch::new(bytes::Bytes::new(), 1),
+            &retry,
+            Duration::from_secs(1),
+            &CancellationToken::new(),
+            &delays,
+        )
+        .await;
+        assert!(result.is_err());
+        let got: Vec<u128> = delays.0.lock().iter().map(|d| d.as_millis()).collect();
+        // How many retries fit in 150 ms depends on the machine; the first three do.
+        assert!(got.len() >= 3 && got.len() <= 6, "{:?}", got.len());
+        assert_eq!(got[..3], [10, 20, 40]);
+        assert!(got.iter().all(|d| (10..=40).contains(d)), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_longer_server_delay_wins_over_the_backoff() {
+        let delays = Delays::default();
+        let retry = RetryConfig {
+            initial_backoff: Duration::from_millis(10),
+            jitter: 0.0,
+            max_elapsed: Duration::from_millis(450),
+            ..RetryConfig::default()
+        };
+        let _ = export_with_retry(
+            &Throttled(Duration::from_millis(300)),
+            &ExportBatch::new(bytes::Bytes::new(), 1),
+            &retry,
+            Duration::from_secs(1),
+            &CancellationToken::new(),
+            &delays,
+        )
+        .await;
+        assert_eq!(
+            delays.0.lock().as_slice(),
+            [Duration::from_millis(300)].as_slice()
+        );
+    }
+
     #[tokio::test]
     async fn absurd_server_delay_gives_up_instead_of_overflowing() {
         let result = export_with_retry(
-            &Throttled,
+            &Throttled(Duration::MAX),
             &ExportBatch::new(bytes::Bytes::new(), 1),
             &RetryConfig::default(),
             Duration::from_secs(1),
