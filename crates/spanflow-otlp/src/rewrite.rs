@@ -365,26 +365,60 @@ impl TraceRequest {
         i: usize,
         f: impl FnOnce(&mut Span),
     ) -> Result<TraceRequest, EditError> {
+        let mut f = Some(f);
+        self.edit_spans(&[i], |_, span| {
+            if let Some(f) = f.take() {
+                f(span);
+            }
+        })
+    }
+
+    /// [`edit_span`](Self::edit_span) for several spans in one pass: each span whose index is
+    /// in `indices` is decoded, changed by `f` (called once per distinct index, in ascending
+    /// order, with the index), re-encoded and spliced in; every other span is copied as bytes.
+    /// The cost is one copy of the request plus the edited spans, however many they are.
+    ///
+    /// Fails without changing anything if an index is out of range or a span does not decode.
+    ///
+    /// ```
+    /// let spans = spanflow_otlp::testing::span_batch(4, 2);
+    /// let request = spanflow_otlp::Encoder::new().encode(&spans, &spanflow_otlp::testing::resource());
+    /// let out = request.edit_spans(&[3, 1], |i, span| span.name = format!("edited {i}"))?;
+    /// assert_eq!(out.span(1).unwrap().name(), "edited 1");
+    /// assert_eq!(out.span(3).unwrap().name(), "edited 3");
+    /// assert_eq!(out.span(0).unwrap().raw(), request.span(0).unwrap().raw());
+    /// # Ok::<(), spanflow_otlp::EditError>(())
+    /// ```
+    pub fn edit_spans(
+        &self,
+        indices: &[usize],
+        mut f: impl FnMut(usize, &mut Span),
+    ) -> Result<TraceRequest, EditError> {
         let len = self.span_count();
-        let view = self
-            .span(i)
-            .ok_or(EditError::OutOfRange { index: i, len })?;
-        let mut span = Span::decode(view.raw())?;
-        f(&mut span);
-        let encoded = span.encode_to_vec();
-        let mut scratch = Vec::with_capacity(encoded.len() + 6);
-        wire::put_bytes_field(&mut scratch, 2, &encoded);
-        let body = (scratch.len() - encoded.len()) as u32;
-        let meta = SpanMeta::scan(&encoded);
-        let out: Vec<OutSpan> = (0..len as u32)
-            .map(|k| {
-                if k as usize == i {
-                    (k, Some(([0, scratch.len() as u32, body], meta)))
-                } else {
-                    (k, None)
-                }
-            })
-            .collect();
+        let mut todo = indices.to_vec();
+        todo.sort_unstable();
+        todo.dedup();
+        if let Some(&index) = todo.last()
+            && index >= len
+        {
+            return Err(EditError::OutOfRange { index, len });
+        }
+        let mut scratch = Vec::new();
+        let mut out: Vec<OutSpan> = (0..len as u32).map(|k| (k, None)).collect();
+        for i in todo {
+            let view = self
+                .span(i)
+                .ok_or(EditError::OutOfRange { index: i, len })?;
+            let mut span = Span::decode(view.raw())?;
+            f(i, &mut span);
+            let encoded = span.encode_to_vec();
+            let start = scratch.len();
+            wire::put_bytes_field(&mut scratch, 2, &encoded);
+            let end = scratch.len();
+            // The body starts after the field's tag and length.
+            let body = (end - start - encoded.len()) as u32;
+            out[i].1 = Some(([start as u32, end as u32, body], SpanMeta::scan(&encoded)));
+        }
         Ok(self.rebuild(&out, &vec![None; self.resource_count()], &scratch))
     }
 

@@ -187,6 +187,63 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn edit_spans_equals_editing_each_picked_span(
+        original in request(),
+        picks in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        let request = TraceRequest::from_proto(&original);
+        let n = request.span_count();
+        prop_assume!(n > 0);
+        // Repeats are allowed in the input; each span is edited once.
+        let indices: Vec<usize> = picks.iter().map(|p| p.index(n)).collect();
+        let mut seen = Vec::new();
+        let edited = request.edit_spans(&indices, |i, span| {
+            seen.push(i);
+            span.name = format!("edited {i}");
+            span.attributes.clear();
+        }).unwrap();
+        let mut want: Vec<usize> = indices.clone();
+        want.sort_unstable();
+        want.dedup();
+        prop_assert_eq!(&seen, &want);
+        let mut expected = original.clone();
+        let mut k = 0;
+        for rs in &mut expected.resource_spans {
+            for ss in &mut rs.scope_spans {
+                for span in &mut ss.spans {
+                    if want.contains(&k) {
+                        span.name = format!("edited {k}");
+                        span.attributes.clear();
+                    }
+                    k += 1;
+                }
+            }
+        }
+        prop_assert_eq!(edited.to_proto().unwrap(), expected);
+        // Spans not picked are the same bytes.
+        for k in (0..n).filter(|k| !want.contains(k)) {
+            prop_assert_eq!(edited.span(k).unwrap().raw(), request.span(k).unwrap().raw());
+        }
+    }
+}
+
+#[test]
+fn edit_spans_out_of_range_changes_nothing() {
+    let spans = spanflow_otlp::testing::span_batch(3, 1);
+    let request = spanflow_otlp::Encoder::new().encode(&spans, &spanflow_otlp::testing::resource());
+    let mut called = false;
+    let result = request.edit_spans(&[0, 3], |_, _| called = true);
+    assert!(matches!(
+        result,
+        Err(spanflow_otlp::EditError::OutOfRange { index: 3, len: 3 })
+    ));
+    assert!(!called, "no span is edited when an index is out of range");
+}
+
 #[test]
 fn untouched_requests_are_returned_as_is() {
     let spans = spanflow_otlp::testing::span_batch(20, 4);
