@@ -527,12 +527,26 @@ impl Redact {
     /// The second pass over a batch whose span attributes were already
     /// edited: masks the event and link attributes of spans `todo` (indices
     /// in `batch`, ascending, as the plans found them), decoding and
-    /// re-encoding only those spans (each other span is copied as bytes).
+    /// re-encoding only those spans (each other span is copied as bytes), in
+    /// one pass over the batch however many spans need it.
     /// Counts nothing: the plan did.
     ///
     /// A span that cannot be decoded is dropped (and logged) rather than
     /// passed on unmasked; a request that parsed always decodes.
     pub(crate) fn mask_events(&self, batch: TraceRequest, todo: &[usize]) -> TraceRequest {
+        if todo.is_empty() {
+            return batch;
+        }
+        match batch.edit_spans(todo, |_, span| self.mask_span_events(span)) {
+            Ok(edited) => edited,
+            // Some span did not decode: go span by span to find and drop it.
+            Err(_) => self.mask_events_one_by_one(batch, todo),
+        }
+    }
+
+    /// [`mask_events`](Self::mask_events) one span at a time (a copy of the
+    /// batch per span), dropping the spans that do not decode.
+    fn mask_events_one_by_one(&self, batch: TraceRequest, todo: &[usize]) -> TraceRequest {
         let mut out = batch;
         // Backwards, so a dropped span does not shift the ones still to do.
         for &i in todo.iter().rev() {
