@@ -26,12 +26,17 @@ const QUICK_ARGS: [&str; 6] = [
     "10",
 ];
 
-/// One `cargo bench -p <package> --bench <bench>` invocation.
+/// One `cargo bench -p <package> --bench <bench> [--features <features>]` invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct BenchTarget {
     package: String,
     bench: String,
+    features: Option<&'static str>,
 }
+
+/// Bench targets that run a second time with extra features; the build with the features
+/// names its criterion groups differently, so both runs appear in the report.
+const EXTRA_RUNS: &[(&str, &str, &str)] = &[("spanflow-benches", "e2e", "mimalloc")];
 
 /// The bench targets of the requested packages (all members with benches when none is
 /// named), in member order.
@@ -59,9 +64,21 @@ fn select_targets(metadata: &Metadata, requested: &[String]) -> Result<Vec<Bench
         .iter()
         .filter(|p| requested.is_empty() || requested.contains(&p.name))
         .flat_map(|p| {
-            p.benches().map(|bench| BenchTarget {
-                package: p.name.clone(),
-                bench: bench.to_owned(),
+            p.benches().flat_map(|bench| {
+                let plain = BenchTarget {
+                    package: p.name.clone(),
+                    bench: bench.to_owned(),
+                    features: None,
+                };
+                let extra = EXTRA_RUNS
+                    .iter()
+                    .filter(|(package, b, _)| *package == p.name && *b == bench)
+                    .map(|(_, _, features)| BenchTarget {
+                        package: p.name.clone(),
+                        bench: bench.to_owned(),
+                        features: Some(features),
+                    });
+                std::iter::once(plain).chain(extra).collect::<Vec<_>>()
             })
         })
         .collect();
@@ -94,6 +111,9 @@ pub(crate) fn run(args: &BenchArgs, root: &Path) -> Result<()> {
             "--bench",
             &target.bench,
         ]);
+        if let Some(features) = target.features {
+            cmd = cmd.args(["--features", features]);
+        }
         if args.quick {
             cmd = cmd.arg("--").args(QUICK_ARGS);
         }
@@ -235,7 +255,7 @@ mod tests {
         let packages = [
             package("spanflow-lockfree", &["deque", "stack"]),
             package("spanflow-relay", &[]),
-            package("spanflow-benches", &["end_to_end"]),
+            package("spanflow-benches", &["e2e"]),
         ];
         Metadata::parse(&format!(
             r#"{{"packages":[{}],"target_directory":"/ws/target"}}"#,
@@ -259,9 +279,13 @@ mod tests {
             [
                 ("spanflow-lockfree", "deque"),
                 ("spanflow-lockfree", "stack"),
-                ("spanflow-benches", "end_to_end")
+                ("spanflow-benches", "e2e"),
+                ("spanflow-benches", "e2e")
             ]
         );
+        // The second e2e run is the mimalloc build.
+        let features: Vec<_> = targets.iter().map(|t| t.features).collect();
+        assert_eq!(features, [None, None, None, Some("mimalloc")]);
     }
 
     #[test]
@@ -271,7 +295,7 @@ mod tests {
             "spanflow-lockfree".to_owned(),
         ];
         let targets = select_targets(&metadata(), &requested).unwrap();
-        assert_eq!(targets.len(), 3);
+        assert_eq!(targets.len(), 4);
         assert_eq!(targets[0].package, "spanflow-lockfree");
     }
 
