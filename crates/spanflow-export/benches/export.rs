@@ -175,8 +175,18 @@ fn start_sink(rt: &tokio::runtime::Runtime) -> Sink {
     let svc = CountingSink(spans.clone());
     rt.spawn(async move {
         tonic::transport::Server::builder()
+            // 1 MiB flow-control windows, grpc-java's default (grpc-go, the Collector's
+            // server, grows its windows from the measured bandwidth-delay product); with
+            // HTTP/2's 64 KiB default every contestant mostly waits on window updates.
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(4 << 20))
             .add_service(svc)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .serve_with_incoming(
+                // TCP_NODELAY, as every gRPC server sets it: with Nagle, the sink's small
+                // response frames wait for the client's delayed ACK (40 ms) whenever several
+                // requests share the connection.
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
             .await
             .expect("sink server");
     });
