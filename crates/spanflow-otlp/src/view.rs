@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use crate::error::DecodeError;
 use crate::request::{Index, SpanMeta, TraceRequest};
 use crate::wire::{Field, Fields, Value};
 
@@ -588,6 +589,28 @@ pub enum AnyValueView<'a> {
 }
 
 impl<'a> AnyValueView<'a> {
+    /// Reads an encoded `AnyValue` message (as prost writes it) after checking it the way
+    /// [`TraceRequest::parse`] checks the values of a request (well-formed, UTF-8 strings,
+    /// bounded nesting). Lets a value computed outside a request be written by wire edits.
+    ///
+    /// ```
+    /// use prost::Message;
+    /// use spanflow_otlp::AnyValueView;
+    /// use spanflow_otlp::proto::common::v1::{AnyValue, ArrayValue, any_value::Value};
+    ///
+    /// let s = |v: &str| AnyValue { value: Some(Value::StringValue(v.into())) };
+    /// let array = AnyValue { value: Some(Value::ArrayValue(ArrayValue { values: vec![s("a"), s("b")] })) };
+    /// let bytes = array.encode_to_vec();
+    /// let AnyValueView::Array(view) = AnyValueView::decode(&bytes)? else { panic!() };
+    /// assert_eq!(view.iter().collect::<Vec<_>>(), [AnyValueView::String("a"), AnyValueView::String("b")]);
+    /// assert!(AnyValueView::decode(&[0x0a, 0x01, 0xff]).is_err()); // not UTF-8
+    /// # Ok::<(), spanflow_otlp::DecodeError>(())
+    /// ```
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        crate::schema::validate(crate::schema::Msg::AnyValue, bytes, 0, 0)?;
+        Ok(Self::parse(bytes))
+    }
+
     #[inline]
     pub(crate) fn parse(body: &'a [u8]) -> Self {
         // A single field, as encoders write it (then it is also the last one).

@@ -333,7 +333,7 @@ impl Redact {
                 Ok(_) => {
                     let mut rebuilt = value.to_proto();
                     let n = self.mask_value(&mut rebuilt);
-                    Some((NewValue::Composite(Composite::new(rebuilt)), n))
+                    Some((NewValue::Composite(Composite::new(&rebuilt)), n))
                 }
                 Err(TooDeep) => Some((NewValue::Owned(self.mask.clone()), 1)),
             },

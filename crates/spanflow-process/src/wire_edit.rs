@@ -2,9 +2,8 @@
 
 use std::borrow::Cow;
 
-use spanflow_otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
-use spanflow_otlp::proto::common::v1::{AnyValue, KeyValue};
-use spanflow_otlp::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use spanflow_otlp::proto::common::v1::AnyValue;
 use spanflow_otlp::{AnyValueView, TraceRequest};
 
 /// A value to write: borrowed from the batch or the processor's
@@ -27,53 +26,22 @@ impl NewValue<'_> {
     }
 }
 
-/// A computed `AnyValue` of any shape, held encoded.
-///
-/// spanflow-otlp's wire edits write attribute values only from views, and a
-/// view can only be had over a parsed request; so the value is carried as
-/// the single attribute of a one-span request and read back as a view (an
-/// array or list view is then copied as bytes by the rewrite).
-#[derive(Debug, Clone)]
-pub(crate) struct Composite(TraceRequest);
+/// A computed `AnyValue` of any shape, held encoded and written through
+/// [`AnyValueView::decode`] (an array or list view is copied as bytes by the
+/// rewrite).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Composite(Vec<u8>);
 
 impl Composite {
-    pub(crate) fn new(value: AnyValue) -> Self {
-        let span = Span {
-            trace_id: vec![1; 16],
-            span_id: vec![1; 8],
-            attributes: vec![KeyValue {
-                key: "v".to_owned(),
-                value: Some(value),
-                ..KeyValue::default()
-            }],
-            ..Span::default()
-        };
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span],
-                    ..ScopeSpans::default()
-                }],
-                ..ResourceSpans::default()
-            }],
-        };
-        Composite(TraceRequest::from_proto(&request))
+    pub(crate) fn new(value: &AnyValue) -> Self {
+        Composite(value.encode_to_vec())
     }
 
-    /// The carried value; `Empty` if the carrier did not parse (it always
-    /// does: prost's output is valid), so a failure writes no data rather
-    /// than the original.
+    /// The value; `Empty` if it did not decode (it always does: prost's
+    /// output is valid), so a failure writes no data rather than the
+    /// original.
     pub(crate) fn view(&self) -> AnyValueView<'_> {
-        self.0
-            .span(0)
-            .and_then(|span| span.attributes().next())
-            .map_or(AnyValueView::Empty, |kv| kv.value)
-    }
-}
-
-impl PartialEq for Composite {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.as_bytes() == other.0.as_bytes()
+        AnyValueView::decode(&self.0).unwrap_or(AnyValueView::Empty)
     }
 }
 
