@@ -109,15 +109,36 @@ pub fn bsp(queue: Option<usize>) -> (SdkTracerProvider, CountingSdkExporter) {
     (provider, exporter)
 }
 
-/// A provider with spanflow's processor (defaults) and a do-nothing exporter.
+/// Where spanflow frees encoded spans in these benches: on the application threads (the
+/// default) with glibc's allocator, and on the pipeline's thread in the mimalloc build, which is
+/// what [`spanflow::FreeSpansOn`] tells users of an allocator with cheap cross-thread frees.
+pub const FREE_SPANS_ON: spanflow::FreeSpansOn = if cfg!(feature = "mimalloc") {
+    spanflow::FreeSpansOn::Pipeline
+} else {
+    spanflow::FreeSpansOn::Application
+};
+
+/// A provider with spanflow's processor (defaults but [`FREE_SPANS_ON`]) and a do-nothing
+/// exporter.
 pub fn spanflow_null() -> (
+    SdkTracerProvider,
+    spanflow::Pipeline,
+    spanflow::NullExporter,
+) {
+    spanflow_null_freeing_on(FREE_SPANS_ON)
+}
+
+/// [`spanflow_null`], with encoded spans freed on `threads`.
+pub fn spanflow_null_freeing_on(
+    threads: spanflow::FreeSpansOn,
+) -> (
     SdkTracerProvider,
     spanflow::Pipeline,
     spanflow::NullExporter,
 ) {
     let exporter = spanflow::NullExporter::default();
     let processor = spanflow::SpanProcessor::builder()
-        .pipeline(|p| p.exporter("null", exporter.clone()))
+        .pipeline(|p| p.exporter("null", exporter.clone()).free_spans_on(threads))
         .build()
         .expect("spanflow processor");
     let pipeline = processor.pipeline().clone();
@@ -128,14 +149,15 @@ pub fn spanflow_null() -> (
     (provider, pipeline, exporter)
 }
 
-/// A provider with spanflow's processor (defaults) exporting over OTLP/gRPC to `endpoint`.
+/// A provider with spanflow's processor (defaults but [`FREE_SPANS_ON`]) exporting over
+/// OTLP/gRPC to `endpoint`.
 pub fn spanflow_grpc(endpoint: &str) -> (SdkTracerProvider, spanflow::Pipeline) {
     let exporter = spanflow::export::OtlpGrpcExporter::builder()
         .endpoint(endpoint)
         .build()
         .expect("grpc exporter");
     let processor = spanflow::SpanProcessor::builder()
-        .pipeline(|p| p.exporter("sink", exporter))
+        .pipeline(|p| p.exporter("sink", exporter).free_spans_on(FREE_SPANS_ON))
         .build()
         .expect("spanflow processor");
     let pipeline = processor.pipeline().clone();

@@ -3,10 +3,16 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use spanflow_lockfree::TreiberStack;
+
+use crate::config::DropSite;
+
+/// With [`DropSite::Producers`], at most this many dropped batches wait at once for producers to
+/// drop their items; a batch dropped beyond that drops its items itself.
+pub const MAX_SPENT_BATCHES: usize = 4;
 
 /// Why a batch was cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,21 +30,63 @@ pub enum CutReason {
 }
 
 /// Emptied batch vectors waiting for reuse, on a Treiber stack so that a consumer dropping a
-/// batch on any thread never takes a lock.
+/// batch on any thread never takes a lock; and, with [`DropSite::Producers`], the dropped
+/// batches whose items wait for producers to drop them, on a second one.
 pub(crate) struct Pool<T> {
     stack: TreiberStack<Vec<T>>,
     /// Approximate number of vectors held; bounds the memory the pool keeps.
     len: AtomicUsize,
     capacity: usize,
+    spent: TreiberStack<Vec<T>>,
+    /// Approximate number of vectors in `spent` (a soft bound, like `len`).
+    spent_len: AtomicUsize,
+    /// Cleared when the consumer ends: nobody sends any more, so batches drop their own items.
+    parking: AtomicBool,
+    drop_site: DropSite,
 }
 
 impl<T: Send> Pool<T> {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, drop_site: DropSite) -> Self {
         Self {
             stack: TreiberStack::new(),
             len: AtomicUsize::new(0),
             capacity,
+            spent: TreiberStack::new(),
+            spent_len: AtomicUsize::new(0),
+            parking: AtomicBool::new(drop_site == DropSite::Producers),
+            drop_site,
         }
+    }
+
+    pub(crate) fn drops_on_producers(&self) -> bool {
+        self.drop_site == DropSite::Producers
+    }
+
+    /// Takes a finished batch's vector: parks its items for the producers, or drops them here.
+    fn retire(&self, v: Vec<T>) {
+        // Relaxed: a batch that misses the store parks its items once more, and they are
+        // dropped with the pool.
+        if self.parking.load(Ordering::Relaxed) && !v.is_empty() {
+            // Relaxed: a soft bound, as for `len`.
+            if self.spent_len.fetch_add(1, Ordering::Relaxed) < MAX_SPENT_BATCHES {
+                self.spent.push(v);
+                return;
+            }
+            self.spent_len.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.give(v);
+    }
+
+    /// A parked vector of items for a producer to drop, if any.
+    pub(crate) fn take_spent(&self) -> Option<Vec<T>> {
+        // Relaxed: a hint that saves the stack's pin when nothing is parked; a stale zero only
+        // leaves the items for the next send.
+        if self.spent_len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let v = self.spent.pop()?;
+        self.spent_len.fetch_sub(1, Ordering::Relaxed);
+        Some(v)
     }
 
     /// An empty vector with room for `cap` items, recycled when possible.
@@ -51,6 +99,25 @@ impl<T: Send> Pool<T> {
                 v
             }
             None => Vec::with_capacity(cap),
+        }
+    }
+
+    /// Whether parked items wait for producers.
+    pub(crate) fn has_spent(&self) -> bool {
+        // Relaxed: a hint for the consumer's idle sweep.
+        self.spent_len.load(Ordering::Relaxed) > 0
+    }
+
+    /// Stops parking items (the consumer has ended) and drops what is parked.
+    pub(crate) fn stop_parking(&self) {
+        self.parking.store(false, Ordering::Relaxed);
+        self.drop_spent();
+    }
+
+    /// Drops every parked item on the calling thread (the consumer's idle sweep).
+    pub(crate) fn drop_spent(&self) {
+        while let Some(v) = self.take_spent() {
+            self.give(v);
         }
     }
 
@@ -71,7 +138,8 @@ impl<T: Send> Pool<T> {
 /// A batch of items with its weight, the age of its oldest item and why it was cut.
 ///
 /// Dereferences to `[T]`. Dropping it (or calling [`drain`](Self::drain) and then dropping it)
-/// returns its vector to the batcher's pool, so steady state allocates no batch vectors;
+/// returns its vector to the batcher's pool, so steady state allocates no batch vectors (with
+/// [`DropSite::Producers`] its items go along, for producers to drop);
 /// [`into_vec`](Self::into_vec) takes the vector out of recycling.
 ///
 /// ```
@@ -157,7 +225,7 @@ impl<T: Send> Batch<T> {
 impl<T: Send> Drop for Batch<T> {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.take() {
-            pool.give(std::mem::take(&mut self.items));
+            pool.retire(std::mem::take(&mut self.items));
         }
     }
 }

@@ -39,6 +39,27 @@ pub enum Policy {
     DropOldest,
 }
 
+/// Which threads drop the items of a batch once the consumer is done with it.
+///
+/// With an allocator whose cross-thread frees are expensive, where each item is dropped
+/// matters as much as where it is sent: glibc's `malloc` returns a block freed by another thread
+/// to the allocating thread's arena under that arena's lock, so a consumer freeing what
+/// producers allocated contends with their next allocations, and the producers' per-thread
+/// caches never see the block again. [`DropSite::Producers`] hands the items back instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DropSite {
+    /// Whoever drops the [`Batch`](crate::Batch) drops its items (the consumer). The default.
+    #[default]
+    Consumer,
+    /// A dropped [`Batch`](crate::Batch) hands its items back to the batcher, and every
+    /// accepted send drops one of them on the sending thread, after releasing its shard. At
+    /// most [`MAX_SPENT_BATCHES`](crate::MAX_SPENT_BATCHES) batches wait like this (beyond that
+    /// the batch drops its items itself), plus the one a shard is working through. Items that
+    /// wait longer than an idle second, or in a shard that stopped sending, are dropped by the
+    /// consumer.
+    Producers,
+}
+
 /// Gives an item's weight in bytes, for the byte trigger and the byte budget.
 ///
 /// Must be deterministic: [`Policy::DropOldest`] weighs an evicted item again to return its
@@ -76,6 +97,7 @@ pub(crate) struct Config<T> {
     pub(crate) report_items: u64,
     pub(crate) report_bytes: u64,
     pub(crate) pool_capacity: usize,
+    pub(crate) drop_site: DropSite,
 }
 
 impl<T> Config<T> {
@@ -119,6 +141,7 @@ pub struct BatcherBuilder<T> {
     budget_bytes: Option<u64>,
     shards: Option<usize>,
     pool_capacity: usize,
+    drop_site: DropSite,
 }
 
 impl<T> fmt::Debug for BatcherBuilder<T> {
@@ -134,6 +157,7 @@ impl<T> fmt::Debug for BatcherBuilder<T> {
             .field("budget_bytes", &self.budget_bytes)
             .field("shards", &self.shards)
             .field("pool_capacity", &self.pool_capacity)
+            .field("drop_site", &self.drop_site)
             .finish()
     }
 }
@@ -159,6 +183,7 @@ impl<T: Send + 'static> BatcherBuilder<T> {
             budget_bytes: Some(DEFAULT_BUDGET_BYTES),
             shards: None,
             pool_capacity: 16,
+            drop_site: DropSite::Consumer,
         }
     }
 
@@ -225,6 +250,27 @@ impl<T: Send + 'static> BatcherBuilder<T> {
         self
     }
 
+    /// Which threads drop the items of finished batches (default [`DropSite::Consumer`]).
+    ///
+    /// ```
+    /// use spanflow_batch::{Batcher, DropSite};
+    ///
+    /// let (batcher, mut receiver) = Batcher::<String>::builder()
+    ///     .max_items(2)
+    ///     .drop_site(DropSite::Producers)
+    ///     .build()?;
+    /// batcher.send("a".to_string())?;
+    /// batcher.send("b".to_string())?;
+    /// let batch = receiver.recv().expect("a full batch");
+    /// drop(batch); // its two strings wait for the producers
+    /// batcher.send("c".to_string())?; // drops one of them here
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn drop_site(mut self, site: DropSite) -> Self {
+        self.drop_site = site;
+        self
+    }
+
     /// Validates the settings and creates the producer handle and the consumer.
     pub fn build(self) -> Result<(Batcher<T>, Receiver<T>), BuildError> {
         if self.max_items == 0 {
@@ -272,6 +318,7 @@ impl<T: Send + 'static> BatcherBuilder<T> {
             report_items,
             report_bytes,
             pool_capacity: self.pool_capacity,
+            drop_site: self.drop_site,
         };
         Ok(crate::intake::new_pair(config, shards))
     }

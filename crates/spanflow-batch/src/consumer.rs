@@ -14,6 +14,19 @@ use crate::intake::{AWAKE, Shared};
 use crate::stats::Stats;
 
 /// A batch being filled. Only the last open batch is ever unsealed.
+/// Drops the finished items that shards hold for their producers (on the calling thread).
+fn drop_shards_spent<T: Send>(shared: &Shared<T>) {
+    for shard in shared.shards.iter() {
+        // Taken under the lock, dropped after it: an item's `Drop` is the user's code.
+        let spent = mem::take(&mut shard.lock().spent);
+        shared.pool.give(spent);
+    }
+}
+
+/// How long the consumer stays idle before it drops the items that wait for producers
+/// ([`DropSite::Producers`](crate::DropSite::Producers)) itself.
+const SPENT_IDLE_NANOS: u64 = 1_000_000_000;
+
 struct OpenBatch<T> {
     items: VecDeque<T>,
     bytes: u64,
@@ -44,6 +57,9 @@ pub(crate) struct Collector<T> {
     pub(crate) waiters: usize,
     /// The batcher is closed and everything accepted has left the queue.
     pub(crate) drained: bool,
+    /// Clock time at which an idle consumer drops the items still waiting for producers
+    /// (`DropSite::Producers`); `None` while busy or when nothing waits.
+    sweep_at: Option<u64>,
     receiver_gone: bool,
 }
 
@@ -63,6 +79,7 @@ impl<T: Send> Collector<T> {
             flush_target: 0,
             waiters: 0,
             drained: false,
+            sweep_at: None,
             receiver_gone: false,
         }
     }
@@ -228,6 +245,35 @@ impl<T: Send> Collector<T> {
         true
     }
 
+    /// Nothing is queued: with `DropSite::Producers`, items that producers have not dropped are
+    /// given one idle second, then dropped here. Returns until when to sleep.
+    fn idle(&mut self, shared: &Shared<T>, now: u64) -> u64 {
+        if !shared.pool.drops_on_producers() {
+            return u64::MAX;
+        }
+        match self.sweep_at {
+            Some(at) if now >= at => {
+                self.sweep_at = None;
+                shared.pool.drop_spent();
+                drop_shards_spent(shared);
+                tracing::trace!("idle: dropped the items left for producers");
+                u64::MAX
+            }
+            Some(at) => at,
+            None => {
+                let waiting = shared.pool.has_spent()
+                    || shared.shards.iter().any(|s| !s.lock().spent.is_empty());
+                if waiting {
+                    let at = now.saturating_add(SPENT_IDLE_NANOS);
+                    self.sweep_at = Some(at);
+                    at
+                } else {
+                    u64::MAX
+                }
+            }
+        }
+    }
+
     /// Drops everything queued (the receiver is gone), counting it.
     fn discard_all(&mut self, shared: &Shared<T>) {
         let n = self.pending_items;
@@ -306,6 +352,7 @@ impl<T: Send> Receiver<T> {
             collector.collect(shared);
             let now = now_nanos(&*shared.config.clock);
             if let Some(batch) = collector.cut(shared, now, closed) {
+                collector.sweep_at = None;
                 if closed && collector.pending_items == 0 {
                     collector.drained = true;
                 }
@@ -315,6 +362,10 @@ impl<T: Send> Receiver<T> {
                 return Step::Ready(batch);
             }
             if closed {
+                if shared.pool.drops_on_producers() {
+                    shared.pool.stop_parking();
+                    drop_shards_spent(shared);
+                }
                 collector.drained = true;
                 if collector.waiters > 0 {
                     shared.progress.notify_all();
@@ -326,7 +377,12 @@ impl<T: Send> Receiver<T> {
             // producer that pushes after that collect sees it and wakes us if needed.
             shared.sleep_until.store(deadline, Ordering::Relaxed);
             if collector.collect(shared) == 0 && !shared.is_closed() {
-                return Step::Wait(deadline);
+                if deadline != u64::MAX {
+                    collector.sweep_at = None;
+                    return Step::Wait(deadline);
+                }
+                // `sleep_until` stays "forever": the first new item still wakes us.
+                return Step::Wait(collector.idle(shared, now));
             }
         }
     }

@@ -31,6 +31,8 @@ pub(crate) const AWAKE: u64 = 0;
 /// makes a stats snapshot consistent.
 pub(crate) struct Shard<T> {
     pub(crate) items: Vec<T>,
+    /// `DropSite::Producers`: items of finished batches, one dropped by each send.
+    pub(crate) spent: Vec<T>,
     /// Weights of `items`, index for index; empty when no weigher is configured.
     pub(crate) weights: Vec<u64>,
     pub(crate) bytes: u64,
@@ -52,6 +54,7 @@ impl<T> Shard<T> {
     fn new() -> Self {
         Self {
             items: Vec::new(),
+            spent: Vec::new(),
             weights: Vec::new(),
             bytes: 0,
             first_at: 0,
@@ -133,7 +136,7 @@ pub(crate) fn new_pair<T: Send + 'static>(
     } else {
         0
     };
-    let pool = Arc::new(Pool::new(config.pool_capacity));
+    let pool = Arc::new(Pool::new(config.pool_capacity, config.drop_site));
     let shared = Arc::new(Shared {
         shards: (0..shards)
             .map(|_| CachePadded::new(Mutex::new(Shard::new())))
@@ -309,6 +312,10 @@ impl<T: Send> Shared<T> {
         let config = &self.config;
         let mut wake = false;
         let mut owe_wakeup = false;
+        // `DropSite::Producers`: a finished item to drop once the shard is unlocked, and an
+        // emptied vector to return to the pool.
+        let mut spent = None;
+        let mut emptied = None;
         let result = 'locked: {
             let mut shard = self.shards[self.shard_index(pinned)].lock();
             // Relaxed: `close` stores before the consumer (or `close` itself) locks this shard
@@ -334,6 +341,16 @@ impl<T: Send> Shared<T> {
                 shard.items.reserve(config.max_items.min(4096));
             }
             shard.items.push(item);
+            // Not while holding `room`: an item's `Drop` is the user's code.
+            if self.pool.drops_on_producers() && !in_room {
+                spent = shard.spent.pop();
+                if spent.is_none()
+                    && let Some(full) = self.pool.take_spent()
+                {
+                    emptied = Some(std::mem::replace(&mut shard.spent, full));
+                    spent = shard.spent.pop();
+                }
+            }
             if config.weighted() {
                 shard.weights.push(w);
             }
@@ -368,6 +385,10 @@ impl<T: Send> Shared<T> {
                 && (shard.items.len() >= config.max_items || shard.bytes >= config.max_bytes);
             Ok(())
         };
+        drop(spent);
+        if let Some(v) = emptied {
+            self.pool.give(v);
+        }
         if wake {
             self.signal.notify();
         }

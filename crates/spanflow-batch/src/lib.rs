@@ -90,7 +90,12 @@
 //!
 //! **Recycling.** Emitted batch vectors return to a bounded pool (a
 //! [`spanflow_lockfree::TreiberStack`]) when the [`Batch`] is dropped, and shard vectors are
-//! swapped rather than reallocated, so steady state allocates no vectors.
+//! swapped rather than reallocated, so steady state allocates no vectors. With
+//! [`DropSite::Producers`] a dropped batch does not drop its items: it parks them (at most
+//! [`MAX_SPENT_BATCHES`] batches, on a second Treiber stack) and each later send drops one on the
+//! sending thread, so an allocator whose cross-thread frees contend (glibc's) sees memory freed
+//! where it is allocated again. The consumer drops what waits longer than an idle second, or
+//! sits in a shard that stopped sending.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod batch;
@@ -104,11 +109,11 @@ mod stats;
 #[cfg(feature = "tokio")]
 mod stream;
 
-pub use batch::{Batch, CutReason};
+pub use batch::{Batch, CutReason, MAX_SPENT_BATCHES};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     BatcherBuilder, DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_ITEMS, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_ITEMS, Policy, Weigh,
+    DEFAULT_MAX_ITEMS, DropSite, Policy, Weigh,
 };
 pub use consumer::Receiver;
 pub use error::{BuildError, RecvTimeoutError, SendError, Timeout, TryRecvError, TrySendError};

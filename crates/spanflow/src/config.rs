@@ -174,6 +174,8 @@ pub struct MemorySettings {
     pub budget_bytes: usize,
     /// What happens when the budget is used up.
     pub overflow: OverflowPolicy,
+    /// Which threads free the memory of SDK spans once they are encoded.
+    pub free_spans_on: FreeSpansOn,
 }
 
 impl Default for MemorySettings {
@@ -181,8 +183,35 @@ impl Default for MemorySettings {
         Self {
             budget_bytes: 256 << 20,
             overflow: OverflowPolicy::default(),
+            free_spans_on: FreeSpansOn::default(),
         }
     }
+}
+
+/// Which threads free an SDK span's memory (its `SpanData`, attribute vector and strings) once
+/// the pipeline has encoded it.
+///
+/// ```
+/// let config: spanflow::PipelineConfig =
+///     toml::from_str("[memory]\nfree_spans_on = \"pipeline\"").unwrap();
+/// assert_eq!(config.memory.free_spans_on, spanflow::FreeSpansOn::Pipeline);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FreeSpansOn {
+    /// The application threads that end spans: each `on_end` frees one span that the pipeline
+    /// has already encoded (after releasing its intake shard). The default, because glibc's
+    /// `malloc` (Rust's default allocator on Linux) returns memory freed by another thread to
+    /// the allocating thread's arena under that arena's lock: freed on the encoder thread, the
+    /// spans' memory contends with the application's next allocations and never reaches its
+    /// thread cache. At most a few batches of encoded spans wait like this; an idle pipeline
+    /// frees them itself after a second.
+    #[default]
+    Application,
+    /// The pipeline's encoder thread, right after encoding. Better with an allocator whose
+    /// cross-thread frees are cheap (mimalloc, jemalloc), where freeing on the application
+    /// thread only adds work there.
+    Pipeline,
 }
 
 /// How export requests are sent.
@@ -415,7 +444,8 @@ mod tests {
             config.memory,
             MemorySettings {
                 budget_bytes: 1 << 20,
-                overflow: OverflowPolicy::Drop
+                overflow: OverflowPolicy::Drop,
+                free_spans_on: FreeSpansOn::Application,
             }
         );
         assert_eq!(config.processors.len(), 1);

@@ -44,7 +44,7 @@ pub use spanflow_process as process;
 
 pub use config::{
     AVERAGE_SPAN_BYTES, BackendRole, BatchSettings, EnvWarning, ExportSettings, ExporterSpec,
-    MemorySettings, OTEL_BSP_EXPORT_TIMEOUT, OTEL_BSP_MAX_CONCURRENT_EXPORTS,
+    FreeSpansOn, MemorySettings, OTEL_BSP_EXPORT_TIMEOUT, OTEL_BSP_MAX_CONCURRENT_EXPORTS,
     OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY,
     OverflowPolicy, PipelineConfig, ProcessingSettings,
 };

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 use parking_lot::{Condvar, Mutex, RwLock};
-use spanflow_batch::{Batcher, Policy, Receiver, TrySendError};
+use spanflow_batch::{Batcher, DropSite, Policy, Receiver, TrySendError};
 use spanflow_export::{
     BackendConfig, DynExporter, ExportBatch, Exporter, ExporterConfig, FanOut, FanOutStats, Health,
     RetryConfig, Role, SinkConfig,
@@ -30,7 +30,7 @@ use spanflow_export::{
 use spanflow_otlp::TraceRequest;
 use spanflow_process::{Chain, Scheduler};
 
-use crate::config::{BackendRole, ExporterSpec, OverflowPolicy, PipelineConfig};
+use crate::config::{BackendRole, ExporterSpec, FreeSpansOn, OverflowPolicy, PipelineConfig};
 use crate::encode::{SpanEncoder, estimate_span_bytes};
 use crate::error::{BuildError, FlushError, ShutdownError, SubmitError};
 use crate::runtime::{OwnedRuntime, lower_current_thread_priority};
@@ -243,6 +243,12 @@ impl PipelineBuilder {
         self
     }
 
+    /// Which threads free encoded SDK spans (see [`FreeSpansOn`]).
+    pub fn free_spans_on(mut self, threads: FreeSpansOn) -> Self {
+        self.config.memory.free_spans_on = threads;
+        self
+    }
+
     /// Export requests in flight at once, per backend.
     pub fn export_concurrency(mut self, requests: usize) -> Self {
         self.config.export.concurrency = requests;
@@ -398,6 +404,10 @@ impl PipelineBuilder {
             .max_bytes(batch_bytes)
             .max_age(config.batch.max_age())
             .weigh(|span: &SpanData| estimate_span_bytes(span) as u64)
+            .drop_site(match config.memory.free_spans_on {
+                FreeSpansOn::Application => DropSite::Producers,
+                FreeSpansOn::Pipeline => DropSite::Consumer,
+            })
             .budget_items(None)
             .budget_bytes(budget)
             // Only `try_send` is used; the overflow policy is applied in `wait_for_room`.
@@ -795,7 +805,8 @@ impl Shared {
             let spans = batch.len() as u64;
             let resource = Arc::clone(&self.resource.read());
             let request = encoder.encode(&batch, &resource);
-            // The SpanData memory is freed here, on this thread, not on the application's.
+            // With `FreeSpansOn::Application` the batch parks its spans for the application
+            // threads to free; otherwise they are freed here.
             drop(batch);
             self.process_and_export(request, spans);
         }
