@@ -19,6 +19,7 @@ use crate::clock::now_nanos;
 use crate::config::{Config, Policy};
 use crate::consumer::Collector;
 use crate::error::{SendError, Timeout, TrySendError};
+use crate::prefetch;
 use crate::signal::Signal;
 use crate::stats::{Refused, Stats};
 use crate::{BatcherBuilder, Receiver};
@@ -349,6 +350,11 @@ impl<T: Send> Shared<T> {
                 {
                     emptied = Some(std::mem::replace(&mut shard.spent, full));
                     spent = shard.spent.pop();
+                }
+                // The item the send after next drops, which the consumer wrote last (see
+                // `prefetch`): the next send's alone would arrive too late to hide the transfer.
+                if let Some(next) = shard.spent.len().checked_sub(3) {
+                    prefetch::read(shard.spent.as_ptr().wrapping_add(next));
                 }
             }
             if config.weighted() {

@@ -104,6 +104,7 @@ mod config;
 mod consumer;
 mod error;
 mod intake;
+mod prefetch;
 mod signal;
 mod stats;
 #[cfg(feature = "tokio")]
