@@ -16,7 +16,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::batch::Pool;
 use crate::clock::now_nanos;
-use crate::config::{Config, Policy};
+use crate::config::{Config, DropSite, Policy};
 use crate::consumer::Collector;
 use crate::error::{SendError, Timeout, TrySendError};
 use crate::prefetch;
@@ -343,7 +343,7 @@ impl<T: Send> Shared<T> {
             }
             shard.items.push(item);
             // Not while holding `room`: an item's `Drop` is the user's code.
-            if self.pool.drops_on_producers() && !in_room {
+            if config.drop_site == DropSite::Producers && !in_room {
                 spent = shard.spent.pop();
                 if spent.is_none()
                     && let Some(full) = self.pool.take_spent()
