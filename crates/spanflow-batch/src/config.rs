@@ -54,9 +54,11 @@ pub enum DropSite {
     /// A dropped [`Batch`](crate::Batch) hands its items back to the batcher, and every
     /// accepted send drops one of them on the sending thread, after releasing its shard. At
     /// most [`MAX_SPENT_BATCHES`](crate::MAX_SPENT_BATCHES) batches wait like this (beyond that
-    /// the batch drops its items itself), plus the one a shard is working through. Items that
-    /// wait longer than an idle second, or in a shard that stopped sending, are dropped by the
-    /// consumer.
+    /// the batch drops its items itself), plus the one a shard is working through. Once the
+    /// consumer has had nothing to do for a second (by the batcher's clock) it drops whatever
+    /// still waits, parked or in a shard, and it does so at once when it ends. So a shard whose
+    /// threads stopped sending keeps up to one batch of items while other shards keep the
+    /// consumer busy.
     Producers,
 }
 

@@ -94,8 +94,8 @@
 //! [`DropSite::Producers`] a dropped batch does not drop its items: it parks them (at most
 //! [`MAX_SPENT_BATCHES`] batches, on a second Treiber stack) and each later send drops one on the
 //! sending thread, so an allocator whose cross-thread frees contend (glibc's) sees memory freed
-//! where it is allocated again. The consumer drops what waits longer than an idle second, or
-//! sits in a shard that stopped sending.
+//! where it is allocated again. The consumer drops what still waits once it has been idle for a
+//! second, and when it ends.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod batch;
