@@ -40,9 +40,9 @@ pub(crate) struct Pool<T> {
     spent: TreiberStack<Vec<T>>,
     /// Approximate number of vectors in `spent` (a soft bound, like `len`).
     spent_len: AtomicUsize,
-    /// Cleared when the consumer ends: nobody sends any more, so batches drop their own items.
+    /// Set with [`DropSite::Producers`]; cleared when the consumer ends: nobody sends any more,
+    /// so batches drop their own items.
     parking: AtomicBool,
-    drop_site: DropSite,
 }
 
 impl<T: Send> Pool<T> {
@@ -54,12 +54,7 @@ impl<T: Send> Pool<T> {
             spent: TreiberStack::new(),
             spent_len: AtomicUsize::new(0),
             parking: AtomicBool::new(drop_site == DropSite::Producers),
-            drop_site,
         }
-    }
-
-    pub(crate) fn drops_on_producers(&self) -> bool {
-        self.drop_site == DropSite::Producers
     }
 
     /// Takes a finished batch's vector: parks its items for the producers, or drops them here.

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use crate::batch::{Batch, CutReason};
 use crate::clock::now_nanos;
+use crate::config::DropSite;
 use crate::error::{RecvTimeoutError, TryRecvError};
 use crate::intake::{AWAKE, Shared};
 use crate::stats::Stats;
 
-/// A batch being filled. Only the last open batch is ever unsealed.
 /// Drops the finished items that shards hold for their producers (on the calling thread).
 fn drop_shards_spent<T: Send>(shared: &Shared<T>) {
     for shard in shared.shards.iter() {
@@ -27,6 +27,7 @@ fn drop_shards_spent<T: Send>(shared: &Shared<T>) {
 /// ([`DropSite::Producers`](crate::DropSite::Producers)) itself.
 const SPENT_IDLE_NANOS: u64 = 1_000_000_000;
 
+/// A batch being filled. Only the last open batch is ever unsealed.
 struct OpenBatch<T> {
     items: VecDeque<T>,
     bytes: u64,
@@ -248,7 +249,7 @@ impl<T: Send> Collector<T> {
     /// Nothing is queued: with `DropSite::Producers`, items that producers have not dropped are
     /// given one idle second, then dropped here. Returns until when to sleep.
     fn idle(&mut self, shared: &Shared<T>, now: u64) -> u64 {
-        if !shared.pool.drops_on_producers() {
+        if shared.config.drop_site != DropSite::Producers {
             return u64::MAX;
         }
         match self.sweep_at {
@@ -362,7 +363,7 @@ impl<T: Send> Receiver<T> {
                 return Step::Ready(batch);
             }
             if closed {
-                if shared.pool.drops_on_producers() {
+                if shared.config.drop_site == DropSite::Producers {
                     shared.pool.stop_parking();
                     drop_shards_spent(shared);
                 }

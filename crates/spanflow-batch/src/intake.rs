@@ -351,7 +351,7 @@ impl<T: Send> Shared<T> {
                     emptied = Some(std::mem::replace(&mut shard.spent, full));
                     spent = shard.spent.pop();
                 }
-                // The item the send after next drops, which the consumer wrote last (see
+                // The item the third send from here drops, which the consumer wrote last (see
                 // `prefetch`): the next send's alone would arrive too late to hide the transfer.
                 if let Some(next) = shard.spent.len().checked_sub(3) {
                     prefetch::read(shard.spent.as_ptr().wrapping_add(next));
