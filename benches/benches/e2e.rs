@@ -6,10 +6,10 @@
 //! `e2e/grpc_delivery` (functions `spanflow`, `bsp_otlp`).
 //!
 //! Ending spans is measured as bursts: each iteration times `SPANS_PER_ITER` spans ended on
-//! each thread, then (untimed) flushes the processor, so every iteration starts with an empty
-//! queue and no function is charged for the previous iteration's backlog. The background work a
-//! burst causes (spanflow's encoding, BSP's export loop) runs during the timed part and competes
-//! for the same cores. Sustained saturation is what `e2e/grpc_delivery` and the `burst` binary
+//! each of the long-lived span-ending threads ([`SpanThreads`]), then (untimed) flushes the
+//! processor, so every iteration starts with an empty queue and no function is charged for the
+//! previous iteration's backlog. The background work a burst causes (spanflow's encoding, BSP's
+//! export loop) runs during the timed part and competes for the same cores. Sustained saturation is what `e2e/grpc_delivery` and the `burst` binary
 //! measure.
 // criterion's macros generate undocumented public functions.
 #![allow(missing_docs)]
@@ -34,7 +34,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use spanflow_benches::wire_sink::WireSink;
 use spanflow_benches::{
-    LARGE_QUEUE, bsp, bsp_otlp, drop_processor, end_spans_parallel, no_processor, spanflow_grpc,
+    LARGE_QUEUE, SpanThreads, bsp, bsp_otlp, drop_processor, no_processor, spanflow_grpc,
     spanflow_null,
 };
 
@@ -49,12 +49,14 @@ fn end_span_group(c: &mut Criterion, threads: usize) {
         .warm_up_time(Duration::from_millis(500));
     group.throughput(Throughput::Elements(SPANS_PER_ITER * threads as u64));
 
+    // The same long-lived threads end every contestant's spans, as a service's threads would.
+    let pool = SpanThreads::new(threads);
     let mut run = |name: &str, provider: &SdkTracerProvider| {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    total += end_spans_parallel(provider, threads, SPANS_PER_ITER);
+                    total += pool.run(provider, SPANS_PER_ITER);
                     // Untimed: drain, so the next burst starts from an empty queue.
                     let _ = provider.force_flush();
                 }

@@ -200,6 +200,84 @@ pub fn end_spans(provider: &SdkTracerProvider, n: u64) {
     }
 }
 
+/// Long-lived span-ending threads, as in a service: [`SpanThreads::run`] has each of them end a
+/// burst of spans at once on a given provider and returns the burst's wall time.
+///
+/// The benches use these rather than [`end_spans_parallel`], which starts new threads for
+/// every burst: a fresh thread begins with an empty allocator cache (and may be given another
+/// glibc arena), so each burst would also measure a thread's start-up, which no service pays
+/// per span.
+#[derive(Debug)]
+pub struct SpanThreads {
+    jobs: Vec<std::sync::mpsc::Sender<(SdkTracerProvider, u64)>>,
+    done: std::sync::mpsc::Receiver<(std::time::Instant, std::time::Instant)>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SpanThreads {
+    /// Starts `threads` span-ending threads, idle until [`SpanThreads::run`].
+    pub fn new(threads: usize) -> Self {
+        let barrier = Arc::new(std::sync::Barrier::new(threads));
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let mut jobs = Vec::with_capacity(threads);
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (tx, rx) = std::sync::mpsc::channel::<(SdkTracerProvider, u64)>();
+            let barrier = barrier.clone();
+            let done_tx = done_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("span-ending-{i}"))
+                .spawn(move || {
+                    while let Ok((provider, n)) = rx.recv() {
+                        barrier.wait();
+                        let start = std::time::Instant::now();
+                        end_spans(&provider, n);
+                        if done_tx.send((start, std::time::Instant::now())).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .expect("spawn a span-ending thread");
+            jobs.push(tx);
+            handles.push(handle);
+        }
+        SpanThreads {
+            jobs,
+            done,
+            handles,
+        }
+    }
+
+    /// Ends `per_thread` spans on each thread at once; returns the wall time from the first
+    /// thread's start to the last thread's end (each thread reads the clock itself).
+    pub fn run(&self, provider: &SdkTracerProvider, per_thread: u64) -> Duration {
+        for job in &self.jobs {
+            job.send((provider.clone(), per_thread))
+                .expect("span-ending thread alive");
+        }
+        let mut first: Option<std::time::Instant> = None;
+        let mut last: Option<std::time::Instant> = None;
+        for _ in 0..self.jobs.len() {
+            let (start, end) = self.done.recv().expect("span-ending thread alive");
+            first = Some(first.map_or(start, |f| f.min(start)));
+            last = Some(last.map_or(end, |l| l.max(end)));
+        }
+        match (first, last) {
+            (Some(first), Some(last)) => last.duration_since(first),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+impl Drop for SpanThreads {
+    fn drop(&mut self) {
+        self.jobs.clear();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
 /// Ends `per_thread` spans on each of `threads` threads at once; returns the wall time from the
 /// first thread's start to the last thread's end (each thread reads the clock itself, so a
 /// descheduled coordinating thread cannot shorten or stretch the measurement).

@@ -4,7 +4,8 @@
 //! runs.
 //!
 //! `cargo run --release -p spanflow-benches --bin end_span_probe -- 5 spanflow no_processor`
-//! runs bursts of 20 000 spans (per thread; `THREADS=2` for two) for about 5 s, each contestant
+//! runs bursts of 20 000 spans (per thread; `THREADS=2` for two) on long-lived threads
+//! (`FRESH_THREADS=1` starts new ones for every burst) for about 5 s, each contestant
 //! in turn, flushing (untimed) after each burst, and prints the median and the best time per
 //! span. Contestants: `spanflow` (encoded spans freed on the application threads, the
 //! default), `spanflow_free_on_pipeline`, `bsp_default`, `no_processor`, `drop_processor`, and
@@ -17,7 +18,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
 use spanflow::FreeSpansOn;
 use spanflow_benches::{
-    bsp, drop_processor, end_spans_parallel, no_processor, spanflow_null_freeing_on,
+    SpanThreads, bsp, drop_processor, end_spans_parallel, no_processor, spanflow_null_freeing_on,
 };
 
 /// `--features mimalloc`: as in the criterion bench, every contestant allocates with mimalloc.
@@ -85,10 +86,18 @@ fn main() {
             }
         }
     }
+    // `FRESH_THREADS=1`: new span-ending threads for every burst, as the benches did before
+    // they kept theirs.
+    let fresh = std::env::var_os("FRESH_THREADS").is_some_and(|v| v == "1");
+    let pool = SpanThreads::new(threads);
     let until = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < until {
         for (_, provider, samples) in &mut contestants {
-            let took = end_spans_parallel(provider, threads, SPANS_PER_BURST);
+            let took = if fresh {
+                end_spans_parallel(provider, threads, SPANS_PER_BURST)
+            } else {
+                pool.run(provider, SPANS_PER_BURST)
+            };
             let _ = provider.force_flush();
             samples.push(took.as_nanos() as f64 / SPANS_PER_BURST as f64);
         }
