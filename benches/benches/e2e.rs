@@ -9,8 +9,8 @@
 //! each of the long-lived span-ending threads ([`SpanThreads`]), then (untimed) flushes the
 //! processor, so every iteration starts with an empty queue and no function is charged for the
 //! previous iteration's backlog. The background work a burst causes (spanflow's encoding, BSP's
-//! export loop) runs during the timed part and competes for the same cores. Sustained saturation is what `e2e/grpc_delivery` and the `burst` binary
-//! measure.
+//! export loop) runs during the timed part and competes for the same cores. Sustained
+//! saturation is what `e2e/grpc_delivery` and the `burst` binary measure.
 // criterion's macros generate undocumented public functions.
 #![allow(missing_docs)]
 

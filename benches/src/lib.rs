@@ -255,17 +255,10 @@ impl SpanThreads {
             job.send((provider.clone(), per_thread))
                 .expect("span-ending thread alive");
         }
-        let mut first: Option<std::time::Instant> = None;
-        let mut last: Option<std::time::Instant> = None;
-        for _ in 0..self.jobs.len() {
-            let (start, end) = self.done.recv().expect("span-ending thread alive");
-            first = Some(first.map_or(start, |f| f.min(start)));
-            last = Some(last.map_or(end, |l| l.max(end)));
-        }
-        match (first, last) {
-            (Some(first), Some(last)) => last.duration_since(first),
-            _ => Duration::ZERO,
-        }
+        let spans: Vec<_> = (0..self.jobs.len())
+            .map(|_| self.done.recv().expect("span-ending thread alive"))
+            .collect();
+        wall_time(&spans)
     }
 }
 
@@ -303,6 +296,11 @@ pub fn end_spans_parallel(
             .map(|h| h.join().expect("span-ending thread panicked"))
             .collect()
     });
+    wall_time(&spans)
+}
+
+/// From the first thread's start to the last thread's end, given each thread's (start, end).
+fn wall_time(spans: &[(std::time::Instant, std::time::Instant)]) -> Duration {
     let first = spans.iter().map(|s| s.0).min();
     let last = spans.iter().map(|s| s.1).max();
     match (first, last) {

@@ -103,13 +103,12 @@ impl<T: Send> Pool<T> {
         self.spent_len.load(Ordering::Relaxed) > 0
     }
 
-    /// Stops parking items (the consumer has ended) and drops what is parked.
+    /// Stops parking items: the consumer has ended, so batches drop their own items.
     pub(crate) fn stop_parking(&self) {
         self.parking.store(false, Ordering::Relaxed);
-        self.drop_spent();
     }
 
-    /// Drops every parked item on the calling thread (the consumer's idle sweep).
+    /// Drops every parked item on the calling thread.
     pub(crate) fn drop_spent(&self) {
         while let Some(v) = self.take_spent() {
             self.give(v);

@@ -14,8 +14,10 @@ use crate::error::{RecvTimeoutError, TryRecvError};
 use crate::intake::{AWAKE, Shared};
 use crate::stats::Stats;
 
-/// Drops the finished items that shards hold for their producers (on the calling thread).
-fn drop_shards_spent<T: Send>(shared: &Shared<T>) {
+/// Drops every finished item that waits for producers, parked in the pool or held by a shard
+/// (on the calling thread).
+fn drop_spent<T: Send>(shared: &Shared<T>) {
+    shared.pool.drop_spent();
     for shard in shared.shards.iter() {
         // Taken under the lock, dropped after it: an item's `Drop` is the user's code.
         let spent = mem::take(&mut shard.lock().spent);
@@ -255,8 +257,7 @@ impl<T: Send> Collector<T> {
         match self.sweep_at {
             Some(at) if now >= at => {
                 self.sweep_at = None;
-                shared.pool.drop_spent();
-                drop_shards_spent(shared);
+                drop_spent(shared);
                 tracing::trace!("idle: dropped the items left for producers");
                 u64::MAX
             }
@@ -365,7 +366,7 @@ impl<T: Send> Receiver<T> {
             if closed {
                 if shared.config.drop_site == DropSite::Producers {
                     shared.pool.stop_parking();
-                    drop_shards_spent(shared);
+                    drop_spent(shared);
                 }
                 collector.drained = true;
                 if collector.waiters > 0 {
