@@ -22,5 +22,6 @@ use crate::ExportError;
 pub fn request_to_json(body: &Bytes) -> Result<Vec<u8>, ExportError> {
     let request = TraceRequest::parse(body.clone())
         .map_err(|e| ExportError::InvalidBatch(format!("not an ExportTraceServiceRequest: {e}")))?;
-    Ok(spanflow_otlp::json::to_json(&request))
+    spanflow_otlp::json::to_json(&request)
+        .map_err(|e| ExportError::InvalidBatch(format!("cannot convert to otlp/json: {e}")))
 }

@@ -152,4 +152,8 @@ pub enum JsonError {
     /// The body decoded but re-encoding to protobuf produced something the reader rejects.
     #[error("otlp/json converted to an invalid request: {0}")]
     Decode(#[from] DecodeError),
+    /// A request could not be decoded for conversion to JSON (the reader accepted something
+    /// prost refuses: a broken invariant, reported rather than hidden).
+    #[error("cannot decode the request for otlp/json: {0}")]
+    Proto(#[from] prost::DecodeError),
 }

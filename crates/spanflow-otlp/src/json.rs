@@ -19,7 +19,7 @@
 //! assert_eq!(span.start_time_unix_nano(), 1_544_712_660_000_000_000);
 //! assert_eq!(span.attribute("http.status_code").and_then(|v| v.as_i64()), Some(200));
 //!
-//! let text = String::from_utf8(json::to_json(&request)).unwrap();
+//! let text = String::from_utf8(json::to_json(&request)?).unwrap();
 //! assert!(text.contains(r#""traceId":"5b8efff798038103d269b633813fc60c""#));
 //! assert!(text.contains(r#""startTimeUnixNano":"1544712660000000000""#));
 //! # Ok::<(), spanflow_otlp::JsonError>(())
@@ -32,15 +32,13 @@ use crate::error::JsonError;
 use crate::proto::collector::trace::v1::ExportTraceServiceRequest;
 
 /// Writes `request` as an OTLP/JSON `ExportTraceServiceRequest`.
-pub fn to_json(request: &TraceRequest) -> Vec<u8> {
-    // `TraceRequest::parse` makes every check prost's decoder makes, so decoding cannot
-    // fail; an empty request is the conservative answer if that invariant were broken.
-    let decoded = request.to_proto().unwrap_or_else(|e| {
-        debug_assert!(false, "indexed request failed to decode: {e}");
-        ExportTraceServiceRequest::default()
-    });
-    // Serializing plain structs with string keys into a Vec cannot fail.
-    serde_json::to_vec(&decoded).unwrap_or_else(|_| b"{}".to_vec())
+///
+/// The reader accepts only what prost decodes, so this fails only if that invariant were
+/// broken; the error then says so instead of writing an empty request (which a file exporter
+/// would count as exported).
+pub fn to_json(request: &TraceRequest) -> Result<Vec<u8>, JsonError> {
+    let decoded = request.to_proto()?;
+    Ok(serde_json::to_vec(&decoded)?)
 }
 
 /// Reads an OTLP/JSON `ExportTraceServiceRequest` (64-bit integers may be strings or

@@ -205,8 +205,14 @@ pub(crate) fn check_field(
         (Kind::Str, Value::Len(body)) if !wire::is_utf8(body) => {
             Err(invalid_utf8(msg, field, base))
         }
-        // Most attributes have exactly this shape; anything else takes the general path.
-        (Kind::Message(Msg::KeyValue), Value::Len(body)) if simple_key_value(body) => Ok(()),
+        // Most attributes have exactly this shape; anything else takes the general path. The
+        // shortcut skips the key-value (at `depth + 1`) and its value (at `depth + 2`), so it
+        // applies only where both are within the depth limit.
+        (Kind::Message(Msg::KeyValue), Value::Len(body))
+            if depth + 2 <= MAX_DEPTH && simple_key_value(body) =>
+        {
+            Ok(())
+        }
         (Kind::Message(inner), Value::Len(body)) => {
             validate(inner, body, base + field.body_start(), depth + 1)
         }
@@ -308,7 +314,7 @@ pub(crate) fn validate(msg: Msg, buf: &[u8], base: usize, depth: u32) -> Result<
     let mut pos = 0;
     while pos < buf.len() {
         if fast_paths()
-            && let Some(next) = fast_field(msg, buf, pos)
+            && let Some(next) = fast_field(msg, buf, pos, depth)
         {
             pos = next;
             continue;
@@ -329,8 +335,11 @@ pub(crate) fn validate(msg: Msg, buf: &[u8], base: usize, depth: u32) -> Result<
 /// [`check_field`] then accepts or rejects. Accepting here is the decision `check_field`
 /// makes for the same field: the tag fixes number and wire type, the body gets the same
 /// check.
+///
+/// `depth` is `msg`'s own depth: a simple attribute is taken here only where its value (two
+/// levels down) is within the depth limit.
 #[inline(always)]
-fn fast_field(msg: Msg, buf: &[u8], pos: usize) -> Option<usize> {
+fn fast_field(msg: Msg, buf: &[u8], pos: usize, depth: u32) -> Option<usize> {
     let (&tag, rest) = buf.get(pos..)?.split_first()?;
     if tag >= 0x80 {
         return None;
@@ -345,7 +354,7 @@ fn fast_field(msg: Msg, buf: &[u8], pos: usize) -> Option<usize> {
             let body = rest.get(n..n + len)?;
             let ok = match kind {
                 Kind::Str => wire::is_utf8(body),
-                Kind::Message(_) => simple_key_value(body),
+                Kind::Message(_) => depth + 2 <= MAX_DEPTH && simple_key_value(body),
                 _ => true,
             };
             if !ok {

@@ -12,7 +12,7 @@ proptest! {
     #[test]
     fn json_round_trips(original in common::request()) {
         let request = TraceRequest::from_proto(&original);
-        let text = json::to_json(&request);
+        let text = json::to_json(&request).unwrap();
         let back = json::from_json(&text).unwrap();
         prop_assert_eq!(back.to_proto().unwrap(), original);
     }
@@ -22,7 +22,7 @@ proptest! {
 fn encoded_spans_round_trip_through_json() {
     let spans = spanflow_otlp::testing::span_batch(40, 11);
     let request = Encoder::new().encode(&spans, &spanflow_otlp::testing::resource());
-    let back = json::from_json(&json::to_json(&request)).unwrap();
+    let back = json::from_json(&json::to_json(&request).unwrap()).unwrap();
     assert_eq!(back.as_bytes(), request.as_bytes());
 }
 
@@ -120,7 +120,7 @@ fn spec_example_decodes_to_the_expected_span() {
 #[test]
 fn output_follows_the_json_mapping() {
     let request = json::from_json(SPEC_EXAMPLE.as_bytes()).unwrap();
-    let text = String::from_utf8(json::to_json(&request)).unwrap();
+    let text = String::from_utf8(json::to_json(&request).unwrap()).unwrap();
     for needle in [
         r#""resourceSpans":["#,
         r#""scopeSpans":["#,
