@@ -176,7 +176,12 @@ impl Connection {
         Some(*self.idle_since.lock() + timeout)
     }
 
-    /// Whether a request is in progress.
+    /// When it last became idle.
+    pub(crate) fn idle_since(&self) -> Instant {
+        *self.idle_since.lock()
+    }
+
+    /// Whether no request is in progress.
     pub(crate) fn is_idle(&self) -> bool {
         self.active.load(Ordering::Relaxed) == 0
     }

@@ -305,10 +305,10 @@ where
         if closing.is_none()
             && let Some(why) = connection.close_requested()
         {
-            // An idle connection evicted for a newer one goes at once: the new connection
-            // waits for its slot, and an HTTP/2 client that does not answer the GOAWAY's ping
-            // would hold it for the whole grace.
-            if why == Closed::Evicted && connection.is_idle() {
+            // A connection evicted for a newer one before it ever began a request has nothing
+            // to flush and goes at once: the new connection waits for its slot, and an HTTP/2
+            // client that does not answer the GOAWAY's ping would hold it for the whole grace.
+            if why == Closed::Evicted && connection.is_idle() && !connection.has_served() {
                 return why;
             }
             conn.as_mut().graceful_shutdown();
@@ -318,11 +318,12 @@ where
             None => connection.idle_deadline(),
             Some(_) => None,
         };
-        // Once asked to close, an idle connection gets a moment for the goodbye; a busy one
-        // keeps going until its requests end (or the server's drain deadline).
+        // Once asked to close, an idle connection gets a moment for the goodbye (and to flush
+        // the last response, which hyper may still hold when the request counts as ended); a
+        // busy one keeps going until its requests end (or the server's drain deadline).
         let goodbye_deadline = closing
             .filter(|_| connection.is_idle())
-            .map(|(_, since)| since + CLOSE_GRACE);
+            .map(|(_, since)| since.max(connection.idle_since()) + CLOSE_GRACE);
         tokio::select! {
             done = conn.as_mut() => {
                 if let Err(e) = done {
