@@ -375,3 +375,39 @@ async fn unknown_method_or_path() {
     assert_eq!(status, 404);
     relay.shutdown(DEADLINE).await;
 }
+
+/// Requests still in progress at `drain_timeout` have their connections closed, so a stalled
+/// client cannot hold the shutdown (or the final flush) past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_timeout_closes_requests_still_in_progress() {
+    let mut cfg = config();
+    cfg.receivers.drain_timeout = HumanDuration(Duration::from_millis(500));
+    let (relay, _sink) = start(&cfg).await;
+    let a = relay.addresses();
+    let mut client = h2_client(a.grpc.unwrap()).await;
+    client = client.ready().await.unwrap();
+    let (response, mut send) = client.send_request(grpc_request(&[]), false).unwrap();
+    send.send_data(Bytes::from_static(&[0, 0, 0, 1, 0]), false)
+        .unwrap();
+    let mut h1 = raw(
+        a.http.unwrap(),
+        b"POST /v1/traces HTTP/1.1\r\nhost: relay\r\ncontent-type: application/x-protobuf\r\ncontent-length: 1000\r\n\r\nab",
+    )
+    .await;
+    eventually(DEADLINE, "both requests in progress", || {
+        relay.in_flight().used == 7
+    })
+    .await;
+    let started = Instant::now();
+    let stats = relay.shutdown(DEADLINE).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    assert!(stats.flushed);
+    assert!(closed_within(&mut h1, Duration::from_secs(1)).await);
+    assert!(
+        tokio::time::timeout(DEADLINE, response)
+            .await
+            .unwrap()
+            .is_err()
+    );
+}
