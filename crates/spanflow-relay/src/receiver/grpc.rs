@@ -1,5 +1,10 @@
 //! The OTLP/gRPC receiver: `TraceService/Export` on tonic, with a codec that hands the request
 //! body over as raw protobuf bytes, so spans are indexed by the wire model, never decoded.
+//!
+//! Before tonic sees a request, the receiver checks its credentials and content type from the
+//! headers, and frames its body itself (`LimitedBody`): bytes are admitted as they arrive,
+//! a message reaches tonic only when whole, the body has a deadline, and a unary call carries
+//! exactly one message.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

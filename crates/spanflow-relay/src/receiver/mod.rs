@@ -2,9 +2,9 @@
 //! model (no span decoding), hand them to the [`Sink`] and answer only after the sink accepted.
 //!
 //! What guards them on an open network lives beside them: the server loop with connection
-//! limits, idle timeouts and the shutdown drain ([`server`], [`limits`]), TLS with reload
-//! ([`tls`], [`reload`]) and bearer/basic authentication ([`auth`]). Request bytes in flight
-//! are admitted here ([`Shared::reserve`]) as they arrive, never by what a client declares.
+//! limits, idle timeouts and the shutdown drain (`server`, `limits`), TLS with reload
+//! (`tls`, [`reload`]) and bearer/basic authentication ([`auth`]). Request bytes in flight
+//! are admitted here (`Shared::reserve`) as they arrive, never by what a client declares.
 
 pub mod auth;
 pub mod grpc;
