@@ -239,14 +239,108 @@ pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
 /// The file the default exporter writes in `data_dir` (rotated files get `.1`, `.2`, …).
 pub const DEFAULT_DATA_FILE: &str = "spans.jsonl";
 
-/// `[receivers]`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// `[receivers]`: the two OTLP receivers and what guards them on an open network. Timeouts,
+/// limits, TLS and authentication apply to both receivers alike.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReceiversConfig {
     /// `[receivers.grpc]`.
     pub grpc: GrpcReceiverConfig,
     /// `[receivers.http]`.
     pub http: HttpReceiverConfig,
+    /// A new connection must have the headers of its first request complete within this (TLS
+    /// handshake included), or it is closed.
+    pub header_read_timeout: HumanDuration,
+    /// A request's body (for gRPC: its message and the end of the stream) must have arrived
+    /// this long after its headers, or it is answered 408 / `DEADLINE_EXCEEDED`.
+    pub body_read_timeout: HumanDuration,
+    /// A connection with no request in progress is closed after this long.
+    pub idle_timeout: HumanDuration,
+    /// Open connections per receiver. At the limit, a new connection closes the connection
+    /// that has been idle longest; when none is idle it waits up to a second for room.
+    pub max_connections: usize,
+    /// HTTP/2 streams one connection may have open (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
+    /// At shutdown, how long requests already in progress may take to finish; idle
+    /// connections are closed at once.
+    pub drain_timeout: HumanDuration,
+    /// `[receivers.tls]`: serve TLS (and with `client_ca_file`, require client certificates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// `[receivers.auth]`: require a bearer token or basic credentials on every request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+}
+
+impl Default for ReceiversConfig {
+    fn default() -> Self {
+        Self {
+            grpc: GrpcReceiverConfig::default(),
+            http: HttpReceiverConfig::default(),
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            body_read_timeout: HumanDuration(Duration::from_secs(30)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
+            max_connections: 1024,
+            max_concurrent_streams: 100,
+            drain_timeout: HumanDuration(Duration::from_secs(10)),
+            tls: None,
+            auth: None,
+        }
+    }
+}
+
+/// `[receivers.tls]` or `[telemetry.tls]`: a server certificate (PEM files), optionally a CA
+/// that client certificates must chain to. The files are read again every `reload_interval`
+/// and a changed certificate is used for new connections without a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate issued by one of these CAs (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the files are checked for a new certificate.
+    #[serde(default = "default_reload_interval")]
+    pub reload_interval: HumanDuration,
+}
+
+fn default_reload_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+/// The credentials scheme of `[receivers.auth]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthScheme {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// `Authorization: Basic <base64(user:password)>`.
+    Basic,
+}
+
+/// `[receivers.auth]`: every request must carry one of the configured credentials, or it is
+/// answered `UNAUTHENTICATED` / 401 before its body is read. Credentials come from a file
+/// (one per line: a token, or `user:password`; blank lines and `#` comments are skipped; read
+/// again every `reload_interval`) and/or an environment variable holding one; never from this
+/// file itself, so the configuration can be printed and shared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `bearer` or `basic`.
+    #[serde(rename = "type")]
+    pub scheme: AuthScheme,
+    /// A file of credentials, one per line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// The name of an environment variable holding one credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// How often `file` is read again.
+    #[serde(default = "default_reload_interval")]
+    pub reload_interval: HumanDuration,
 }
 
 /// `[receivers.grpc]`: OTLP/gRPC.
@@ -301,6 +395,12 @@ pub struct TelemetryConfig {
     pub metrics_enabled: bool,
     /// Its listen address.
     pub metrics_endpoint: SocketAddr,
+    /// Open connections to it. These are kept apart from the receivers' connections (and
+    /// their file descriptors), so `/healthz` answers while the receivers are flooded.
+    pub metrics_max_connections: usize,
+    /// `[telemetry.tls]`: serve `/metrics` and `/healthz` over TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     /// Log filter (`RUST_LOG` syntax), e.g. `info` or `spanflow=debug`.
     pub log_level: String,
 }
@@ -310,6 +410,8 @@ impl Default for TelemetryConfig {
         Self {
             metrics_enabled: true,
             metrics_endpoint: SocketAddr::from(([127, 0, 0, 1], 8888)),
+            metrics_max_connections: 64,
+            tls: None,
             log_level: "info".to_owned(),
         }
     }
@@ -710,6 +812,7 @@ impl RelayConfig {
                 "pipeline.batch.max_spans and pipeline.batch.max_bytes must be positive".into(),
             ));
         }
+        self.validate_receivers()?;
         if !self.receivers.grpc.enabled && !self.receivers.http.enabled {
             return Err(ConfigError::Invalid(
                 "receivers.grpc.enabled and receivers.http.enabled are both false: nothing to receive".into(),
@@ -737,17 +840,90 @@ impl RelayConfig {
         Ok(())
     }
 
-    /// The configuration as TOML, as `check-config` prints it.
+    /// Checks `[receivers]` and `[telemetry]` limits, timeouts, TLS and auth.
+    fn validate_receivers(&self) -> Result<(), ConfigError> {
+        let r = &self.receivers;
+        for (key, d) in [
+            ("receivers.header_read_timeout", r.header_read_timeout),
+            ("receivers.body_read_timeout", r.body_read_timeout),
+            ("receivers.idle_timeout", r.idle_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(ConfigError::Invalid(format!("{key} must be positive")));
+            }
+        }
+        for (key, n) in [
+            ("receivers.max_connections", r.max_connections as u64),
+            (
+                "receivers.max_concurrent_streams",
+                u64::from(r.max_concurrent_streams),
+            ),
+            (
+                "telemetry.metrics_max_connections",
+                self.telemetry.metrics_max_connections as u64,
+            ),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::Invalid(format!("{key} must be positive")));
+            }
+        }
+        for (key, tls) in [
+            ("receivers.tls", &r.tls),
+            ("telemetry.tls", &self.telemetry.tls),
+        ] {
+            if tls.as_ref().is_some_and(|t| t.reload_interval.0.is_zero()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}.reload_interval must be positive"
+                )));
+            }
+        }
+        if let Some(auth) = &r.auth {
+            if auth.file.is_none() && auth.env.is_none() {
+                return Err(ConfigError::Invalid(
+                    "receivers.auth needs `file` or `env` (or both) to say where the credentials are".into(),
+                ));
+            }
+            if auth.reload_interval.0.is_zero() {
+                return Err(ConfigError::Invalid(
+                    "receivers.auth.reload_interval must be positive".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, as `check-config` prints it: exporter header values (API
+    /// keys, `Authorization`, from the file or `OTEL_EXPORTER_OTLP_HEADERS`) are printed as
+    /// [`REDACTED`], so the output can be pasted into a ticket.
     pub fn to_toml(&self) -> String {
         let mut table = match toml::Table::try_from(self) {
             Ok(t) => t,
             Err(e) => return format!("# cannot render config: {e}\n"),
         };
-        table.insert(
-            "pipeline".into(),
-            toml::Value::Table(self.pipeline_table.clone()),
-        );
+        let mut pipeline = self.pipeline_table.clone();
+        redact_exporter_headers(&mut pipeline);
+        table.insert("pipeline".into(), toml::Value::Table(pipeline));
         toml::to_string_pretty(&table).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// What [`RelayConfig::to_toml`] prints instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Replaces every `pipeline.exporters[].sink.headers` value with [`REDACTED`].
+fn redact_exporter_headers(pipeline: &mut toml::Table) {
+    let Some(toml::Value::Array(exporters)) = pipeline.get_mut("exporters") else {
+        return;
+    };
+    for exporter in exporters.iter_mut().filter_map(toml::Value::as_table_mut) {
+        let headers = exporter
+            .get_mut("sink")
+            .and_then(toml::Value::as_table_mut)
+            .and_then(|sink| sink.get_mut("headers"))
+            .and_then(toml::Value::as_table_mut);
+        for (_, value) in headers.into_iter().flat_map(|h| h.iter_mut()) {
+            *value = toml::Value::String(REDACTED.to_owned());
+        }
     }
 }
 
@@ -924,6 +1100,82 @@ sink = { type = "stdout" }
             Ok(HumanDuration(Duration::from_secs(120)))
         );
         assert_eq!(HumanDuration(Duration::from_secs(5)).to_string(), "5s");
+    }
+
+    #[test]
+    fn printed_config_redacts_exporter_headers() {
+        let env = |k: &str| match k {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://collector:4317".to_owned()),
+            "OTEL_EXPORTER_OTLP_HEADERS" => {
+                Some("api-key=s3cret,authorization=Bearer abc".to_owned())
+            }
+            _ => None,
+        };
+        let cfg = RelayConfig::load(None, env, &Overrides::default()).unwrap();
+        let text = cfg.to_toml();
+        assert!(!text.contains("s3cret") && !text.contains("abc"), "{text}");
+        assert!(
+            text.contains("api-key") && text.contains(REDACTED),
+            "{text}"
+        );
+        // The loaded configuration itself keeps the real value.
+        let SinkConfig::Otlp(e) = &cfg.pipeline.exporters[0].sink else {
+            panic!("default exporter is not otlp");
+        };
+        assert_eq!(e.headers.get("api-key").map(String::as_str), Some("s3cret"));
+    }
+
+    #[test]
+    fn receiver_guards_parse_and_are_checked() {
+        let cfg = RelayConfig::from_toml_str(
+            r#"
+[receivers]
+header_read_timeout = "2s"
+max_connections = 10
+[receivers.tls]
+cert_file = "server.crt"
+key_file = "server.key"
+client_ca_file = "clients.crt"
+[receivers.auth]
+type = "bearer"
+file = "tokens"
+[telemetry.tls]
+cert_file = "m.crt"
+key_file = "m.key"
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.receivers.header_read_timeout.0, Duration::from_secs(2));
+        assert_eq!(cfg.receivers.max_connections, 10);
+        assert_eq!(cfg.receivers.idle_timeout.0, Duration::from_secs(60));
+        let tls = cfg.receivers.tls.as_ref().unwrap();
+        assert_eq!(
+            tls.client_ca_file.as_deref(),
+            Some(Path::new("clients.crt"))
+        );
+        assert_eq!(tls.reload_interval.0, Duration::from_secs(60));
+        assert_eq!(
+            cfg.receivers.auth.as_ref().unwrap().scheme,
+            AuthScheme::Bearer
+        );
+        assert!(cfg.telemetry.tls.is_some());
+        let again = RelayConfig::from_toml_str(&cfg.to_toml()).unwrap();
+        assert_eq!(cfg, again);
+
+        let err = RelayConfig::from_toml_str("[receivers.auth]\ntype = \"bearer\"\n").unwrap_err();
+        assert!(err.to_string().contains("receivers.auth"), "{err}");
+        let err = RelayConfig::from_toml_str("[receivers.auth]\ntype = \"digest\"\nfile = \"x\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("digest"), "{err}");
+        let err =
+            RelayConfig::from_toml_str("[receivers.tls]\ncert_file = \"a\"\nkye_file = \"b\"\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("kye_file"), "{err}");
+        let err = RelayConfig::from_toml_str("[receivers]\nmax_connections = 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("receivers.max_connections"),
+            "{err}"
+        );
     }
 
     #[test]

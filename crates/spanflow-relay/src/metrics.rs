@@ -52,10 +52,14 @@ pub enum Outcome {
     Backpressure,
     /// Refused because the relay is shutting down.
     Closed,
+    /// Refused for missing or wrong credentials, before its body was read.
+    Unauthenticated,
+    /// Its body did not arrive within the body read timeout.
+    Timeout,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 7] = [
+    const ALL: [Outcome; 9] = [
         Outcome::Accepted,
         Outcome::Partial,
         Outcome::Malformed,
@@ -63,6 +67,8 @@ impl Outcome {
         Outcome::UnsupportedMediaType,
         Outcome::Backpressure,
         Outcome::Closed,
+        Outcome::Unauthenticated,
+        Outcome::Timeout,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -73,6 +79,8 @@ impl Outcome {
             Outcome::UnsupportedMediaType => "unsupported_media_type",
             Outcome::Backpressure => "backpressure",
             Outcome::Closed => "closed",
+            Outcome::Unauthenticated => "unauthenticated",
+            Outcome::Timeout => "timeout",
         }
     }
     fn index(self) -> usize {
@@ -83,7 +91,7 @@ impl Outcome {
 /// The relay's own counters, shared by the receivers.
 #[derive(Debug, Default)]
 pub struct RelayMetrics {
-    requests: [[AtomicU64; 7]; 2],
+    requests: [[AtomicU64; 9]; 2],
     spans_received: [AtomicU64; 2],
     spans_accepted: [AtomicU64; 2],
     spans_refused_backpressure: AtomicU64,
@@ -91,6 +99,74 @@ pub struct RelayMetrics {
     spans_refused_invalid: AtomicU64,
     ready: AtomicBool,
     in_flight: InFlightGauges,
+    connections_open: [AtomicU64; 3],
+    connections_closed: [[AtomicU64; 7]; 3],
+}
+
+/// A server the relay runs, for the connection metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The OTLP/gRPC receiver.
+    Grpc,
+    /// The OTLP/HTTP receiver.
+    Http,
+    /// `/metrics` and `/healthz`.
+    Metrics,
+}
+
+impl Listener {
+    const ALL: [Listener; 3] = [Listener::Grpc, Listener::Http, Listener::Metrics];
+    /// The name used in logs and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Listener::Grpc => "grpc",
+            Listener::Http => "http",
+            Listener::Metrics => "metrics",
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The client closed it, or it failed.
+    Client,
+    /// No request began within the header read timeout after it opened.
+    HeaderTimeout,
+    /// It had no request in progress for the idle timeout.
+    IdleTimeout,
+    /// The listener was at its connection limit and this was the idlest connection.
+    Evicted,
+    /// The listener was at its connection limit with no idle connection to close.
+    Refused,
+    /// The TLS handshake failed.
+    TlsHandshake,
+    /// Closed by the shutdown (idle at once, busy after its requests or the drain timeout).
+    Shutdown,
+}
+
+impl Closed {
+    /// Every reason, in declaration order (`why as usize` indexes it).
+    pub(crate) const ALL: [Closed; 7] = [
+        Closed::Client,
+        Closed::HeaderTimeout,
+        Closed::IdleTimeout,
+        Closed::Evicted,
+        Closed::Refused,
+        Closed::TlsHandshake,
+        Closed::Shutdown,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            Closed::Client => "client",
+            Closed::HeaderTimeout => "header_timeout",
+            Closed::IdleTimeout => "idle_timeout",
+            Closed::Evicted => "evicted",
+            Closed::Refused => "refused",
+            Closed::TlsHandshake => "tls_handshake",
+            Closed::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// Request bytes the receivers are reading or decoding right now (see
@@ -202,6 +278,30 @@ impl RelayMetrics {
     }
     pub(crate) fn in_flight_gauges(&self) -> &InFlightGauges {
         &self.in_flight
+    }
+    /// Counts a connection opened on `listener`.
+    pub fn connection_opened(&self, listener: Listener) {
+        self.connections_open[listener as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a connection of `listener` ended, and why.
+    pub fn connection_closed(&self, listener: Listener, why: Closed) {
+        self.connections_open[listener as usize].fetch_sub(1, Ordering::Relaxed);
+        self.count_closed(listener, why);
+    }
+    /// Counts a connection refused at the limit (never opened).
+    pub fn connection_refused(&self, listener: Listener) {
+        self.count_closed(listener, Closed::Refused);
+    }
+    fn count_closed(&self, listener: Listener, why: Closed) {
+        self.connections_closed[listener as usize][why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    /// Connections open now on `listener`.
+    pub fn connections_open(&self, listener: Listener) -> u64 {
+        self.connections_open[listener as usize].load(Ordering::Relaxed)
+    }
+    /// Connections of `listener` ended for `why`.
+    pub fn connections_closed(&self, listener: Listener, why: Closed) -> u64 {
+        self.connections_closed[listener as usize][why as usize].load(Ordering::Relaxed)
     }
     /// Requests with `outcome` on `protocol`.
     pub fn requests_with(&self, protocol: Protocol, outcome: Outcome) -> u64 {
@@ -364,6 +464,40 @@ impl RelayMetrics {
             "Request bytes the receivers may hold at once before answering retry later.",
             &one(in_flight.limit),
         );
+        let open: Vec<(String, f64)> = Listener::ALL
+            .iter()
+            .map(|l| {
+                (
+                    format!("listener=\"{}\"", l.label()),
+                    self.connections_open(*l) as f64,
+                )
+            })
+            .collect();
+        simple(
+            &mut out,
+            "spanflow_relay_connections_open",
+            "gauge",
+            "Connections open now, by listener.",
+            &open,
+        );
+        let closed: Vec<(String, f64)> = Listener::ALL
+            .iter()
+            .flat_map(|l| {
+                Closed::ALL.iter().map(move |c| {
+                    (
+                        format!("listener=\"{}\",reason=\"{}\"", l.label(), c.label()),
+                        self.connections_closed(*l, *c) as f64,
+                    )
+                })
+            })
+            .collect();
+        simple(
+            &mut out,
+            "spanflow_relay_connections_closed_total",
+            "counter",
+            "Connections ended (or refused at the limit), by listener and reason.",
+            &closed,
+        );
         let _ = writeln!(
             out,
             "# HELP spanflow_pipeline_export_duration_seconds Time one export attempt took."
@@ -438,9 +572,10 @@ async fn healthz(State(state): State<MetricsState>) -> impl IntoResponse {
     }
 }
 
-/// The address a metrics server listens on, for logs.
-pub fn describe(addr: SocketAddr) -> String {
-    format!("http://{addr}/metrics")
+/// The URL of a metrics server's page, for logs.
+pub fn describe(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}/metrics")
 }
 
 #[cfg(test)]

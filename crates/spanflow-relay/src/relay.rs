@@ -5,12 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::RelayConfig;
-use crate::metrics::{RelayCounts, RelayMetrics};
+use crate::config::{RelayConfig, TlsConfig};
+use crate::metrics::{Listener, RelayCounts, RelayMetrics};
+use crate::receiver::auth::Authenticator;
 use crate::receiver::grpc::TraceServiceServer;
+use crate::receiver::limits;
+use crate::receiver::reload::LoadError;
+use crate::receiver::server::{Server, ServerSettings, Versions};
+use crate::receiver::tls::{ALPN_H2, ALPN_HTTP, Tls};
 use crate::receiver::{self, Shared};
 use crate::sink::{Sink, SinkStats};
 
@@ -26,6 +30,14 @@ pub enum StartError {
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,
+    },
+    /// A TLS certificate or the credentials could not be loaded.
+    #[error("{what}: {source}")]
+    Load {
+        /// Which setting.
+        what: &'static str,
+        /// Why.
+        source: LoadError,
     },
 }
 
@@ -90,8 +102,11 @@ pub struct RunningRelay {
     addresses: Addresses,
     shared: Shared,
     sink: Arc<dyn Sink>,
-    stop: watch::Sender<bool>,
-    servers: Vec<JoinHandle<()>>,
+    receivers: Vec<Server>,
+    metrics_server: Option<Server>,
+    /// Tasks that reload certificates and credentials.
+    watchers: Vec<JoinHandle<()>>,
+    drain_timeout: Duration,
 }
 
 impl std::fmt::Debug for dyn Sink {
@@ -113,82 +128,163 @@ fn local(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
 impl RunningRelay {
     /// Binds every enabled listener of `cfg` and starts serving into `sink`.
     pub async fn start(cfg: &RelayConfig, sink: Arc<dyn Sink>) -> Result<Self, StartError> {
+        Self::start_with_env(cfg, sink, |k| std::env::var(k).ok()).await
+    }
+
+    /// [`RunningRelay::start`], reading the environment variables the configuration names
+    /// (`receivers.auth.env`) through `get_env`.
+    pub async fn start_with_env(
+        cfg: &RelayConfig,
+        sink: Arc<dyn Sink>,
+        get_env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, StartError> {
         let metrics = Arc::new(RelayMetrics::default());
+        let receivers_cfg = &cfg.receivers;
         // Bodies being read may take as much again as the pipeline's budget, at most, and
         // always room for one largest request with its decompressed form.
-        let largest = cfg
-            .receivers
+        let largest = receivers_cfg
             .http
             .max_body_size
             .0
-            .max(cfg.receivers.grpc.max_message_size.0);
+            .max(receivers_cfg.grpc.max_message_size.0);
         let in_flight = sink.stats().budget_bytes.max(largest.saturating_mul(2));
-        let shared = Shared::new(sink.clone(), metrics.clone(), in_flight);
-        let (stop, stopped) = watch::channel(false);
-        let mut servers = Vec::new();
+        let mut watchers = Vec::new();
+        // Load certificates and credentials before binding, so a bad file leaves nothing
+        // running.
+        let mut load_tls = |what: &'static str, tls: &Option<TlsConfig>, alpn| match tls {
+            None => Ok(None),
+            Some(t) => {
+                let (tls, task) =
+                    Tls::load(what, t, alpn).map_err(|source| StartError::Load { what, source })?;
+                watchers.push(task);
+                Ok::<_, StartError>(Some(tls))
+            }
+        };
+        let grpc_tls = load_tls("receivers.tls", &receivers_cfg.tls, ALPN_H2)?;
+        let http_tls = load_tls("receivers.tls", &receivers_cfg.tls, ALPN_HTTP)?;
+        let metrics_tls = load_tls("telemetry.tls", &cfg.telemetry.tls, ALPN_HTTP)?;
+        let auth = match &receivers_cfg.auth {
+            None => None,
+            Some(a) => {
+                let (auth, task) =
+                    Authenticator::load(a, get_env).map_err(|source| StartError::Load {
+                        what: "receivers.auth",
+                        source,
+                    })?;
+                watchers.push(task);
+                Some(auth)
+            }
+        };
+        let shared = Shared::new(sink.clone(), metrics.clone(), in_flight)
+            .with_auth(auth)
+            .with_body_read_timeout(receivers_cfg.body_read_timeout.0);
         let mut addresses = Addresses {
             grpc: None,
             http: None,
             metrics: None,
         };
         // Bind everything first so a bind error leaves nothing running.
-        let grpc = match cfg.receivers.grpc.enabled {
-            true => Some(bind("otlp/grpc", cfg.receivers.grpc.endpoint).await?),
+        let grpc = match receivers_cfg.grpc.enabled {
+            true => Some(bind("otlp/grpc", receivers_cfg.grpc.endpoint).await?),
             false => None,
         };
-        let http = match cfg.receivers.http.enabled {
-            true => Some(bind("otlp/http", cfg.receivers.http.endpoint).await?),
+        let http = match receivers_cfg.http.enabled {
+            true => Some(bind("otlp/http", receivers_cfg.http.endpoint).await?),
             false => None,
         };
         let metrics_listener = match cfg.telemetry.metrics_enabled {
             true => Some(bind("metrics", cfg.telemetry.metrics_endpoint).await?),
             false => None,
         };
+        let metrics_connections = if metrics_listener.is_some() {
+            cfg.telemetry.metrics_max_connections
+        } else {
+            0
+        };
+        let receiver_connections = |enabled: bool| {
+            if enabled {
+                receivers_cfg.max_connections
+            } else {
+                0
+            }
+        };
+        let fitted = limits::fit_to_open_file_limit(
+            &[
+                receiver_connections(grpc.is_some()),
+                receiver_connections(http.is_some()),
+            ],
+            metrics_connections,
+        );
+        let settings = |listener, versions, max_connections, tls| ServerSettings {
+            listener,
+            versions,
+            max_connections,
+            header_read_timeout: receivers_cfg.header_read_timeout.0,
+            idle_timeout: receivers_cfg.idle_timeout.0,
+            max_concurrent_streams: receivers_cfg.max_concurrent_streams,
+            tls,
+        };
+        let mut receivers = Vec::new();
         if let Some(listener) = grpc {
-            let addr = local(&listener, cfg.receivers.grpc.endpoint);
+            let addr = local(&listener, receivers_cfg.grpc.endpoint);
             addresses.grpc = Some(addr);
             let service = TraceServiceServer::new(
                 shared.clone(),
-                cfg.receivers.grpc.max_message_size.0 as usize,
+                receivers_cfg.grpc.max_message_size.0 as usize,
             );
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let mut stopped = stopped.clone();
-            servers.push(tokio::spawn(async move {
-                let result = tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    })
-                    .await;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "otlp/grpc server failed");
-                }
-            }));
-            tracing::info!(%addr, "otlp/grpc receiver listening");
+            let secure = grpc_tls.is_some();
+            receivers.push(Server::spawn(
+                listener,
+                settings(Listener::Grpc, Versions::Http2, fitted[0], grpc_tls),
+                service,
+                metrics.clone(),
+            ));
+            warn_if_exposed("otlp/grpc", addr, secure, receivers_cfg.auth.is_some());
+            tracing::info!(tls = secure, %addr, "otlp/grpc receiver listening");
         }
         if let Some(listener) = http {
-            let addr = local(&listener, cfg.receivers.http.endpoint);
+            let addr = local(&listener, receivers_cfg.http.endpoint);
             addresses.http = Some(addr);
             let router =
-                receiver::http::router(shared.clone(), cfg.receivers.http.max_body_size.0 as usize);
-            servers.push(spawn_axum("otlp/http", listener, router, stopped.clone()));
-            tracing::info!(%addr, "otlp/http receiver listening");
+                receiver::http::router(shared.clone(), receivers_cfg.http.max_body_size.0 as usize);
+            let secure = http_tls.is_some();
+            receivers.push(Server::spawn(
+                listener,
+                settings(Listener::Http, Versions::Http1AndHttp2, fitted[1], http_tls),
+                router,
+                metrics.clone(),
+            ));
+            warn_if_exposed("otlp/http", addr, secure, receivers_cfg.auth.is_some());
+            tracing::info!(tls = secure, %addr, "otlp/http receiver listening");
         }
+        let mut metrics_server = None;
         if let Some(listener) = metrics_listener {
             let addr = local(&listener, cfg.telemetry.metrics_endpoint);
             addresses.metrics = Some(addr);
             let router = crate::metrics::router(metrics.clone(), sink.clone());
-            servers.push(spawn_axum("metrics", listener, router, stopped.clone()));
-            tracing::info!(url = %crate::metrics::describe(addr), "self-metrics listening");
+            let secure = metrics_tls.is_some();
+            metrics_server = Some(Server::spawn(
+                listener,
+                settings(
+                    Listener::Metrics,
+                    Versions::Http1AndHttp2,
+                    metrics_connections,
+                    metrics_tls,
+                ),
+                router,
+                metrics.clone(),
+            ));
+            tracing::info!(url = %crate::metrics::describe(addr, secure), "self-metrics listening");
         }
         metrics.set_ready(true);
         Ok(Self {
             addresses,
             shared,
             sink,
-            stop,
-            servers,
+            receivers,
+            metrics_server,
+            watchers,
+            drain_timeout: receivers_cfg.drain_timeout.0,
         })
     }
 
@@ -212,17 +308,30 @@ impl RunningRelay {
         self.sink.stats()
     }
 
-    /// Stops accepting (new requests are told to retry), closes the listeners, waits for
-    /// requests in flight, then flushes the sink; waits at most about `timeout` in all.
+    /// Shuts down within about `timeout` in all:
+    ///
+    /// 1. `/healthz` turns 503 and requests still arriving on open connections are told to
+    ///    retry (503 + `Retry-After` / `UNAVAILABLE`);
+    /// 2. the receivers stop accepting connections and close their idle ones at once; requests
+    ///    in progress may finish until `receivers.drain_timeout` (or `timeout`, if sooner),
+    ///    then their connections are closed;
+    /// 3. the sink is flushed with the time left;
+    /// 4. the metrics server, which kept answering throughout, stops.
     pub async fn shutdown(self, timeout: Duration) -> FinalStats {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let start = tokio::time::Instant::now();
+        let deadline = start + timeout;
+        let drain_deadline = start + self.drain_timeout.min(timeout);
         self.shared.stop_accepting();
         self.shared.metrics().set_ready(false);
-        let _ = self.stop.send(true);
-        for server in self.servers {
-            if tokio::time::timeout_at(deadline, server).await.is_err() {
-                tracing::warn!("a server did not stop in time");
-            }
+        let draining = self
+            .receivers
+            .into_iter()
+            .map(|server| server.shutdown(drain_deadline));
+        if tokio::time::timeout_at(deadline, futures::future::join_all(draining))
+            .await
+            .is_err()
+        {
+            tracing::warn!("a receiver did not stop in time");
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let sink = self.sink.clone();
@@ -230,6 +339,13 @@ impl RunningRelay {
             .await
             .map(|r| r.is_ok())
             .unwrap_or(false);
+        // Closing the metrics server's connections is immediate: its requests take no time.
+        if let Some(server) = self.metrics_server {
+            server.shutdown(tokio::time::Instant::now()).await;
+        }
+        for watcher in &self.watchers {
+            watcher.abort();
+        }
         FinalStats {
             relay: self.shared.metrics().counts(),
             sink: self.sink.stats(),
@@ -238,20 +354,23 @@ impl RunningRelay {
     }
 }
 
-fn spawn_axum(
-    what: &'static str,
-    listener: TcpListener,
-    router: axum::Router,
-    mut stopped: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, server = what, "server failed");
-        }
-    })
+/// Warns when a receiver listens beyond loopback without TLS or without authentication.
+fn warn_if_exposed(what: &'static str, addr: SocketAddr, tls: bool, auth: bool) {
+    if addr.ip().is_loopback() || (tls && auth) {
+        return;
+    }
+    let missing = match (tls, auth) {
+        (false, false) => "without TLS and without authentication",
+        (false, true) => "without TLS: credentials and spans cross the network in clear text",
+        _ => "without authentication: anyone who can reach it can send spans",
+    };
+    let scope = if addr.ip().is_unspecified() {
+        " (every interface)"
+    } else {
+        ""
+    };
+    tracing::warn!(
+        %addr,
+        "{what} listens beyond loopback{scope} {missing}; set [receivers.tls] and [receivers.auth], or listen on 127.0.0.1"
+    );
 }

@@ -101,7 +101,9 @@ fn serve_flushes_and_exits_zero_on_sigterm() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("otlp/grpc receiver listening addr=").nth(1) {
+            if line.contains("otlp/grpc receiver listening")
+                && let Some(addr) = line.split("addr=").nth(1)
+            {
                 let _ = tx.send(addr.trim().to_owned());
             }
         }
@@ -141,5 +143,89 @@ fn serve_flushes_and_exits_zero_on_sigterm() {
     assert!(stdout.contains("spanflow-relay stopped:"), "{stdout}");
     let in_files = spanflow_relay::demo::count_spans_in_files(&dir).unwrap();
     assert_eq!(in_files, payload.spans as u64);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn check_config_redacts_exporter_headers() {
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .env_remove("SPANFLOW_CONFIG")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
+        .env(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "api-key=s3cret-value,authorization=Bearer tok3n",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains("s3cret-value") && !text.contains("tok3n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("api-key") && text.contains("<redacted>"),
+        "{text}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn listening_beyond_loopback_without_tls_or_auth_warns() {
+    let dir = temp_dir("exposed");
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--grpc-endpoint",
+            "0.0.0.0:0",
+            "--http-endpoint",
+            "127.0.0.1:0",
+            "--metrics-endpoint",
+            "127.0.0.1:0",
+            "--log-level",
+            "info",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env_remove("SPANFLOW_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut warning = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("relay did not start");
+        if line.contains("beyond loopback") {
+            warning = Some(line.clone());
+        }
+        if line.contains("self-metrics listening") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let warning = warning.expect("no warning about 0.0.0.0");
+    assert!(
+        warning.contains("WARN") && warning.contains("otlp/grpc"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("without TLS and without authentication"),
+        "{warning}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

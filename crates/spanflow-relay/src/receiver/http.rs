@@ -3,7 +3,9 @@
 //! Answers follow the OTLP/HTTP spec: 200 with an ExportTraceServiceResponse in the request's
 //! content type once the pipeline took the batch; 400 (malformed), 413 (too large),
 //! 415 (unsupported content type or encoding) with a `google.rpc.Status` body; 503 with
-//! `Retry-After` when the memory budget is full, so clients retry.
+//! `Retry-After` when the memory budget is full or the relay is draining, so clients retry;
+//! 401 (before the body is read) without the configured credentials; 408 when the body does not
+//! arrive within the body read timeout.
 
 use std::io::Read as _;
 
@@ -114,6 +116,19 @@ fn encoding_of(headers: &HeaderMap) -> Result<Encoding, String> {
 
 async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     let metrics = state.shared.metrics().clone();
+    // Credentials first, from the headers alone: nothing of the body is read for a client
+    // that may not send.
+    if let Err((failure, challenge)) = state.shared.authenticate(Protocol::Http, &headers) {
+        let mut resp = match kind_of(&headers) {
+            Ok(kind) => error_response(kind, StatusCode::UNAUTHORIZED, failure.message()),
+            Err(_) => (StatusCode::UNAUTHORIZED, failure.message()).into_response(),
+        };
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        return resp;
+    }
     let kind = match kind_of(&headers) {
         Ok(k) => k,
         Err(message) => {
@@ -130,6 +145,13 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
         metrics.request(Protocol::Http, outcome);
         error_response(kind, status, &message)
     };
+    let retry_later = |outcome: Outcome, message: &str, after: u64| {
+        metrics.request(Protocol::Http, outcome);
+        let mut resp = error_response(kind, StatusCode::SERVICE_UNAVAILABLE, message);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(after));
+        resp
+    };
     let encoding = match encoding_of(&headers) {
         Ok(e) => e,
         Err(message) => {
@@ -140,41 +162,46 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
             );
         }
     };
+    if !state.shared.is_accepting() {
+        // Draining: answered without reading the body, so the connection frees up at once.
+        return retry_later(Outcome::Closed, "relay is shutting down, retry later", 1);
+    }
     let max = state.max_body_size;
     let too_large = || format!("request body larger than the limit of {max} bytes");
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<u64>().ok());
-    // Room for the body (and its decompressed form) before reading it; a flood of large
-    // requests is told to retry instead of taking memory.
-    let reserve = declared.map_or(max as u64, |l| l.min(max as u64))
-        + if encoding == Encoding::Gzip {
-            max as u64
-        } else {
-            0
-        };
-    let Some(_reservation) = state.shared.reserve(reserve) else {
-        metrics.request(Protocol::Http, Outcome::Backpressure);
-        let mut resp = error_response(
-            kind,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many request bytes in flight, retry later",
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
-        return resp;
+    // Bytes are reserved as they arrive, not as declared: a client that declares 4 MiB and
+    // sends two bytes holds two bytes (and is cut off at the body read timeout).
+    let Some(reservation) = state.shared.reserve(0) else {
+        return retry_later(Outcome::Backpressure, IN_FLIGHT_FULL, 1);
     };
-    let raw = match read_body(body, max, declared).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => {
+    let timeout = state.shared.body_read_timeout();
+    let read = tokio::time::timeout(timeout, read_body(body, max, declared, &reservation)).await;
+    let raw = match read {
+        Err(_) => {
+            return fail(
+                StatusCode::REQUEST_TIMEOUT,
+                Outcome::Timeout,
+                format!(
+                    "request body not received within {}",
+                    crate::config::HumanDuration(timeout)
+                ),
+            );
+        }
+        Ok(Ok(b)) => b,
+        Ok(Err(BodyError::TooLarge)) => {
             return fail(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Outcome::TooLarge,
                 too_large(),
             );
         }
-        Err(BodyError::Read(e)) => {
+        Ok(Err(BodyError::InFlightFull)) => {
+            return retry_later(Outcome::Backpressure, IN_FLIGHT_FULL, 1);
+        }
+        Ok(Err(BodyError::Read(e))) => {
             return fail(
                 StatusCode::BAD_REQUEST,
                 Outcome::Malformed,
@@ -184,23 +211,29 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
     };
     let bytes = match encoding {
         Encoding::Identity => raw,
-        Encoding::Gzip => match gunzip(&raw, max) {
-            Ok(b) => b,
-            Err(Gunzip::TooLarge) => {
-                return fail(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    Outcome::TooLarge,
-                    too_large(),
-                );
+        Encoding::Gzip => {
+            // Room for the decompressed form, bounded by the body limit.
+            if !reservation.grow_to(raw.len() as u64 + max as u64) {
+                return retry_later(Outcome::Backpressure, IN_FLIGHT_FULL, 1);
             }
-            Err(Gunzip::Invalid(e)) => {
-                return fail(
-                    StatusCode::BAD_REQUEST,
-                    Outcome::Malformed,
-                    format!("invalid gzip body: {e}"),
-                );
+            match gunzip(&raw, max) {
+                Ok(b) => b,
+                Err(Gunzip::TooLarge) => {
+                    return fail(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        Outcome::TooLarge,
+                        too_large(),
+                    );
+                }
+                Err(Gunzip::Invalid(e)) => {
+                    return fail(
+                        StatusCode::BAD_REQUEST,
+                        Outcome::Malformed,
+                        format!("invalid gzip body: {e}"),
+                    );
+                }
             }
-        },
+        }
     };
     let parsed = match kind {
         Kind::Protobuf => TraceRequest::parse(bytes).map_err(|e| e.to_string()),
@@ -246,8 +279,11 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
     }
 }
 
+const IN_FLIGHT_FULL: &str = "too many request bytes in flight, retry later";
+
 enum BodyError {
     TooLarge,
+    InFlightFull,
     Read(axum::Error),
 }
 
@@ -256,14 +292,19 @@ enum BodyError {
 const DISCARD_LIMIT: u64 = 64 << 20;
 
 /// Reads at most `max` bytes of body; a larger (declared or actual) body is
-/// [`BodyError::TooLarge`] and is never buffered.
-async fn read_body(mut body: Body, max: usize, declared: Option<u64>) -> Result<Bytes, BodyError> {
+/// [`BodyError::TooLarge`] and is never buffered. The buffer grows only as bytes arrive, and
+/// each growth is taken from `reservation` before it is allocated.
+async fn read_body(
+    mut body: Body,
+    max: usize,
+    declared: Option<u64>,
+    reservation: &super::Reservation,
+) -> Result<Bytes, BodyError> {
     let mut too_large = declared.is_some_and(|len| len > max as u64);
     if too_large && declared.is_some_and(|len| len > DISCARD_LIMIT) {
         return Err(BodyError::TooLarge);
     }
-    let mut buf =
-        bytes::BytesMut::with_capacity(declared.map_or(8 << 10, |l| l.min(max as u64) as usize));
+    let mut buf = bytes::BytesMut::new();
     let mut seen = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(BodyError::Read)?;
@@ -279,9 +320,19 @@ async fn read_body(mut body: Body, max: usize, declared: Option<u64>) -> Result<
             if seen > DISCARD_LIMIT {
                 break;
             }
-        } else {
-            buf.extend_from_slice(&data);
+            continue;
         }
+        let needed = buf.len() + data.len();
+        if needed > buf.capacity() {
+            let ceiling = declared.map_or(max, |d| (d as usize).min(max)).max(needed);
+            // Doubling: amortised copies, and never more than twice what arrived.
+            let capacity = (buf.capacity() * 2).max(needed).min(ceiling);
+            if !reservation.grow_to(capacity as u64) {
+                return Err(BodyError::InFlightFull);
+            }
+            buf.reserve(capacity - buf.len());
+        }
+        buf.extend_from_slice(&data);
     }
     if too_large {
         return Err(BodyError::TooLarge);
@@ -337,6 +388,8 @@ fn success_response(kind: Kind, partial: Option<ExportTracePartialSuccess>) -> R
 fn grpc_code(status: StatusCode) -> i32 {
     match status {
         StatusCode::BAD_REQUEST => tonic::Code::InvalidArgument as i32,
+        StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated as i32,
+        StatusCode::REQUEST_TIMEOUT => tonic::Code::DeadlineExceeded as i32,
         StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted as i32,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => tonic::Code::InvalidArgument as i32,
         StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable as i32,

@@ -1,8 +1,18 @@
 //! The OTLP receivers: [`grpc`] (tonic) and [`http`] (axum). Both index requests with the wire
 //! model (no span decoding), hand them to the [`Sink`] and answer only after the sink accepted.
+//!
+//! What guards them on an open network lives beside them: the server loop with connection
+//! limits, idle timeouts and the shutdown drain (`server`, `limits`), TLS with reload
+//! (`tls`, [`reload`]) and bearer/basic authentication ([`auth`]). Request bytes in flight
+//! are admitted here (`Shared::reserve`) as they arrive, never by what a client declares.
 
+pub mod auth;
 pub mod grpc;
 pub mod http;
+pub(crate) mod limits;
+pub mod reload;
+pub(crate) mod server;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +28,8 @@ pub struct Shared {
     sink: Arc<dyn Sink>,
     metrics: Arc<RelayMetrics>,
     accepting: Arc<AtomicBool>,
+    auth: Option<auth::Authenticator>,
+    body_read_timeout: Duration,
 }
 
 /// A reservation of request bytes in flight (bodies being read, decompressed or indexed),
@@ -106,9 +118,49 @@ impl Shared {
             sink,
             metrics,
             accepting: Arc::new(AtomicBool::new(true)),
+            auth: None,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
     }
 
+    /// Requires the credentials `auth` checks on every request.
+    pub(crate) fn with_auth(mut self, auth: Option<auth::Authenticator>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Bounds the time a request's body may take to arrive after its headers.
+    pub fn with_body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
+    /// The body read timeout.
+    pub(crate) fn body_read_timeout(&self) -> Duration {
+        self.body_read_timeout
+    }
+
+    /// Checks a request's credentials, when authentication is configured; a refusal is
+    /// counted.
+    pub(crate) fn authenticate(
+        &self,
+        protocol: Protocol,
+        headers: &::http::HeaderMap,
+    ) -> Result<(), (auth::AuthFailure, &'static str)> {
+        let Some(auth) = &self.auth else {
+            return Ok(());
+        };
+        auth.check(headers).map_err(|failure| {
+            self.metrics.request(protocol, Outcome::Unauthenticated);
+            tracing::debug!(?protocol, reason = failure.message(), "request refused");
+            (failure, auth.challenge())
+        })
+    }
+
+    /// Whether requests are still taken (false once shutdown began).
+    pub(crate) fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Relaxed)
+    }
     /// Reserves `bytes` of the in-flight allowance, or `None` when it is used up. A single
     /// request larger than the whole allowance is let through alone (its size is already
     /// bounded by the receiver's own limit).
@@ -189,6 +241,9 @@ pub(crate) fn ingest(
         }
     }
 }
+
+/// The body read timeout of a [`Shared`] built without one.
+const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Seconds for a `Retry-After` header: at least 1.
 pub(crate) fn retry_after_secs(d: Duration) -> u64 {
