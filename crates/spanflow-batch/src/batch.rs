@@ -3,12 +3,12 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use spanflow_lockfree::TreiberStack;
 
 use crate::config::DropSite;
+use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 
 /// With [`DropSite::Producers`], at most this many dropped batches wait at once for producers to
 /// drop their items; a batch dropped beyond that drops its items itself.
@@ -86,6 +86,11 @@ impl<T: Send> Pool<T> {
 
     /// An empty vector with room for `cap` items, recycled when possible.
     pub(crate) fn take(&self, cap: usize) -> Vec<T> {
+        // Relaxed: a hint that saves the stack's pin when the pool is empty; a stale zero
+        // only allocates a vector that the pool could have given.
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return Vec::with_capacity(cap);
+        }
         match self.stack.pop() {
             Some(mut v) => {
                 // Relaxed: `len` is a soft bound, not a synchronisation point.

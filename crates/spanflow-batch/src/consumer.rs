@@ -4,7 +4,6 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::mem;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::batch::{Batch, CutReason};
@@ -13,6 +12,7 @@ use crate::config::DropSite;
 use crate::error::{RecvTimeoutError, TryRecvError};
 use crate::intake::{AWAKE, Shared};
 use crate::stats::Stats;
+use crate::sync::Ordering;
 
 /// Drops every finished item that waits for producers, parked in the pool or held by a shard
 /// (on the calling thread).

@@ -8,11 +8,9 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
-use parking_lot::{Condvar, Mutex};
 
 use crate::batch::Pool;
 use crate::clock::now_nanos;
@@ -22,6 +20,7 @@ use crate::error::{SendError, Timeout, TrySendError};
 use crate::prefetch;
 use crate::signal::Signal;
 use crate::stats::{Refused, Stats};
+use crate::sync::{self, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering};
 use crate::{BatcherBuilder, Receiver};
 
 /// `sleep_until` value meaning "the consumer is awake and will look at every shard before it
@@ -168,14 +167,6 @@ pub(crate) fn new_pair<T: Send + 'static>(
     )
 }
 
-/// Round-robin source of per-thread shard slots.
-static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    // Relaxed: only uniqueness-ish spreading matters, not ordering.
-    static THREAD_SLOT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
-}
-
 enum Reject<T> {
     Closed(T),
     Full(T),
@@ -208,7 +199,7 @@ pub(crate) fn take_credit(pool: &AtomicU64, need: u64, want: u64) -> Option<u64>
 
 impl<T: Send> Shared<T> {
     fn shard_index(&self, pinned: Option<usize>) -> usize {
-        let slot = pinned.unwrap_or_else(|| THREAD_SLOT.with(|s| *s));
+        let slot = pinned.unwrap_or_else(sync::thread_slot);
         slot & self.shard_mask
     }
 
@@ -772,8 +763,7 @@ impl<T: Send> Batcher<T> {
     /// task when a task may migrate between threads and order matters.
     pub fn pinned(&self) -> Self {
         let mut handle = self.clone();
-        // Relaxed: only spreading matters.
-        handle.pinned = Some(NEXT_SLOT.fetch_add(1, Ordering::Relaxed));
+        handle.pinned = Some(sync::next_slot());
         handle
     }
 }

@@ -109,6 +109,7 @@ mod signal;
 mod stats;
 #[cfg(feature = "tokio")]
 mod stream;
+mod sync;
 
 pub use batch::{Batch, CutReason, MAX_SPENT_BATCHES};
 pub use clock::{Clock, ManualClock, SystemClock};
