@@ -95,9 +95,6 @@ pub(crate) struct Config<T> {
     /// Credits a shard leases from the global pool at once.
     pub(crate) lease_items: u64,
     pub(crate) lease_bytes: u64,
-    /// A shard adds its count to the global hint every this many items / bytes.
-    pub(crate) report_items: u64,
-    pub(crate) report_bytes: u64,
     pub(crate) pool_capacity: usize,
     pub(crate) drop_site: DropSite,
 }
@@ -303,8 +300,6 @@ impl<T: Send + 'static> BatcherBuilder<T> {
         let spread = 4 * shards as u64;
         let lease_items = (budget_items / spread).clamp(1, 64);
         let lease_bytes = (budget_bytes / spread).clamp(1, 1 << 20);
-        let report_items = (self.max_items as u64 / 8).clamp(1, 64);
-        let report_bytes = (self.max_bytes / 8).max(1);
         let config = Config {
             max_items: self.max_items,
             max_bytes: self.max_bytes,
@@ -317,8 +312,6 @@ impl<T: Send + 'static> BatcherBuilder<T> {
             budget_bytes,
             lease_items,
             lease_bytes,
-            report_items,
-            report_bytes,
             pool_capacity: self.pool_capacity,
             drop_site: self.drop_site,
         };

@@ -40,12 +40,12 @@ pub(crate) struct Shard<T> {
     pub(crate) first_at: u64,
     credit_items: u64,
     credit_bytes: u64,
-    /// Items / bytes of `items` not yet added to the global hint.
-    pub(crate) unreported_items: u64,
-    pub(crate) unreported_bytes: u64,
-    /// Items / bytes of `items` already added to the global hint.
-    pub(crate) reported_items: u64,
-    pub(crate) reported_bytes: u64,
+    /// While the consumer sleeps, a send that leaves `items` holding more than `quiet_items`
+    /// items, or `bytes` more than `quiet_bytes`, wakes it. The consumer sets both in its last
+    /// look before sleeping (`Collector::arm`), so that together the shards' quiet shares stay
+    /// short of completing its open batch.
+    pub(crate) quiet_items: usize,
+    pub(crate) quiet_bytes: u64,
     pub(crate) accepted: u64,
     pub(crate) dropped_newest: u64,
 }
@@ -60,10 +60,8 @@ impl<T> Shard<T> {
             first_at: 0,
             credit_items: 0,
             credit_bytes: 0,
-            unreported_items: 0,
-            unreported_bytes: 0,
-            reported_items: 0,
-            reported_bytes: 0,
+            quiet_items: 0,
+            quiet_bytes: 0,
             accepted: 0,
             dropped_newest: 0,
         }
@@ -104,10 +102,6 @@ pub(crate) struct Shared<T: Send> {
     /// Budget credits not leased to any shard nor held by queued items.
     free_items: CachePadded<AtomicU64>,
     free_bytes: CachePadded<AtomicU64>,
-    /// Approximate queued items / bytes, updated every `report_*` items; wakes the consumer for
-    /// count and byte triggers when several shards together hold a full batch.
-    pub(crate) hint_items: CachePadded<AtomicU64>,
-    pub(crate) hint_bytes: AtomicU64,
     /// Clock time the consumer sleeps until (`u64::MAX`: indefinitely, `AWAKE`: not sleeping).
     pub(crate) sleep_until: CachePadded<AtomicU64>,
     pub(crate) signal: Signal,
@@ -145,11 +139,9 @@ pub(crate) fn new_pair<T: Send + 'static>(
         closed: AtomicBool::new(false),
         free_items: CachePadded::new(AtomicU64::new(budget_items)),
         free_bytes: CachePadded::new(AtomicU64::new(budget_bytes)),
-        hint_items: CachePadded::new(AtomicU64::new(0)),
-        hint_bytes: AtomicU64::new(0),
         sleep_until: CachePadded::new(AtomicU64::new(AWAKE)),
         signal: Signal::default(),
-        collector: Mutex::new(Collector::new()),
+        collector: Mutex::new(Collector::new(shards)),
         progress: Condvar::new(),
         room: Mutex::new(0),
         room_cv: Condvar::new(),
@@ -362,24 +354,11 @@ impl<T: Send> Shared<T> {
                 shard.first_at = now;
                 wake |= now.saturating_add(config.max_age) < sleep_until;
             }
-            shard.unreported_items += 1;
-            shard.unreported_bytes += w;
-            if shard.unreported_items >= config.report_items
-                || shard.unreported_bytes >= config.report_bytes
-            {
-                let (i, b) = (shard.unreported_items, shard.unreported_bytes);
-                shard.unreported_items = 0;
-                shard.unreported_bytes = 0;
-                shard.reported_items += i;
-                shard.reported_bytes += b;
-                // Relaxed: a hint for waking the consumer; exactness comes from the shard locks.
-                let total_items = self.hint_items.fetch_add(i, Ordering::Relaxed) + i;
-                let total_bytes = self.hint_bytes.fetch_add(b, Ordering::Relaxed) + b;
-                wake |= sleep_until != AWAKE
-                    && (total_items >= config.max_items as u64 || total_bytes >= config.max_bytes);
-            }
+            // Past its quiet share this shard may be what completes the consumer's open batch
+            // (the shares of all shards add up to less than that batch still needs). The share
+            // was set under this lock, in the same look that the `sleep_until` above pairs with.
             wake |= sleep_until != AWAKE
-                && (shard.items.len() >= config.max_items || shard.bytes >= config.max_bytes);
+                && (shard.items.len() > shard.quiet_items || shard.bytes > shard.quiet_bytes);
             Ok(())
         };
         drop(spent);
@@ -416,7 +395,16 @@ impl<T: Send> Shared<T> {
 
     /// `DropOldest`: under the consumer-side lock, gather every shard, then evict from the front
     /// of the queue one item at a time until the new item fits.
-    fn drop_oldest(&self, pinned: Option<usize>, mut item: T, w: u64) -> Result<(), SendError<T>> {
+    fn drop_oldest(&self, pinned: Option<usize>, item: T, w: u64) -> Result<(), SendError<T>> {
+        let result = self.evict_for(pinned, item, w);
+        // The gathering moved items into the consumer's batches behind its back: a consumer
+        // asleep since before it may hold quiet shares sized for a less full open batch, or a
+        // batch that is now due. It must look again.
+        self.signal.notify();
+        result
+    }
+
+    fn evict_for(&self, pinned: Option<usize>, mut item: T, w: u64) -> Result<(), SendError<T>> {
         let mut collector = self.collector.lock();
         collector.collect(self);
         loop {

@@ -34,8 +34,8 @@
 //! **Intake.** Each thread sends into one of a few *shards*, a `parking_lot::Mutex<Vec<T>>` on
 //! its own cache line, picked round-robin the first time the thread sends. A send is one
 //! uncontended lock, a `Vec::push`, and a few plain counter updates inside the lock; it writes no
-//! cache line shared with other producers except once per lease chunk (budget) and once per
-//! report chunk (wake-up hint). The consumer gathers a shard by swapping its vector with an empty
+//! cache line shared with other producers except once per lease chunk (budget). The consumer
+//! gathers a shard by swapping its vector with an empty
 //! one under the shard's lock, so it holds that lock for a few nanoseconds whatever the shard
 //! holds, and moves the items into batches outside it.
 //!
@@ -77,12 +77,18 @@
 //! its lock, so `accepted == emitted + dropped + queued` holds in every snapshot.
 //!
 //! **Triggers and wake-ups.** The consumer sleeps until the oldest queued batch's age deadline
-//! (or indefinitely when nothing is queued) and publishes that deadline. A producer wakes it
-//! only when its shard goes from empty to non-empty with an earlier deadline, when its shard
-//! alone (or, through a hint counter updated every few items, all shards together) holds a full
-//! batch, or when the budget is full. Ages are measured from the moment a shard last went from
-//! empty to non-empty, so the clock is read once per gathering, not once per item, and
-//! [`Batch::age`] is an upper bound.
+//! (or indefinitely when nothing is queued) and publishes that deadline. Its last look at the
+//! shards before sleeping also leaves each shard a *quiet share*: how many items and bytes it
+//! may take before a send must wake the consumer. The shares add up to one item (and one byte)
+//! less than what completes the consumer's open batch, so a completed batch always takes some
+//! shard past its share, and that send wakes the consumer; they are split by what each shard
+//! delivered in the last round, so a steady load wakes it about when the batch is complete. A
+//! producer also wakes it when its shard goes from empty to non-empty with an earlier deadline,
+//! and when the budget is full. Every check reads only its own shard (under the lock it holds)
+//! and `sleep_until`, so producers share no counter for wake-ups. Ages are measured from the
+//! moment a shard last went from empty to non-empty, so the clock is read once per gathering,
+//! not once per item, and [`Batch::age`] is an upper bound. `tests/loom_intake.rs`
+//! model-checks these wake-ups on the crate's own code.
 //!
 //! **Ordering promise.** Items sent from one thread are emitted in send order (per-thread FIFO);
 //! [`Batcher::pinned`] gives a handle with per-handle FIFO whatever thread sends. Nothing is

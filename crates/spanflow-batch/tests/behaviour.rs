@@ -12,7 +12,7 @@ use spanflow_batch::{
 };
 
 mod support;
-use support::{LIMIT, drain, join, next};
+use support::{LIMIT, drain, join, next, woken};
 
 fn manual<T: Send + 'static>() -> (spanflow_batch::BatcherBuilder<T>, ManualClock) {
     let clock = ManualClock::new();
@@ -109,12 +109,43 @@ fn blocking_recv_wakes_when_a_full_batch_arrives() {
         .max_age(Duration::from_secs(3600))
         .build()
         .unwrap();
-    let consumer = thread::spawn(move || next(&mut rx).map(|b| (b.len(), b.reason())));
+    let consumer = thread::spawn(move || {
+        let batch = woken(&mut rx);
+        (batch.len(), batch.reason())
+    });
     thread::sleep(Duration::from_millis(20));
     for i in 0..4 {
         tx.send(i).unwrap();
     }
-    assert_eq!(join(consumer), Some((4, CutReason::Count)));
+    assert_eq!(join(consumer), (4, CutReason::Count));
+}
+
+#[test]
+fn blocking_recv_wakes_when_sends_on_many_threads_complete_a_batch() {
+    // Each of the last items lands alone in a shard of its own; only together with the items
+    // already gathered into the consumer's open batch do they complete it.
+    let (tx, mut rx) = Batcher::<u32>::builder()
+        .max_items(16)
+        .shards(8)
+        .max_age(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let consumer = thread::spawn(move || {
+        let batch = woken(&mut rx);
+        (batch.len(), batch.reason())
+    });
+    let first = tx.clone();
+    join(thread::spawn(move || {
+        for i in 0..9 {
+            first.send(i).unwrap();
+        }
+    }));
+    thread::sleep(Duration::from_millis(20));
+    for i in 9..16 {
+        let tx = tx.clone();
+        join(thread::spawn(move || tx.send(i).unwrap()));
+    }
+    assert_eq!(join(consumer), (16, CutReason::Count));
 }
 
 #[test]

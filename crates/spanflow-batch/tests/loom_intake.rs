@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use loom::thread;
-use spanflow_batch::{Batcher, BatcherBuilder, ManualClock, Policy};
+use spanflow_batch::{Batcher, BatcherBuilder, CutReason, ManualClock, Policy};
 
 /// Small and deterministic: two shards, no recycling (the pool's Treiber stack has its own
 /// models in spanflow-lockfree), ages that never expire.
@@ -26,6 +26,51 @@ fn builder(max_items: usize) -> BatcherBuilder<u32> {
         .shards(2)
         .pool_capacity(0)
         .budget_items(None)
+}
+
+/// The consumer gathers the first item into its open batch and goes to sleep; the second item
+/// completes that batch, so the producer must wake it although its shard alone holds one item.
+#[test]
+fn consumer_wakes_when_a_send_completes_its_open_batch() {
+    loom::model(|| {
+        let (tx, mut rx) = builder(2).build().unwrap();
+        let producer = thread::spawn(move || {
+            tx.send(1).unwrap();
+            tx.send(2).unwrap();
+            // Kept open: closing would wake the consumer whatever the protocol does.
+            tx
+        });
+        let batch = rx.recv().expect("the batcher is open");
+        assert_eq!(
+            (&batch[..], batch.reason()),
+            (&[1, 2][..], CutReason::Count)
+        );
+        drop(producer.join().unwrap());
+    });
+}
+
+/// Two producers on two shards: three items complete a batch whatever the split between the
+/// consumer's open batch and the shards, and whichever shard gets the last one.
+#[test]
+fn consumer_wakes_when_sends_on_several_shards_complete_its_open_batch() {
+    loom::model(|| {
+        let (tx, mut rx) = builder(3).build().unwrap();
+        let first = {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                tx.send(1).unwrap();
+                tx.send(2).unwrap();
+                tx
+            })
+        };
+        let second = thread::spawn(move || {
+            tx.send(3).unwrap();
+            tx
+        });
+        let batch = rx.recv().expect("the batcher is open");
+        assert_eq!((batch.len(), batch.reason()), (3, CutReason::Count));
+        drop((first.join().unwrap(), second.join().unwrap()));
+    });
 }
 
 /// `Policy::Block`: a producer that finds the budget full sleeps until a credit comes back,

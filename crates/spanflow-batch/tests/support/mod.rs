@@ -44,6 +44,20 @@ pub fn next<T: Send>(rx: &mut Receiver<T>) -> Option<Batch<T>> {
     }
 }
 
+/// The next batch, which must come from a wake-up: fails the test if the wait used up its
+/// whole [`LIMIT`] (`recv_timeout` looks once more when its limit runs out, so a lost wake-up
+/// would otherwise pass, only late).
+#[track_caller]
+pub fn woken<T: Send>(rx: &mut Receiver<T>) -> Batch<T> {
+    let started = Instant::now();
+    let batch = next(rx).expect("the batcher is open");
+    assert!(
+        started.elapsed() < LIMIT,
+        "the batch came only when the wait ran out: nobody woke the consumer"
+    );
+    batch
+}
+
 /// Every item the receiver still emits, in order, until it ends (each wait bounded).
 #[track_caller]
 pub fn drain<T: Send>(mut rx: Receiver<T>) -> Vec<T> {
