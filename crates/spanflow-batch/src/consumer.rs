@@ -280,13 +280,15 @@ impl<T: Send> Collector<T> {
         self.retired += n;
         self.emitted += n;
         self.batches += 1;
-        shared.give_credit(n, batch.bytes);
+        // The items' credits leave the queue with them: they come back when the batch (or the
+        // credit taken from it) is dropped.
         Some(Batch::new(
             Vec::from(batch.items),
             batch.bytes,
             Duration::from_nanos(now.saturating_sub(batch.first_at)),
             reason,
             Arc::clone(&shared.pool),
+            shared.credit(n, batch.bytes),
         ))
     }
 
@@ -365,6 +367,11 @@ impl<T: Send> Collector<T> {
         self.retired += n;
         self.dropped_disconnected += n;
         shared.give_credit(n, bytes);
+    }
+
+    /// Items and bytes gathered and not yet emitted or dropped.
+    pub(crate) fn queued(&self) -> (u64, u64) {
+        (self.pending_items, self.pending_bytes)
     }
 
     pub(crate) fn add_to(&self, stats: &mut Stats) {
@@ -592,8 +599,10 @@ mod tests {
 
     #[test]
     fn quiet_shares_leave_the_open_batch_one_short() {
+        // No budget: the items below are put in the shards by hand, without credits.
         let (_tx, rx) = Batcher::<u32>::builder()
             .max_items(10)
+            .budget_items(None)
             .shards(4)
             .clock(ManualClock::new())
             .build()

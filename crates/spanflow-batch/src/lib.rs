@@ -54,15 +54,21 @@
 //! bounds for their designs, and the kept design still won. The Treiber stack is used where it
 //! fits: the lock-free pool of batch vectors, which consumers return to from any thread.
 //!
-//! **Budget.** The budget (items and bytes) is a pool of credits. A shard leases credits in
-//! chunks (a quarter of the budget spread over the shards, at most 64 items), so producers rarely
-//! touch the shared counters. When the pool runs dry a producer first reclaims unused leases
-//! from every shard, and only then applies the [`Policy`]: the budget is exact, never exceeded,
-//! and never reported full while credits sit idle (up to a transient dip while another thread
-//! leases). A producer blocked by [`Policy::Block`] registers and re-checks the pool under a
-//! `room` mutex that the consumer takes whenever it returns credits (once per batch), so a
-//! wake-up cannot be missed; `tests/loom_intake.rs` model-checks this handshake and the
-//! consumer's sleep/wake handshake.
+//! **Budget.** The [`Budget`] (items and bytes) is a pool of credits that covers an item from
+//! the send that accepts it until its data is gone: a cut [`Batch`] carries its items' credit
+//! and returns it when dropped, or hands it on ([`Batch::take_credit`]) as a [`Credit`] that
+//! the consumer drops once the data has been exported, on any thread. Several batchers can draw
+//! on one budget ([`BatcherBuilder::budget`]). A shard leases credits in chunks (a quarter of
+//! the budget spread over the shards, at most 64 items), so producers rarely touch the shared
+//! counters. When the budget runs dry a producer first reclaims unused leases from every shard
+//! of every batcher on it, and only then applies the [`Policy`]: the budget is exact, never
+//! exceeded by sends (only [`Budget::force_take`] and a growing [`Credit`] over-commit), and
+//! never reported full while credits sit idle (up to a transient dip while another thread
+//! leases). A producer blocked by [`Policy::Block`] registers and re-checks the budget under
+//! its `room` mutex, which every credit return takes (once per batch or credit, whichever
+//! thread returns it), so a wake-up cannot be missed; `tests/loom_intake.rs` model-checks this
+//! handshake, also for a credit dropped on another thread while a producer of another batcher
+//! on the same budget waits.
 //!
 //! **Policies.** [`Policy::DropNewest`] (default) counts and discards the incoming item;
 //! [`Policy::Block`] waits (optionally with a timeout that hands the item back);
@@ -105,6 +111,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod batch;
+mod budget;
 mod clock;
 mod config;
 mod consumer;
@@ -118,6 +125,7 @@ mod stream;
 mod sync;
 
 pub use batch::{Batch, CutReason, MAX_SPENT_BATCHES};
+pub use budget::{Budget, Credit};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     BatcherBuilder, DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_ITEMS, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES,

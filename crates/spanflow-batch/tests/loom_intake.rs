@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use loom::thread;
-use spanflow_batch::{Batcher, BatcherBuilder, CutReason, ManualClock, Policy};
+use spanflow_batch::{Batcher, BatcherBuilder, Budget, CutReason, ManualClock, Policy};
 
 /// Small and deterministic: two shards, no recycling (the pool's Treiber stack has its own
 /// models in spanflow-lockfree), ages that never expire.
@@ -74,7 +74,7 @@ fn consumer_wakes_when_sends_on_several_shards_complete_its_open_batch() {
 }
 
 /// `Policy::Block`: a producer that finds the budget full sleeps until a credit comes back,
-/// and the return of that credit (by the consumer) must wake it.
+/// and the return of that credit (the consumer drops the batch) must wake it.
 #[test]
 fn blocked_producer_wakes_when_a_credit_returns() {
     loom::model(|| {
@@ -93,5 +93,29 @@ fn blocked_producer_wakes_when_a_credit_returns() {
         let second = rx.recv().expect("open");
         assert_eq!(&second[..], &[2]);
         drop(producer.join().unwrap());
+    });
+}
+
+/// Two batchers share one budget; the only credit is held by a `Credit` taken from a batch of
+/// the first. A producer of the second, blocked on the budget, must be woken when that credit
+/// is dropped on another thread, long after the batch left its batcher.
+#[test]
+fn a_credit_dropped_elsewhere_wakes_a_producer_blocked_on_the_shared_budget() {
+    loom::model(|| {
+        let budget = Budget::with_items(1, u64::MAX);
+        let (spans, mut span_rx) = builder(1).budget(budget.clone()).build().unwrap();
+        let (requests, _request_rx) = builder(1)
+            .budget(budget.clone())
+            .policy(Policy::Block { timeout: None })
+            .build()
+            .unwrap();
+        spans.send(1).unwrap();
+        let mut batch = span_rx.try_recv().unwrap();
+        let credit = batch.take_credit();
+        drop(batch);
+        let exporter = thread::spawn(move || drop(credit));
+        requests.send(2).unwrap();
+        exporter.join().unwrap();
+        assert_eq!(budget.used_items(), 1);
     });
 }
