@@ -3,15 +3,19 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use spanflow_lockfree::TreiberStack;
 
+use crate::budget::Credit;
 use crate::config::DropSite;
+use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 
 /// With [`DropSite::Producers`], at most this many dropped batches wait at once for producers to
 /// drop their items; a batch dropped beyond that drops its items itself.
+///
+/// A parked batch has already returned its items' credits to the budget (they are finished,
+/// only not yet freed): this bound, not the budget, limits the memory they hold.
 pub const MAX_SPENT_BATCHES: usize = 4;
 
 /// Why a batch was cut.
@@ -86,6 +90,11 @@ impl<T: Send> Pool<T> {
 
     /// An empty vector with room for `cap` items, recycled when possible.
     pub(crate) fn take(&self, cap: usize) -> Vec<T> {
+        // Relaxed: a hint that saves the stack's pin when the pool is empty; a stale zero
+        // only allocates a vector that the pool could have given.
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return Vec::with_capacity(cap);
+        }
         match self.stack.pop() {
             Some(mut v) => {
                 // Relaxed: `len` is a soft bound, not a synchronisation point.
@@ -136,6 +145,11 @@ impl<T: Send> Pool<T> {
 /// [`DropSite::Producers`] its items go along, for producers to drop);
 /// [`into_vec`](Self::into_vec) takes the vector out of recycling.
 ///
+/// It carries the budget credit of its items ([`credit`](Self::credit)): dropping the batch
+/// returns it, after its items are dropped (or parked for the producers). To keep the budget
+/// charged while the data lives on in another form (encoded, queued for export), take the credit
+/// with [`take_credit`](Self::take_credit) and drop it when that data is gone.
+///
 /// ```
 /// use spanflow_batch::{Batcher, CutReason};
 ///
@@ -155,6 +169,8 @@ pub struct Batch<T: Send> {
     age: Duration,
     reason: CutReason,
     pool: Option<Arc<Pool<T>>>,
+    /// Dropped after `Drop::drop` has retired the items, so the credit comes back last.
+    credit: Credit,
 }
 
 impl<T: Send> Batch<T> {
@@ -164,6 +180,7 @@ impl<T: Send> Batch<T> {
         age: Duration,
         reason: CutReason,
         pool: Arc<Pool<T>>,
+        credit: Credit,
     ) -> Self {
         Self {
             items,
@@ -171,7 +188,40 @@ impl<T: Send> Batch<T> {
             age,
             reason,
             pool: Some(pool),
+            credit,
         }
+    }
+
+    /// The budget credit the batch holds for its items (empty once taken, or when the batcher
+    /// has no budget).
+    pub fn credit(&self) -> &Credit {
+        &self.credit
+    }
+
+    /// Takes the credit of the batch's items, leaving the batch an empty one: the budget stays
+    /// charged until the returned [`Credit`] is dropped, whenever and wherever that is.
+    ///
+    /// ```
+    /// use spanflow_batch::{Batcher, Budget};
+    ///
+    /// let budget = Budget::with_items(2, u64::MAX);
+    /// let (batcher, mut receiver) = Batcher::<u32>::builder()
+    ///     .max_items(2)
+    ///     .budget(budget.clone())
+    ///     .build()?;
+    /// batcher.send(1)?;
+    /// batcher.send(2)?;
+    /// let mut batch = receiver.try_recv()?;
+    /// let credit = batch.take_credit();
+    /// drop(batch);
+    /// assert!(batcher.try_send(3).is_err(), "the credit still holds the budget");
+    /// std::thread::spawn(move || drop(credit)).join().unwrap();
+    /// batcher.try_send(3)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn take_credit(&mut self) -> Credit {
+        let empty = Credit::new(Arc::clone(self.credit.budget()), 0, 0);
+        std::mem::replace(&mut self.credit, empty)
     }
 
     /// Number of items.
@@ -210,7 +260,8 @@ impl<T: Send> Batch<T> {
         self.items.drain(..)
     }
 
-    /// The items as a vector, taken out of recycling.
+    /// The items as a vector, taken out of recycling. The batch's credit (unless taken before)
+    /// returns to the budget now, as the batcher no longer sees the items.
     pub fn into_vec(mut self) -> Vec<T> {
         std::mem::take(&mut self.items)
     }
@@ -252,6 +303,7 @@ impl<T: Send + fmt::Debug> fmt::Debug for Batch<T> {
             .field("bytes", &self.bytes)
             .field("age", &self.age)
             .field("reason", &self.reason)
+            .field("credit", &self.credit)
             .field("items", &self.items)
             .finish()
     }

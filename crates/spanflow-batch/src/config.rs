@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::budget::Budget;
 use crate::clock::{Clock, SystemClock, duration_nanos};
 use crate::error::BuildError;
 use crate::{Batcher, Receiver};
@@ -58,7 +59,8 @@ pub enum DropSite {
     /// consumer has had nothing to do for a second (by the batcher's clock) it drops whatever
     /// still waits, parked or in a shard, and it does so at once when it ends. So a shard whose
     /// threads stopped sending keeps up to one batch of items while other shards keep the
-    /// consumer busy.
+    /// consumer busy. A parked batch has returned its budget credit already (its items are
+    /// finished): that bound, not the [`Budget`], limits the memory they hold.
     Producers,
 }
 
@@ -88,16 +90,12 @@ pub(crate) struct Config<T> {
     pub(crate) policy: Policy,
     pub(crate) weigh: Option<Box<dyn Weigh<T>>>,
     pub(crate) clock: Arc<dyn Clock>,
-    /// Whether the budget is bounded at all (otherwise leasing is skipped).
+    /// Whether the budget binds this batcher at all (otherwise leasing and credits are
+    /// skipped: its items are counted nowhere).
     pub(crate) budgeted: bool,
-    pub(crate) budget_items: u64,
-    pub(crate) budget_bytes: u64,
-    /// Credits a shard leases from the global pool at once.
+    /// Credits a shard leases from the budget at once.
     pub(crate) lease_items: u64,
     pub(crate) lease_bytes: u64,
-    /// A shard adds its count to the global hint every this many items / bytes.
-    pub(crate) report_items: u64,
-    pub(crate) report_bytes: u64,
     pub(crate) pool_capacity: usize,
     pub(crate) drop_site: DropSite,
 }
@@ -141,6 +139,7 @@ pub struct BatcherBuilder<T> {
     clock: Arc<dyn Clock>,
     budget_items: Option<u64>,
     budget_bytes: Option<u64>,
+    budget: Option<Arc<Budget>>,
     shards: Option<usize>,
     pool_capacity: usize,
     drop_site: DropSite,
@@ -157,6 +156,7 @@ impl<T> fmt::Debug for BatcherBuilder<T> {
             .field("clock", &self.clock)
             .field("budget_items", &self.budget_items)
             .field("budget_bytes", &self.budget_bytes)
+            .field("budget", &self.budget)
             .field("shards", &self.shards)
             .field("pool_capacity", &self.pool_capacity)
             .field("drop_site", &self.drop_site)
@@ -183,6 +183,7 @@ impl<T: Send + 'static> BatcherBuilder<T> {
             clock: Arc::new(SystemClock::new()),
             budget_items: Some(DEFAULT_BUDGET_ITEMS),
             budget_bytes: Some(DEFAULT_BUDGET_BYTES),
+            budget: None,
             shards: None,
             pool_capacity: 16,
             drop_site: DropSite::Consumer,
@@ -227,15 +228,45 @@ impl<T: Send + 'static> BatcherBuilder<T> {
         self
     }
 
-    /// At most this many items queued at once; `None` for no limit.
+    /// At most this many items held at once (queued, or in batches not yet dropped; see
+    /// [`Budget`]); `None` for no limit. Sets up a budget of this batcher's own; ignored when a
+    /// shared one is given with [`budget`](Self::budget).
     pub fn budget_items(mut self, n: impl Into<Option<u64>>) -> Self {
         self.budget_items = n.into();
         self
     }
 
-    /// At most this much weight queued at once; `None` for no limit. Binds only with a weigher.
+    /// At most this much weight held at once, like [`budget_items`](Self::budget_items);
+    /// `None` for no limit. Binds only with a weigher.
     pub fn budget_bytes(mut self, n: impl Into<Option<u64>>) -> Self {
         self.budget_bytes = n.into();
+        self
+    }
+
+    /// Draws on `budget`, which other batchers may share, instead of a budget of this
+    /// batcher's own (`budget_items` and `budget_bytes` are then ignored). Its byte limit binds
+    /// only with a weigher. A producer blocked on it ([`Policy::Block`]) is woken by credits
+    /// that come back from any batcher or [`Credit`](crate::Credit) of the budget.
+    ///
+    /// ```
+    /// use spanflow_batch::{Batcher, Budget, TrySendError};
+    ///
+    /// let budget = Budget::new(100);
+    /// let (spans, _span_rx) = Batcher::<Vec<u8>>::builder()
+    ///     .weigh(|v: &Vec<u8>| v.len() as u64)
+    ///     .budget(budget.clone())
+    ///     .build()?;
+    /// let (requests, _request_rx) = Batcher::<Vec<u8>>::builder()
+    ///     .weigh(|v: &Vec<u8>| v.len() as u64)
+    ///     .budget(budget.clone())
+    ///     .build()?;
+    /// spans.try_send(vec![0; 70])?;
+    /// assert!(matches!(requests.try_send(vec![0; 40]), Err(TrySendError::Full(_))));
+    /// assert_eq!(budget.used_bytes(), 70);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn budget(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = Some(budget);
         self
     }
 
@@ -281,7 +312,19 @@ impl<T: Send + 'static> BatcherBuilder<T> {
         if self.max_bytes == 0 {
             return Err(BuildError::ZeroMaxBytes);
         }
-        if self.budget_items == Some(0) {
+        let weighted = self.weigh.is_some();
+        let (budget, shared) = match self.budget {
+            Some(budget) => (budget, true),
+            None => {
+                let bytes = match self.budget_bytes {
+                    Some(b) if weighted => b,
+                    _ => u64::MAX,
+                };
+                let items = self.budget_items.unwrap_or(u64::MAX);
+                (Budget::with_items(items, bytes), false)
+            }
+        };
+        if budget.limit_items() == 0 {
             return Err(BuildError::ZeroBudget);
         }
         let shards = match self.shards {
@@ -292,19 +335,16 @@ impl<T: Send + 'static> BatcherBuilder<T> {
                 (cpus * 4).next_power_of_two().clamp(4, 64)
             }
         };
-        let weighted = self.weigh.is_some();
-        let budget_items = self.budget_items.unwrap_or(u64::MAX);
-        let budget_bytes = match self.budget_bytes {
-            Some(b) if weighted => b,
-            _ => u64::MAX,
-        };
-        let budgeted = budget_items != u64::MAX || budget_bytes != u64::MAX;
+        let (budget_items, budget_bytes) = (budget.limit_items(), budget.limit_bytes());
+        // A shared budget counts the weights of every batcher on it (its `used_bytes`), even
+        // when nothing limits them; a budget of the batcher's own is skipped when it binds
+        // nothing, which saves the leases.
+        let budgeted =
+            budget_items != u64::MAX || (weighted && (budget_bytes != u64::MAX || shared));
         // A quarter of the budget spread over the shards, so stranded leases are rare and small.
         let spread = 4 * shards as u64;
         let lease_items = (budget_items / spread).clamp(1, 64);
         let lease_bytes = (budget_bytes / spread).clamp(1, 1 << 20);
-        let report_items = (self.max_items as u64 / 8).clamp(1, 64);
-        let report_bytes = (self.max_bytes / 8).max(1);
         let config = Config {
             max_items: self.max_items,
             max_bytes: self.max_bytes,
@@ -313,15 +353,11 @@ impl<T: Send + 'static> BatcherBuilder<T> {
             weigh: self.weigh,
             clock: self.clock,
             budgeted,
-            budget_items,
-            budget_bytes,
             lease_items,
             lease_bytes,
-            report_items,
-            report_bytes,
             pool_capacity: self.pool_capacity,
             drop_site: self.drop_site,
         };
-        Ok(crate::intake::new_pair(config, shards))
+        Ok(crate::intake::new_pair(config, shards, budget))
     }
 }

@@ -4,15 +4,26 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::mem;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::batch::{Batch, CutReason};
 use crate::clock::now_nanos;
-use crate::config::DropSite;
+use crate::config::{Config, DropSite};
 use crate::error::{RecvTimeoutError, TryRecvError};
 use crate::intake::{AWAKE, Shared};
 use crate::stats::Stats;
+use crate::sync::Ordering;
+
+/// `amount * part / whole`, rounded down, or an even `amount / parts` when `whole` is 0; the
+/// results over all parts never add up to more than `amount`.
+fn split(amount: u64, part: u64, whole: u64, parts: u64) -> u64 {
+    if whole == 0 {
+        return amount / parts.max(1);
+    }
+    let share = u128::from(amount) * u128::from(part) / u128::from(whole);
+    // `part <= whole`, so the share fits in a u64.
+    u64::try_from(share).unwrap_or(amount)
+}
 
 /// Drops every finished item that waits for producers, parked in the pool or held by a shard
 /// (on the calling thread).
@@ -64,10 +75,15 @@ pub(crate) struct Collector<T> {
     /// (`DropSite::Producers`); `None` while busy or when nothing waits.
     sweep_at: Option<u64>,
     receiver_gone: bool,
+    /// Items and bytes gathered from each shard since the consumer last slept: how the next
+    /// quiet shares are split.
+    delivered: Vec<(u64, u64)>,
+    /// The quiet shares of the last `arm`, kept to reuse the allocation.
+    shares: Vec<(usize, u64)>,
 }
 
 impl<T: Send> Collector<T> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(shards: usize) -> Self {
         Self {
             open: VecDeque::new(),
             spare_items: Vec::new(),
@@ -84,44 +100,105 @@ impl<T: Send> Collector<T> {
             drained: false,
             sweep_at: None,
             receiver_gone: false,
+            delivered: vec![(0, 0); shards],
+            shares: Vec::with_capacity(shards),
         }
     }
 
     /// Moves every shard's items into the open batches; returns how many were moved.
     pub(crate) fn collect(&mut self, shared: &Shared<T>) -> u64 {
+        self.gather(shared, None)
+    }
+
+    /// The consumer's last look before it sleeps: like [`collect`](Self::collect), and it also
+    /// leaves each shard its quiet share (see [`quiet_shares`](Self::quiet_shares)), under the
+    /// same lock. If this gathers nothing, a send that takes a shard past its share may be what
+    /// completes the open batch, and wakes the consumer; no send short of that can complete it.
+    /// Returns how many items were moved (then the consumer looks again instead of sleeping).
+    pub(crate) fn arm(&mut self, shared: &Shared<T>) -> u64 {
+        let mut shares = mem::take(&mut self.shares);
+        self.quiet_shares(&shared.config, &mut shares);
+        let gathered = self.gather(shared, Some(&shares));
+        self.shares = shares;
+        if gathered == 0 {
+            // A new round: the next shares follow what each shard sends from now on.
+            self.delivered.fill((0, 0));
+        }
+        gathered
+    }
+
+    fn gather(&mut self, shared: &Shared<T>, shares: Option<&[(usize, u64)]>) -> u64 {
         let mut gathered = 0;
-        for shard in shared.shards.iter() {
-            let (first_at, bytes, reported_items, reported_bytes) = {
+        for (index, shard) in shared.shards.iter().enumerate() {
+            let (first_at, bytes) = {
                 let mut s = shard.lock();
+                if let Some(&(items, bytes)) = shares.and_then(|shares| shares.get(index)) {
+                    s.quiet_items = items;
+                    s.quiet_bytes = bytes;
+                }
                 if s.items.is_empty() {
                     continue;
                 }
                 mem::swap(&mut s.items, &mut self.spare_items);
                 mem::swap(&mut s.weights, &mut self.spare_weights);
-                s.unreported_items = 0;
-                s.unreported_bytes = 0;
-                (
-                    s.first_at,
-                    mem::take(&mut s.bytes),
-                    mem::take(&mut s.reported_items),
-                    mem::take(&mut s.reported_bytes),
-                )
+                (s.first_at, mem::take(&mut s.bytes))
             };
-            // Relaxed: the matching `fetch_add` happened under the shard lock we just took, so
-            // it precedes this in the hint's modification order and the hint cannot underflow.
-            shared
-                .hint_items
-                .fetch_sub(reported_items, Ordering::Relaxed);
-            shared
-                .hint_bytes
-                .fetch_sub(reported_bytes, Ordering::Relaxed);
-            gathered += self.spare_items.len() as u64;
+            let n = self.spare_items.len() as u64;
+            if let Some(delivered) = self.delivered.get_mut(index) {
+                delivered.0 += n;
+                delivered.1 += bytes;
+            }
+            gathered += n;
             self.absorb(shared, first_at, bytes);
         }
         if self.receiver_gone {
             self.discard_all(shared);
         }
         gathered
+    }
+
+    /// Items and bytes that complete the open batch: the unsealed last one, or a fresh one.
+    /// (When the consumer sleeps, every earlier batch is sealed and so already cut.)
+    fn needed(&self, config: &Config<T>) -> (u64, u64) {
+        let max_items = config.max_items as u64;
+        match self.open.back() {
+            Some(b) if b.sealed.is_none() => (
+                max_items.saturating_sub(b.items.len() as u64).max(1),
+                config.max_bytes.saturating_sub(b.bytes).max(1),
+            ),
+            _ => (max_items, config.max_bytes),
+        }
+    }
+
+    /// Splits what the shards may hold without waking a sleeping consumer: at most one item
+    /// (and one byte) short of what completes the open batch, all shards together, so if every
+    /// shard stays within its share the open batch is not complete. Whatever the split, a
+    /// completed batch always takes some shard past its share, and that send wakes the
+    /// consumer: no wake-up is missed, and no counter is shared between producers.
+    ///
+    /// The split follows what each shard delivered since the last one, so a steady load wakes
+    /// the consumer about when the batch is complete; with no history it is even. A shard that
+    /// sends more than its share wakes the consumer early (a spurious wake-up: it gathers, finds
+    /// the batch still open, and splits again by the new history).
+    fn quiet_shares(&self, config: &Config<T>, shares: &mut Vec<(usize, u64)>) {
+        let (items, bytes) = self.needed(config);
+        let spare_items = items - 1;
+        let spare_bytes = bytes - 1;
+        let shards = self.delivered.len() as u64;
+        let (total_items, total_bytes) = self
+            .delivered
+            .iter()
+            .fold((0u64, 0u64), |(i, b), d| (i + d.0, b + d.1));
+        shares.clear();
+        shares.extend(
+            self.delivered
+                .iter()
+                .map(|&(delivered_items, delivered_bytes)| {
+                    let items = split(spare_items, delivered_items, total_items, shards);
+                    let bytes = split(spare_bytes, delivered_bytes, total_bytes, shards);
+                    (usize::try_from(items).unwrap_or(usize::MAX), bytes)
+                }),
+        );
     }
 
     /// Appends `spare_items` to the open batches, sealing each as it fills.
@@ -203,13 +280,15 @@ impl<T: Send> Collector<T> {
         self.retired += n;
         self.emitted += n;
         self.batches += 1;
-        shared.give_credit(n, batch.bytes);
+        // The items' credits leave the queue with them: they come back when the batch (or the
+        // credit taken from it) is dropped.
         Some(Batch::new(
             Vec::from(batch.items),
             batch.bytes,
             Duration::from_nanos(now.saturating_sub(batch.first_at)),
             reason,
             Arc::clone(&shared.pool),
+            shared.credit(n, batch.bytes),
         ))
     }
 
@@ -288,6 +367,11 @@ impl<T: Send> Collector<T> {
         self.retired += n;
         self.dropped_disconnected += n;
         shared.give_credit(n, bytes);
+    }
+
+    /// Items and bytes gathered and not yet emitted or dropped.
+    pub(crate) fn queued(&self) -> (u64, u64) {
+        (self.pending_items, self.pending_bytes)
     }
 
     pub(crate) fn add_to(&self, stats: &mut Stats) {
@@ -375,10 +459,11 @@ impl<T: Send> Receiver<T> {
                 return Step::End;
             }
             let deadline = collector.next_deadline(shared.config.max_age);
-            // Relaxed: published to producers by the shard locks the collect below takes; a
-            // producer that pushes after that collect sees it and wakes us if needed.
+            // Relaxed: published to producers by the shard locks the `arm` below takes; a
+            // producer that pushes after that look sees it, and its shard's quiet share, and
+            // wakes us if needed.
             shared.sleep_until.store(deadline, Ordering::Relaxed);
-            if collector.collect(shared) == 0 && !shared.is_closed() {
+            if collector.arm(shared) == 0 && !shared.is_closed() {
                 if deadline != u64::MAX {
                     collector.sweep_at = None;
                     return Step::Wait(deadline);
@@ -489,7 +574,54 @@ impl<T: Send> fmt::Debug for Receiver<T> {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use super::split;
     use crate::{Batcher, CutReason, ManualClock};
+
+    #[test]
+    fn split_never_hands_out_more_than_the_amount() {
+        for amount in [0, 1, 7, 511, u64::MAX - 1] {
+            for parts in [[3, 0, 5], [0, 0, 0], [1, 1, 1], [u64::MAX / 4, 1, 9]] {
+                let whole: u64 = parts.iter().sum();
+                let total: u128 = parts
+                    .iter()
+                    .map(|&p| u128::from(split(amount, p, whole, 3)))
+                    .sum();
+                assert!(total <= u128::from(amount), "{amount} {parts:?}");
+            }
+        }
+        assert_eq!(split(10, 1, 0, 4), 2, "no history: an even split");
+        assert_eq!(
+            split(99, 3, 4, 4),
+            74,
+            "in proportion to what each delivered"
+        );
+    }
+
+    #[test]
+    fn quiet_shares_leave_the_open_batch_one_short() {
+        // No budget: the items below are put in the shards by hand, without credits.
+        let (_tx, rx) = Batcher::<u32>::builder()
+            .max_items(10)
+            .budget_items(None)
+            .shards(4)
+            .clock(ManualClock::new())
+            .build()
+            .expect("valid");
+        let shared = &rx.shared;
+        let mut collector = shared.collector.lock();
+        // Shard 0 delivered three items, shard 2 one: four of ten are in the open batch.
+        for (shard, n) in [(0, 3), (2, 1)] {
+            let mut s = shared.shards[shard].lock();
+            s.items.extend(std::iter::repeat_n(7, n));
+            s.accepted += n as u64;
+        }
+        assert_eq!(collector.collect(shared), 4);
+        assert_eq!(collector.arm(shared), 0);
+        let shares: Vec<usize> = shared.shards.iter().map(|s| s.lock().quiet_items).collect();
+        // Six more complete the batch: the shards may hold five together, split 3:0:1:0.
+        assert_eq!(shares, [3, 0, 1, 0]);
+        assert!(shares.iter().sum::<usize>() < 6);
+    }
 
     #[test]
     fn absorb_seals_every_full_batch_and_keeps_one_open() {

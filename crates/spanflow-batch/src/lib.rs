@@ -34,8 +34,8 @@
 //! **Intake.** Each thread sends into one of a few *shards*, a `parking_lot::Mutex<Vec<T>>` on
 //! its own cache line, picked round-robin the first time the thread sends. A send is one
 //! uncontended lock, a `Vec::push`, and a few plain counter updates inside the lock; it writes no
-//! cache line shared with other producers except once per lease chunk (budget) and once per
-//! report chunk (wake-up hint). The consumer gathers a shard by swapping its vector with an empty
+//! cache line shared with other producers except once per lease chunk (budget). The consumer
+//! gathers a shard by swapping its vector with an empty
 //! one under the shard's lock, so it holds that lock for a few nanoseconds whatever the shard
 //! holds, and moves the items into batches outside it.
 //!
@@ -54,15 +54,21 @@
 //! bounds for their designs, and the kept design still won. The Treiber stack is used where it
 //! fits: the lock-free pool of batch vectors, which consumers return to from any thread.
 //!
-//! **Budget.** The budget (items and bytes) is a pool of credits. A shard leases credits in
-//! chunks (a quarter of the budget spread over the shards, at most 64 items), so producers rarely
-//! touch the shared counters. When the pool runs dry a producer first reclaims unused leases
-//! from every shard, and only then applies the [`Policy`]: the budget is exact, never exceeded,
-//! and never reported full while credits sit idle (up to a transient dip while another thread
-//! leases). A producer blocked by [`Policy::Block`] registers and re-checks the pool under a
-//! `room` mutex that the consumer takes whenever it returns credits (once per batch), so a
-//! wake-up cannot be missed; `tests/loom_intake.rs` model-checks this handshake and the
-//! consumer's sleep/wake handshake.
+//! **Budget.** The [`Budget`] (items and bytes) is a pool of credits that covers an item from
+//! the send that accepts it until its data is gone: a cut [`Batch`] carries its items' credit
+//! and returns it when dropped, or hands it on ([`Batch::take_credit`]) as a [`Credit`] that
+//! the consumer drops once the data has been exported, on any thread. Several batchers can draw
+//! on one budget ([`BatcherBuilder::budget`]). A shard leases credits in chunks (a quarter of
+//! the budget spread over the shards, at most 64 items), so producers rarely touch the shared
+//! counters. When the budget runs dry a producer first reclaims unused leases from every shard
+//! of every batcher on it, and only then applies the [`Policy`]: the budget is exact, never
+//! exceeded by sends (only [`Budget::force_take`] and a growing [`Credit`] over-commit), and
+//! never reported full while credits sit idle (up to a transient dip while another thread
+//! leases). A producer blocked by [`Policy::Block`] registers and re-checks the budget under
+//! its `room` mutex, which every credit return takes (once per batch or credit, whichever
+//! thread returns it), so a wake-up cannot be missed; `tests/loom_intake.rs` model-checks this
+//! handshake, also for a credit dropped on another thread while a producer of another batcher
+//! on the same budget waits.
 //!
 //! **Policies.** [`Policy::DropNewest`] (default) counts and discards the incoming item;
 //! [`Policy::Block`] waits (optionally with a timeout that hands the item back);
@@ -77,12 +83,18 @@
 //! its lock, so `accepted == emitted + dropped + queued` holds in every snapshot.
 //!
 //! **Triggers and wake-ups.** The consumer sleeps until the oldest queued batch's age deadline
-//! (or indefinitely when nothing is queued) and publishes that deadline. A producer wakes it
-//! only when its shard goes from empty to non-empty with an earlier deadline, when its shard
-//! alone (or, through a hint counter updated every few items, all shards together) holds a full
-//! batch, or when the budget is full. Ages are measured from the moment a shard last went from
-//! empty to non-empty, so the clock is read once per gathering, not once per item, and
-//! [`Batch::age`] is an upper bound.
+//! (or indefinitely when nothing is queued) and publishes that deadline. Its last look at the
+//! shards before sleeping also leaves each shard a *quiet share*: how many items and bytes it
+//! may take before a send must wake the consumer. The shares add up to one item (and one byte)
+//! less than what completes the consumer's open batch, so a completed batch always takes some
+//! shard past its share, and that send wakes the consumer; they are split by what each shard
+//! delivered in the last round, so a steady load wakes it about when the batch is complete. A
+//! producer also wakes it when its shard goes from empty to non-empty with an earlier deadline,
+//! and when the budget is full. Every check reads only its own shard (under the lock it holds)
+//! and `sleep_until`, so producers share no counter for wake-ups. Ages are measured from the
+//! moment a shard last went from empty to non-empty, so the clock is read once per gathering,
+//! not once per item, and [`Batch::age`] is an upper bound. `tests/loom_intake.rs`
+//! model-checks these wake-ups on the crate's own code.
 //!
 //! **Ordering promise.** Items sent from one thread are emitted in send order (per-thread FIFO);
 //! [`Batcher::pinned`] gives a handle with per-handle FIFO whatever thread sends. Nothing is
@@ -99,6 +111,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod batch;
+mod budget;
 mod clock;
 mod config;
 mod consumer;
@@ -109,8 +122,10 @@ mod signal;
 mod stats;
 #[cfg(feature = "tokio")]
 mod stream;
+mod sync;
 
 pub use batch::{Batch, CutReason, MAX_SPENT_BATCHES};
+pub use budget::{Budget, Credit};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     BatcherBuilder, DEFAULT_BUDGET_BYTES, DEFAULT_BUDGET_ITEMS, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES,

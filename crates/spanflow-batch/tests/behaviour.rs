@@ -11,6 +11,9 @@ use spanflow_batch::{
     TrySendError,
 };
 
+mod support;
+use support::{LIMIT, drain, join, next, woken};
+
 fn manual<T: Send + 'static>() -> (spanflow_batch::BatcherBuilder<T>, ManualClock) {
     let clock = ManualClock::new();
     (
@@ -106,12 +109,43 @@ fn blocking_recv_wakes_when_a_full_batch_arrives() {
         .max_age(Duration::from_secs(3600))
         .build()
         .unwrap();
-    let consumer = thread::spawn(move || rx.recv().map(|b| (b.len(), b.reason())));
+    let consumer = thread::spawn(move || {
+        let batch = woken(&mut rx);
+        (batch.len(), batch.reason())
+    });
     thread::sleep(Duration::from_millis(20));
     for i in 0..4 {
         tx.send(i).unwrap();
     }
-    assert_eq!(consumer.join().unwrap(), Some((4, CutReason::Count)));
+    assert_eq!(join(consumer), (4, CutReason::Count));
+}
+
+#[test]
+fn blocking_recv_wakes_when_sends_on_many_threads_complete_a_batch() {
+    // Each of the last items lands alone in a shard of its own; only together with the items
+    // already gathered into the consumer's open batch do they complete it.
+    let (tx, mut rx) = Batcher::<u32>::builder()
+        .max_items(16)
+        .shards(8)
+        .max_age(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let consumer = thread::spawn(move || {
+        let batch = woken(&mut rx);
+        (batch.len(), batch.reason())
+    });
+    let first = tx.clone();
+    join(thread::spawn(move || {
+        for i in 0..9 {
+            first.send(i).unwrap();
+        }
+    }));
+    thread::sleep(Duration::from_millis(20));
+    for i in 9..16 {
+        let tx = tx.clone();
+        join(thread::spawn(move || tx.send(i).unwrap()));
+    }
+    assert_eq!(join(consumer), (16, CutReason::Count));
 }
 
 #[test]
@@ -131,15 +165,22 @@ fn flush_emits_everything_accepted_before_it() {
         .max_age(Duration::from_secs(3600))
         .build()
         .unwrap();
-    let consumer = thread::spawn(move || rx.map(|b| (b.to_vec(), b.reason())).collect::<Vec<_>>());
+    let consumer = thread::spawn(move || {
+        let mut rx = rx;
+        let mut batches = Vec::new();
+        while let Some(b) = next(&mut rx) {
+            batches.push((b.to_vec(), b.reason()));
+        }
+        batches
+    });
     for i in 0..6 {
         tx.send(i).unwrap();
     }
-    tx.flush_timeout(Duration::from_secs(10)).unwrap();
+    tx.flush_timeout(LIMIT).unwrap();
     let stats = tx.stats();
     assert_eq!((stats.emitted, stats.queued), (6, 0));
     drop(tx);
-    let batches = consumer.join().unwrap();
+    let batches = join(consumer);
     assert_eq!(
         batches,
         vec![
@@ -168,16 +209,16 @@ fn flush_times_out_without_a_consumer_and_still_cuts_later() {
 #[test]
 fn shutdown_emits_everything_and_hands_later_items_back() {
     let (tx, rx) = Batcher::<u32>::builder().max_items(3).build().unwrap();
-    let consumer = thread::spawn(move || rx.flat_map(|b| b.to_vec()).collect::<Vec<_>>());
+    let consumer = thread::spawn(move || drain(rx));
     for i in 0..10 {
         tx.send(i).unwrap();
     }
-    let stats = tx.shutdown();
+    let stats = tx.shutdown_timeout(LIMIT).unwrap();
     assert_eq!((stats.accepted, stats.emitted, stats.queued), (10, 10, 0));
     assert!(stats.is_consistent());
     assert_eq!(tx.send(11), Err(SendError::Closed(11)));
     assert_eq!(tx.try_send(12), Err(TrySendError::Closed(12)));
-    assert_eq!(consumer.join().unwrap(), (0..10).collect::<Vec<_>>());
+    assert_eq!(join(consumer), (0..10).collect::<Vec<_>>());
     assert_eq!(tx.stats().refused.closed, 2);
 }
 
@@ -201,7 +242,7 @@ fn dropping_every_handle_ends_the_receiver() {
     drop(tx);
     tx2.send(2).unwrap();
     drop(tx2);
-    assert_eq!(rx.flat_map(|b| b.to_vec()).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(drain(rx), [1, 2]);
 }
 
 #[test]
@@ -211,7 +252,7 @@ fn dropping_the_receiver_counts_queued_items_as_disconnected() {
     tx.send(2).unwrap();
     drop(rx);
     assert_eq!(tx.send(3), Err(SendError::Closed(3)));
-    let stats = tx.shutdown();
+    let stats = tx.shutdown_timeout(LIMIT).unwrap();
     assert_eq!(stats.dropped_by_reason.disconnected, 2);
     assert!(stats.is_consistent());
 }
@@ -306,7 +347,9 @@ fn too_large_items_are_refused_or_dropped() {
     let (tx, _rx) = Batcher::<u64>::builder()
         .weigh(|w: &u64| *w)
         .budget_bytes(10)
-        .policy(Policy::Block { timeout: None })
+        .policy(Policy::Block {
+            timeout: Some(LIMIT),
+        })
         .build()
         .unwrap();
     assert_eq!(tx.send(11), Err(SendError::TooLarge(11)));
@@ -341,16 +384,18 @@ fn block_waits_until_the_consumer_makes_room() {
         .max_items(2)
         .budget_items(2)
         .max_age(Duration::from_millis(5))
-        .policy(Policy::Block { timeout: None })
+        .policy(Policy::Block {
+            timeout: Some(LIMIT),
+        })
         .build()
         .unwrap();
-    let consumer = thread::spawn(move || rx.flat_map(|b| b.to_vec()).collect::<Vec<_>>());
+    let consumer = thread::spawn(move || drain(rx));
     for i in 0..100 {
         tx.send(i).unwrap();
     }
-    let stats = tx.shutdown();
+    let stats = tx.shutdown_timeout(LIMIT).unwrap();
     assert_eq!((stats.emitted, stats.dropped()), (100, 0));
-    assert_eq!(consumer.join().unwrap(), (0..100).collect::<Vec<_>>());
+    assert_eq!(join(consumer), (0..100).collect::<Vec<_>>());
 }
 
 #[test]
@@ -365,7 +410,7 @@ fn blocked_sender_is_released_by_close() {
     let blocked = thread::spawn(move || tx2.send(2));
     thread::sleep(Duration::from_millis(20));
     tx.close();
-    assert_eq!(blocked.join().unwrap(), Err(SendError::Closed(2)));
+    assert_eq!(join(blocked), Err(SendError::Closed(2)));
 }
 
 #[test]
@@ -378,7 +423,7 @@ fn budget_is_not_stranded_in_idle_shards() {
         .build()
         .unwrap();
     let tx2 = tx.clone();
-    thread::spawn(move || tx2.send(0).unwrap()).join().unwrap();
+    join(thread::spawn(move || tx2.send(0).unwrap()));
     for i in 1..64 {
         tx.try_send(i).unwrap();
     }
@@ -420,17 +465,18 @@ fn per_thread_order_is_fifo() {
         .collect();
     drop(tx);
     let consumer = thread::spawn(move || {
-        let mut next = [0u32; 4];
-        for batch in rx {
+        let mut rx = rx;
+        let mut expected = [0u32; 4];
+        while let Some(batch) = next(&mut rx) {
             for &(p, i) in batch.iter() {
-                assert_eq!(i, next[p as usize], "producer {p} out of order");
-                next[p as usize] += 1;
+                assert_eq!(i, expected[p as usize], "producer {p} out of order");
+                expected[p as usize] += 1;
             }
         }
-        next
+        expected
     });
-    producers.into_iter().for_each(|p| p.join().unwrap());
-    assert_eq!(consumer.join().unwrap(), [2000; 4]);
+    producers.into_iter().for_each(join);
+    assert_eq!(join(consumer), [2000; 4]);
 }
 
 #[test]
@@ -440,17 +486,12 @@ fn pinned_handle_keeps_fifo_across_threads() {
     drop(tx);
     for chunk in 0..4 {
         let pinned = Arc::clone(&pinned);
-        thread::spawn(move || {
+        join(thread::spawn(move || {
             (chunk * 100..chunk * 100 + 100).for_each(|i| pinned.send(i).unwrap());
-        })
-        .join()
-        .unwrap();
+        }));
     }
     drop(pinned);
-    assert_eq!(
-        rx.flat_map(|b| b.to_vec()).collect::<Vec<_>>(),
-        (0..400).collect::<Vec<_>>()
-    );
+    assert_eq!(drain(rx), (0..400).collect::<Vec<_>>());
 }
 
 #[test]
@@ -521,7 +562,10 @@ async fn stream_yields_batches_and_ends_after_shutdown() {
     }
     tokio::time::sleep(Duration::from_millis(60)).await;
     tx.close();
-    let out = consumer.await.unwrap();
+    let out = tokio::time::timeout(LIMIT, consumer)
+        .await
+        .expect("the stream ends within the limit")
+        .unwrap();
     assert_eq!(
         out,
         [

@@ -7,13 +7,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use spanflow_batch::Batcher;
 
+mod support;
+use support::{join, next};
+
 fn round(per_producer: usize) -> (usize, spanflow_batch::Stats) {
     let (tx, rx) = Batcher::<u64>::builder()
         .max_items(512)
         .budget_items((2 * per_producer) as u64)
         .build()
         .expect("valid config");
-    let consumer = std::thread::spawn(move || rx.into_iter().map(|batch| batch.len()).sum());
+    let consumer = std::thread::spawn(move || {
+        let mut rx = rx;
+        let mut received = 0;
+        while let Some(batch) = next(&mut rx) {
+            received += batch.len();
+        }
+        received
+    });
     let remaining = Arc::new(AtomicUsize::new(2));
     let producers: Vec<_> = (0..2)
         .map(|_| {
@@ -29,10 +39,8 @@ fn round(per_producer: usize) -> (usize, spanflow_batch::Stats) {
             })
         })
         .collect();
-    for p in producers {
-        p.join().expect("producer");
-    }
-    let received: usize = consumer.join().expect("consumer");
+    producers.into_iter().for_each(join);
+    let received = join(consumer);
     (received, tx.stats())
 }
 

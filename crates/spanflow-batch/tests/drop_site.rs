@@ -10,6 +10,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use spanflow_batch::{Batcher, DropSite, MAX_SPENT_BATCHES, ManualClock, TryRecvError};
 
+mod support;
+use support::{LIMIT, join, next};
+
 /// Records the thread that drops it.
 struct Tracked {
     id: usize,
@@ -45,7 +48,7 @@ fn finished_items_are_dropped_by_the_next_sends() {
         .unwrap();
     let send = |ids: std::ops::Range<usize>| {
         let (tx, log) = (tx.clone(), Arc::clone(&log));
-        thread::spawn(move || {
+        join(thread::spawn(move || {
             for id in ids {
                 tx.send(Tracked {
                     id,
@@ -54,9 +57,7 @@ fn finished_items_are_dropped_by_the_next_sends() {
                 .unwrap();
             }
             thread::current().id()
-        })
-        .join()
-        .unwrap()
+        }))
     };
     send(0..8);
     for _ in 0..2 {
@@ -147,10 +148,19 @@ fn many_producers_drop_every_item_exactly_once() {
         .max_items(64)
         .max_age(Duration::from_millis(1))
         .drop_site(DropSite::Producers)
-        .policy(spanflow_batch::Policy::Block { timeout: None })
+        .policy(spanflow_batch::Policy::Block {
+            timeout: Some(LIMIT),
+        })
         .build()
         .unwrap();
-    let consumer = thread::spawn(move || rx.map(|batch| batch.len()).sum::<usize>());
+    let consumer = thread::spawn(move || {
+        let mut rx = rx;
+        let mut n = 0;
+        while let Some(batch) = next(&mut rx) {
+            n += batch.len();
+        }
+        n
+    });
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|p| {
             let (tx, seen) = (tx.clone(), Arc::clone(&seen));
@@ -166,12 +176,10 @@ fn many_producers_drop_every_item_exactly_once() {
             })
         })
         .collect();
-    for p in producers {
-        p.join().unwrap();
-    }
-    let stats = tx.shutdown();
+    producers.into_iter().for_each(join);
+    let stats = tx.shutdown_timeout(LIMIT).expect("shutdown");
     assert_eq!(stats.emitted as usize, PRODUCERS * PER);
-    assert_eq!(consumer.join().unwrap(), PRODUCERS * PER);
+    assert_eq!(join(consumer), PRODUCERS * PER);
     drop(tx);
     let counts: Vec<u8> = seen.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     assert!(

@@ -1,179 +1,121 @@
-//! Loom models of the intake's two handshakes, written against loom's primitives with the same
-//! steps and orderings as `src/intake.rs` and `src/consumer.rs` (the crate itself uses
-//! `parking_lot`, which loom cannot instrument):
+//! Loom models of the intake's wake-up protocols, run against the crate's own code: under
+//! `--cfg loom` every mutex, condvar and atomic of `spanflow-batch` is loom's (`src/sync.rs`),
+//! so these drive the real `send`, `recv` and credit paths.
 //!
-//! 1. wake-up: the consumer publishes `sleep_until`, looks at every shard once more, then sleeps
-//!    on the signal; a producer pushes under its shard lock, reads `sleep_until` inside that
-//!    lock, and signals after unlocking. No item may be left while the consumer sleeps forever.
-//! 2. room: a producer blocked on a full budget registers in the `room` count, retries the lease
-//!    and sleeps on `room_cv`, all under `room`; the consumer returns credits, then takes `room`
-//!    and notifies if anyone waits. No blocked producer may sleep past a credit.
+//! loom has no clock: a timed wait waits for a notification only (see `src/sync.rs`). A wake-up
+//! the code forgets therefore shows up as a deadlock, which loom reports, instead of as a batch
+//! that waits for its age deadline. The clock is a `ManualClock` standing still, so ages never
+//! cut a batch here: only a wake-up can.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test -p spanflow-batch --test loom_intake --release`.
+//! Run: `RUSTFLAGS="--cfg loom --cfg crossbeam_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release
+//! -p spanflow-batch --test loom_intake`.
 #![cfg(loom)]
 
-use loom::sync::atomic::{AtomicU64, Ordering};
-use loom::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
 use loom::thread;
+use spanflow_batch::{Batcher, BatcherBuilder, Budget, CutReason, ManualClock, Policy};
 
-const AWAKE: u64 = 0;
-const FOREVER: u64 = u64::MAX;
-
-struct Signal {
-    signalled: Mutex<bool>,
-    cv: Condvar,
+/// Small and deterministic: two shards, no recycling (the pool's Treiber stack has its own
+/// models in spanflow-lockfree), ages that never expire.
+fn builder(max_items: usize) -> BatcherBuilder<u32> {
+    Batcher::<u32>::builder()
+        .max_items(max_items)
+        .max_age(Duration::from_secs(3600))
+        .clock(ManualClock::new())
+        .shards(2)
+        .pool_capacity(0)
+        .budget_items(None)
 }
 
-impl Signal {
-    fn notify(&self) {
-        *self.signalled.lock().unwrap() = true;
-        self.cv.notify_one();
-    }
-
-    fn wait(&self) {
-        let mut s = self.signalled.lock().unwrap();
-        while !*s {
-            s = self.cv.wait(s).unwrap();
-        }
-        *s = false;
-    }
-}
-
-struct Intake {
-    shards: [Mutex<Vec<u32>>; 2],
-    sleep_until: AtomicU64,
-    signal: Signal,
-}
-
-impl Intake {
-    fn push(&self, shard: usize, item: u32) {
-        let wake = {
-            let mut s = self.shards[shard].lock().unwrap();
-            let was_empty = s.is_empty();
-            s.push(item);
-            // As in `Shared::push`: read under the shard lock; first item of a shard wakes a
-            // consumer that sleeps without a deadline.
-            was_empty && self.sleep_until.load(Ordering::Relaxed) == FOREVER
-        };
-        if wake {
-            self.signal.notify();
-        }
-    }
-
-    fn collect(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| std::mem::take(&mut *s.lock().unwrap()).len())
-            .sum()
-    }
-}
-
+/// The consumer gathers the first item into its open batch and goes to sleep; the second item
+/// completes that batch, so the producer must wake it although its shard alone holds one item.
 #[test]
-fn consumer_never_sleeps_past_an_item() {
+fn consumer_wakes_when_a_send_completes_its_open_batch() {
     loom::model(|| {
-        let intake = Arc::new(Intake {
-            shards: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
-            sleep_until: AtomicU64::new(AWAKE),
-            signal: Signal {
-                signalled: Mutex::new(false),
-                cv: Condvar::new(),
-            },
+        let (tx, mut rx) = builder(2).build().unwrap();
+        let producer = thread::spawn(move || {
+            tx.send(1).unwrap();
+            tx.send(2).unwrap();
+            // Kept open: closing would wake the consumer whatever the protocol does.
+            tx
         });
-        let producers: Vec<_> = (0..2)
-            .map(|p| {
-                let intake = Arc::clone(&intake);
-                thread::spawn(move || intake.push(p, p as u32))
-            })
-            .collect();
-        // The consumer, as in `Receiver::step` + `recv`.
-        let mut got = 0;
-        loop {
-            intake.sleep_until.store(AWAKE, Ordering::Relaxed);
-            got += intake.collect();
-            if got == 2 {
-                break;
-            }
-            intake.sleep_until.store(FOREVER, Ordering::Relaxed);
-            let late = intake.collect();
-            if late > 0 {
-                got += late;
-                continue;
-            }
-            intake.signal.wait();
-        }
-        for p in producers {
-            p.join().unwrap();
-        }
+        let batch = rx.recv().expect("the batcher is open");
+        assert_eq!(
+            (&batch[..], batch.reason()),
+            (&[1, 2][..], CutReason::Count)
+        );
+        drop(producer.join().unwrap());
     });
 }
 
-struct Budget {
-    free: AtomicU64,
-    /// Number of blocked producers.
-    room: Mutex<usize>,
-    room_cv: Condvar,
-}
-
-impl Budget {
-    fn take(&self) -> bool {
-        let mut cur = self.free.load(Ordering::Relaxed);
-        loop {
-            if cur == 0 {
-                return false;
-            }
-            match self
-                .free
-                .compare_exchange(cur, cur - 1, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return true,
-                Err(now) => cur = now,
-            }
-        }
-    }
-
-    /// As in `Shared::block`.
-    fn block(&self) {
-        let mut room = self.room.lock().unwrap();
-        loop {
-            *room += 1;
-            if self.take() {
-                *room -= 1;
-                return;
-            }
-            room = self.room_cv.wait(room).unwrap();
-            *room -= 1;
-        }
-    }
-
-    /// As in `Shared::give_credit_inner` + `wake_blocked`.
-    fn give(&self) {
-        self.free.fetch_add(1, Ordering::Relaxed);
-        let waiters = self.room.lock().unwrap();
-        if *waiters > 0 {
-            self.room_cv.notify_all();
-        }
-    }
-}
-
+/// Two producers on two shards: three items complete a batch whatever the split between the
+/// consumer's open batch and the shards, and whichever shard gets the last one.
 #[test]
-fn blocked_producer_never_sleeps_past_a_credit() {
+fn consumer_wakes_when_sends_on_several_shards_complete_its_open_batch() {
     loom::model(|| {
-        let budget = Arc::new(Budget {
-            free: AtomicU64::new(0),
-            room: Mutex::new(0),
-            room_cv: Condvar::new(),
-        });
-        let producers: Vec<_> = (0..2)
-            .map(|_| {
-                let budget = Arc::clone(&budget);
-                thread::spawn(move || budget.block())
+        let (tx, mut rx) = builder(3).build().unwrap();
+        let first = {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                tx.send(1).unwrap();
+                tx.send(2).unwrap();
+                tx
             })
-            .collect();
-        budget.give();
-        budget.give();
-        for p in producers {
-            p.join().unwrap();
-        }
-        assert_eq!(budget.free.load(Ordering::Relaxed), 0);
+        };
+        let second = thread::spawn(move || {
+            tx.send(3).unwrap();
+            tx
+        });
+        let batch = rx.recv().expect("the batcher is open");
+        assert_eq!((batch.len(), batch.reason()), (3, CutReason::Count));
+        drop((first.join().unwrap(), second.join().unwrap()));
+    });
+}
+
+/// `Policy::Block`: a producer that finds the budget full sleeps until a credit comes back,
+/// and the return of that credit (the consumer drops the batch) must wake it.
+#[test]
+fn blocked_producer_wakes_when_a_credit_returns() {
+    loom::model(|| {
+        let (tx, mut rx) = builder(1)
+            .budget_items(1)
+            .policy(Policy::Block { timeout: None })
+            .build()
+            .unwrap();
+        let producer = thread::spawn(move || {
+            tx.send(1).unwrap();
+            tx.send(2).unwrap();
+            tx
+        });
+        let first = rx.recv().expect("open");
+        drop(first);
+        let second = rx.recv().expect("open");
+        assert_eq!(&second[..], &[2]);
+        drop(producer.join().unwrap());
+    });
+}
+
+/// Two batchers share one budget; the only credit is held by a `Credit` taken from a batch of
+/// the first. A producer of the second, blocked on the budget, must be woken when that credit
+/// is dropped on another thread, long after the batch left its batcher.
+#[test]
+fn a_credit_dropped_elsewhere_wakes_a_producer_blocked_on_the_shared_budget() {
+    loom::model(|| {
+        let budget = Budget::with_items(1, u64::MAX);
+        let (spans, mut span_rx) = builder(1).budget(budget.clone()).build().unwrap();
+        let (requests, _request_rx) = builder(1)
+            .budget(budget.clone())
+            .policy(Policy::Block { timeout: None })
+            .build()
+            .unwrap();
+        spans.send(1).unwrap();
+        let mut batch = span_rx.try_recv().unwrap();
+        let credit = batch.take_credit();
+        drop(batch);
+        let exporter = thread::spawn(move || drop(credit));
+        requests.send(2).unwrap();
+        exporter.join().unwrap();
+        assert_eq!(budget.used_items(), 1);
     });
 }

@@ -1,5 +1,6 @@
 //! Property test: the batcher, driven by a manual clock from one thread, behaves exactly like a
-//! plain sequential model (a shard `Vec`, a `VecDeque` of open batches, counters).
+//! plain sequential model (a shard `Vec`, a `VecDeque` of open batches, counters, and the
+//! batches the consumer still holds, whose credits the budget still counts).
 #![cfg(not(loom))]
 
 use std::collections::VecDeque;
@@ -19,6 +20,10 @@ enum Op {
     TrySend(u64),
     Advance(u64),
     Recv,
+    /// Receive one due batch and keep it (its credit stays taken).
+    Hold,
+    /// Drop the oldest batch kept by `Hold` (its credit comes back).
+    Release,
     Flush,
     Close,
 }
@@ -69,6 +74,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u64..20).prop_map(Op::TrySend),
         3 => (0u64..60).prop_map(Op::Advance),
         3 => Just(Op::Recv),
+        2 => Just(Op::Hold),
+        1 => Just(Op::Release),
         1 => Just(Op::Flush),
         1 => Just(Op::Close),
     ]
@@ -92,6 +99,8 @@ struct Model {
     flush_target: u64,
     closed: bool,
     stats: Stats,
+    /// Items and bytes of the batches the consumer holds.
+    held: VecDeque<(u64, u64)>,
 }
 
 impl Model {
@@ -107,8 +116,10 @@ impl Model {
     }
 
     fn fits(&self, s: &Setup, w: u64) -> bool {
-        self.stats.queued < s.budget_items.unwrap_or(u64::MAX)
-            && self.stats.queued_bytes + w <= self.budget_bytes(s)
+        let held_items: u64 = self.held.iter().map(|h| h.0).sum();
+        let held_bytes: u64 = self.held.iter().map(|h| h.1).sum();
+        self.stats.queued + held_items < s.budget_items.unwrap_or(u64::MAX)
+            && self.stats.queued_bytes + held_bytes + w <= self.budget_bytes(s)
     }
 
     fn accept(&mut self, item: Item) {
@@ -198,7 +209,12 @@ impl Model {
             Policy::DropOldest => {
                 self.collect(s);
                 while !self.fits(s, item.1) {
-                    assert!(self.evict_front(), "model: nothing to evict");
+                    if !self.evict_front() {
+                        // Held batches keep the budget: only queued items can be evicted.
+                        self.stats.accepted += 1;
+                        self.stats.dropped_by_reason.newest += 1;
+                        return Ok(());
+                    }
                 }
                 self.accept(item);
                 Ok(())
@@ -274,6 +290,7 @@ fn run(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     let (tx, mut rx) = builder.build().unwrap();
     let mut model = Model::default();
+    let mut held = VecDeque::new();
     let mut next_id = 0u32;
     for op in ops {
         match op {
@@ -339,6 +356,30 @@ fn run(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     ),
                 }
             },
+            Op::Hold => match (model.recv(&s), rx.try_recv()) {
+                (None, Err(_)) => {}
+                (Some((items, bytes, _, _)), Ok(batch)) => {
+                    prop_assert_eq!(&batch[..], &items[..]);
+                    let budgeted =
+                        s.budget_items.is_some() || (s.weighted && s.budget_bytes.is_some());
+                    if budgeted {
+                        prop_assert_eq!(batch.credit().items(), items.len() as u64);
+                        prop_assert_eq!(batch.credit().bytes(), bytes);
+                    }
+                    model.held.push_back((items.len() as u64, bytes));
+                    held.push_back(batch);
+                }
+                (want, got) => prop_assert!(
+                    false,
+                    "hold: model {:?}, batcher {:?}",
+                    want,
+                    got.map(|b| b.to_vec())
+                ),
+            },
+            Op::Release => {
+                model.held.pop_front();
+                drop(held.pop_front());
+            }
             Op::Flush => {
                 model.flush(&s);
                 let pending = model.flush_target > model.retired;

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use spanflow_batch::{Batcher, Policy, SendError, Stats};
 
+mod support;
+use support::{LIMIT, join, next};
+
 fn scale() -> u64 {
     std::env::var("SPANFLOW_STRESS_SCALE")
         .ok()
@@ -51,8 +54,9 @@ fn run(
         })
     };
     let consumer = thread::spawn(move || {
+        let mut rx = rx;
         let mut got = Vec::new();
-        for batch in rx {
+        while let Some(batch) = next(&mut rx) {
             got.extend_from_slice(&batch);
         }
         got
@@ -76,14 +80,11 @@ fn run(
             })
         })
         .collect();
-    let refused: Vec<u64> = producers
-        .into_iter()
-        .flat_map(|p| p.join().expect("producer"))
-        .collect();
-    let stats = tx.shutdown();
+    let refused: Vec<u64> = producers.into_iter().flat_map(join).collect();
+    let stats = tx.shutdown_timeout(LIMIT).expect("shutdown");
     done.store(true, Ordering::Relaxed);
-    assert!(watcher.join().expect("watcher") > 0);
-    let got = consumer.join().expect("consumer");
+    assert!(join(watcher) > 0);
+    let got = join(consumer);
     (got, refused, stats)
 }
 
@@ -196,8 +197,9 @@ fn shutdown_during_sends_loses_nothing_accepted() {
             .build()
             .unwrap();
         let consumer = thread::spawn(move || {
+            let mut rx = rx;
             let mut got = Vec::new();
-            for batch in rx {
+            while let Some(batch) = next(&mut rx) {
                 got.extend_from_slice(&batch);
             }
             got
@@ -221,9 +223,9 @@ fn shutdown_during_sends_loses_nothing_accepted() {
             })
             .collect();
         thread::sleep(Duration::from_millis(5 + round));
-        let stats = tx.shutdown();
-        let sent: Vec<u64> = producers.into_iter().map(|p| p.join().unwrap()).collect();
-        let got = consumer.join().unwrap();
+        let stats = tx.shutdown_timeout(LIMIT).expect("shutdown");
+        let sent: Vec<u64> = producers.into_iter().map(join).collect();
+        let got = join(consumer);
         assert_eq!(check_unique_and_fifo(&got), sent, "round {round}");
         assert_eq!(stats.accepted, sent.iter().sum::<u64>());
         assert_eq!((stats.emitted, stats.queued), (stats.accepted, 0));
@@ -237,17 +239,24 @@ fn flush_covers_everything_sent_before_it() {
         .max_age(Duration::from_secs(3600))
         .build()
         .unwrap();
-    let consumer = thread::spawn(move || rx.map(|b| b.len()).sum::<usize>());
+    let consumer = thread::spawn(move || {
+        let mut rx = rx;
+        let mut n = 0;
+        while let Some(batch) = next(&mut rx) {
+            n += batch.len();
+        }
+        n
+    });
     let mut sent = 0;
     for round in 0..(200 * scale()) {
         for i in 0..(round % 37) {
             tx.send(i).unwrap();
             sent += 1;
         }
-        tx.flush_timeout(Duration::from_secs(30)).unwrap();
+        tx.flush_timeout(LIMIT).unwrap();
         let stats = tx.stats();
         assert_eq!((stats.emitted, stats.queued), (sent, 0));
     }
     drop(tx);
-    assert_eq!(consumer.join().unwrap() as u64, sent);
+    assert_eq!(join(consumer) as u64, sent);
 }
