@@ -202,6 +202,9 @@ pub struct RelayConfig {
     pub receivers: ReceiversConfig,
     /// Self-metrics and logs.
     pub telemetry: TelemetryConfig,
+    /// Longest a SIGTERM/SIGINT waits for everything accepted to be exported before the relay
+    /// exits and reports what it could not deliver. Default 30 s.
+    pub shutdown_timeout: HumanDuration,
     /// `[pipeline]`: the facade's configuration (batch, memory, export, processing,
     /// processors, exporters).
     #[serde(skip_serializing)]
@@ -225,6 +228,7 @@ impl Default for RelayConfig {
         pipeline.memory.budget_bytes = DEFAULT_MEMORY_BUDGET;
         Self {
             data_dir: PathBuf::from("./spanflow-data"),
+            shutdown_timeout: HumanDuration(DEFAULT_SHUTDOWN_TIMEOUT),
             receivers: ReceiversConfig::default(),
             telemetry: TelemetryConfig::default(),
             pipeline,
@@ -232,6 +236,29 @@ impl Default for RelayConfig {
         }
     }
 }
+
+/// The embedded default configuration as a table.
+fn default_table() -> toml::Table {
+    // The embedded default is checked by a unit test; an empty table is the safe answer if it
+    // ever failed to parse.
+    toml::from_str(DEFAULT_TOML).unwrap_or_default()
+}
+
+/// Lays `over` onto `base` key by key: tables merge recursively, every other value (arrays
+/// included: a list of exporters is replaced, not appended to) replaces the one in `base`.
+fn merge_tables(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// How long a signal waits for the flush by default.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The relay's default memory budget: 64 MiB of accepted, not yet exported requests.
 pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
@@ -440,6 +467,8 @@ pub struct Overrides {
     pub batch_max_spans: Option<usize>,
     /// `pipeline.batch.max_age_ms`.
     pub batch_max_age: Option<HumanDuration>,
+    /// `shutdown_timeout`.
+    pub shutdown_timeout: Option<HumanDuration>,
 }
 
 impl Overrides {
@@ -456,6 +485,7 @@ impl Overrides {
             log_level: get("SPANFLOW_LOG_LEVEL"),
             batch_max_spans: env_parse(&get, "SPANFLOW_BATCH_MAX_SPANS")?,
             batch_max_age: env_parse(&get, "SPANFLOW_BATCH_MAX_AGE")?,
+            shutdown_timeout: env_parse(&get, "SPANFLOW_SHUTDOWN_TIMEOUT")?,
         })
     }
 
@@ -471,6 +501,7 @@ impl Overrides {
         set(&mut cfg.receivers.http.max_body_size, o.http_max_body_size);
         set(&mut cfg.data_dir, o.data_dir);
         set(&mut cfg.telemetry.log_level, o.log_level);
+        set(&mut cfg.shutdown_timeout, o.shutdown_timeout);
         let int = |n: u64| toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
         if let Some(b) = o.memory_budget {
             cfg.set_pipeline_value(&["memory", "budget_bytes"], int(b.0));
@@ -682,11 +713,16 @@ impl RelayConfig {
             message: e.to_string().trim_end().to_owned(),
         };
         // Typed first: its errors carry the key and the position.
-        let mut cfg: RelayConfig = toml::from_str(text).map_err(err)?;
-        let mut table: toml::Table = toml::from_str(text).map_err(err)?;
+        toml::from_str::<RelayConfig>(text).map_err(err)?;
+        let written: toml::Table = toml::from_str(text).map_err(err)?;
+        // The file is laid over the embedded default key by key, so a table the file leaves
+        // out, or a key it leaves out of a table, keeps the relay's documented default.
+        let mut table = default_table();
+        merge_tables(&mut table, written);
+        let mut cfg: RelayConfig = toml::Value::Table(table.clone()).try_into().map_err(err)?;
         cfg.pipeline_table = match table.remove("pipeline") {
             Some(toml::Value::Table(t)) => t,
-            _ => RelayConfig::default().pipeline_table,
+            _ => toml::Table::new(),
         };
         Ok(cfg)
     }
@@ -1186,5 +1222,58 @@ key_file = "m.key"
         };
         let err = RelayConfig::load(None, no_env, &cli).unwrap_err();
         assert!(err.to_string().contains("budget_bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_partial_pipeline_table_keeps_every_other_default() {
+        let only_exporters =
+            "[[pipeline.exporters]]\nname = \"out\"\nsink = { type = \"stdout\" }\n";
+        let only_batch = "[pipeline.batch]\nmax_spans = 100\n";
+        for text in [only_exporters, only_batch, "[pipeline]\n", ""] {
+            let cfg = RelayConfig::from_toml_str(text).unwrap();
+            assert_eq!(
+                cfg.pipeline.memory.budget_bytes, DEFAULT_MEMORY_BUDGET,
+                "{text:?}"
+            );
+            assert_eq!(cfg.pipeline.batch.max_age_ms, 200, "{text:?}");
+            assert_eq!(cfg.shutdown_timeout.0, DEFAULT_SHUTDOWN_TIMEOUT, "{text:?}");
+            assert!(
+                cfg.to_toml().contains("budget_bytes = 67108864"),
+                "{text:?}"
+            );
+        }
+        let cfg = RelayConfig::from_toml_str(only_batch).unwrap();
+        assert_eq!(cfg.pipeline.batch.max_spans, 100);
+        assert_eq!(cfg.pipeline.batch.max_bytes, 4 << 20);
+        let cfg = RelayConfig::from_toml_str(only_exporters).unwrap();
+        assert_eq!(cfg.pipeline.exporters.len(), 1);
+        assert_eq!(cfg.pipeline.exporters[0].name, "out");
+    }
+
+    #[test]
+    fn a_partial_receivers_table_keeps_the_other_keys() {
+        let cfg =
+            RelayConfig::from_toml_str("[receivers.grpc]\nmax_message_size = \"1MiB\"\n").unwrap();
+        assert_eq!(cfg.receivers.grpc.max_message_size, ByteSize(1 << 20));
+        assert_eq!(
+            cfg.receivers.grpc.endpoint,
+            RelayConfig::default().receivers.grpc.endpoint
+        );
+        assert!(cfg.receivers.http.enabled);
+    }
+
+    #[test]
+    fn shutdown_timeout_comes_from_file_env_and_flag() {
+        let cfg = RelayConfig::from_toml_str("shutdown_timeout = \"5s\"\n").unwrap();
+        assert_eq!(cfg.shutdown_timeout.0, Duration::from_secs(5));
+        let env = |k: &str| (k == "SPANFLOW_SHUTDOWN_TIMEOUT").then(|| "7s".to_owned());
+        let cfg = RelayConfig::load(None, env, &Overrides::default()).unwrap();
+        assert_eq!(cfg.shutdown_timeout.0, Duration::from_secs(7));
+        let cli = Overrides {
+            shutdown_timeout: Some(HumanDuration(Duration::from_secs(9))),
+            ..Overrides::default()
+        };
+        let cfg = RelayConfig::load(None, env, &cli).unwrap();
+        assert_eq!(cfg.shutdown_timeout.0, Duration::from_secs(9));
     }
 }

@@ -61,6 +61,9 @@ struct OverrideArgs {
     /// Longest a partial batch waits, e.g. `200ms`.
     #[arg(long, global = true)]
     batch_max_age: Option<HumanDuration>,
+    /// Longest SIGTERM/SIGINT waits for the flush, e.g. `30s`.
+    #[arg(long, global = true)]
+    shutdown_timeout: Option<HumanDuration>,
 }
 
 impl OverrideArgs {
@@ -76,6 +79,7 @@ impl OverrideArgs {
             log_level,
             batch_max_spans: self.batch_max_spans,
             batch_max_age: self.batch_max_age,
+            shutdown_timeout: self.shutdown_timeout,
         }
     }
 }
@@ -264,6 +268,7 @@ async fn shutdown_signal() {
 }
 
 async fn serve(cfg: RelayConfig) -> anyhow::Result<ExitCode> {
+    let shutdown_timeout = cfg.shutdown_timeout.0;
     let sink = Arc::new(PipelineSink::build(&cfg.pipeline).context("cannot build the pipeline")?);
     let relay = RunningRelay::start(&cfg, sink).await?;
     tracing::info!(
@@ -276,7 +281,7 @@ async fn serve(cfg: RelayConfig) -> anyhow::Result<ExitCode> {
         eprintln!("spanflow-relay: second signal, exiting without flushing");
         std::process::exit(130);
     });
-    let stats = relay.shutdown(Duration::from_secs(30)).await;
+    let stats = relay.shutdown(shutdown_timeout).await;
     println!("spanflow-relay stopped: {stats}");
     Ok(ExitCode::SUCCESS)
 }
