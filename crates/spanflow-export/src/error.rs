@@ -30,9 +30,14 @@ pub enum ExportError {
         /// once passed), if present and valid.
         retry_after: Option<Duration>,
     },
-    /// The request never got an answer: connection refused or reset, DNS, TLS.
+    /// The request was never sent: connection refused, DNS, TLS handshake. The backend
+    /// certainly did not receive it.
     #[error("transport error: {0}")]
     Transport(String),
+    /// The request was sent, or partly sent, but the connection broke before an answer came:
+    /// the backend may have received it.
+    #[error("connection lost before an answer: {0}")]
+    Interrupted(String),
     /// The attempt took longer than its timeout.
     #[error("export attempt timed out after {0:?}")]
     Timeout(Duration),
@@ -78,9 +83,25 @@ impl ExportError {
                 _ => false,
             },
             ExportError::Http { status, .. } => matches!(status, 429 | 502 | 503 | 504),
-            ExportError::Transport(_) | ExportError::Timeout(_) => true,
+            ExportError::Transport(_) | ExportError::Interrupted(_) | ExportError::Timeout(_) => {
+                true
+            }
             ExportError::InvalidBatch(_) | ExportError::Io(_) | ExportError::Cancelled => false,
         }
+    }
+
+    /// Whether the backend may have received the batch although the attempt failed: the attempt
+    /// timed out or its connection broke after the request went out. Every other error is a
+    /// definitive "not delivered": an answer from the server, or a request that never left.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use spanflow_export::ExportError;
+    /// assert!(ExportError::Timeout(Duration::from_secs(1)).may_have_arrived());
+    /// assert!(!ExportError::Transport("connection refused".into()).may_have_arrived());
+    /// ```
+    pub fn may_have_arrived(&self) -> bool {
+        matches!(self, ExportError::Timeout(_) | ExportError::Interrupted(_))
     }
 
     /// The delay the server asked for before the next attempt, if any.

@@ -159,11 +159,16 @@ impl Exporter for OtlpGrpcExporter {
         *request.uri_mut() = http::Uri::from_static(TRACE_EXPORT_PATH);
         *request.version_mut() = http::Version::HTTP_2;
         *request.headers_mut() = self.headers.clone();
-        let response = channel
-            .call(request)
-            .await
-            .map_err(|e| status_to_error(Status::from_error(Box::new(e))))?;
-        let message = read_response(response).await.map_err(status_to_error)?;
+        let response = channel.call(request).await.map_err(|e| {
+            // The request left unless the connection could not even be made.
+            let chain = error_chain(&e);
+            if is_connect_error(&e) {
+                ExportError::Transport(chain)
+            } else {
+                ExportError::Interrupted(chain)
+            }
+        })?;
+        let message = read_response(response).await?;
         Ok(match message.and_then(|m| m.partial_success) {
             Some(p) => ExportOutcome::partial(batch.spans, p.rejected_spans, p.error_message),
             None => ExportOutcome::all_accepted(batch.spans),
@@ -215,28 +220,34 @@ impl http_body::Body for FramedBody {
 /// `grpc-status` in the headers (trailers-only) ends the call; otherwise the body is read
 /// and the trailers carry the status; a non-200 HTTP status without one is mapped as the
 /// gRPC HTTP-to-status table says. `Ok(None)`: OK without a message (taken as all accepted).
+/// Reads the answer: a status the server sent is a definitive [`ExportError::Grpc`]; a body
+/// that breaks off (stream reset, connection lost, no trailers) leaves the outcome unknown
+/// ([`ExportError::Interrupted`]).
 async fn read_response(
     response: http::Response<tonic::body::Body>,
-) -> Result<Option<ExportTraceServiceResponse>, Status> {
+) -> Result<Option<ExportTraceServiceResponse>, ExportError> {
     let (parts, body) = response.into_parts();
     if let Some(status) = Status::from_header_map(&parts.headers) {
         return if status.code() == Code::Ok {
             Ok(None)
         } else {
-            Err(status)
+            Err(status_to_error(status))
         };
     }
     if parts.status != http::StatusCode::OK {
-        return Err(http_status(parts.status));
+        return Err(status_to_error(http_status(parts.status)));
     }
     let mut body = std::pin::pin!(body);
     let mut data = BytesMut::new();
     let mut trailers = None;
     while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        match frame?.into_data() {
+        let frame = frame.map_err(|status| ExportError::Interrupted(error_chain(&status)))?;
+        match frame.into_data() {
             Ok(chunk) => {
                 if data.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                    return Err(Status::internal("export response too large"));
+                    return Err(status_to_error(Status::internal(
+                        "export response too large",
+                    )));
                 }
                 data.extend_from_slice(&chunk);
             }
@@ -249,14 +260,53 @@ async fn read_response(
     }
     match trailers.as_ref().and_then(Status::from_header_map) {
         Some(status) if status.code() == Code::Ok => {}
-        Some(status) => return Err(status),
+        Some(status) => return Err(status_to_error(status)),
         None => {
-            return Err(Status::unknown(
-                "protocol error: missing grpc-status trailer",
+            return Err(ExportError::Interrupted(
+                "the answer ended without a grpc-status trailer".into(),
             ));
         }
     }
-    decode_message(data.freeze(), &parts.headers)
+    decode_message(data.freeze(), &parts.headers).map_err(status_to_error)
+}
+
+/// Whether `e` failed while connecting, before any byte of the request was sent: the
+/// connection was refused, the address could not be resolved or reached, or the TLS
+/// handshake failed.
+fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::NetworkUnreachable
+                    | std::io::ErrorKind::HostUnreachable
+            ) {
+                return true;
+            }
+            // rustls reports a failed handshake as an I/O error wrapping its own.
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return true;
+            }
+        }
+        let text = err.to_string();
+        if text.contains("tcp connect error")
+            || text.contains("error trying to connect")
+            || text.contains("dns error")
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Decode the (at most one) length-prefixed `ExportTraceServiceResponse` of a body.

@@ -83,8 +83,10 @@ impl Exporter for OtlpHttpExporter {
             .map_err(|e| {
                 if e.is_timeout() {
                     ExportError::Timeout(self.timeout)
-                } else {
+                } else if e.is_connect() {
                     ExportError::Transport(error_chain(&e))
+                } else {
+                    ExportError::Interrupted(error_chain(&e))
                 }
             })?;
         let status = response.status();
@@ -102,7 +104,7 @@ impl Exporter for OtlpHttpExporter {
             if e.is_timeout() {
                 ExportError::Timeout(self.timeout)
             } else {
-                ExportError::Transport(error_chain(&e))
+                ExportError::Interrupted(error_chain(&e))
             }
         })?;
         if status.is_success() {

@@ -7,9 +7,10 @@
 //! - [`Exporter`]: one attempt to one backend. Provided: [`OtlpGrpcExporter`] (tonic, sends the
 //!   bytes as they are), [`OtlpHttpExporter`] (reqwest + rustls, protobuf or JSON),
 //!   [`FileExporter`] (OTLP/JSON lines, size-rotated) and [`StdoutExporter`].
-//! - [`FanOut`]: per-backend bounded queues, semaphore-bounded concurrency, OTLP retry
-//!   ([`RetryConfig`]), per-attempt timeouts, primary/fallback, health on a `watch` channel,
-//!   per-backend [`BackendStats`]; one slow backend never stalls the others.
+//! - [`FanOut`]: per-backend queues ([`QueuePolicy`]), semaphore-bounded concurrency, OTLP
+//!   retry ([`RetryConfig`]), per-attempt timeouts, primary/fallback, health on a `watch`
+//!   channel, per-backend [`BackendStats`], and the settlement of every batch ([`Settled`]:
+//!   exported, rejected, failed, dropped or unconfirmed, each counted once).
 //! - [`ExporterConfig`] / [`SinkConfig`] / [`FanOutConfig`]: serde (TOML) configuration and
 //!   the `OTEL_EXPORTER_OTLP_*` environment variables.
 //!
@@ -26,6 +27,7 @@
 //! let stats = rt.block_on(fan.shutdown(Instant::now() + Duration::from_secs(10)));
 //! let s = stats.backend("collector").unwrap();
 //! assert_eq!(s.received_batches, s.exported_batches + s.failed_batches + s.dropped_batches);
+//! assert_eq!(fan.settled().batches, 1); // settled once, as failed
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -48,7 +50,9 @@ pub use config::{
 };
 pub use error::{BuildError, ExportError};
 pub use exporter::{BoxExportFuture, BoxShutdownFuture, DynExporter, Exporter};
-pub use fanout::{BackendConfig, FanOut, FanOutBuilder, FlushError, OverflowPolicy, SendError};
+pub use fanout::{
+    BackendConfig, FanOut, FanOutBuilder, FlushError, QueuePolicy, SendError, SettleHook, Settled,
+};
 pub use file::{FileExporter, StdoutExporter};
 pub use grpc::OtlpGrpcExporter;
 pub use http::{HttpEncoding, OtlpHttpExporter};

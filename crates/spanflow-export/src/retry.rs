@@ -90,8 +90,19 @@ pub(crate) trait AttemptObserver: Sync {
     fn retry(&self, error: &ExportError, delay: Duration);
 }
 
+/// How [`export_with_retry`] ended.
+#[derive(Debug)]
+pub(crate) struct RetryEnd {
+    /// The last attempt's result ([`ExportError::Cancelled`] when `cancel` cut the wait or the
+    /// attempt in progress).
+    pub(crate) result: Result<ExportOutcome, ExportError>,
+    /// Some attempt may have reached the backend without a confirmed answer: one timed out or
+    /// lost its connection mid-request, or `cancel` cut one off.
+    pub(crate) in_doubt: bool,
+}
+
 /// Export `batch`, retrying transient failures as `retry` says, each attempt bounded by
-/// `timeout`; `cancel` aborts the wait or the attempt in progress with [`ExportError::Cancelled`].
+/// `timeout`; `cancel` aborts the wait or the attempt in progress.
 pub(crate) async fn export_with_retry(
     exporter: &dyn DynExporter,
     batch: &ExportBatch,
@@ -99,14 +110,17 @@ pub(crate) async fn export_with_retry(
     timeout: Duration,
     cancel: &CancellationToken,
     observer: &dyn AttemptObserver,
-) -> Result<ExportOutcome, ExportError> {
+) -> RetryEnd {
     let first = Instant::now();
     let mut retries = 0u32;
+    let mut in_doubt = false;
     loop {
         let started = Instant::now();
         let result = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return Err(ExportError::Cancelled),
+            _ = cancel.cancelled() => {
+                return RetryEnd { result: Err(ExportError::Cancelled), in_doubt: true };
+            }
             r = tokio::time::timeout(timeout, exporter.export_boxed(batch.clone())) => match r {
                 Ok(r) => r,
                 Err(_) => Err(ExportError::Timeout(timeout)),
@@ -114,10 +128,21 @@ pub(crate) async fn export_with_retry(
         };
         observer.attempt(started.elapsed(), &result);
         let error = match result {
-            Ok(outcome) => return Ok(outcome),
-            Err(e) if !e.is_retryable() => return Err(e),
+            Ok(outcome) => {
+                return RetryEnd {
+                    result: Ok(outcome),
+                    in_doubt,
+                };
+            }
             Err(e) => e,
         };
+        in_doubt |= error.may_have_arrived();
+        if !error.is_retryable() {
+            return RetryEnd {
+                result: Err(error),
+                in_doubt,
+            };
+        }
         let backoff = retry.backoff(retries);
         let delay = error
             .retry_after()
@@ -125,13 +150,18 @@ pub(crate) async fn export_with_retry(
         // Saturating: a server may ask for an absurd delay (`Retry-After: 18446744073709551615`).
         if first.elapsed().saturating_add(delay) > retry.max_elapsed {
             tracing::debug!(exporter = exporter.dyn_name(), %error, "retries exhausted");
-            return Err(error);
+            return RetryEnd {
+                result: Err(error),
+                in_doubt,
+            };
         }
         observer.retry(&error, delay);
         tracing::debug!(exporter = exporter.dyn_name(), %error, ?delay, "retrying export");
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => return Err(ExportError::Cancelled),
+            _ = cancel.cancelled() => {
+                return RetryEnd { result: Err(ExportError::Cancelled), in_doubt };
+            }
             _ = tokio::time::sleep(delay) => {}
         }
         retries = retries.saturating_add(1);
@@ -205,7 +235,7 @@ mod tests {
             &delays,
         )
         .await;
-        assert!(result.is_err());
+        assert!(result.result.is_err());
         let got: Vec<u128> = delays.0.lock().iter().map(|d| d.as_millis()).collect();
         // How many retries fit in 150 ms depends on the machine; the first three do.
         assert!(got.len() >= 3 && got.len() <= 6, "{:?}", got.len());
@@ -249,7 +279,7 @@ mod tests {
         )
         .await;
         assert!(
-            matches!(result, Err(ExportError::Http { status: 503, .. })),
+            matches!(result.result, Err(ExportError::Http { status: 503, .. })),
             "{result:?}"
         );
     }

@@ -122,8 +122,10 @@ impl LatencyHistogram {
 }
 
 /// Counters of one backend. Every batch offered to a backend ends in exactly one of
-/// `exported`, `failed` or `dropped` (or is still `queued` / `in_flight`):
-/// `received = exported + failed + dropped + queued + in_flight`.
+/// `exported`, `failed`, `unconfirmed` or `dropped` (or is still `queued` / `in_flight`):
+/// `received = exported + failed + unconfirmed + dropped + queued + in_flight`. A batch this
+/// backend failed on or dropped may still be delivered by its fallback
+/// (`to_fallback_batches`); the fan-out's [`crate::Settled`] says what finally became of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendStats {
     /// Backend name.
@@ -146,9 +148,15 @@ pub struct BackendStats {
     pub failed_batches: u64,
     /// Spans in `failed_batches`.
     pub failed_spans: u64,
+    /// Batches given up on after an attempt that may have reached the backend (a timeout, a
+    /// connection lost mid-request, or cut off by shutdown's deadline): delivery unknown.
+    pub unconfirmed_batches: u64,
+    /// Spans in `unconfirmed_batches`.
+    pub unconfirmed_spans: u64,
     /// Of `failed_batches`, those failed by a permanent (non-retryable) error.
     pub permanent_errors: u64,
-    /// Batches dropped: queue overflow, or still waiting when shutdown hit its deadline.
+    /// Batches dropped: queue overflow under a drop policy, or never sent before shutdown's
+    /// deadline.
     pub dropped_batches: u64,
     /// Spans in `dropped_batches`.
     pub dropped_spans: u64,
@@ -188,6 +196,8 @@ pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
     pub(crate) failed_batches: AtomicU64,
     pub(crate) failed_spans: AtomicU64,
+    pub(crate) unconfirmed_batches: AtomicU64,
+    pub(crate) unconfirmed_spans: AtomicU64,
     pub(crate) permanent_errors: AtomicU64,
     pub(crate) dropped_batches: AtomicU64,
     pub(crate) dropped_spans: AtomicU64,
@@ -217,6 +227,8 @@ impl Counters {
             retries: self.retries.load(Relaxed),
             failed_batches: self.failed_batches.load(Relaxed),
             failed_spans: self.failed_spans.load(Relaxed),
+            unconfirmed_batches: self.unconfirmed_batches.load(Relaxed),
+            unconfirmed_spans: self.unconfirmed_spans.load(Relaxed),
             permanent_errors: self.permanent_errors.load(Relaxed),
             dropped_batches: self.dropped_batches.load(Relaxed),
             dropped_spans: self.dropped_spans.load(Relaxed),

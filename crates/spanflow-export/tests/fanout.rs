@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use proptest::prelude::*;
 use spanflow_export::{
     BackendConfig, ExportBatch, ExportError, ExportOutcome, Exporter, FanOut, Health,
-    OtlpGrpcExporter, OverflowPolicy, RetryConfig,
+    OtlpGrpcExporter, QueuePolicy, RetryConfig,
 };
 
 fn deadline(ms: u64) -> Instant {
@@ -46,6 +46,14 @@ fn cfg(queue: usize, concurrency: usize) -> BackendConfig {
         retry: quick_retry(),
         timeout: Duration::from_secs(5),
         ..BackendConfig::default()
+    }
+}
+
+/// `cfg` with a drop policy: the queue holds at most `queue` batches.
+fn dropping(policy: QueuePolicy, queue: usize, concurrency: usize) -> BackendConfig {
+    BackendConfig {
+        policy,
+        ..cfg(queue, concurrency)
     }
 }
 
@@ -143,7 +151,7 @@ async fn dead_backend_fills_only_its_own_queue() {
     let seen = rec.seen.clone();
     let fan = FanOut::builder()
         .backend("healthy", rec, cfg(1000, 4))
-        .backend("dead", Hanging, cfg(8, 2))
+        .backend("dead", Hanging, dropping(QueuePolicy::DropNewest, 8, 2))
         .build(&tokio::runtime::Handle::current())
         .unwrap();
     for id in 0..500 {
@@ -175,10 +183,25 @@ async fn dead_backend_fills_only_its_own_queue() {
     );
     let stats = fan.shutdown(deadline(200)).await;
     let dead = stats.backend("dead").unwrap();
-    assert_eq!(dead.dropped_batches, 500, "cancelled ones are counted too");
+    assert_eq!(
+        dead.dropped_batches + dead.unconfirmed_batches,
+        500,
+        "cancelled ones are counted too"
+    );
+    assert!(
+        dead.unconfirmed_batches <= 2,
+        "only those in flight may have arrived"
+    );
     assert_eq!((dead.in_flight, dead.queued), (0, 0));
     let healthy = stats.backend("healthy").unwrap();
     assert_eq!(healthy.exported_batches, 500);
+    // Every batch settles once; none was delivered everywhere (the dead backend took none).
+    let settled = fan.settled();
+    assert_eq!(
+        (settled.batches, settled.spans, settled.exported),
+        (500, 500, 0)
+    );
+    assert_eq!(settled.dropped() + settled.unconfirmed, 500, "{settled:?}");
     assert!(
         fan.health()
             .borrow()
@@ -200,7 +223,7 @@ async fn drop_oldest_keeps_the_newest() {
             "b",
             rec,
             BackendConfig {
-                policy: OverflowPolicy::DropOldest,
+                policy: QueuePolicy::DropOldest,
                 ..cfg(4, 1)
             },
         )
@@ -231,7 +254,7 @@ async fn drop_newest_keeps_the_oldest() {
     };
     let seen = rec.seen.clone();
     let fan = FanOut::builder()
-        .backend("b", rec, cfg(4, 1))
+        .backend("b", rec, dropping(QueuePolicy::DropNewest, 4, 1))
         .build(&tokio::runtime::Handle::current())
         .unwrap();
     fan.send(id_batch(0)).unwrap();
@@ -246,6 +269,104 @@ async fn drop_newest_keeps_the_oldest() {
     let ids: Vec<u64> = seen.lock().iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, vec![0, 1, 2, 3, 4]);
     fan.shutdown(deadline(1000)).await;
+    let settled = fan.settled();
+    assert_eq!((settled.exported, settled.dropped_queue_full), (5, 6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_policy_keeps_every_batch_of_a_stalled_backend() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let rec = Recording {
+        seen: Default::default(),
+        gate: Some(gate.clone()),
+    };
+    let seen = rec.seen.clone();
+    // `queue` is 4, but under the default policy it does not limit anything.
+    let fan = FanOut::builder()
+        .backend("b", rec, cfg(4, 1))
+        .build(&tokio::runtime::Handle::current())
+        .unwrap();
+    for id in 0..100 {
+        fan.send(id_batch(id)).unwrap();
+    }
+    let s = fan.stats();
+    assert_eq!(s.backends[0].dropped_batches, 0);
+    assert_eq!(s.backends[0].queued + s.backends[0].in_flight, 100);
+    assert_eq!(fan.pending_batches(), 100);
+    gate.add_permits(1000);
+    fan.flush(deadline(10_000)).await.unwrap();
+    let ids: Vec<u64> = seen.lock().iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, (0..100).collect::<Vec<_>>());
+    fan.shutdown(deadline(1000)).await;
+    assert_eq!(fan.settled().exported, 100);
+    assert_eq!(fan.pending_batches(), 0);
+}
+
+/// Answers only after a delay longer than the attempt timeout, so the attempt times out
+/// although the backend processed it.
+struct LateAnswer;
+
+impl Exporter for LateAnswer {
+    async fn export(&self, batch: ExportBatch) -> Result<ExportOutcome, ExportError> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(ExportOutcome::all_accepted(batch.spans))
+    }
+    fn name(&self) -> &str {
+        "late"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_attempts_settle_as_unconfirmed_not_failed() {
+    let fan = FanOut::builder()
+        .backend(
+            "late",
+            LateAnswer,
+            BackendConfig {
+                timeout: Duration::from_millis(20),
+                retry: RetryConfig {
+                    max_elapsed: Duration::from_millis(50),
+                    ..quick_retry()
+                },
+                ..cfg(16, 2)
+            },
+        )
+        .build(&tokio::runtime::Handle::current())
+        .unwrap();
+    for id in 0..3 {
+        fan.send(id_batch(id * 4)).unwrap();
+    }
+    fan.flush(deadline(10_000)).await.unwrap();
+    let settled = fan.settled();
+    assert_eq!((settled.unconfirmed, settled.failed), (3, 0), "{settled:?}");
+    let b = &fan.shutdown(deadline(1000)).await.backends[0];
+    assert_eq!((b.unconfirmed_batches, b.failed_batches), (3, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_deadline_settles_in_flight_batches_as_unconfirmed() {
+    let fan = FanOut::builder()
+        .backend("hanging", Hanging, cfg(16, 2))
+        .build(&tokio::runtime::Handle::current())
+        .unwrap();
+    for id in 0..5 {
+        fan.send(id_batch(id * 4)).unwrap();
+    }
+    while fan.stats().backends[0].in_flight < 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    fan.shutdown(deadline(100)).await;
+    let settled = fan.settled();
+    // Two were in flight (may have arrived); three never left the queue.
+    assert_eq!(
+        (
+            settled.unconfirmed,
+            settled.dropped_shutdown,
+            settled.batches
+        ),
+        (2, 3, 5),
+        "{settled:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,6 +398,12 @@ async fn final_failures_go_to_the_fallback() {
     let f = s.backend("fallback").unwrap();
     assert_eq!((p.failed_batches, p.to_fallback_batches), (10, 10));
     assert_eq!((f.received_batches, f.exported_batches), (10, 10));
+    // Delivered through the fallback: exported, once.
+    let settled = fan.settled();
+    assert_eq!(
+        (settled.batches, settled.exported, settled.failed),
+        (10, 50, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,6 +434,8 @@ async fn shutdown_deadline_cancels_retries_and_counts_them() {
     let b = &s.backends[0];
     assert_eq!(b.dropped_batches, 5, "{b:?}");
     assert_eq!(b.received_batches, 5);
+    // Every attempt failed before reaching the backend: certainly not delivered.
+    assert_eq!(fan.settled().dropped_shutdown, 5);
     assert!(fan.send(id_batch(0)).is_err());
 }
 
@@ -460,6 +589,11 @@ proptest! {
         prop_assert_eq!(s.retries, retries);
         prop_assert_eq!(s.received_batches, s.exported_batches + s.failed_batches + s.dropped_batches);
         prop_assert_eq!((s.queued, s.in_flight), (0, 0));
+        // The settlement agrees: one span per batch, each settled once.
+        let settled = fan.settled();
+        prop_assert_eq!(settled.batches, ids.len() as u64);
+        prop_assert_eq!((settled.exported, settled.failed), (ok, failed));
+        prop_assert_eq!(settled.spans, settled.exported + settled.failed);
     }
 }
 
@@ -496,7 +630,7 @@ async fn hanging_backend_does_not_slow_the_healthy_one() {
                         .unwrap(),
                     BackendConfig {
                         timeout: Duration::from_secs(60),
-                        ..cfg(16, 4)
+                        ..dropping(QueuePolicy::DropNewest, 16, 4)
                     },
                 );
             }
@@ -522,7 +656,8 @@ async fn hanging_backend_does_not_slow_the_healthy_one() {
                 let h = stats.backend("hanging").unwrap();
                 assert_eq!(h.exported_batches, 0);
                 assert_eq!(
-                    h.dropped_batches, batches,
+                    h.dropped_batches + h.unconfirmed_batches,
+                    batches,
                     "drops and cancels are all counted"
                 );
             }

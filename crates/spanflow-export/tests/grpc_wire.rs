@@ -362,12 +362,16 @@ async fn http_errors_without_grpc_status_are_mapped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_trailers_and_garbage_messages_are_errors() {
+    // An answer that ends without its status: the server may have processed the request.
     let r = answer(Answer {
         trailers: None,
         ..ok_answer()
     })
     .await;
-    assert_eq!(grpc_code(&r).0, Code::Unknown);
+    assert!(
+        matches!(&r, Err(e @ ExportError::Interrupted(_)) if e.may_have_arrived() && e.is_retryable()),
+        "{r:?}"
+    );
     let r = answer(Answer {
         body: Some(Bytes::from_static(b"\0\0\0")),
         ..ok_answer()

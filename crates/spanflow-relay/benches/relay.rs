@@ -501,7 +501,7 @@ fn relay_passthrough(c: &mut Criterion) {
         );
     }
     let shutdown = ours_rt.block_on(relay.shutdown(Duration::from_secs(5)));
-    assert_eq!(shutdown.sink.failed_spans, 0, "spanflow relay failed spans");
+    assert_eq!(shutdown.sink.failed, 0, "spanflow relay failed spans");
 }
 
 impl Totals {

@@ -66,9 +66,9 @@ impl DemoReport {
             && self.load.spans_accepted == sent
             && self.load.spans_failed == 0
             && self.load.spans_rejected == 0
-            && self.relay.sink.exported_spans == sent
-            && self.relay.sink.failed_spans == 0
-            && self.relay.sink.dropped_total() == 0
+            && self.relay.sink.exported == sent
+            && self.relay.sink.failed == 0
+            && self.relay.sink.dropped.total() == 0
             && self.spans_in_files == sent
     }
 
@@ -99,7 +99,7 @@ impl DemoReport {
         row(
             &mut out,
             "spans exported by the pipeline",
-            self.relay.sink.exported_spans.to_string(),
+            self.relay.sink.exported.to_string(),
         );
         row(
             &mut out,
@@ -109,12 +109,12 @@ impl DemoReport {
         row(
             &mut out,
             "spans dropped",
-            self.relay.sink.dropped_total().to_string(),
+            self.relay.sink.dropped.total().to_string(),
         );
         row(
             &mut out,
             "spans failed",
-            (self.relay.sink.failed_spans + self.load.spans_failed).to_string(),
+            (self.relay.sink.failed + self.load.spans_failed).to_string(),
         );
         row(
             &mut out,
@@ -325,8 +325,8 @@ fn line(progress: &Progress, sink: &dyn Sink, rate: Option<f64>) -> String {
         "sent {:>9}  accepted {:>9}  exported {:>9}  dropped {:>4}",
         Progress::get(&progress.spans_sent),
         Progress::get(&progress.spans_accepted),
-        stats.exported_spans,
-        stats.dropped_total(),
+        stats.exported,
+        stats.dropped.total(),
     );
     if let Some(r) = rate {
         let _ = write!(s, "  {r:>8.0} spans/s");

@@ -18,7 +18,7 @@
 //! let relay = RunningRelay::start(&cfg, sink.clone()).await?;
 //! // ... send OTLP to relay.addresses().grpc ...
 //! let stats = relay.shutdown(std::time::Duration::from_secs(5)).await;
-//! assert_eq!(stats.sink.exported_spans, stats.relay.spans_accepted);
+//! assert_eq!(stats.sink.exported, stats.relay.spans_accepted);
 //! # Ok(()) }
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]

@@ -14,7 +14,10 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::sink::{Sink, SinkStats};
+use spanflow::PipelineStats;
+use spanflow::export::LatencyHistogram;
+
+use crate::sink::Sink;
 
 /// The receiving protocol of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,7 +312,7 @@ impl RelayMetrics {
     }
 
     /// Renders the relay's and the sink's counters in the Prometheus text format (0.0.4).
-    pub fn render(&self, sink: &SinkStats) -> String {
+    pub fn render(&self, books: &PipelineStats) -> String {
         let mut out = String::with_capacity(4096);
         let mut family = |name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -387,60 +390,150 @@ impl RelayMetrics {
                 ("reason=\"invalid\"".into(), c.spans_refused_invalid as f64),
             ],
         );
-        let dropped: Vec<(String, f64)> = sink
-            .dropped_spans
-            .iter()
-            .map(|(r, n)| (format!("reason=\"{}\"", escape(r)), *n as f64))
-            .collect();
+        let one = |v: u64| vec![(String::new(), v as f64)];
+        let labelled = |label: &str, values: &[(&str, u64)]| -> Vec<(String, f64)> {
+            values
+                .iter()
+                .map(|(k, v)| (format!("{label}=\"{}\"", escape(k)), *v as f64))
+                .collect()
+        };
         simple(
             &mut out,
-            "spanflow_pipeline_spans_dropped_total",
+            "spanflow_pipeline_spans_accepted_total",
             "counter",
-            "Spans dropped after acceptance, by reason.",
-            &dropped,
+            "Spans the pipeline took responsibility for.",
+            &one(books.accepted),
         );
-        let one = |v: u64| vec![(String::new(), v as f64)];
         simple(
             &mut out,
             "spanflow_pipeline_spans_exported_total",
             "counter",
-            "Spans a backend confirmed.",
-            &one(sink.exported_spans),
+            "Accepted spans every primary backend (or its fallback) confirmed.",
+            &one(books.exported),
         );
         simple(
             &mut out,
             "spanflow_pipeline_spans_failed_total",
             "counter",
-            "Spans that finally failed to export.",
-            &one(sink.failed_spans),
+            "Accepted spans a backend certainly did not take (an error answer, a partial-success rejection, or retries exhausted).",
+            &one(books.failed),
+        );
+        simple(
+            &mut out,
+            "spanflow_pipeline_spans_rejected_total",
+            "counter",
+            "Of the failed spans, those a backend refused through OTLP partial success.",
+            &one(books.rejected),
+        );
+        simple(
+            &mut out,
+            "spanflow_pipeline_spans_dropped_total",
+            "counter",
+            "Accepted spans discarded on purpose, by reason.",
+            &labelled(
+                "reason",
+                &[
+                    ("processor", books.dropped.processor),
+                    ("queue_full", books.dropped.queue_full),
+                    ("shutdown_deadline", books.dropped.shutdown_deadline),
+                ],
+            ),
+        );
+        simple(
+            &mut out,
+            "spanflow_pipeline_spans_unconfirmed_total",
+            "counter",
+            "Accepted spans sent without a confirmed answer (timeout, connection lost, shutdown deadline): they may or may not have arrived.",
+            &one(books.unconfirmed),
+        );
+        simple(
+            &mut out,
+            "spanflow_pipeline_spans_refused_total",
+            "counter",
+            "Spans the pipeline did not take, by reason (the relay's clients were told to retry).",
+            &labelled(
+                "reason",
+                &[
+                    ("budget_full", books.refused.budget_full),
+                    ("shut_down", books.refused.shut_down),
+                    ("too_large", books.refused.too_large),
+                ],
+            ),
         );
         simple(
             &mut out,
             "spanflow_pipeline_export_retries_total",
             "counter",
-            "Export attempts that were retried.",
-            &one(sink.retried),
+            "Export attempts that were retries.",
+            &one(books.retried),
         );
         simple(
             &mut out,
             "spanflow_pipeline_queue_spans",
             "gauge",
-            "Spans waiting in the pipeline.",
-            &one(sink.queued_spans),
+            "Accepted spans not yet settled (in an intake, being processed, queued for or in flight to a backend).",
+            &one(books.queued_spans),
         );
         simple(
             &mut out,
-            "spanflow_pipeline_queue_bytes",
+            "spanflow_pipeline_memory_used_bytes",
             "gauge",
-            "Bytes waiting in the pipeline.",
-            &one(sink.queued_bytes),
+            "Bytes accepted spans hold now, at every stage.",
+            &one(books.memory_used_bytes),
+        );
+        simple(
+            &mut out,
+            "spanflow_pipeline_memory_peak_bytes",
+            "gauge",
+            "The most bytes accepted spans ever held at once.",
+            &one(books.memory_peak_bytes),
         );
         simple(
             &mut out,
             "spanflow_pipeline_memory_budget_bytes",
             "gauge",
             "The pipeline's memory budget.",
-            &one(sink.budget_bytes),
+            &one(books.memory_budget_bytes),
+        );
+        let mut per_backend = Vec::new();
+        for b in &books.backends {
+            let name = escape(&b.name);
+            for (outcome, n) in [
+                ("exported", b.accepted_spans),
+                ("rejected", b.rejected_spans),
+                ("failed", b.failed_spans),
+                ("unconfirmed", b.unconfirmed_spans),
+                ("dropped", b.dropped_spans),
+            ] {
+                per_backend.push((
+                    format!("backend=\"{name}\",outcome=\"{outcome}\""),
+                    n as f64,
+                ));
+            }
+        }
+        simple(
+            &mut out,
+            "spanflow_backend_spans_total",
+            "counter",
+            "Spans each backend finished with, by outcome (a fallback may still deliver what its primary failed on).",
+            &per_backend,
+        );
+        let queued: Vec<(String, f64)> = books
+            .backends
+            .iter()
+            .map(|b| {
+                (
+                    format!("backend=\"{}\"", escape(&b.name)),
+                    (b.queued + b.in_flight) as f64,
+                )
+            })
+            .collect();
+        simple(
+            &mut out,
+            "spanflow_backend_batches_pending",
+            "gauge",
+            "Batches queued for or in flight to each backend.",
+            &queued,
         );
         let in_flight = self.in_flight();
         simple(
@@ -500,36 +593,44 @@ impl RelayMetrics {
         );
         let _ = writeln!(
             out,
-            "# HELP spanflow_pipeline_export_duration_seconds Time one export attempt took."
+            "# HELP spanflow_pipeline_export_duration_seconds Time one export attempt took, per backend."
         );
         let _ = writeln!(
             out,
             "# TYPE spanflow_pipeline_export_duration_seconds histogram"
         );
-        let latency = sink.export_latency.clone().unwrap_or_default();
-        for (bound, count) in &latency.buckets {
-            let _ = writeln!(
-                out,
-                "spanflow_pipeline_export_duration_seconds_bucket{{le=\"{bound}\"}} {count}"
-            );
+        for b in &books.backends {
+            render_latency(&mut out, &escape(&b.name), &b.latency);
         }
-        let _ = writeln!(
-            out,
-            "spanflow_pipeline_export_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            latency.count
-        );
-        let _ = writeln!(
-            out,
-            "spanflow_pipeline_export_duration_seconds_sum {}",
-            latency.sum_seconds
-        );
-        let _ = writeln!(
-            out,
-            "spanflow_pipeline_export_duration_seconds_count {}",
-            latency.count
-        );
         out
     }
+}
+
+/// One backend's attempt latencies as cumulative Prometheus buckets (the fan-out's log2 buckets,
+/// bounded at the exclusive upper bound of each).
+fn render_latency(out: &mut String, backend: &str, latency: &LatencyHistogram) {
+    let name = "spanflow_pipeline_export_duration_seconds";
+    let mut seen = 0;
+    for (i, count) in latency.counts.iter().enumerate() {
+        seen += count;
+        let bound = LatencyHistogram::bucket_upper_bound(i).as_secs_f64();
+        if i + 1 < latency.counts.len() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{backend=\"{backend}\",le=\"{bound}\"}} {seen}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{backend=\"{backend}\",le=\"+Inf\"}} {seen}"
+    );
+    let _ = writeln!(
+        out,
+        "{name}_sum{{backend=\"{backend}\"}} {}",
+        latency.sum_micros as f64 / 1e6
+    );
+    let _ = writeln!(out, "{name}_count{{backend=\"{backend}\"}} {seen}");
 }
 
 fn escape(label: &str) -> String {
@@ -589,10 +690,37 @@ mod tests {
         m.received(Protocol::Grpc, 10);
         m.accepted(Protocol::Grpc, 10);
         m.refused_backpressure(3);
-        let stats = SinkStats {
-            dropped_spans: vec![("filtered".into(), 2)],
-            exported_spans: 8,
-            ..SinkStats::default()
+        let stats = PipelineStats {
+            dropped: spanflow::DroppedSpans {
+                processor: 2,
+                ..Default::default()
+            },
+            exported: 8,
+            backends: vec![spanflow::export::BackendStats {
+                name: "main".into(),
+                role: spanflow::export::Role::Primary,
+                received_batches: 1,
+                received_spans: 8,
+                exported_batches: 1,
+                accepted_spans: 8,
+                rejected_spans: 0,
+                retries: 0,
+                failed_batches: 0,
+                failed_spans: 0,
+                unconfirmed_batches: 0,
+                unconfirmed_spans: 0,
+                permanent_errors: 0,
+                dropped_batches: 0,
+                dropped_spans: 0,
+                to_fallback_batches: 0,
+                queued: 0,
+                in_flight: 0,
+                latency: spanflow::export::LatencyHistogram {
+                    counts: vec![0, 1, 0],
+                    sum_micros: 100,
+                },
+            }],
+            ..PipelineStats::default()
         };
         let text = m.render(&stats);
         assert!(
@@ -602,10 +730,18 @@ mod tests {
         );
         assert!(text.contains("spanflow_relay_spans_received_total{protocol=\"grpc\"} 10"));
         assert!(text.contains("spanflow_relay_spans_refused_total{reason=\"backpressure\"} 3"));
-        assert!(text.contains("spanflow_pipeline_spans_dropped_total{reason=\"filtered\"} 2"));
+        assert!(text.contains("spanflow_pipeline_spans_dropped_total{reason=\"processor\"} 2"));
         assert!(text.contains("spanflow_pipeline_spans_exported_total 8"));
-        assert!(text.contains("spanflow_pipeline_queue_bytes 0"));
-        assert!(text.contains("spanflow_pipeline_export_duration_seconds_count 0"));
+        assert!(text.contains("spanflow_pipeline_memory_used_bytes 0"));
+        assert!(
+            text.contains("spanflow_backend_spans_total{backend=\"main\",outcome=\"exported\"} 8")
+        );
+        assert!(text.contains(
+            "spanflow_pipeline_export_duration_seconds_bucket{backend=\"main\",le=\"0.000128\"} 1"
+        ));
+        assert!(
+            text.contains("spanflow_pipeline_export_duration_seconds_count{backend=\"main\"} 1")
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap_or("");
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line}");

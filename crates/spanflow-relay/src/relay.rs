@@ -16,7 +16,8 @@ use crate::receiver::reload::LoadError;
 use crate::receiver::server::{Server, ServerSettings, Versions};
 use crate::receiver::tls::{ALPN_H2, ALPN_HTTP, Tls};
 use crate::receiver::{self, Shared};
-use crate::sink::{Sink, SinkStats};
+use crate::sink::{FlushError, Sink};
+use spanflow::PipelineStats;
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +58,10 @@ pub struct Addresses {
 pub struct FinalStats {
     /// The receivers' counters.
     pub relay: RelayCounts,
-    /// The sink's counters after the flush.
-    pub sink: SinkStats,
-    /// Whether everything accepted was flushed in time.
+    /// The pipeline's final books.
+    pub sink: PipelineStats,
+    /// Whether everything accepted settled before the deadline (delivered or not: what was not
+    /// delivered is in the books).
     pub flushed: bool,
 }
 
@@ -67,15 +69,11 @@ impl std::fmt::Display for FinalStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "requests={} spans_received={} accepted={} refused_backpressure={} refused_invalid={} exported={} failed={} dropped={} flushed={}",
+            "requests={} spans_received={} invalid={} {} flushed={}",
             self.relay.requests,
             self.relay.spans_received,
-            self.relay.spans_accepted,
-            self.relay.spans_refused_backpressure + self.relay.spans_refused_closed,
             self.relay.spans_refused_invalid,
-            self.sink.exported_spans,
-            self.sink.failed_spans,
-            self.sink.dropped_total(),
+            self.sink,
             self.flushed
         )
     }
@@ -147,7 +145,10 @@ impl RunningRelay {
             .max_body_size
             .0
             .max(receivers_cfg.grpc.max_message_size.0);
-        let in_flight = sink.stats().budget_bytes.max(largest.saturating_mul(2));
+        let in_flight = sink
+            .stats()
+            .memory_budget_bytes
+            .max(largest.saturating_mul(2));
         let mut watchers = Vec::new();
         // Load certificates and credentials before binding, so a bad file leaves nothing
         // running.
@@ -304,7 +305,7 @@ impl RunningRelay {
     }
 
     /// The sink's counters now.
-    pub fn sink_stats(&self) -> SinkStats {
+    pub fn sink_stats(&self) -> PipelineStats {
         self.sink.stats()
     }
 
@@ -335,10 +336,21 @@ impl RunningRelay {
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let sink = self.sink.clone();
-        let flushed = tokio::task::spawn_blocking(move || sink.shutdown(remaining))
-            .await
-            .map(|r| r.is_ok())
-            .unwrap_or(false);
+        let flushed = match tokio::task::spawn_blocking(move || sink.shutdown(remaining)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(FlushError::Undelivered(what))) => {
+                tracing::warn!(%what, "not everything accepted was delivered");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "shutdown did not finish in time");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "shutdown task failed");
+                false
+            }
+        };
         // Closing the metrics server's connections is immediate: its requests take no time.
         if let Some(server) = self.metrics_server {
             server.shutdown(tokio::time::Instant::now()).await;

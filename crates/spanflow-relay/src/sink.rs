@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use spanflow::PipelineStats;
+
 use crate::wire::TraceRequest;
 
 /// Why a sink did not take a request. The request is handed back untouched.
@@ -25,56 +27,24 @@ pub enum Refused {
         /// The refused request.
         request: TraceRequest,
     },
+    /// The request alone is larger than the sink's whole memory budget.
+    TooLarge {
+        /// The refused request.
+        request: TraceRequest,
+    },
 }
 
-/// Counters a sink reports for the relay's `/metrics` page. Every field is a running total
-/// except the `queued_*` gauges.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SinkStats {
-    /// Spans the sink accepted.
-    pub accepted_spans: u64,
-    /// Spans the sink refused (budget full or closed).
-    pub refused_spans: u64,
-    /// Spans dropped after acceptance, by reason (e.g. "filtered", "export_failed").
-    pub dropped_spans: Vec<(String, u64)>,
-    /// Spans a backend confirmed.
-    pub exported_spans: u64,
-    /// Spans that finally failed to export.
-    pub failed_spans: u64,
-    /// Export attempts that were retried.
-    pub retried: u64,
-    /// Spans waiting in the sink.
-    pub queued_spans: u64,
-    /// Bytes waiting in the sink.
-    pub queued_bytes: u64,
-    /// The sink's memory budget in bytes, 0 when unbounded.
-    pub budget_bytes: u64,
-    /// Export latency, when the sink measures it.
-    pub export_latency: Option<LatencySnapshot>,
-}
-
-/// A latency histogram: cumulative `(upper bound in seconds, count)` buckets, count and sum.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LatencySnapshot {
-    /// Cumulative buckets, ascending bounds.
-    pub buckets: Vec<(f64, u64)>,
-    /// Observations.
-    pub count: u64,
-    /// Sum of observations, seconds.
-    pub sum_seconds: f64,
-}
-
-impl SinkStats {
-    /// Total spans dropped after acceptance, over all reasons.
-    pub fn dropped_total(&self) -> u64 {
-        self.dropped_spans.iter().map(|(_, n)| n).sum()
-    }
-}
-
-/// Error from [`Sink::flush`].
+/// Error from [`Sink::flush`] or [`Sink::shutdown`].
 #[derive(Debug, thiserror::Error)]
-#[error("flush did not finish: {0}")]
-pub struct FlushError(pub String);
+pub enum FlushError {
+    /// The deadline passed with spans not settled (shutdown settles them at the deadline as
+    /// dropped or unconfirmed).
+    #[error("did not finish in time: {0}")]
+    Timeout(String),
+    /// Everything settled in time, but some spans were not delivered (they are in the books).
+    #[error("finished, but {0}")]
+    Undelivered(String),
+}
 
 /// The pipeline as seen by the receivers.
 pub trait Sink: Send + Sync + 'static {
@@ -86,8 +56,8 @@ pub trait Sink: Send + Sync + 'static {
     fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
         self.flush(timeout)
     }
-    /// Current counters.
-    fn stats(&self) -> SinkStats;
+    /// The books now (see [`PipelineStats`]).
+    fn stats(&self) -> PipelineStats;
 }
 
 impl<S: Sink + ?Sized> Sink for Arc<S> {
@@ -100,7 +70,7 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
     fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
         (**self).shutdown(timeout)
     }
-    fn stats(&self) -> SinkStats {
+    fn stats(&self) -> PipelineStats {
         (**self).stats()
     }
 }
@@ -114,7 +84,7 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
 /// ```
 /// use spanflow_relay::sink::{MemorySink, Sink};
 /// let sink = MemorySink::new(1 << 20);
-/// assert_eq!(sink.stats().accepted_spans, 0);
+/// assert_eq!(sink.stats().accepted, 0);
 /// ```
 #[derive(Debug, Default)]
 pub struct MemorySink {
@@ -128,7 +98,7 @@ struct MemoryInner {
     held: Vec<TraceRequest>,
     hold: bool,
     closed: bool,
-    stats: SinkStats,
+    stats: PipelineStats,
     peak_queued_bytes: u64,
 }
 
@@ -139,7 +109,7 @@ impl MemorySink {
             inner: Mutex::new(MemoryInner::default()),
             budget,
         };
-        sink.inner.lock().stats.budget_bytes = budget;
+        sink.inner.lock().stats.memory_budget_bytes = budget;
         sink
     }
     /// While `hold` is true, accepted requests stay queued (counting against the budget).
@@ -151,9 +121,9 @@ impl MemorySink {
         let mut inner = self.inner.lock();
         let held = std::mem::take(&mut inner.held);
         for r in held {
-            inner.stats.exported_spans += r.span_count() as u64;
+            inner.stats.exported += r.span_count() as u64;
             inner.stats.queued_spans -= r.span_count() as u64;
-            inner.stats.queued_bytes -= r.encoded_len() as u64;
+            inner.stats.memory_used_bytes -= r.encoded_len() as u64;
             inner.kept.push(r);
         }
     }
@@ -176,33 +146,37 @@ impl Sink for MemorySink {
         let mut inner = self.inner.lock();
         let spans = request.span_count() as u64;
         if inner.closed {
-            inner.stats.refused_spans += spans;
+            inner.stats.refused.shut_down += spans;
+            inner.stats.received += spans;
             return Err(Refused::Closed { request });
         }
         let bytes = request.encoded_len() as u64;
         if inner.hold {
-            if self.budget > 0 && inner.stats.queued_bytes + bytes > self.budget {
-                inner.stats.refused_spans += spans;
+            if self.budget > 0 && inner.stats.memory_used_bytes + bytes > self.budget {
+                inner.stats.refused.budget_full += spans;
+                inner.stats.received += spans;
                 return Err(Refused::Full {
                     request,
                     retry_after: Duration::from_millis(100),
                 });
             }
-            inner.stats.queued_bytes += bytes;
+            inner.stats.memory_used_bytes += bytes;
             inner.stats.queued_spans += spans;
-            inner.peak_queued_bytes = inner.peak_queued_bytes.max(inner.stats.queued_bytes);
+            inner.peak_queued_bytes = inner.peak_queued_bytes.max(inner.stats.memory_used_bytes);
+            inner.stats.memory_peak_bytes = inner.peak_queued_bytes;
             inner.held.push(request);
         } else {
-            inner.stats.exported_spans += spans;
+            inner.stats.exported += spans;
             inner.kept.push(request);
         }
-        inner.stats.accepted_spans += spans;
+        inner.stats.accepted += spans;
+        inner.stats.received += spans;
         Ok(())
     }
     fn flush(&self, _timeout: Duration) -> Result<(), FlushError> {
         Ok(())
     }
-    fn stats(&self) -> SinkStats {
+    fn stats(&self) -> PipelineStats {
         self.inner.lock().stats.clone()
     }
 }

@@ -68,7 +68,7 @@ async fn malformed_grpc_framing_and_compression_is_invalid_argument() {
             .requests_with(Protocol::Grpc, Outcome::Malformed),
         cases.len() as u64
     );
-    assert_eq!(sink.stats().accepted_spans, payload().spans as u64);
+    assert_eq!(sink.stats().accepted, payload().spans as u64);
     relay.shutdown(DEADLINE).await;
 }
 
@@ -105,7 +105,7 @@ async fn a_unary_call_with_two_messages_is_refused_and_counted() {
     let (_, code, message) = grpc_call(addr, &[], &[]).await;
     assert_eq!(code, Code::Unimplemented as i32, "{message}");
 
-    assert_eq!(sink.stats().accepted_spans, 0);
+    assert_eq!(sink.stats().accepted, 0);
     assert_eq!(relay.metrics().counts().spans_accepted, 0);
     assert_eq!(
         relay
@@ -153,7 +153,7 @@ async fn wrong_content_type_or_encoding() {
     )
     .await;
     assert_eq!(status, 415);
-    assert_eq!(sink.stats().accepted_spans, payload().spans as u64);
+    assert_eq!(sink.stats().accepted, payload().spans as u64);
     relay.shutdown(DEADLINE).await;
 }
 
@@ -318,7 +318,7 @@ async fn statuses_during_the_shutdown_drain() {
     assert!(took < Duration::from_secs(5), "drain took {took:?}");
     assert!(stats.flushed);
     assert_eq!(stats.relay.spans_refused_closed, 2 * payload().spans as u64);
-    assert_eq!(sink.stats().accepted_spans, 0);
+    assert_eq!(sink.stats().accepted, 0);
 }
 
 /// More streams than `max_concurrent_streams` on one connection: the relay advertises the

@@ -74,7 +74,7 @@ async fn bearer_tokens_from_a_file_guard_both_receivers() {
         (UNAUTHENTICATED, 401)
     );
     assert_eq!(
-        sink.stats().accepted_spans,
+        sink.stats().accepted,
         0,
         "a refused request reached the pipeline"
     );
@@ -87,7 +87,7 @@ async fn bearer_tokens_from_a_file_guard_both_receivers() {
         (0, 200)
     );
     let spans = payload().spans as u64;
-    assert_eq!(sink.stats().accepted_spans, 4 * spans);
+    assert_eq!(sink.stats().accepted, 4 * spans);
     let m = relay.metrics();
     assert_eq!(m.requests_with(Protocol::Grpc, Outcome::Unauthenticated), 3);
     assert_eq!(m.requests_with(Protocol::Http, Outcome::Unauthenticated), 3);
@@ -138,7 +138,7 @@ async fn basic_credentials_from_the_environment() {
         export_both(&relay, Some("Bearer pa55word")).await,
         (UNAUTHENTICATED, 401)
     );
-    assert_eq!(sink.stats().accepted_spans, 0);
+    assert_eq!(sink.stats().accepted, 0);
     assert_eq!(export_both(&relay, Some(&good)).await, (0, 200));
     relay.shutdown(DEADLINE).await;
 
@@ -191,7 +191,7 @@ async fn credentials_are_checked_before_the_body_is_read() {
         0,
         "bytes were reserved for a refused request"
     );
-    assert_eq!(sink.stats().accepted_spans, 0);
+    assert_eq!(sink.stats().accepted, 0);
     relay.shutdown(DEADLINE).await;
     std::fs::remove_dir_all(&dir).ok();
 }

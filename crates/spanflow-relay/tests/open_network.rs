@@ -73,7 +73,7 @@ async fn slow_http_bodies_hold_no_reservation_and_time_out() {
     })
     .await;
     let stats = relay.shutdown(DEADLINE).await;
-    assert_eq!(stats.sink.accepted_spans, sink.stats().accepted_spans);
+    assert_eq!(stats.sink.accepted, sink.stats().accepted);
     assert!(stats.flushed);
 }
 

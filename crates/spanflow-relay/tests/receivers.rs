@@ -90,7 +90,7 @@ async fn every_transport_delivers_each_span_once_and_intact() {
     }
     let total: u64 = sent.iter().map(|r| Payload::new(r).spans as u64).sum();
     assert_eq!(stats.relay.spans_accepted, total);
-    assert_eq!(stats.sink.exported_spans, total);
+    assert_eq!(stats.sink.exported, total);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +111,7 @@ async fn invalid_span_ids_get_partial_success() {
     }
     let stats = relay.shutdown(TIMEOUT).await;
     assert_eq!(stats.relay.spans_refused_invalid, 3);
-    assert_eq!(stats.sink.exported_spans, 3 * 3);
+    assert_eq!(stats.sink.exported, 3 * 3);
 }
 
 async fn raw_http(
@@ -255,7 +255,7 @@ async fn bad_requests_get_their_status_while_good_ones_succeed() {
 
     let good_spans = good.await.unwrap();
     let stats = relay.shutdown(TIMEOUT).await;
-    assert_eq!(stats.sink.exported_spans, good_spans + 6);
+    assert_eq!(stats.sink.exported, good_spans + 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,7 +301,7 @@ async fn a_full_budget_answers_backpressure_and_stays_within_it() {
         "accepted {accepted}, retry {retry_later}"
     );
     assert!(sink.peak_queued_bytes() <= budget);
-    assert!(sink.stats().queued_bytes <= budget);
+    assert!(sink.stats().memory_used_bytes <= budget);
 
     // Once the sink drains, clients that retry get through.
     sink.release();

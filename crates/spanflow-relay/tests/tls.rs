@@ -157,7 +157,7 @@ async fn both_receivers_and_the_metrics_endpoint_serve_tls() {
         plain.send(&payload(), Duration::from_secs(5)).await,
         spanflow_relay::client::Answer::Accepted { rejected: 0 }
     );
-    assert_eq!(sink.stats().accepted_spans, 2 * payload().spans as u64);
+    assert_eq!(sink.stats().accepted, 2 * payload().spans as u64);
     assert!(relay.shutdown(DEADLINE).await.flushed);
 }
 
@@ -192,14 +192,14 @@ async fn mtls_serves_only_clients_with_a_certificate_from_the_client_ca() {
             .await
             .is_err()
     );
-    assert_eq!(sink.stats().accepted_spans, 0);
+    assert_eq!(sink.stats().accepted, 0);
 
     grpc_tls(grpc, &server_ca.pem, Some(&good)).await.unwrap();
     assert_eq!(
         http_tls(http, "/v1/traces", &server_ca.pem, Some(&good)).await,
         Ok(200)
     );
-    assert_eq!(sink.stats().accepted_spans, 2 * payload().spans as u64);
+    assert_eq!(sink.stats().accepted, 2 * payload().spans as u64);
     assert!(relay.shutdown(DEADLINE).await.flushed);
 }
 

@@ -53,15 +53,14 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         println!(
             "{:>8}: received {:>6}, exported {:>6}, failed {:>6}, dropped {:>6}{}",
             backend.name,
-            backend.received,
-            backend.exported,
-            backend.failed,
-            backend.dropped,
-            backend
-                .fallback_of
-                .as_deref()
-                .map(|of| format!(" (fallback of {of})"))
-                .unwrap_or_default()
+            backend.received_spans,
+            backend.accepted_spans,
+            backend.failed_spans + backend.unconfirmed_spans,
+            backend.dropped_spans,
+            match &backend.role {
+                spanflow::export::Role::Fallback { of } => format!(" (fallback of {of})"),
+                spanflow::export::Role::Primary => String::new(),
+            }
         );
     }
     let counted = [

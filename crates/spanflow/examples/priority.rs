@@ -27,7 +27,8 @@ enum Class {
     Bulk,
 }
 
-/// Submits `request`, waiting asynchronously while the pipeline is full; false if closed.
+/// Submits `request`, waiting asynchronously while the pipeline is full; false if closed (or
+/// the request could never fit).
 async fn submit(pipeline: &Pipeline, mut request: TraceRequest) -> bool {
     loop {
         match pipeline.try_submit(request) {
@@ -39,7 +40,7 @@ async fn submit(pipeline: &Pipeline, mut request: TraceRequest) -> bool {
                 request = back;
                 tokio::time::sleep(retry_after).await;
             }
-            Err(SubmitError::Closed { .. }) => return false,
+            Err(SubmitError::Closed { .. } | SubmitError::TooLarge { .. }) => return false,
         }
     }
 }

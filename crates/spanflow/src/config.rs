@@ -166,8 +166,13 @@ impl Default for OverflowPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemorySettings {
-    /// Bytes that accepted-but-unexported spans may occupy, per intake (SDK spans are weighed by an
-    /// estimate of their in-memory size, submitted requests by their encoded length).
+    /// Bytes that accepted spans may hold, from acceptance until every backend is done with
+    /// them: both intakes, the batch being encoded or processed, the export queues, retries and
+    /// requests in flight all draw from this one budget (SDK spans are weighed by an estimate of
+    /// their in-memory size until they are encoded, then by their encoded length; submitted
+    /// requests by their encoded length). When it is used up, `on_end` applies
+    /// [`Self::overflow`] and `try_submit` answers `Full`: a slow or dead backend becomes
+    /// backpressure, never an unbounded queue.
     ///
     /// Default 256 MiB: about half a million typical spans, so a one-million-span burst is absorbed
     /// by the budget for half its length and by [`OverflowPolicy::Block`] for the rest.
@@ -225,9 +230,9 @@ pub struct ExportSettings {
     /// Worker threads of the runtime the pipeline owns for its exports; 0 picks 1 or 2 from the
     /// number of cores. Default 0.
     pub runtime_threads: usize,
-    /// Batches that may wait per backend. When a healthy backend's queue is this full, the
-    /// encoder waits (and, through the memory budget, so do producers) instead of dropping.
-    /// Default 64.
+    /// Batches that may wait per backend when its `policy` (in the backend's own settings) is a
+    /// drop policy; backends added without settings keep every batch (`QueuePolicy::Block`),
+    /// bounded by the memory budget instead. Default 64.
     pub queue: usize,
 }
 

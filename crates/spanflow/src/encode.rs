@@ -1,27 +1,6 @@
-//! Turning a batch of SDK spans into one OTLP request, on the pipeline's encoder thread.
+//! The memory-budget weight of an SDK span before it is encoded.
 
-use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
-use spanflow_otlp::TraceRequest;
-
-/// Encodes batches of [`SpanData`], reusing its buffers from batch to batch.
-#[derive(Debug)]
-pub(crate) struct SpanEncoder {
-    inner: spanflow_otlp::Encoder,
-}
-
-impl SpanEncoder {
-    pub(crate) fn new() -> Self {
-        Self {
-            inner: spanflow_otlp::Encoder::new(),
-        }
-    }
-
-    /// One request holding every span of `spans` under `resource`.
-    pub(crate) fn encode(&mut self, spans: &[SpanData], resource: &Resource) -> TraceRequest {
-        self.inner.encode(spans, resource)
-    }
-}
 
 /// A rough, cheap estimate of the heap and inline bytes an ended span holds, for the memory
 /// budget. It reads only lengths (no string contents), so it costs a few loads on the hot path.

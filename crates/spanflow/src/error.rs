@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use spanflow_otlp::TraceRequest;
 
-use crate::stats::PipelineStats;
+use crate::stats::{PipelineStats, Undelivered};
 
 /// Why [`crate::Pipeline::try_submit`] refused a request; the request is handed back untouched.
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +24,21 @@ pub enum SubmitError {
         /// The refused request.
         request: TraceRequest,
     },
+    /// The request alone is larger than the whole memory budget: it can never be accepted.
+    #[error("request is larger than the pipeline's whole memory budget")]
+    TooLarge {
+        /// The refused request.
+        request: TraceRequest,
+    },
 }
 
 impl SubmitError {
     /// Takes the refused request back.
     pub fn into_request(self) -> TraceRequest {
         match self {
-            SubmitError::Full { request, .. } | SubmitError::Closed { request } => request,
+            SubmitError::Full { request, .. }
+            | SubmitError::Closed { request }
+            | SubmitError::TooLarge { request } => request,
         }
     }
 }
@@ -53,18 +61,34 @@ pub enum FlushError {
     /// The pipeline is shut down; nothing is left to flush.
     #[error("pipeline is shut down")]
     Closed,
+    /// Everything settled in time, but not everything was delivered: spans failed, were
+    /// dropped or are unconfirmed (or SDK spans were lost at the intake) while the flush ran.
+    #[error("flush finished but spans were not delivered: {0}")]
+    Undelivered(Undelivered),
 }
 
 /// Why [`crate::Pipeline::shutdown`] did not finish cleanly.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShutdownError {
-    /// The deadline passed first; what was still queued is counted as dropped
-    /// (`dropped.shutdown_timeout`) in the final stats carried here.
-    #[error("shutdown timed out after {timeout:?}, {} spans dropped", stats.dropped.shutdown_timeout)]
+    /// The deadline passed first: what was not delivered by then is settled as
+    /// `dropped.shutdown_deadline` (never sent) or `unconfirmed` (in flight) in the final books
+    /// carried here.
+    #[error("shutdown timed out after {timeout:?}; not delivered: {undelivered}")]
     Timeout {
         /// The timeout the caller gave.
         timeout: Duration,
-        /// The final counters.
+        /// What was not delivered while shutdown ran.
+        undelivered: Undelivered,
+        /// The final books.
+        stats: Box<PipelineStats>,
+    },
+    /// Everything settled before the deadline, but some spans failed, were dropped or are
+    /// unconfirmed while shutdown ran.
+    #[error("shutdown finished but spans were not delivered: {undelivered}")]
+    Undelivered {
+        /// What was not delivered while shutdown ran.
+        undelivered: Undelivered,
+        /// The final books.
         stats: Box<PipelineStats>,
     },
     /// Called from one of the pipeline's own threads.
@@ -73,6 +97,18 @@ pub enum ShutdownError {
     /// Already shut down (by this or another handle).
     #[error("pipeline was already shut down")]
     AlreadyShutDown,
+}
+
+impl ShutdownError {
+    /// The final books, when shutdown got as far as producing them.
+    pub fn stats(&self) -> Option<&PipelineStats> {
+        match self {
+            ShutdownError::Timeout { stats, .. } | ShutdownError::Undelivered { stats, .. } => {
+                Some(stats)
+            }
+            ShutdownError::OnPipelineThread | ShutdownError::AlreadyShutDown => None,
+        }
+    }
 }
 
 /// Why [`crate::PipelineBuilder::build`] failed.

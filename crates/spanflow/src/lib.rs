@@ -28,6 +28,8 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod books;
+mod builder;
 mod config;
 mod encode;
 mod error;
@@ -35,6 +37,7 @@ mod pipeline;
 mod processor;
 mod runtime;
 mod stats;
+mod workers;
 
 pub use spanflow_batch as batch;
 pub use spanflow_export as export;
@@ -42,6 +45,7 @@ pub use spanflow_lockfree as lockfree;
 pub use spanflow_otlp as otlp;
 pub use spanflow_process as process;
 
+pub use builder::PipelineBuilder;
 pub use config::{
     AVERAGE_SPAN_BYTES, BackendRole, BatchSettings, EnvWarning, ExportSettings, ExporterSpec,
     FreeSpansOn, MemorySettings, OTEL_BSP_EXPORT_TIMEOUT, OTEL_BSP_MAX_CONCURRENT_EXPORTS,
@@ -49,9 +53,10 @@ pub use config::{
     OverflowPolicy, PipelineConfig, ProcessingSettings,
 };
 pub use error::{BuildError, FlushError, ShutdownError, SubmitError};
-pub use pipeline::{Pipeline, PipelineBuilder};
+pub use pipeline::{Pipeline, Receipt};
 pub use processor::{DEFAULT_FORCE_FLUSH_TIMEOUT, SpanProcessor, SpanProcessorBuilder};
-pub use stats::{BackendStats, DroppedSpans, PipelineStats};
+pub use stats::{BackendStats, DroppedSpans, PipelineStats, RefusedSpans, Undelivered};
+pub use workers::RequestFate;
 
 /// An exporter that accepts every batch and sends it nowhere: for benchmarks, tests and dry runs.
 ///

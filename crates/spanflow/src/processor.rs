@@ -7,8 +7,9 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData};
 
+use crate::builder::PipelineBuilder;
 use crate::error::{BuildError, FlushError, ShutdownError};
-use crate::pipeline::{Pipeline, PipelineBuilder};
+use crate::pipeline::Pipeline;
 
 /// Default for [`SpanProcessorBuilder::force_flush_timeout`]: the SDK's `force_flush()` takes no
 /// timeout, so the processor carries one. Unlike `BatchSpanProcessor`'s hard-coded 5 s it is
@@ -71,7 +72,9 @@ impl SpanProcessor {
         self.pipeline.flush(timeout).map_err(|err| match err {
             FlushError::Timeout { timeout, .. } => OTelSdkError::Timeout(timeout),
             FlushError::Closed => OTelSdkError::AlreadyShutdown,
-            FlushError::OnPipelineThread => OTelSdkError::InternalFailure(err.to_string()),
+            FlushError::OnPipelineThread | FlushError::Undelivered(_) => {
+                OTelSdkError::InternalFailure(err.to_string())
+            }
         })
     }
 }
@@ -96,9 +99,17 @@ impl opentelemetry_sdk::trace::SpanProcessor for SpanProcessor {
                 tracing::debug!(?stats, "spanflow span processor shut down");
                 Ok(())
             }
-            Err(ShutdownError::Timeout { timeout, stats }) => {
-                tracing::warn!(?stats, "spanflow span processor shutdown timed out");
+            Err(ShutdownError::Timeout {
+                timeout,
+                undelivered,
+                ..
+            }) => {
+                tracing::warn!(%undelivered, "spanflow span processor shutdown timed out");
                 Err(OTelSdkError::Timeout(timeout))
+            }
+            Err(err @ ShutdownError::Undelivered { .. }) => {
+                tracing::warn!(error = %err, "spanflow span processor shut down");
+                Err(OTelSdkError::InternalFailure(err.to_string()))
             }
             Err(ShutdownError::AlreadyShutDown) => Err(OTelSdkError::AlreadyShutdown),
             Err(err @ ShutdownError::OnPipelineThread) => {

@@ -1,100 +1,193 @@
-//! End-to-end accounting: every span a pipeline received is accepted, refused or dropped with a
-//! reason, and every accepted span is exported, failed, dropped with a reason, or still queued.
+//! The books as a reader sees them: one snapshot type, one definition of every outcome.
+//!
+//! A span handed to a pipeline is either *refused* (never taken) or *accepted*. An accepted
+//! span ends in exactly one of *exported*, *failed*, *dropped* or *unconfirmed*, and until then
+//! it is *queued*:
+//!
+//! `accepted = exported + failed + dropped + unconfirmed + queued`
+//!
+//! The relay's `/metrics`, its final line and [`crate::Pipeline::stats`] all read this one
+//! type; [`crate::books`](self) says where each counter is kept.
 
-use serde::Serialize;
+use std::fmt;
 
-/// Why spans were dropped; each field is a span count.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub use spanflow_export::BackendStats;
+
+/// Spans the pipeline never took, by reason. A submitted request that is refused comes back to
+/// its caller (the relay answers its client "retry later"); an SDK span has no caller to go back
+/// to, so for [`crate::SpanProcessor`] these spans are lost — and counted here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefusedSpans {
+    /// The memory budget was full (for SDK spans: for longer than the overflow policy waits).
+    pub budget_full: u64,
+    /// The pipeline was shutting down or shut down.
+    pub shut_down: u64,
+    /// One item weighed more than the whole memory budget.
+    pub too_large: u64,
+}
+
+impl RefusedSpans {
+    /// All refused spans.
+    pub fn total(&self) -> u64 {
+        self.budget_full + self.shut_down + self.too_large
+    }
+}
+
+/// Accepted spans discarded on purpose, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DroppedSpans {
-    /// The memory budget stayed full for longer than the overflow policy allows.
-    pub intake_full: u64,
-    /// Spans ended after the pipeline was shut down.
-    pub after_shutdown: u64,
-    /// Removed on purpose by a processor (filter, sampler) or lost with a batch a processor
-    /// failed on.
+    /// Removed by a processor (filter, sampler), or lost with a batch a processor failed on.
     pub processor: u64,
-    /// Still queued when `shutdown`'s deadline passed.
-    pub shutdown_timeout: u64,
+    /// Pushed out of a backend's queue by its drop policy (`drop_newest`/`drop_oldest`).
+    pub queue_full: u64,
+    /// Certainly not delivered when shutdown's deadline passed: still in the pipeline, never
+    /// sent, or given up between retries.
+    pub shutdown_deadline: u64,
 }
 
 impl DroppedSpans {
     /// All dropped spans.
     pub fn total(&self) -> u64 {
-        self.intake_full + self.after_shutdown + self.processor + self.shutdown_timeout
+        self.processor + self.queue_full + self.shutdown_deadline
     }
 }
 
-/// One export backend's counters, in spans (from `spanflow-export`'s fan-out).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct BackendStats {
-    /// The backend's name.
-    pub name: String,
-    /// For a fallback, the primary it backs; `None` for a primary.
-    pub fallback_of: Option<String>,
-    /// Spans offered to the backend.
-    pub received: u64,
-    /// Spans the backend accepted.
-    pub exported: u64,
-    /// Spans the backend refused through OTLP partial success.
-    pub rejected: u64,
-    /// Spans in batches that finally failed (permanent error or retries exhausted).
-    pub failed: u64,
-    /// Spans in batches dropped (queue overflow, or cancelled at the shutdown deadline).
-    pub dropped: u64,
-    /// Export attempts that were retries.
-    pub retried: u64,
-    /// Batches waiting in the backend's queue.
-    pub queued_batches: u64,
-    /// Batches being exported.
-    pub in_flight_batches: u64,
-}
-
-/// A snapshot of a pipeline's counters.
+/// A snapshot of a pipeline's books.
 ///
-/// The counters are read one at a time while spans keep moving, so a snapshot taken under load
-/// can be off by the spans that moved between two reads; after `flush` or `shutdown` it balances
-/// exactly ([`PipelineStats::unaccounted`] is 0).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Counters are read one at a time while spans keep moving, so a snapshot under load may place
+/// a span that is just settling in `queued_spans`; after `flush` or `shutdown` the books balance
+/// exactly and [`PipelineStats::unaccounted`] is 0.
+///
+/// Its `Display` form is the space-separated `key=value` line the relay prints when it stops.
+///
+/// ```
+/// let stats = spanflow::PipelineStats { accepted: 3, exported: 2, queued_spans: 1, ..Default::default() };
+/// assert_eq!(stats.unaccounted(), 0);
+/// assert!(stats.to_string().starts_with("accepted=3 exported=2 failed=0 dropped=0 unconfirmed=0 queued=1"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PipelineStats {
-    /// Spans handed to the pipeline (`on_end` calls plus spans in submitted requests).
+    /// Spans handed to the pipeline: `accepted + refused`.
     pub received: u64,
     /// Spans the pipeline took responsibility for.
     pub accepted: u64,
-    /// Spans in submitted requests refused with `Full` or `Closed` (the caller kept them).
-    pub refused: u64,
-    /// Spans dropped, by reason.
-    pub dropped: DroppedSpans,
-    /// Spans that came out of the processor chain (handed to export).
-    pub processed: u64,
-    /// Spans delivered, as reported by the record backend: the first primary (plus what its
-    /// fallback took of the batches it gave up on). Every backend's own counts are in `backends`.
+    /// Spans never taken, by reason.
+    pub refused: RefusedSpans,
+    /// Of `refused`, SDK spans: they had no caller to go back to, so they are lost.
+    pub sdk_spans_lost: u64,
+    /// Spans every primary backend (or its fallback) confirmed.
     pub exported: u64,
-    /// Spans the record backend (and its fallback) finally did not take.
+    /// Spans a backend certainly did not take: it refused them (see `rejected`), answered with
+    /// an error, or could not be reached until retries ran out.
     pub failed: u64,
-    /// Export attempts that were retried.
-    pub retried: u64,
-    /// Accepted spans not yet exported, failed or dropped.
+    /// Of `failed`, spans a backend refused through OTLP partial success.
+    pub rejected: u64,
+    /// Accepted spans discarded on purpose, by reason.
+    pub dropped: DroppedSpans,
+    /// Spans whose delivery is unknown: sent, but no attempt was confirmed (an attempt timed
+    /// out, its connection broke mid-request, or shutdown's deadline cut it off). They may or
+    /// may not have arrived.
+    pub unconfirmed: u64,
+    /// Accepted spans not yet settled: in an intake, being encoded or processed, waiting for a
+    /// backend or in flight to it.
     pub queued_spans: u64,
-    /// Estimated bytes held by spans still in the intakes (encoded batches waiting in the
-    /// fan-out are bounded by its queue length and not counted here).
-    pub queued_bytes: u64,
-    /// Per-backend export counters.
+    /// Bytes accepted spans hold now, at every stage (see [`crate::MemorySettings`]).
+    pub memory_used_bytes: u64,
+    /// The most `memory_used_bytes` ever was.
+    pub memory_peak_bytes: u64,
+    /// The memory budget.
+    pub memory_budget_bytes: u64,
+    /// Export attempts that were retries, over all backends.
+    pub retried: u64,
+    /// Each backend's own counters (a batch a primary failed on may still be exported by its
+    /// fallback; the totals above say what finally became of it).
     pub backends: Vec<BackendStats>,
 }
 
 impl PipelineStats {
-    /// Accepted spans whose fate the counters cannot explain; 0 when the books balance.
-    ///
-    /// ```
-    /// let stats = spanflow::PipelineStats { accepted: 3, exported: 2, queued_spans: 1, ..Default::default() };
-    /// assert_eq!(stats.unaccounted(), 0);
-    /// ```
+    /// Accepted spans whose fate is final: exported, failed, dropped or unconfirmed.
+    pub fn settled(&self) -> u64 {
+        self.exported + self.failed + self.dropped.total() + self.unconfirmed
+    }
+
+    /// Accepted spans the books cannot explain; 0 when they balance.
     pub fn unaccounted(&self) -> i128 {
-        let after_accept = self.dropped.processor + self.dropped.shutdown_timeout;
-        i128::from(self.accepted)
-            - i128::from(self.exported)
-            - i128::from(self.failed)
-            - i128::from(after_accept)
-            - i128::from(self.queued_spans)
+        i128::from(self.accepted) - i128::from(self.settled()) - i128::from(self.queued_spans)
+    }
+
+    /// Accepted spans that were not delivered, or may not have been: failed, dropped by
+    /// spanflow's own policies or deadline, or unconfirmed (processors' drops are intended and
+    /// not counted here).
+    pub fn undelivered(&self) -> u64 {
+        self.failed + self.dropped.queue_full + self.dropped.shutdown_deadline + self.unconfirmed
+    }
+}
+
+impl fmt::Display for PipelineStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "accepted={} exported={} failed={} dropped={} unconfirmed={} queued={} refused={} \
+             rejected={} dropped.processor={} dropped.queue_full={} dropped.shutdown_deadline={} \
+             refused.budget_full={} refused.shut_down={} refused.too_large={} retried={} \
+             memory_peak_bytes={}",
+            self.accepted,
+            self.exported,
+            self.failed,
+            self.dropped.total(),
+            self.unconfirmed,
+            self.queued_spans,
+            self.refused.total(),
+            self.rejected,
+            self.dropped.processor,
+            self.dropped.queue_full,
+            self.dropped.shutdown_deadline,
+            self.refused.budget_full,
+            self.refused.shut_down,
+            self.refused.too_large,
+            self.retried,
+            self.memory_peak_bytes,
+        )
+    }
+}
+
+/// What a flush or shutdown could not deliver among the spans that settled while it ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Undelivered {
+    /// Spans that failed.
+    pub failed: u64,
+    /// Spans dropped by a queue's drop policy or shutdown's deadline.
+    pub dropped: u64,
+    /// Spans whose delivery is unknown.
+    pub unconfirmed: u64,
+    /// SDK spans lost at the intake (budget full, or ended after shutdown began).
+    pub refused: u64,
+}
+
+impl Undelivered {
+    /// The change between two snapshots, `before` taken first.
+    pub(crate) fn between(before: &PipelineStats, after: &PipelineStats) -> Self {
+        let lost = |s: &PipelineStats| s.dropped.queue_full + s.dropped.shutdown_deadline;
+        Self {
+            failed: after.failed.saturating_sub(before.failed),
+            dropped: lost(after).saturating_sub(lost(before)),
+            unconfirmed: after.unconfirmed.saturating_sub(before.unconfirmed),
+            refused: after.sdk_spans_lost.saturating_sub(before.sdk_spans_lost),
+        }
+    }
+
+    /// Whether everything was delivered.
+    pub fn is_empty(&self) -> bool {
+        self.failed + self.dropped + self.unconfirmed + self.refused == 0
+    }
+}
+
+impl fmt::Display for Undelivered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} failed, {} dropped, {} unconfirmed, {} refused",
+            self.failed, self.dropped, self.unconfirmed, self.refused
+        )
     }
 }

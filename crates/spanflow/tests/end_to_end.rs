@@ -112,7 +112,8 @@ fn drop_policy_counts_every_span_it_drops() {
         let spanflow::ShutdownError::Timeout { stats, .. } = stats else {
             panic!("expected a timeout")
         };
-        assert!(stats.dropped.intake_full > 0, "{stats:#?}");
+        assert!(stats.refused.budget_full > 0, "{stats:#?}");
+        assert_eq!(stats.sdk_spans_lost, stats.refused.total(), "{stats:#?}");
         assert_eq!(stats.received, 5_000, "{stats:#?}");
         assert_eq!(stats.exported, 0);
         assert_eq!(stats.unaccounted(), 0, "{stats:#?}");
@@ -237,7 +238,7 @@ fn try_submit_refuses_with_full_when_the_budget_is_used_up() {
             "the refused request comes back whole"
         );
         assert!(retry_after > Duration::ZERO);
-        assert!(pipeline.stats().refused >= 100);
+        assert!(pipeline.stats().refused.total() >= 100);
         let _ = pipeline.shutdown(Duration::from_millis(200));
     });
 }
@@ -267,7 +268,7 @@ fn a_failing_primary_falls_back_without_loss() {
         assert_eq!(primary.spans(), 0);
         let primary_stats = &stats.backends[0];
         assert_eq!(
-            primary_stats.failed + primary_stats.dropped,
+            primary_stats.failed_spans + primary_stats.dropped_spans,
             3_000,
             "{primary_stats:#?}"
         );

@@ -1,7 +1,10 @@
-//! Fan-out to many backends: one bounded queue, one dispatcher and a semaphore of in-flight
-//! exports per backend, so a slow or dead backend only ever fills its own queue.
+//! Fan-out to many backends: one queue, one dispatcher and a semaphore of in-flight exports per
+//! backend, and the settlement of every batch once all its destinations are done with it.
 
-use std::collections::{BTreeSet, VecDeque};
+mod dispatch;
+mod queue;
+mod settle;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -9,47 +12,55 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, Semaphore, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+pub use settle::{SettleHook, Settled};
 
 use crate::config::duration_serde;
 use crate::error::BuildError;
 use crate::exporter::DynExporter;
-use crate::retry::{AttemptObserver, export_with_retry};
 use crate::stats::{BackendHealth, Counters, FanOutStats, Health, Role};
-use crate::{ExportBatch, ExportError, ExportOutcome, Exporter, RetryConfig};
+use crate::{ExportBatch, Exporter, RetryConfig};
+use queue::{Item, Parcel, QueueState};
+use settle::{DropReason, Fate, SettledCounters, Ticket};
 
-/// What a backend does with a batch when its queue is full. Either way the batch is counted
-/// as dropped (and handed to the fallback, if the backend has one); `send` never waits.
+/// What a backend's queue does when a batch arrives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OverflowPolicy {
-    /// Refuse the incoming batch (keeps the oldest data).
+pub enum QueuePolicy {
+    /// Keep every batch: the queue is not limited by `queue`, so nothing is ever dropped here.
+    /// Memory is bounded by whoever admits the batches: spanflow's `Pipeline` counts queued
+    /// batches against its memory budget, so a slow or dead backend turns into backpressure at
+    /// the pipeline's intake. The default.
     #[default]
+    Block,
+    /// With `queue` batches waiting, refuse the incoming batch (keeps the oldest data).
     DropNewest,
-    /// Evict the oldest queued batch to make room (keeps the freshest data).
+    /// With `queue` batches waiting, evict the oldest waiting batch (keeps the freshest data).
     DropOldest,
 }
 
 /// Queueing, concurrency, retry and timeout of one backend.
 ///
 /// ```
-/// use spanflow_export::{BackendConfig, OverflowPolicy};
+/// use spanflow_export::{BackendConfig, QueuePolicy};
 /// let c: BackendConfig = serde_json::from_str(
 ///     r#"{"queue": 512, "concurrency": 8, "policy": "drop_oldest", "timeout": "3s",
 ///         "retry": {"initial_backoff": "100ms", "max_elapsed": "30s"}}"#).unwrap();
-/// assert_eq!((c.queue, c.concurrency, c.policy), (512, 8, OverflowPolicy::DropOldest));
+/// assert_eq!((c.queue, c.concurrency, c.policy), (512, 8, QueuePolicy::DropOldest));
 /// ```
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendConfig {
-    /// Batches that may wait for this backend (its own queue, not shared).
+    /// Batches that may wait for this backend under a drop policy (its own queue, not shared);
+    /// ignored under [`QueuePolicy::Block`].
     pub queue: usize,
     /// Exports in flight at once (retries included).
     pub concurrency: usize,
-    /// What to do when the queue is full.
-    pub policy: OverflowPolicy,
+    /// What a full queue does.
+    pub policy: QueuePolicy,
     /// Retry of transient failures.
     pub retry: RetryConfig,
     /// Timeout of each attempt, enforced here around the exporter's call (the exporter's own
@@ -63,7 +74,7 @@ impl Default for BackendConfig {
         Self {
             queue: 256,
             concurrency: 4,
-            policy: OverflowPolicy::DropNewest,
+            policy: QueuePolicy::Block,
             retry: RetryConfig::default(),
             timeout: crate::config::DEFAULT_TIMEOUT,
         }
@@ -74,7 +85,7 @@ impl Default for BackendConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// The fan-out is shutting down or shut down; the batch is handed back.
+    /// The fan-out is shutting down or shut down; the batch is handed back, uncounted.
     #[error("fan-out is shut down")]
     Closed(ExportBatch),
 }
@@ -89,46 +100,6 @@ pub enum FlushError {
         /// Batches sent before the flush and not yet finished.
         pending: u64,
     },
-}
-
-struct Item {
-    seq: u64,
-    batch: ExportBatch,
-}
-
-/// Queue and completion tracking of one backend, under one lock.
-struct QueueState {
-    items: VecDeque<Item>,
-    next_seq: u64,
-    /// Sequence numbers enqueued and not yet finished (queued or in flight).
-    unfinished: BTreeSet<u64>,
-    closed: bool,
-    /// Flush waiters: woken once the watermark reaches their target. Only they are woken,
-    /// so finishing a batch with nobody flushing costs no wake-up.
-    waiters: Vec<(u64, oneshot::Sender<()>)>,
-}
-
-impl QueueState {
-    /// Every batch with a sequence number below this has finished.
-    fn watermark(&self) -> u64 {
-        self.unfinished.first().copied().unwrap_or(self.next_seq)
-    }
-
-    /// Wake the flush waiters whose target the watermark reached.
-    fn wake_waiters(&mut self) {
-        if self.waiters.is_empty() {
-            return;
-        }
-        let wm = self.watermark();
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiters)
-            .into_iter()
-            .partition(|(target, _)| *target <= wm);
-        self.waiters = waiting;
-        for (_, tx) in ready {
-            // The waiter may have timed out and gone; nothing to do then.
-            let _ = tx.send(());
-        }
-    }
 }
 
 struct Backend {
@@ -146,22 +117,29 @@ struct Backend {
 
 struct Shared {
     backends: Vec<Backend>,
+    /// Primary backends: the destinations of every batch.
+    primaries: usize,
     health: watch::Sender<Vec<BackendHealth>>,
     accepting: AtomicBool,
     cancel: CancellationToken,
     tracker: TaskTracker,
     shutdown: tokio::sync::Mutex<bool>,
+    settled: SettledCounters,
 }
 
-/// Sends each batch to every primary backend concurrently, each through its own bounded
-/// queue, semaphore-bounded in-flight exports, retry and timeout; a batch that finally fails
-/// on a primary goes to that primary's fallback.
+/// Sends each batch to every primary backend concurrently, each through its own queue,
+/// semaphore-bounded in-flight exports, retry and timeout; a batch that finally fails on a
+/// primary goes to that primary's fallback.
+///
+/// Every batch is *settled* once all its destinations are done with it: exported, rejected,
+/// failed, dropped or unconfirmed, counted in [`FanOut::settled`] (see [`Settled`]). Each
+/// backend keeps its own counters too ([`FanOut::stats`]).
 ///
 /// Delivery is at least once per backend: a batch is exported again only after an attempt
 /// that failed from the client's view (timeout, connection reset, retryable status), so
 /// duplicates happen exactly when the server had processed such an attempt, e.g. it answered
-/// after the attempt timeout, or the connection broke after the request was received.
-/// The same holds for a fallback receiving a batch the primary had in fact stored.
+/// after the attempt timeout, or the connection broke after the request was received. Such a
+/// batch counts as unconfirmed if no later attempt succeeds.
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -176,6 +154,7 @@ struct Shared {
 /// fan.send(ExportBatch::new(empty.into(), 0)).unwrap();
 /// let stats = rt.block_on(fan.shutdown(Instant::now() + Duration::from_secs(5)));
 /// assert_eq!(stats.backend("stdout").unwrap().exported_batches, 1);
+/// assert_eq!(fan.settled().batches, 1);
 /// ```
 pub struct FanOut {
     shared: Arc<Shared>,
@@ -250,7 +229,7 @@ impl FanOutBuilder {
     }
 
     /// Give the primary added last a fallback: batches that finally fail there (or overflow
-    /// its queue) are sent here instead.
+    /// its queue under a drop policy) are sent here instead.
     pub fn fallback(
         self,
         name: impl Into<String>,
@@ -314,6 +293,11 @@ impl FanOutBuilder {
             .map(|i| self.specs.iter().position(|s| s.fallback_of == Some(i)))
             .collect();
         let names: Vec<String> = self.specs.iter().map(|s| s.name.clone()).collect();
+        let primaries = self
+            .specs
+            .iter()
+            .filter(|s| s.fallback_of.is_none())
+            .count();
         let backends: Vec<Backend> = self
             .specs
             .into_iter()
@@ -329,13 +313,7 @@ impl FanOutBuilder {
                 name: s.name,
                 exporter: s.exporter,
                 semaphore: Arc::new(Semaphore::new(s.config.concurrency)),
-                state: Mutex::new(QueueState {
-                    items: VecDeque::with_capacity(s.config.queue.min(4096)),
-                    next_seq: 0,
-                    unfinished: BTreeSet::new(),
-                    closed: false,
-                    waiters: Vec::new(),
-                }),
+                state: Mutex::new(QueueState::new(s.config.queue)),
                 config: s.config,
                 available: Notify::new(),
                 counters: Counters::default(),
@@ -353,16 +331,18 @@ impl FanOutBuilder {
         );
         let shared = Arc::new(Shared {
             backends,
+            primaries,
             health,
             accepting: AtomicBool::new(true),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             shutdown: tokio::sync::Mutex::new(false),
+            settled: SettledCounters::default(),
         });
         for i in 0..shared.backends.len() {
             shared
                 .tracker
-                .spawn_on(dispatch(Arc::clone(&shared), i), handle);
+                .spawn_on(dispatch::dispatch(Arc::clone(&shared), i), handle);
         }
         Ok(FanOut { shared })
     }
@@ -374,15 +354,46 @@ impl FanOut {
         FanOutBuilder::default()
     }
 
-    /// Queue `batch` on every primary backend; never waits for any of them. A full queue
-    /// applies that backend's [`OverflowPolicy`] and counts the drop.
-    /// Callable from any thread, inside or outside the runtime.
+    /// Queue `batch` on every primary backend; never waits for any of them. Under a drop
+    /// policy a full queue drops a batch and counts it. Callable from any thread, inside or
+    /// outside the runtime. Once this returns `Ok`, the batch will be settled exactly once.
     pub fn send(&self, batch: ExportBatch) -> Result<(), SendError> {
+        self.send_inner(batch, None)
+    }
+
+    /// [`FanOut::send`], and `hook` is called once with the batch's [`Settled`] when its last
+    /// destination has a fate (on whichever thread settles it: keep it short). Not called when
+    /// the batch is refused.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::{Duration, Instant};
+    /// use spanflow_export::{BackendConfig, ExportBatch, FanOut, StdoutExporter};
+    /// let rt = tokio::runtime::Runtime::new().unwrap();
+    /// let fan = FanOut::builder()
+    ///     .backend("stdout", StdoutExporter::new(), BackendConfig::default())
+    ///     .build(rt.handle())
+    ///     .unwrap();
+    /// let (tx, rx) = mpsc::channel();
+    /// let empty = prost::Message::encode_to_vec(
+    ///     &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::default());
+    /// fan.send_with(ExportBatch::new(empty.into(), 0), Box::new(move |s| tx.send(*s).unwrap()))
+    ///     .unwrap();
+    /// let settled = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    /// assert_eq!(settled.batches, 1);
+    /// rt.block_on(fan.shutdown(Instant::now() + Duration::from_secs(5)));
+    /// ```
+    pub fn send_with(&self, batch: ExportBatch, hook: SettleHook) -> Result<(), SendError> {
+        self.send_inner(batch, Some(hook))
+    }
+
+    fn send_inner(&self, batch: ExportBatch, hook: Option<SettleHook>) -> Result<(), SendError> {
         // Relaxed: only a hint; a send racing with shutdown is caught by the queue's own
-        // `closed` flag under its lock, and then counted as dropped.
+        // `closed` flag under its lock, and then settled as dropped.
         if !self.shared.accepting.load(Ordering::Relaxed) {
             return Err(SendError::Closed(batch));
         }
+        let ticket = Arc::new(Ticket::new(batch.spans as u64, self.shared.primaries, hook));
         for b in self
             .shared
             .backends
@@ -390,8 +401,13 @@ impl FanOut {
             .filter(|b| b.role == Role::Primary)
         {
             // A `Bytes` clone: a reference-count increment, never a copy of the body.
-            if let Err(batch) = self.shared.enqueue(b.index, batch.clone()) {
-                self.shared.count_dropped(b, &batch, "fan-out closed");
+            let parcel = Parcel {
+                batch: batch.clone(),
+                ticket: Arc::clone(&ticket),
+                in_doubt: false,
+            };
+            if let Err(parcel) = self.shared.enqueue(b.index, parcel) {
+                self.shared.discard(b, parcel, DropReason::ShutdownDeadline);
             }
         }
         Ok(())
@@ -408,8 +424,9 @@ impl FanOut {
     }
 
     /// Stop accepting batches, let queued and in-flight ones finish until `deadline`, then
-    /// cancel whatever is still waiting or in flight and count it as dropped; shut the
-    /// exporters down and return the final stats. Later calls just return the stats.
+    /// cancel whatever is left: batches never sent are settled as dropped, batches in flight
+    /// (or sent before and not confirmed) as unconfirmed. Shuts the exporters down and returns
+    /// the final stats. Later calls just return the stats.
     pub async fn shutdown(&self, deadline: Instant) -> FanOutStats {
         let shared = &self.shared;
         let mut done = shared.shutdown.lock().await;
@@ -418,7 +435,10 @@ impl FanOut {
             // Relaxed: see `send`; the queues' `closed` flags are the real barrier.
             shared.accepting.store(false, Ordering::Relaxed);
             if shared.wait_finished(deadline, true).await.is_err() {
-                tracing::warn!("fan-out shutdown deadline reached; cancelling pending exports");
+                tracing::warn!(
+                    pending = shared.pending(),
+                    "fan-out shutdown deadline reached; cancelling pending exports"
+                );
             }
             shared.cancel.cancel();
             shared.tracker.close();
@@ -452,6 +472,16 @@ impl FanOut {
         }
     }
 
+    /// What became of the batches settled so far (see [`Settled`]). Cheap: a few relaxed loads.
+    pub fn settled(&self) -> Settled {
+        self.shared.settled.snapshot()
+    }
+
+    /// Batches waiting or in flight on every backend (0 when all are settled).
+    pub fn pending_batches(&self) -> u64 {
+        self.shared.pending()
+    }
+
     /// The health of every backend, updated on each change.
     pub fn health(&self) -> watch::Receiver<Vec<BackendHealth>> {
         self.shared.health.subscribe()
@@ -459,16 +489,11 @@ impl FanOut {
 }
 
 impl Drop for FanOut {
-    /// Dropping without [`FanOut::shutdown`] cancels the dispatchers; whatever they still
-    /// held is counted as dropped in the (then unreachable) stats, and logged.
+    /// Dropping without [`FanOut::shutdown`] cancels the dispatchers; whatever they still held
+    /// is settled as dropped or unconfirmed, and logged.
     fn drop(&mut self) {
         if !self.shared.cancel.is_cancelled() {
-            let pending: usize = self
-                .shared
-                .backends
-                .iter()
-                .map(|b| b.state.lock().unfinished.len())
-                .sum();
+            let pending = self.shared.pending();
             if pending > 0 {
                 tracing::warn!(pending, "fan-out dropped without shutdown; cancelling");
             }
@@ -478,69 +503,95 @@ impl Drop for FanOut {
 }
 
 impl Shared {
-    /// Queue `batch` on backend `index`; `Err` hands it back when the queue is closed.
-    fn enqueue(&self, index: usize, batch: ExportBatch) -> Result<(), ExportBatch> {
+    /// Queue `parcel` on backend `index`; `Err` hands it back when the queue is closed.
+    fn enqueue(&self, index: usize, parcel: Parcel) -> Result<(), Parcel> {
         let b = &self.backends[index];
-        Counters::add(&b.counters.received_batches, 1);
-        Counters::add(&b.counters.received_spans, batch.spans as u64);
-        let (pushed, victim) = {
+        let spans = parcel.batch.spans as u64;
+        let victim = {
             let mut st = b.state.lock();
             if st.closed {
-                return Err(batch);
+                return Err(parcel);
             }
-            if st.items.len() < b.config.queue {
-                push(&mut st, batch);
-                (true, None)
-            } else {
-                match b.config.policy {
-                    OverflowPolicy::DropNewest => (false, Some(batch)),
-                    OverflowPolicy::DropOldest => {
-                        let old = st.items.pop_front();
-                        if let Some(old) = &old {
-                            st.unfinished.remove(&old.seq);
-                        }
-                        push(&mut st, batch);
-                        st.wake_waiters();
-                        (true, old.map(|o| o.batch))
-                    }
+            Counters::add(&b.counters.received_batches, 1);
+            Counters::add(&b.counters.received_spans, spans);
+            let full = st.items.len() >= b.config.queue;
+            match b.config.policy {
+                QueuePolicy::DropNewest if full => Some(parcel),
+                QueuePolicy::DropOldest if full => {
+                    let old = st.evict_front();
+                    st.push(parcel);
+                    old.map(|o| Parcel {
+                        batch: o.batch,
+                        ticket: o.ticket,
+                        in_doubt: o.in_doubt,
+                    })
+                }
+                _ => {
+                    st.push(parcel);
+                    Counters::add(&b.counters.queued, 1);
+                    None
                 }
             }
         };
-        if pushed {
-            if victim.is_none() {
-                Counters::add(&b.counters.queued, 1);
+        match victim {
+            // The incoming batch itself was refused: nothing new to wake the dispatcher for.
+            Some(victim) if b.config.policy == QueuePolicy::DropNewest => {
+                self.overflowed(b, victim);
             }
-            b.available.notify_one();
-        }
-        if let Some(victim) = victim {
-            self.set_health(index, Health::Degraded);
-            self.count_dropped(b, &victim, "queue full");
-            self.hand_to_fallback(b, victim);
+            Some(victim) => {
+                b.available.notify_one();
+                self.overflowed(b, victim);
+            }
+            None => b.available.notify_one(),
         }
         Ok(())
     }
 
-    fn count_dropped(&self, b: &Backend, batch: &ExportBatch, why: &str) {
+    /// A drop policy pushed `parcel` out of `b`'s queue: its fallback gets it, or it is dropped.
+    fn overflowed(&self, b: &Backend, parcel: Parcel) {
+        self.set_health(b.index, Health::Degraded);
         Counters::add(&b.counters.dropped_batches, 1);
-        Counters::add(&b.counters.dropped_spans, batch.spans as u64);
-        tracing::debug!(backend = %b.name, spans = batch.spans, why, "batch dropped");
+        Counters::add(&b.counters.dropped_spans, parcel.batch.spans as u64);
+        tracing::debug!(backend = %b.name, spans = parcel.batch.spans, "queue full, batch dropped");
+        self.to_fallback_or(b, parcel, |_| Fate::Dropped(DropReason::QueueFull));
     }
 
-    fn hand_to_fallback(&self, b: &Backend, batch: ExportBatch) {
-        if let Some(f) = b.fallback {
-            match self.enqueue(f, batch) {
-                Ok(()) => Counters::add(&b.counters.to_fallback_batches, 1),
-                Err(batch) => self.count_dropped(&self.backends[f], &batch, "fallback closed"),
-            }
-        }
+    /// Hands `parcel` to `b`'s fallback if it has one (and it is open); otherwise settles this
+    /// destination with `fate` (turned into unconfirmed if an attempt may have delivered it).
+    fn to_fallback_or(&self, b: &Backend, parcel: Parcel, fate: impl FnOnce(&Parcel) -> Fate) {
+        let parcel = match b.fallback {
+            Some(f) => match self.enqueue(f, parcel) {
+                Ok(()) => {
+                    Counters::add(&b.counters.to_fallback_batches, 1);
+                    return;
+                }
+                Err(parcel) => parcel,
+            },
+            None => parcel,
+        };
+        let fate = fate(&parcel);
+        self.settle(parcel, fate);
+    }
+
+    /// Settles one destination of `parcel`'s batch without exporting it.
+    fn discard(&self, b: &Backend, parcel: Parcel, reason: DropReason) {
+        Counters::add(&b.counters.dropped_batches, 1);
+        Counters::add(&b.counters.dropped_spans, parcel.batch.spans as u64);
+        self.settle(parcel, Fate::Dropped(reason));
+    }
+
+    /// Records `fate` for one destination of `parcel`'s batch.
+    fn settle(&self, parcel: Parcel, fate: Fate) {
+        let fate = match fate {
+            Fate::Failed | Fate::Dropped(_) if parcel.in_doubt => Fate::Unconfirmed,
+            fate => fate,
+        };
+        parcel.ticket.settle(fate, &self.settled);
     }
 
     /// Mark `seq` of backend `index` finished and wake the flushes it completes.
     fn finish(&self, index: usize, seq: u64) {
-        let b = &self.backends[index];
-        let mut st = b.state.lock();
-        st.unfinished.remove(&seq);
-        st.wake_waiters();
+        self.backends[index].state.lock().finish(seq);
     }
 
     fn set_health(&self, index: usize, health: Health) {
@@ -570,21 +621,15 @@ impl Shared {
                 if close {
                     st.closed = true;
                 }
-                targets.push((b, st.next_seq));
+                targets.push((b, st.next_seq()));
                 drop(st);
                 if close {
                     b.available.notify_one();
                 }
             }
             for (b, target) in targets {
-                let rx = {
-                    let mut st = b.state.lock();
-                    if st.watermark() >= target {
-                        continue;
-                    }
-                    let (tx, rx) = oneshot::channel();
-                    st.waiters.push((target, tx));
-                    rx
+                let Some(rx) = b.state.lock().wait_for(target) else {
+                    continue;
                 };
                 if !matches!(tokio::time::timeout_at(deadline, rx).await, Ok(Ok(()))) {
                     return Err(self.pending());
@@ -597,123 +642,17 @@ impl Shared {
     fn pending(&self) -> u64 {
         self.backends
             .iter()
-            .map(|b| b.state.lock().unfinished.len() as u64)
+            .map(|b| b.state.lock().unfinished() as u64)
             .sum()
     }
 }
 
-fn push(st: &mut QueueState, batch: ExportBatch) {
-    let seq = st.next_seq;
-    st.next_seq += 1;
-    st.unfinished.insert(seq);
-    st.items.push_back(Item { seq, batch });
-}
-
-/// Per backend: take a permit, then a batch, and export it on its own task.
-/// Taking the permit first leaves batches in the queue (where `DropOldest` can still evict
-/// them) while every permit is busy.
-async fn dispatch(shared: Arc<Shared>, index: usize) {
-    let b = &shared.backends[index];
-    loop {
-        let permit = tokio::select! {
-            biased;
-            _ = shared.cancel.cancelled() => break,
-            p = Arc::clone(&b.semaphore).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let item = loop {
-            {
-                let mut st = b.state.lock();
-                if let Some(item) = st.items.pop_front() {
-                    break Some(item);
-                }
-                if st.closed {
-                    break None;
-                }
-            }
-            // `notify_one` stores a permit when nobody waits, so a push between the check
-            // above and this await is not missed.
-            tokio::select! {
-                biased;
-                _ = shared.cancel.cancelled() => break None,
-                _ = b.available.notified() => {}
-            }
-        };
-        let Some(item) = item else { break };
-        Counters::sub(&b.counters.queued, 1);
-        Counters::add(&b.counters.in_flight, 1);
-        let task_shared = Arc::clone(&shared);
-        shared.tracker.spawn(async move {
-            run(&task_shared, index, item).await;
-            drop(permit);
-        });
-    }
-    // Cancelled (shutdown deadline or drop): whatever is still queued is dropped, counted.
-    let left: Vec<Item> = b.state.lock().items.drain(..).collect();
-    for item in left {
-        Counters::sub(&b.counters.queued, 1);
-        shared.count_dropped(b, &item.batch, "shutdown deadline");
-        shared.finish(index, item.seq);
-    }
-}
-
-struct Observer<'a> {
-    shared: &'a Shared,
-    index: usize,
-}
-
-impl AttemptObserver for Observer<'_> {
-    fn attempt(&self, latency: Duration, result: &Result<ExportOutcome, ExportError>) {
-        let b = &self.shared.backends[self.index];
-        b.counters.latency.record(latency);
-        let health = if result.is_ok() {
-            Health::Running
-        } else {
-            Health::Degraded
-        };
-        self.shared.set_health(self.index, health);
-    }
-    fn retry(&self, _error: &ExportError, _delay: Duration) {
-        Counters::add(&self.shared.backends[self.index].counters.retries, 1);
-    }
-}
-
-async fn run(shared: &Shared, index: usize, item: Item) {
-    let b = &shared.backends[index];
-    let observer = Observer { shared, index };
-    let result = export_with_retry(
-        &*b.exporter,
-        &item.batch,
-        &b.config.retry,
-        b.config.timeout,
-        &shared.cancel,
-        &observer,
-    )
-    .await;
-    let c = &b.counters;
-    match result {
-        Ok(outcome) => {
-            Counters::add(&c.exported_batches, 1);
-            Counters::add(&c.accepted_spans, outcome.accepted);
-            Counters::add(&c.rejected_spans, outcome.rejected);
-            if outcome.rejected > 0 {
-                tracing::warn!(backend = %b.name, rejected = outcome.rejected,
-                    message = outcome.message.as_deref().unwrap_or(""), "backend rejected spans");
-            }
-        }
-        Err(ExportError::Cancelled) => shared.count_dropped(b, &item.batch, "shutdown deadline"),
-        Err(error) => {
-            Counters::add(&c.failed_batches, 1);
-            Counters::add(&c.failed_spans, item.batch.spans as u64);
-            if !error.is_retryable() {
-                Counters::add(&c.permanent_errors, 1);
-            }
-            tracing::warn!(backend = %b.name, spans = item.batch.spans, %error, "export failed");
-            shared.hand_to_fallback(b, item.batch);
+impl From<Item> for Parcel {
+    fn from(item: Item) -> Self {
+        Parcel {
+            batch: item.batch,
+            ticket: item.ticket,
+            in_doubt: item.in_doubt,
         }
     }
-    Counters::sub(&c.in_flight, 1);
-    shared.finish(index, item.seq);
 }

@@ -563,6 +563,9 @@ fn export(shared: &Shared, body: Bytes) -> Result<Bytes, Status> {
             ),
         )),
         Err(NotTaken::Closed) => Err(closed()),
+        Err(NotTaken::TooLarge) => Err(Status::resource_exhausted(
+            "request is larger than the relay's whole memory budget",
+        )),
     }
 }
 

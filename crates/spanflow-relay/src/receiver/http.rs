@@ -276,6 +276,11 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
                 .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             resp
         }
+        Err(NotTaken::TooLarge) => error_response(
+            kind,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request is larger than the relay's whole memory budget",
+        ),
     }
 }
 

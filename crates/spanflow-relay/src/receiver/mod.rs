@@ -196,6 +196,9 @@ pub(crate) enum NotTaken {
     Backpressure { retry_after: Duration },
     /// The relay is shutting down.
     Closed,
+    /// The request alone is larger than the pipeline's whole memory budget (the configuration
+    /// check makes this impossible for requests within the receivers' size limits).
+    TooLarge,
 }
 
 /// Hands a parsed request to the sink and does the accounting.
@@ -233,6 +236,11 @@ pub(crate) fn ingest(
             metrics.refused_backpressure(spans);
             metrics.request(protocol, Outcome::Backpressure);
             Err(NotTaken::Backpressure { retry_after })
+        }
+        Err(Refused::TooLarge { .. }) => {
+            metrics.refused_invalid(spans);
+            metrics.request(protocol, Outcome::TooLarge);
+            Err(NotTaken::TooLarge)
         }
         Err(Refused::Closed { .. }) => {
             metrics.refused_closed(spans);

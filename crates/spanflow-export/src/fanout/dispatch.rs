@@ -1,0 +1,159 @@
+//! Per backend: the dispatcher that takes batches off the queue, and the export of one batch
+//! with retry, ending in its fate at this destination.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::queue::{Item, Parcel};
+use super::settle::{DropReason, Fate};
+use super::{Backend, Shared};
+use crate::retry::{AttemptObserver, RetryEnd, export_with_retry};
+use crate::stats::{Counters, Health};
+use crate::{ExportError, ExportOutcome};
+
+/// Per backend: take a permit, then a batch, and export it on its own task.
+/// Taking the permit first leaves batches in the queue (where `DropOldest` can still evict
+/// them) while every permit is busy.
+pub(super) async fn dispatch(shared: Arc<Shared>, index: usize) {
+    let b = &shared.backends[index];
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => break,
+            p = Arc::clone(&b.semaphore).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let item = loop {
+            {
+                let mut st = b.state.lock();
+                if let Some(item) = st.items.pop_front() {
+                    break Some(item);
+                }
+                if st.closed {
+                    break None;
+                }
+            }
+            // `notify_one` stores a permit when nobody waits, so a push between the check
+            // above and this await is not missed.
+            tokio::select! {
+                biased;
+                _ = shared.cancel.cancelled() => break None,
+                _ = b.available.notified() => {}
+            }
+        };
+        let Some(item) = item else { break };
+        Counters::sub(&b.counters.queued, 1);
+        Counters::add(&b.counters.in_flight, 1);
+        let task_shared = Arc::clone(&shared);
+        shared.tracker.spawn(async move {
+            run(&task_shared, index, item).await;
+            drop(permit);
+        });
+    }
+    // Cancelled (shutdown deadline or drop): whatever still waits was never sent from here.
+    let left: Vec<Item> = b.state.lock().items.drain(..).collect();
+    for item in left {
+        Counters::sub(&b.counters.queued, 1);
+        let seq = item.seq;
+        shared.discard(b, Parcel::from(item), DropReason::ShutdownDeadline);
+        shared.finish(index, seq);
+    }
+}
+
+struct Observer<'a> {
+    shared: &'a Shared,
+    index: usize,
+}
+
+impl AttemptObserver for Observer<'_> {
+    fn attempt(&self, latency: Duration, result: &Result<ExportOutcome, ExportError>) {
+        let b = &self.shared.backends[self.index];
+        b.counters.latency.record(latency);
+        let health = if result.is_ok() {
+            Health::Running
+        } else {
+            Health::Degraded
+        };
+        self.shared.set_health(self.index, health);
+    }
+    fn retry(&self, _error: &ExportError, _delay: Duration) {
+        Counters::add(&self.shared.backends[self.index].counters.retries, 1);
+    }
+}
+
+/// Exports `item` to backend `index` with retry, then records its fate here: exported,
+/// handed to the fallback, or settled as failed, dropped or unconfirmed.
+async fn run(shared: &Shared, index: usize, item: Item) {
+    let b = &shared.backends[index];
+    let observer = Observer { shared, index };
+    let RetryEnd { result, in_doubt } = export_with_retry(
+        &*b.exporter,
+        &item.batch,
+        &b.config.retry,
+        b.config.timeout,
+        &shared.cancel,
+        &observer,
+    )
+    .await;
+    let seq = item.seq;
+    let mut parcel = Parcel::from(item);
+    parcel.in_doubt |= in_doubt;
+    let c = &b.counters;
+    let spans = parcel.batch.spans as u64;
+    match result {
+        Ok(outcome) => {
+            Counters::add(&c.exported_batches, 1);
+            Counters::add(&c.accepted_spans, outcome.accepted);
+            Counters::add(&c.rejected_spans, outcome.rejected);
+            if outcome.rejected > 0 {
+                tracing::warn!(backend = %b.name, rejected = outcome.rejected,
+                    message = outcome.message.as_deref().unwrap_or(""), "backend rejected spans");
+            }
+            // A success settles even a batch an earlier attempt may have delivered: it arrived.
+            parcel.in_doubt = false;
+            shared.settle(
+                parcel,
+                Fate::Exported {
+                    accepted: outcome.accepted,
+                },
+            );
+        }
+        Err(ExportError::Cancelled) => {
+            // Shutdown's deadline: no fallback runs any more.
+            if parcel.in_doubt {
+                Counters::add(&c.unconfirmed_batches, 1);
+                Counters::add(&c.unconfirmed_spans, spans);
+            } else {
+                Counters::add(&c.dropped_batches, 1);
+                Counters::add(&c.dropped_spans, spans);
+            }
+            shared.settle(parcel, Fate::Dropped(DropReason::ShutdownDeadline));
+        }
+        Err(error) => {
+            count_unfinished(b, spans, parcel.in_doubt);
+            if !error.is_retryable() {
+                Counters::add(&c.permanent_errors, 1);
+            }
+            tracing::warn!(backend = %b.name, spans, %error, in_doubt = parcel.in_doubt,
+                "export failed");
+            shared.to_fallback_or(b, parcel, |_| Fate::Failed);
+        }
+    }
+    Counters::sub(&c.in_flight, 1);
+    shared.finish(index, seq);
+}
+
+/// Counts a batch this backend gave up on: unconfirmed if an attempt may have delivered it,
+/// otherwise failed.
+fn count_unfinished(b: &Backend, spans: u64, in_doubt: bool) {
+    let c = &b.counters;
+    if in_doubt {
+        Counters::add(&c.unconfirmed_batches, 1);
+        Counters::add(&c.unconfirmed_spans, spans);
+    } else {
+        Counters::add(&c.failed_batches, 1);
+        Counters::add(&c.failed_spans, spans);
+    }
+}

@@ -1,0 +1,358 @@
+//! [`PipelineBuilder`]: checks a configuration, builds the exporters, the intakes sharing one
+//! memory budget, the fan-out and the worker threads.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SpanData;
+use spanflow_batch::{Batcher, Budget, DropSite, Policy};
+use spanflow_export::{
+    BackendConfig, DynExporter, Exporter, ExporterConfig, FanOut, QueuePolicy, RetryConfig,
+    SinkConfig,
+};
+use spanflow_process::{Chain, Scheduler};
+
+use crate::books::Books;
+use crate::config::{BackendRole, ExporterSpec, FreeSpansOn, OverflowPolicy, PipelineConfig};
+use crate::encode::estimate_span_bytes;
+use crate::error::BuildError;
+use crate::pipeline::{Owner, Pipeline};
+use crate::runtime::{OwnedRuntime, lower_current_thread_priority};
+use crate::workers::{Parts, Shared, Submitted, Work};
+
+/// One backend added in code.
+struct CodeBackend {
+    name: String,
+    role: BackendRole,
+    exporter: Arc<dyn DynExporter>,
+    config: Option<BackendConfig>,
+}
+
+/// Configures and starts a [`Pipeline`].
+///
+/// ```
+/// use spanflow::{NullExporter, OverflowPolicy, Pipeline};
+/// let pipeline = Pipeline::builder()
+///     .max_batch_spans(1024)
+///     .memory_budget(64 << 20)
+///     .overflow(OverflowPolicy::Drop)
+///     .exporter("primary", NullExporter::default())
+///     .build()?;
+/// # pipeline.shutdown(std::time::Duration::from_secs(1))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use]
+#[derive(Default)]
+pub struct PipelineBuilder {
+    config: PipelineConfig,
+    backends: Vec<CodeBackend>,
+    chain: Option<Chain>,
+    resource: Option<Resource>,
+    env_exporter: bool,
+}
+
+impl std::fmt::Debug for PipelineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineBuilder")
+            .field("config", &self.config)
+            .field(
+                "backends",
+                &self
+                    .backends
+                    .iter()
+                    .map(|b| (&b.name, b.role))
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl PipelineBuilder {
+    /// Replaces the whole configuration (for example one read from a file).
+    pub fn config(mut self, config: PipelineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Applies the `OTEL_BSP_*` variables on top of the configuration so far (see
+    /// [`PipelineConfig::apply_env`]) and, if no exporter is configured by the time `build` runs,
+    /// adds an OTLP exporter configured from the `OTEL_EXPORTER_OTLP_*` variables
+    /// (`spanflow-export`'s [`ExporterConfig::from_env`]).
+    pub fn from_env(mut self) -> Self {
+        for warning in self.config.apply_env(|name| std::env::var(name).ok()) {
+            tracing::warn!(variable = warning.name, value = %warning.value, reason = warning.reason,
+                "ignoring environment variable");
+        }
+        self.env_exporter = true;
+        self
+    }
+
+    /// Most spans in one export request.
+    pub fn max_batch_spans(mut self, spans: usize) -> Self {
+        self.config.batch.max_spans = spans;
+        self
+    }
+
+    /// Longest a partial batch waits before it is exported.
+    pub fn max_batch_age(mut self, age: Duration) -> Self {
+        self.config.batch.max_age_ms = age.as_millis().try_into().unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Bytes queued spans may hold (see [`crate::MemorySettings::budget_bytes`]).
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.config.memory.budget_bytes = bytes;
+        self
+    }
+
+    /// What happens to spans that arrive while the budget is used up.
+    pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
+        self.config.memory.overflow = policy;
+        self
+    }
+
+    /// Which threads free encoded SDK spans (see [`FreeSpansOn`]).
+    pub fn free_spans_on(mut self, threads: FreeSpansOn) -> Self {
+        self.config.memory.free_spans_on = threads;
+        self
+    }
+
+    /// Export requests in flight at once, per backend.
+    pub fn export_concurrency(mut self, requests: usize) -> Self {
+        self.config.export.concurrency = requests;
+        self
+    }
+
+    /// Longest one export attempt may take.
+    pub fn export_timeout(mut self, timeout: Duration) -> Self {
+        self.config.export.timeout_ms = timeout.as_millis().try_into().unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Adds a primary backend: every batch goes to every primary (fan-out).
+    pub fn exporter(self, name: impl Into<String>, exporter: impl Exporter) -> Self {
+        self.backend(name, BackendRole::Primary, Arc::new(exporter), None)
+    }
+
+    /// Adds a fallback for the primary added just before: it gets the batches that primary
+    /// finally failed on or could not queue.
+    pub fn fallback_exporter(self, name: impl Into<String>, exporter: impl Exporter) -> Self {
+        self.backend(name, BackendRole::Fallback, Arc::new(exporter), None)
+    }
+
+    /// Adds a backend with full control: a type-erased exporter and, optionally, its own
+    /// queue/concurrency/retry/timeout (otherwise derived from [`crate::ExportSettings`]).
+    pub fn backend(
+        mut self,
+        name: impl Into<String>,
+        role: BackendRole,
+        exporter: Arc<dyn DynExporter>,
+        config: Option<BackendConfig>,
+    ) -> Self {
+        self.backends.push(CodeBackend {
+            name: name.into(),
+            role,
+            exporter,
+            config,
+        });
+        self
+    }
+
+    /// Runs every batch through `chain` before export (after the chain from the configuration,
+    /// which this replaces if both are given).
+    pub fn processors(mut self, chain: Chain) -> Self {
+        self.chain = Some(chain);
+        self
+    }
+
+    /// The resource SDK spans are encoded under until the tracer provider sets its own.
+    pub fn resource(mut self, resource: Resource) -> Self {
+        self.resource = Some(resource);
+        self
+    }
+
+    /// The backend settings derived from `[export]`, for backends that bring none.
+    fn default_backend_config(config: &PipelineConfig) -> BackendConfig {
+        BackendConfig {
+            queue: config.export.queue,
+            concurrency: config.export.concurrency,
+            timeout: config.export.timeout(),
+            // Never drops: queued batches hold budget credits, so a slow or dead backend turns
+            // into backpressure at the intakes.
+            policy: QueuePolicy::Block,
+            retry: RetryConfig {
+                // A backend outage is retried for as long as the Collector retries (5 min by
+                // default), quickly at first; flush and shutdown cut it short at their deadline.
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(5),
+                ..RetryConfig::default()
+            },
+        }
+    }
+
+    /// Checks the configuration, starts the export runtime and the worker threads.
+    pub fn build(self) -> Result<Pipeline, BuildError> {
+        let config = self.config;
+        if config.batch.max_spans == 0 || config.batch.max_bytes == 0 {
+            return Err(BuildError::Config(
+                "batch.max_spans and batch.max_bytes must be positive".into(),
+            ));
+        }
+        if config.export.concurrency == 0 || config.export.queue == 0 {
+            return Err(BuildError::Config(
+                "export.concurrency and export.queue must be positive".into(),
+            ));
+        }
+
+        // Backends: configuration first, then code, then the environment if nothing else.
+        let mut backends: Vec<CodeBackend> = Vec::new();
+        for ExporterSpec {
+            name,
+            role,
+            sink,
+            backend,
+        } in &config.exporters
+        {
+            let exporter = sink
+                .build()
+                .map_err(|err| BuildError::Export(format!("{name}: {err}")))?;
+            backends.push(CodeBackend {
+                name: name.clone(),
+                role: *role,
+                exporter: Arc::new(exporter),
+                config: backend.clone(),
+            });
+        }
+        backends.extend(self.backends);
+        if backends.is_empty() && self.env_exporter {
+            let env =
+                ExporterConfig::from_env().map_err(|err| BuildError::Export(err.to_string()))?;
+            let exporter = SinkConfig::Otlp(env)
+                .build()
+                .map_err(|err| BuildError::Export(err.to_string()))?;
+            backends.push(CodeBackend {
+                name: "otlp".into(),
+                role: BackendRole::Primary,
+                exporter: Arc::new(exporter),
+                config: None,
+            });
+        }
+        if !backends.iter().any(|b| b.role == BackendRole::Primary) {
+            return Err(BuildError::Config(
+                "no exporter configured (a primary backend is required)".into(),
+            ));
+        }
+
+        let chain = match (self.chain, config.processors.is_empty()) {
+            (Some(chain), _) => Some(Arc::new(chain)),
+            (None, false) => Some(Arc::new(
+                Chain::from_config(&config.processors)
+                    .map_err(|err| BuildError::Process(err.to_string()))?,
+            )),
+            (None, true) => None,
+        };
+        let scheduler = match (&chain, config.processing.threads) {
+            (Some(chain), threads) if threads > 0 => Some(
+                Scheduler::new(Arc::clone(chain), threads)
+                    .map_err(|err| BuildError::Process(err.to_string()))?,
+            ),
+            _ => None,
+        };
+
+        let budget = Budget::new(config.memory.budget_bytes as u64);
+        // The batcher cuts by count, bytes and age, never because the budget is full: a batch
+        // must therefore fit the budget several times over, or a small budget would make every
+        // batch wait for its age.
+        let batch_bytes = (config.batch.max_bytes as u64)
+            .min(budget.limit_bytes() / 4)
+            .max(1);
+        let (spans, span_receiver) = Batcher::<SpanData>::builder()
+            .max_items(config.batch.max_spans)
+            .max_bytes(batch_bytes)
+            .max_age(config.batch.max_age())
+            .weigh(|span: &SpanData| estimate_span_bytes(span) as u64)
+            .drop_site(match config.memory.free_spans_on {
+                FreeSpansOn::Application => DropSite::Producers,
+                FreeSpansOn::Pipeline => DropSite::Consumer,
+            })
+            .budget(Arc::clone(&budget))
+            // Only `try_send` is used; the overflow policy is applied in `wait_for_room`.
+            .policy(Policy::DropNewest)
+            .build()
+            .map_err(|err| BuildError::Config(err.to_string()))?;
+        // Submitted requests are merged only with what already queued up: no added latency.
+        let (requests, request_receiver) = Batcher::<Submitted>::builder()
+            .max_items(64)
+            .max_bytes(batch_bytes)
+            .max_age(Duration::ZERO)
+            .weigh(|submitted: &Submitted| submitted.request.encoded_len() as u64)
+            .budget(Arc::clone(&budget))
+            .policy(Policy::DropNewest)
+            .build()
+            .map_err(|err| BuildError::Config(err.to_string()))?;
+
+        let runtime = OwnedRuntime::start(
+            config.export.resolved_runtime_threads(),
+            config.processing.nice,
+        )
+        .map_err(BuildError::Threads)?;
+        let default_backend = Self::default_backend_config(&config);
+        let mut fanout = FanOut::builder();
+        for backend in backends {
+            let backend_config = backend.config.unwrap_or_else(|| default_backend.clone());
+            fanout = match backend.role {
+                BackendRole::Primary => {
+                    fanout.backend_dyn(backend.name, backend.exporter, backend_config)
+                }
+                BackendRole::Fallback => {
+                    fanout.fallback_dyn(backend.name, backend.exporter, backend_config)
+                }
+            };
+        }
+        let fanout = fanout
+            .build(runtime.handle())
+            .map_err(|err| BuildError::Export(err.to_string()))?;
+
+        let shared = Arc::new(Shared::new(Parts {
+            config,
+            spans,
+            requests,
+            resource: self
+                .resource
+                .unwrap_or_else(|| Resource::builder_empty().build()),
+            chain,
+            scheduler,
+            fanout,
+            runtime,
+            books: Books::new(budget),
+        }));
+        let mut workers = Vec::with_capacity(2);
+        for (name, work) in [
+            ("spanflow-encode", Work::Spans(span_receiver)),
+            ("spanflow-submit", Work::Requests(request_receiver)),
+        ] {
+            shared.live_workers.fetch_add(1, Ordering::AcqRel);
+            let worker_shared = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    worker_shared.runtime.mark_current_thread();
+                    lower_current_thread_priority(worker_shared.config.processing.nice);
+                    worker_shared.run(work);
+                });
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(err) => {
+                    shared.live_workers.fetch_sub(1, Ordering::AcqRel);
+                    shared.spans.close();
+                    shared.requests.close();
+                    return Err(BuildError::Threads(err));
+                }
+            }
+        }
+        *shared.workers.lock() = workers;
+        Ok(Pipeline::from_owner(Owner::new(shared)))
+    }
+}
