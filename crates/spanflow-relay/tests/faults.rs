@@ -1,0 +1,652 @@
+//! The fault suite: the real `spanflow-relay` binary against a real OTLP/gRPC backend in a
+//! separate process that the test kills (SIGKILL), restarts on the same port, stalls
+//! (SIGSTOP), slows down or makes reject, then checks the books exactly: every acknowledged
+//! span is delivered or counted lost, nothing is counted twice, and the final line balances
+//! (`accepted = exported + failed + dropped + unconfirmed + queued`).
+//!
+//! The backend is this test binary run again as `fault_sink_process` (see `faults/sink.rs`).
+//! Heavy scenarios take the [`heavy`] lock so they run one at a time; they still run in every
+//! `cargo test`. Each scenario prints a summary (`--nocapture` to see it when it passes).
+//!
+//! Harness: `SinkProcess::start(dir, Mode, record_bodies)` → `RelayProcess::start(dir,
+//! &RelaySpec { toml, shutdown_timeout, args })` → `Load::start(relay.grpc_endpoint(),
+//! LoadSpec)` → faults on the sink → `load.stop()` (the client's books) → `relay.terminate()`
+//! and `relay.wait_stopped(slack)` (final line, exit time, peak RSS) → `sink.delivered()` →
+//! `Verdict::books(...)` plus the scenario's own expectations → `verdict.finish()`.
+
+#[path = "faults/mod.rs"]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::books::Verdict;
+use harness::client::{
+    self, Client, ClientBook, Load, LoadSpec, fresh_ids, request, small_runtime, span,
+};
+use harness::proc::{ScratchDir, heavy};
+use harness::relay::{self, FAST_RETRY, PATIENT_RETRY, RelayProcess, RelaySpec, grpc_exporter};
+use harness::sink::{self, Mode, SinkProcess};
+
+/// Not a scenario: the fault sink's process entry. Run normally it returns at once; run by
+/// `SinkProcess` (with `SPANFLOW_FAULT_SINK` set) it serves until killed.
+#[test]
+fn fault_sink_process() {
+    sink::run_from_env();
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Waits for the relay's exit with a deadline well past its own, so a slow exit is measured
+/// and reported instead of cut off.
+const EXIT_SLACK: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------
+// 1. Backend killed and restarted under load.
+
+/// 20k spans/s for 9 s; the backend is SIGKILLed after 2 s and restarted on the same port
+/// 5 s later. The backend has the default retry (5 s initial backoff, 5 min in all), which
+/// bridges the outage: no acknowledged span may be missing.
+#[test]
+fn backend_killed_and_restarted_under_load_loses_nothing_acknowledged() {
+    let _heavy = heavy();
+    let dir = ScratchDir::new("kill-restart");
+    let mut sink = SinkProcess::start(dir.path(), Mode::Ok, false);
+    let mut relay = RelayProcess::start(
+        dir.path(),
+        &RelaySpec {
+            toml: grpc_exporter("b", &sink.endpoint(), None),
+            shutdown_timeout: Some(60 * SECOND),
+            args: vec![],
+        },
+    );
+    let load = Load::start(
+        &relay.grpc_endpoint(),
+        LoadSpec {
+            rate: 20_000,
+            concurrency: 8,
+            spans_per_request: 100,
+            attr_bytes: 0,
+        },
+    );
+    std::thread::sleep(2 * SECOND);
+    sink.kill9();
+    let killed = load.snapshot().acked.len();
+    std::thread::sleep(5 * SECOND);
+    sink.restart();
+    let restarted = load.snapshot().acked.len();
+    std::thread::sleep(2 * SECOND);
+    let client = load.stop();
+    relay.terminate();
+    let stopped = relay.wait_stopped(EXIT_SLACK);
+    let delivered = sink.delivered();
+
+    let mut v = Verdict::new("backend killed and restarted under load");
+    v.note(format!(
+        "acked before the kill {killed}, during the outage {}",
+        restarted - killed
+    ));
+    let b = v.books(&client, &delivered, &stopped);
+    v.expect(b.missing == 0, || {
+        format!("{} acknowledged spans never reached the backend", b.missing)
+    });
+    v.expect(stopped.line.flushed() == Some(true), || {
+        "flushed is not true with a 60 s deadline and a live backend".into()
+    });
+    v.expect(stopped.status.success(), || {
+        format!("exit status {:?}", stopped.status)
+    });
+    v.expect(b.acked > 100_000, || {
+        format!("only {} spans acked: the load did not run", b.acked)
+    });
+    v.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Backend slow.
+
+/// The backend takes 200 ms per answer and 5k spans/s at most, so the relay falls behind a
+/// 12k spans/s load of ~1.1 KB spans: the 16 MiB budget fills and clients are told to retry.
+/// Nothing acknowledged may be missing, and `/metrics` agrees with the final line.
+#[test]
+fn slow_backend_pushes_back_and_loses_nothing_acknowledged() {
+    let _heavy = heavy();
+    let dir = ScratchDir::new("slow");
+    let sink = SinkProcess::start(
+        dir.path(),
+        Mode::Slow {
+            delay_ms: 200,
+            spans_per_sec: 5_000,
+        },
+        false,
+    );
+    let mut relay = RelayProcess::start(
+        dir.path(),
+        &RelaySpec {
+            toml: grpc_exporter("b", &sink.endpoint(), Some(PATIENT_RETRY)),
+            shutdown_timeout: Some(60 * SECOND),
+            args: args(&["--memory-budget", "16MiB"]),
+        },
+    );
+    let load = Load::start(
+        &relay.grpc_endpoint(),
+        LoadSpec {
+            rate: 12_000,
+            concurrency: 8,
+            spans_per_request: 100,
+            attr_bytes: 1000,
+        },
+    );
+    std::thread::sleep(5 * SECOND);
+    let client = load.stop();
+    let mut v = Verdict::new("slow backend");
+
+    // Drained (bounded), then /metrics must tell the same story as the final line.
+    let drained = Instant::now() + 30 * SECOND;
+    let metrics = loop {
+        let m = relay.scrape();
+        if m.total("spanflow_pipeline_queue_spans") == Some(0.0) || Instant::now() > drained {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    relay.terminate();
+    let stopped = relay.wait_stopped(EXIT_SLACK);
+    let delivered = sink.delivered();
+    let b = v.books(&client, &delivered, &stopped);
+    v.expect(client.retry_answers > 0, || {
+        "no client was ever told to retry: the relay queued beyond its budget or dropped".into()
+    });
+    v.expect(b.missing == 0, || {
+        format!("{} acknowledged spans never reached the backend", b.missing)
+    });
+    v.expect(stopped.line.flushed() == Some(true), || {
+        "flushed is not true with a 60 s deadline".into()
+    });
+    for (family, key) in [
+        ("spanflow_pipeline_spans_accepted_total", "accepted"),
+        ("spanflow_pipeline_spans_exported_total", "exported"),
+        ("spanflow_pipeline_spans_failed_total", "failed"),
+        ("spanflow_pipeline_spans_unconfirmed_total", "unconfirmed"),
+        ("spanflow_pipeline_spans_dropped_total", "dropped"),
+    ] {
+        let scraped = metrics.total(family);
+        let last = stopped.line.count(key) as f64;
+        v.expect(scraped == Some(last), || {
+            format!(
+                "/metrics {family} = {scraped:?} after draining, the final line says {key}={last}"
+            )
+        });
+    }
+    v.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Backend rejecting.
+
+/// A backend that answers INVALID_ARGUMENT to everything: every acknowledged span is counted
+/// `failed`, once — not also dropped.
+#[test]
+fn rejecting_backend_counts_each_span_failed_once() {
+    let dir = ScratchDir::new("reject");
+    let sink = SinkProcess::start(
+        dir.path(),
+        Mode::Reject {
+            code: 3,
+            delay_ms: 0,
+        },
+        false,
+    );
+    let (client, stopped, delivered) = short_load(&dir, &sink, FAST_RETRY, 2 * SECOND);
+    let mut v = Verdict::new("backend rejecting (INVALID_ARGUMENT)");
+    let b = v.books(&client, &delivered, &stopped);
+    v.expect(b.delivered == 0, || {
+        format!("the rejecting sink recorded {}", b.delivered)
+    });
+    v.expect(b.failed == b.acked && b.dropped == 0, || {
+        format!(
+            "{} acked spans were all refused: expected failed={} dropped=0, got failed={} dropped={}",
+            b.acked, b.acked, b.failed, b.dropped
+        )
+    });
+    v.finish();
+}
+
+/// A backend whose `partial_success` refuses every third span: exactly those are `failed`,
+/// the rest `exported`.
+#[test]
+fn partially_rejecting_backend_counts_the_rejected_spans_failed() {
+    const EVERY: u64 = 3;
+    let dir = ScratchDir::new("partial");
+    let sink = SinkProcess::start(
+        dir.path(),
+        Mode::Partial {
+            reject_every_n: EVERY,
+        },
+        false,
+    );
+    let (client, stopped, delivered) = short_load(&dir, &sink, FAST_RETRY, 2 * SECOND);
+    let mut v = Verdict::new("backend rejecting (partial_success, every 3rd span)");
+    let b = v.books(&client, &delivered, &stopped);
+    let rejected = client
+        .acked
+        .iter()
+        .filter(|id| id.is_multiple_of(EVERY))
+        .count() as u64;
+    v.expect(b.failed == rejected && b.dropped == 0, || {
+        format!(
+            "the sink refused {rejected} acked spans: expected failed={rejected} dropped=0, got failed={} dropped={}",
+            b.failed, b.dropped
+        )
+    });
+    v.expect(b.exported == b.delivered, || {
+        format!("exported={} but the sink kept {}", b.exported, b.delivered)
+    });
+    v.finish();
+}
+
+/// A backend that rejects slowly (500 ms) behind a queue of two batches: the queue overflows,
+/// and each span is counted once, `failed` or `dropped` — never both.
+#[test]
+fn rejecting_backend_behind_a_full_queue_counts_each_span_once() {
+    let dir = ScratchDir::new("reject-queue");
+    let sink = SinkProcess::start(
+        dir.path(),
+        Mode::Reject {
+            code: 3,
+            delay_ms: 500,
+        },
+        false,
+    );
+    let backend = r#"{ queue = 2, timeout = "30s", retry = { initial_backoff = "100ms", max_backoff = "1s", max_elapsed = "60s" } }"#;
+    let (client, stopped, delivered) = short_load(&dir, &sink, backend, 3 * SECOND);
+    let mut v = Verdict::new("backend rejecting slowly behind a full queue");
+    let b = v.books(&client, &delivered, &stopped);
+    v.expect(b.delivered == 0 && b.failed + b.dropped == b.acked, || {
+        format!(
+            "{} acked spans were all refused or dropped: expected failed + dropped = {}, got failed={} dropped={}",
+            b.acked, b.acked, b.failed, b.dropped
+        )
+    });
+    v.finish();
+}
+
+/// 5k spans/s of ~80 B spans for `duration` into a relay exporting to `sink` with `backend`
+/// settings, then SIGTERM.
+fn short_load(
+    dir: &ScratchDir,
+    sink: &SinkProcess,
+    backend: &str,
+    duration: Duration,
+) -> (ClientBook, relay::Stopped, sink::Delivered) {
+    let mut relay = RelayProcess::start(
+        dir.path(),
+        &RelaySpec {
+            toml: grpc_exporter("b", &sink.endpoint(), Some(backend)),
+            shutdown_timeout: Some(30 * SECOND),
+            args: vec![],
+        },
+    );
+    let load = Load::start(
+        &relay.grpc_endpoint(),
+        LoadSpec {
+            rate: 5_000,
+            concurrency: 4,
+            spans_per_request: 100,
+            attr_bytes: 0,
+        },
+    );
+    std::thread::sleep(duration);
+    let client = load.stop();
+    relay.terminate();
+    let stopped = relay.wait_stopped(EXIT_SLACK);
+    (client, stopped, sink.delivered())
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Overload with a small budget.
+
+/// The memory budget of the overload scenarios.
+const OVERLOAD_BUDGET: u64 = 16 << 20;
+/// Request bytes the receivers may hold while reading and indexing requests. (Today the relay
+/// sets max(budget, 2 × max_message_size) = 16 MiB; the target bound is 8 MiB.)
+const REQUEST_IN_FLIGHT_BOUND: u64 = 8 << 20;
+/// Everything that is neither budget nor requests in flight: the debug binary's code and
+/// data, tokio, tonic and hyper buffers for ~40 connections, the exporter's HTTP/2 windows,
+/// allocator slack and fragmentation. An idle debug relay sits at about 20 MiB.
+const FIXED_OVERHEAD: u64 = 48 << 20;
+/// The most resident memory the relay may use under overload.
+const RSS_LIMIT: u64 = OVERLOAD_BUDGET + REQUEST_IN_FLIGHT_BOUND + FIXED_OVERHEAD;
+
+/// ~80 B spans at 10× what the backend takes (3.2k spans/s), from 32 clients: the backlog
+/// passes the budget after about 6 s.
+#[test]
+fn overload_with_small_spans_stays_within_the_memory_budget() {
+    overload("overload, ~80 B spans", 0, 3_200);
+}
+
+/// ~1.1 KB spans at 10× what the backend takes (1.6k spans/s): the budget is full within a
+/// second.
+#[test]
+fn overload_with_large_spans_stays_within_the_memory_budget() {
+    overload("overload, ~1.1 KB spans", 1000, 1_600);
+}
+
+/// 8 s of `10 × capacity` spans/s into a relay with a 16 MiB budget whose backend takes
+/// `capacity` spans/s; RSS sampled every 100 ms, `memory_used_bytes` every 250 ms.
+fn overload(scenario: &str, attr_bytes: usize, capacity: u64) {
+    let _heavy = heavy();
+    let dir = ScratchDir::new("overload");
+    let sink = SinkProcess::start(
+        dir.path(),
+        Mode::Slow {
+            delay_ms: 50,
+            spans_per_sec: capacity,
+        },
+        false,
+    );
+    let mut relay = RelayProcess::start(
+        dir.path(),
+        &RelaySpec {
+            toml: grpc_exporter("b", &sink.endpoint(), Some(PATIENT_RETRY)),
+            shutdown_timeout: Some(60 * SECOND),
+            args: args(&["--memory-budget", &OVERLOAD_BUDGET.to_string()]),
+        },
+    );
+    let load = Load::start(
+        &relay.grpc_endpoint(),
+        LoadSpec {
+            rate: 10 * capacity,
+            concurrency: 32,
+            spans_per_request: 50,
+            attr_bytes,
+        },
+    );
+    let mut used_peak = None::<f64>;
+    let until = Instant::now() + 8 * SECOND;
+    while Instant::now() < until {
+        if let Some(used) = relay.scrape().total("spanflow_pipeline_memory_used_bytes") {
+            used_peak = Some(used_peak.map_or(used, |p: f64| p.max(used)));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let rss_under_load = relay.peak_rss();
+    let client = load.stop();
+    // Let the backend catch up so the books close with everything delivered.
+    sink.set_mode(Mode::Ok);
+    relay.terminate();
+    let stopped = relay.wait_stopped(EXIT_SLACK);
+    let delivered = sink.delivered();
+
+    let mut v = Verdict::new(scenario);
+    v.note(format!(
+        "capacity ~{capacity} spans/s, offered {} spans/s; peak RSS under load {:.1} MiB (limit {:.0} MiB = budget {} + in flight {} + overhead {}); peak memory_used_bytes {used_peak:?}",
+        10 * capacity,
+        rss_under_load as f64 / f64::from(1 << 20),
+        RSS_LIMIT as f64 / f64::from(1 << 20),
+        OVERLOAD_BUDGET >> 20,
+        REQUEST_IN_FLIGHT_BOUND >> 20,
+        FIXED_OVERHEAD >> 20,
+    ));
+    v.books(&client, &delivered, &stopped);
+    v.expect(stopped.peak_rss <= RSS_LIMIT, || {
+        format!(
+            "peak RSS {:.1} MiB > {:.0} MiB",
+            stopped.peak_rss as f64 / f64::from(1 << 20),
+            RSS_LIMIT as f64 / f64::from(1 << 20)
+        )
+    });
+    v.expect(
+        used_peak.is_some_and(|u| u <= OVERLOAD_BUDGET as f64),
+        || format!("spanflow_pipeline_memory_used_bytes peaked at {used_peak:?}, budget {OVERLOAD_BUDGET}"),
+    );
+    v.expect(client.retry_answers > 0, || {
+        "no client was told to retry at 10x capacity".into()
+    });
+    v.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. SIGTERM with a full queue.
+
+/// Fills the 16 MiB budget through a slow backend (100 ms per answer, 2k spans/s) with
+/// ~1.1 KB spans, stops the load, and sends SIGTERM with `deadline`.
+fn sigterm_with_full_queue(
+    dir: &ScratchDir,
+    deadline: Duration,
+) -> (ClientBook, relay::Stopped, sink::Delivered) {
+    let sink = SinkProcess::start(
+        dir.path(),
+        Mode::Slow {
+            delay_ms: 100,
+            spans_per_sec: 2_000,
+        },
+        false,
+    );
+    let mut relay = RelayProcess::start(
+        dir.path(),
+        &RelaySpec {
+            toml: grpc_exporter("b", &sink.endpoint(), Some(PATIENT_RETRY)),
+            shutdown_timeout: Some(deadline),
+            args: args(&["--memory-budget", "16MiB"]),
+        },
+    );
+    let load = Load::start(
+        &relay.grpc_endpoint(),
+        LoadSpec {
+            rate: 10_000,
+            concurrency: 16,
+            spans_per_request: 100,
+            attr_bytes: 1000,
+        },
+    );
+    // Full: clients are being told to retry (or 8 s passed; the books still decide).
+    let started = Instant::now();
+    while started.elapsed() < 8 * SECOND
+        && (started.elapsed() < 2 * SECOND || load.snapshot().retry_answers == 0)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let client = load.stop();
+    relay.terminate();
+    let stopped = relay.wait_stopped(EXIT_SLACK);
+    (client, stopped, sink.delivered())
+}
+
+/// With `shutdown_timeout = "3s"` the relay exits within the deadline plus 2 s, and counts
+/// what it abandons: in flight → `unconfirmed`, never sent → dropped with a reason.
+#[test]
+fn sigterm_with_a_full_queue_exits_by_the_deadline_and_counts_what_it_abandons() {
+    const DEADLINE: Duration = Duration::from_secs(3);
+    let _heavy = heavy();
+    let dir = ScratchDir::new("sigterm-deadline");
+    let (client, stopped, delivered) = sigterm_with_full_queue(&dir, DEADLINE);
+    let mut v = Verdict::new("SIGTERM, full queue, slow backend, 3 s deadline");
+    let b = v.books(&client, &delivered, &stopped);
+    v.expect(stopped.after_term <= DEADLINE + 2 * SECOND, || {
+        format!(
+            "exited {:.2} s after SIGTERM with a {DEADLINE:?} deadline",
+            stopped.after_term.as_secs_f64()
+        )
+    });
+    v.expect(stopped.status.success(), || {
+        format!("exit status {:?}", stopped.status)
+    });
+    // ~14k spans queued at ~2k spans/s cannot all go out in 3 s.
+    v.expect(
+        stopped.line.flushed() == Some(false) && b.dropped + b.unconfirmed > 0,
+        || "the deadline cut nothing: the scenario did not fill the queue".into(),
+    );
+    v.finish();
+}
+
+/// The same with a generous deadline: everything goes out, `flushed=true`.
+#[test]
+fn sigterm_with_a_full_queue_and_a_generous_deadline_delivers_everything() {
+    let _heavy = heavy();
+    let dir = ScratchDir::new("sigterm-generous");
+    let (client, stopped, delivered) = sigterm_with_full_queue(&dir, 60 * SECOND);
+    let mut v = Verdict::new("SIGTERM, full queue, slow backend, 60 s deadline");
+    let b = v.books(&client, &delivered, &stopped);
+    v.expect(b.missing == 0, || {
+        format!("{} acknowledged spans never reached the backend", b.missing)
+    });
+    v.expect(stopped.line.flushed() == Some(true), || {
+        "flushed is not true".into()
+    });
+    v.finish();
+}
+
+/// The backend stops answering (SIGSTOP) under load; SIGTERM with a 3 s deadline. The relay
+/// must exit in time and count the exports left hanging as `unconfirmed`; once it is gone the
+/// backend resumes and may still take what was in its socket — which the books allow.
+#[test]
+fn sigterm_with_a_stalled_backend_counts_hanging_exports_unconfirmed() {
+    const DEADLINE: Duration = Duration::from_secs(3);
+    let _heavy = heavy();
+    let dir = ScratchDir::new("stalled");
+    let mut sink = SinkProcess::start(dir.path(), Mode::Ok, false);
+    let mut relay = RelayProcess::start(
+        dir.path(),
+        &RelaySpec {
+            // A long attempt timeout, so the exports hang until the deadline.
+            toml: grpc_exporter("b", &sink.endpoint(), Some(PATIENT_RETRY)),
+            shutdown_timeout: Some(DEADLINE),
+            args: vec![],
+        },
+    );
+    let load = Load::start(
+        &relay.grpc_endpoint(),
+        LoadSpec {
+            rate: 5_000,
+            concurrency: 4,
+            spans_per_request: 100,
+            attr_bytes: 0,
+        },
+    );
+    std::thread::sleep(SECOND);
+    sink.stall();
+    std::thread::sleep(2 * SECOND);
+    let client = load.stop();
+    relay.terminate();
+    let stopped = relay.wait_stopped(EXIT_SLACK);
+    sink.resume();
+    std::thread::sleep(SECOND);
+    let delivered = sink.delivered();
+
+    let mut v = Verdict::new("SIGTERM, stalled backend, 3 s deadline");
+    let b = v.books(&client, &delivered, &stopped);
+    v.expect(stopped.after_term <= DEADLINE + 2 * SECOND, || {
+        format!(
+            "exited {:.2} s after SIGTERM with a {DEADLINE:?} deadline",
+            stopped.after_term.as_secs_f64()
+        )
+    });
+    v.expect(b.unconfirmed > 0, || {
+        "exports hanging at the deadline are not counted unconfirmed".into()
+    });
+    v.finish();
+}
+
+/// A client whose connection stays open but which no longer reads (its process frozen, say)
+/// must not hold the shutdown: the relay still flushes its queue to a live backend and exits
+/// well before a 10 s deadline, with nothing missing. (An open HTTP/2 connection whose peer
+/// never acknowledges the GOAWAY today keeps the gRPC server from stopping for the whole
+/// deadline, and the flush then gets no time at all.)
+#[test]
+fn sigterm_with_a_frozen_client_connection_still_flushes_in_time() {
+    const DEADLINE: Duration = Duration::from_secs(10);
+    let _heavy = heavy();
+    let dir = ScratchDir::new("frozen-client");
+    let sink = SinkProcess::start(
+        dir.path(),
+        Mode::Slow {
+            delay_ms: 100,
+            spans_per_sec: 20_000,
+        },
+        false,
+    );
+    let mut relay = RelayProcess::start(
+        dir.path(),
+        &RelaySpec {
+            toml: grpc_exporter("b", &sink.endpoint(), Some(PATIENT_RETRY)),
+            shutdown_timeout: Some(DEADLINE),
+            args: vec![],
+        },
+    );
+    // The frozen client: one acknowledged request, then its runtime is never driven again
+    // while the relay stops (the socket stays open until the runtime is dropped at the end).
+    let frozen = small_runtime();
+    let frozen_client = {
+        let _runtime = frozen.enter();
+        Client::new(&relay.grpc_endpoint())
+    };
+    let mut book = ClientBook::default();
+    let one = request(fresh_ids(10).map(|id| span(id, 0)).collect());
+    let ids = client::ids_of(&one);
+    let attempt = frozen.block_on(frozen_client.export(one));
+    book.record(&attempt);
+    book.settle(&ids, &attempt, 0);
+    let load = Load::start(
+        &relay.grpc_endpoint(),
+        LoadSpec {
+            rate: 10_000,
+            concurrency: 4,
+            spans_per_request: 100,
+            attr_bytes: 0,
+        },
+    );
+    std::thread::sleep(2 * SECOND);
+    book.merge(load.stop());
+    relay.terminate();
+    let stopped = relay.wait_stopped(EXIT_SLACK);
+    drop(frozen_client);
+    drop(frozen);
+    let delivered = sink.delivered();
+
+    let mut v = Verdict::new("SIGTERM with a frozen client connection");
+    let b = v.books(&book, &delivered, &stopped);
+    v.expect(stopped.after_term < DEADLINE, || {
+        format!(
+            "exited {:.2} s after SIGTERM: the frozen connection held the shutdown to the {DEADLINE:?} deadline",
+            stopped.after_term.as_secs_f64()
+        )
+    });
+    v.expect(b.missing == 0, || {
+        format!("{} acknowledged spans never reached the backend", b.missing)
+    });
+    v.expect(stopped.line.flushed() == Some(true), || {
+        "flushed is not true".into()
+    });
+    v.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// The final line itself.
+
+/// The final line carries every counter of the books and the drop reasons.
+#[test]
+fn final_line_reports_every_counter() {
+    let dir = ScratchDir::new("final-line");
+    let sink = SinkProcess::start(dir.path(), Mode::Ok, false);
+    let (_, stopped, _) = short_load(&dir, &sink, FAST_RETRY, SECOND / 2);
+    let mut v = Verdict::new("final line");
+    v.note(stopped.line.raw.clone());
+    for key in [
+        "accepted",
+        "exported",
+        "failed",
+        "dropped",
+        "unconfirmed",
+        "queued",
+        "flushed",
+    ] {
+        v.expect(stopped.line.has(key), || {
+            format!("the final line has no `{key}`")
+        });
+    }
+    v.finish();
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
