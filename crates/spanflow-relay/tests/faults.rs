@@ -24,7 +24,9 @@ use harness::client::{
     self, Client, ClientBook, Load, LoadSpec, fresh_ids, request, small_runtime, span,
 };
 use harness::proc::{ScratchDir, heavy};
-use harness::relay::{self, FAST_RETRY, PATIENT_RETRY, RelayProcess, RelaySpec, grpc_exporter};
+use harness::relay::{
+    self, FAST_RETRY, PATIENT_RETRY, RelayProcess, RelaySpec, check_config, grpc_exporter,
+};
 use harness::sink::{self, Mode, SinkProcess};
 
 /// Not a scenario: the fault sink's process entry. Run normally it returns at once; run by
@@ -642,6 +644,171 @@ fn final_line_reports_every_counter() {
     ] {
         v.expect(stopped.line.has(key), || {
             format!("the final line has no `{key}`")
+        });
+    }
+    v.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Config files with partial tables.
+
+/// The relay's documented defaults (`src/default.toml`, README).
+const DEFAULT_BUDGET: i64 = 64 << 20;
+const DEFAULT_BATCH_MAX_BYTES: i64 = 4 << 20;
+const DEFAULT_BATCH_MAX_AGE_MS: i64 = 200;
+const DEFAULT_BATCH_MAX_SPANS: i64 = 2048;
+
+/// `check-config` with `toml`, parsed; panics with stderr when it fails.
+fn effective_config(
+    dir: &ScratchDir,
+    toml: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> toml::Table {
+    let out = check_config(dir.path(), toml, env, args);
+    assert!(
+        out.status.success(),
+        "check-config failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    text.parse()
+        .unwrap_or_else(|e| panic!("check-config printed invalid TOML ({e}):\n{text}"))
+}
+
+fn value<'a>(table: &'a toml::Table, path: &[&str]) -> Option<&'a toml::Value> {
+    let (last, parents) = path.split_last()?;
+    let mut t = table;
+    for p in parents {
+        t = t.get(*p)?.as_table()?;
+    }
+    t.get(*last)
+}
+
+fn int(table: &toml::Table, path: &[&str]) -> Option<i64> {
+    match value(table, path)? {
+        toml::Value::Integer(n) => Some(*n),
+        toml::Value::String(s) => s
+            .parse::<spanflow_relay::config::ByteSize>()
+            .ok()
+            .map(|b| b.0 as i64),
+        _ => None,
+    }
+}
+
+fn check_defaults(v: &mut Verdict, cfg: &toml::Table, max_spans: i64) {
+    for (path, want) in [
+        (&["pipeline", "memory", "budget_bytes"][..], DEFAULT_BUDGET),
+        (&["pipeline", "batch", "max_spans"][..], max_spans),
+        (
+            &["pipeline", "batch", "max_bytes"][..],
+            DEFAULT_BATCH_MAX_BYTES,
+        ),
+        (
+            &["pipeline", "batch", "max_age_ms"][..],
+            DEFAULT_BATCH_MAX_AGE_MS,
+        ),
+    ] {
+        let got = int(cfg, path);
+        v.expect(got == Some(want), || {
+            format!("{} = {got:?}, want {want}", path.join("."))
+        });
+    }
+}
+
+/// Only `[[pipeline.exporters]]`: the relay's 64 MiB budget and batch defaults stay — in what
+/// `check-config` prints and in what `serve` runs with.
+#[test]
+fn config_with_only_an_exporter_table_keeps_the_relay_defaults() {
+    let dir = ScratchDir::new("config-exporters");
+    let toml = grpc_exporter("b", "http://127.0.0.1:9", None);
+    let cfg = effective_config(&dir, &toml, &[], &[]);
+    let mut v = Verdict::new("config: only [[pipeline.exporters]]");
+    check_defaults(&mut v, &cfg, DEFAULT_BATCH_MAX_SPANS);
+    let exporters = value(&cfg, &["pipeline", "exporters"]).and_then(|e| e.as_array());
+    v.expect(exporters.is_some_and(|e| e.len() == 1), || {
+        format!("exporters = {exporters:?}, want the one configured")
+    });
+    check_running_budget(&mut v, &dir, &toml);
+    v.finish();
+}
+
+/// The budget a relay serving `toml` reports on `/metrics` is the documented default.
+fn check_running_budget(v: &mut Verdict, dir: &ScratchDir, toml: &str) {
+    let mut relay = RelayProcess::start(
+        dir.path(),
+        &RelaySpec {
+            toml: toml.to_owned(),
+            shutdown_timeout: Some(5 * SECOND),
+            args: vec![],
+        },
+    );
+    let budget = relay
+        .scrape()
+        .total("spanflow_pipeline_memory_budget_bytes");
+    v.expect(budget == Some(DEFAULT_BUDGET as f64), || {
+        format!("the running relay's spanflow_pipeline_memory_budget_bytes = {budget:?}, want {DEFAULT_BUDGET}")
+    });
+    relay.terminate();
+    relay.wait_stopped(EXIT_SLACK);
+}
+
+/// Only `[pipeline.batch] max_spans = 100`: that one value changes, the rest (budget, the
+/// other batch settings, the default file exporter) stay.
+#[test]
+fn config_with_only_batch_max_spans_keeps_the_relay_defaults() {
+    let dir = ScratchDir::new("config-batch");
+    let toml = "[pipeline.batch]\nmax_spans = 100\n";
+    let cfg = effective_config(&dir, toml, &[], &[]);
+    let mut v = Verdict::new("config: only [pipeline.batch] max_spans");
+    check_defaults(&mut v, &cfg, 100);
+    let sink_type = value(&cfg, &["pipeline", "exporters"])
+        .and_then(|e| e.as_array())
+        .and_then(|e| e.first())
+        .and_then(|e| e.get("sink"))
+        .and_then(|s| s.get("type"))
+        .and_then(|t| t.as_str());
+    v.expect(sink_type == Some("file"), || {
+        format!("first exporter's sink type = {sink_type:?}, want the default file exporter")
+    });
+    check_running_budget(&mut v, &dir, toml);
+    v.finish();
+}
+
+/// `shutdown_timeout` comes from the file, `SPANFLOW_SHUTDOWN_TIMEOUT` or `--shutdown-timeout`,
+/// with the usual precedence, and `check-config` shows it.
+#[test]
+fn config_shutdown_timeout_from_file_env_and_flag() {
+    let dir = ScratchDir::new("config-shutdown");
+    let mut v = Verdict::new("config: shutdown_timeout");
+    let file = "shutdown_timeout = \"7s\"\n";
+    for (env, args, want) in [
+        (&[][..], &[][..], 7),
+        (&[("SPANFLOW_SHUTDOWN_TIMEOUT", "8s")][..], &[][..], 8),
+        (
+            &[("SPANFLOW_SHUTDOWN_TIMEOUT", "8s")][..],
+            &["--shutdown-timeout", "9s"][..],
+            9,
+        ),
+    ] {
+        let out = check_config(dir.path(), file, env, args);
+        if !out.status.success() {
+            v.expect(false, || {
+                format!(
+                    "check-config {args:?} with {env:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            });
+            continue;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let cfg: toml::Table = text.parse().expect("valid TOML");
+        let got = value(&cfg, &["shutdown_timeout"])
+            .and_then(|t| t.as_str())
+            .and_then(|t| t.parse::<spanflow_relay::config::HumanDuration>().ok())
+            .map(|d| d.0);
+        v.expect(got == Some(Duration::from_secs(want)), || {
+            format!("with {env:?} {args:?}: shutdown_timeout = {got:?}, want {want}s")
         });
     }
     v.finish();
