@@ -17,11 +17,19 @@
 #[path = "faults/mod.rs"]
 mod harness;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
+
+use bytes::{BufMut as _, Bytes, BytesMut};
+use http_body_util::BodyExt as _;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, KeyValueList, any_value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
+use tonic::Code;
 
 use harness::books::Verdict;
 use harness::client::{
-    self, Client, ClientBook, Load, LoadSpec, fresh_ids, request, small_runtime, span,
+    self, Attempt, Client, ClientBook, Load, LoadSpec, fresh_ids, request, small_runtime, span,
 };
 use harness::proc::{ScratchDir, heavy};
 use harness::relay::{
@@ -812,6 +820,295 @@ fn config_shutdown_timeout_from_file_env_and_flag() {
         });
     }
     v.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Nesting boundary.
+
+/// An attribute value nested `depth` key-value lists deep, with a string at the bottom.
+fn nested(depth: usize) -> AnyValue {
+    let mut value = AnyValue {
+        value: Some(any_value::Value::StringValue("bottom".into())),
+    };
+    for _ in 0..depth {
+        value = AnyValue {
+            value: Some(any_value::Value::KvlistValue(KeyValueList {
+                values: vec![KeyValue {
+                    key: "k".into(),
+                    value: Some(value),
+                    ..KeyValue::default()
+                }],
+            })),
+        };
+    }
+    value
+}
+
+/// The OTLP/JSON form of [`nested`].
+fn nested_json(depth: usize) -> serde_json::Value {
+    let mut value = serde_json::json!({ "stringValue": "bottom" });
+    for _ in 0..depth {
+        value =
+            serde_json::json!({ "kvlistValue": { "values": [{ "key": "k", "value": value }] } });
+    }
+    value
+}
+
+/// Depths probed: well past every limit in play. The deepest the relay can possibly deliver is
+/// set by prost's recursion limit of 100 nested messages at the backend: the request is at
+/// depth 0, resource spans 1, scope spans 2, span 3, the attribute's KeyValue 4 and its
+/// AnyValue 5; each list level adds three (AnyValue → KeyValueList → KeyValue → AnyValue), so
+/// the bottom string of a depth-d value sits at 5 + 3d: d = 31 decodes (98), d = 32 does not
+/// (101). The relay's own validator (`spanflow-otlp`, `MAX_DEPTH = 100` with a fast path for
+/// the innermost simple KeyValue) takes d = 32 today; `MAX_NESTING` (16) is how deep the
+/// redact processor looks, so the relay must take at least that.
+const PROBE_DEPTHS: std::ops::RangeInclusive<usize> = 1..=40;
+
+/// Every nesting depth the relay acknowledges is delivered intact to the gRPC backend and to
+/// the file exporter; from one level deeper on, requests are refused at the door with
+/// INVALID_ARGUMENT and counted nowhere.
+#[test]
+fn nesting_up_to_the_limit_is_delivered_intact_and_deeper_is_refused_at_the_door() {
+    let dir = ScratchDir::new("nesting");
+    let sink = SinkProcess::start(dir.path(), Mode::Ok, true);
+    let file = dir.path().join("nest.jsonl");
+    let toml = format!(
+        "{}[[pipeline.exporters]]\nname = \"f\"\nsink = {{ type = \"file\", path = \"{}\" }}\n",
+        grpc_exporter("b", &sink.endpoint(), Some(FAST_RETRY)),
+        file.display()
+    );
+    let mut relay = RelayProcess::start(
+        dir.path(),
+        &RelaySpec {
+            toml,
+            shutdown_timeout: Some(30 * SECOND),
+            // One span per batch: a span the backend cannot take does not take others along.
+            args: args(&["--batch-max-spans", "1"]),
+        },
+    );
+    let mut book = ClientBook::default();
+    let mut sent: Vec<(usize, Span, Attempt)> = Vec::new();
+    let (book_in, sent_in) = (&mut book, &mut sent);
+    with_client(&relay, |client| async move {
+        for depth in PROBE_DEPTHS {
+            let id = fresh_ids(1).start;
+            let mut s = span(id, 0);
+            s.attributes = vec![KeyValue {
+                key: "nest".into(),
+                value: Some(nested(depth)),
+                ..KeyValue::default()
+            }];
+            let attempt = client.export(request(vec![s.clone()])).await;
+            book_in.record(&attempt);
+            book_in.settle(&[id], &attempt, 0);
+            sent_in.push((depth, s, attempt));
+        }
+    });
+    relay.terminate();
+    let stopped = relay.wait_stopped(EXIT_SLACK);
+    let delivered = sink.delivered();
+
+    let mut v = Verdict::new("nesting boundary");
+    let deepest = sent
+        .iter()
+        .take_while(|(_, _, a)| *a == Attempt::Ok { rejected: 0 })
+        .map(|(d, _, _)| *d)
+        .last()
+        .unwrap_or(0);
+    v.note(format!("deepest depth acknowledged: {deepest}"));
+    v.books(&book, &delivered, &stopped);
+    v.expect(deepest >= spanflow::process::MAX_NESTING, || {
+        format!(
+            "the relay refuses depth {} (MAX_NESTING is {})",
+            deepest + 1,
+            spanflow::process::MAX_NESTING
+        )
+    });
+    for (depth, _, attempt) in sent.iter().filter(|(d, _, _)| *d > deepest) {
+        v.expect(
+            matches!(attempt, Attempt::Refused { code: Code::InvalidArgument, .. }),
+            || format!("depth {depth} (past the first refusal) answered {attempt:?}, want INVALID_ARGUMENT"),
+        );
+    }
+    // Intact at the gRPC backend.
+    let bodies = sink.bodies();
+    let at_backend: std::collections::HashMap<Vec<u8>, &Span> = bodies
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| (s.span_id.clone(), s))
+        .collect();
+    // Intact in the file.
+    let in_file = file_spans(&file);
+    for (depth, s, _) in sent.iter().filter(|(d, _, _)| *d <= deepest) {
+        let got = at_backend.get(&s.span_id);
+        v.expect(got == Some(&s), || match got {
+            None => format!("depth {depth}: not at the gRPC backend"),
+            Some(_) => format!("depth {depth}: changed on the way to the gRPC backend"),
+        });
+        let json = in_file.get(&hex(&s.span_id));
+        let attr = json.and_then(|span| {
+            span["attributes"]
+                .as_array()?
+                .iter()
+                .find(|a| a["key"] == "nest")
+                .map(|a| a["value"].clone())
+        });
+        v.expect(attr == Some(nested_json(*depth)), || match (json, attr) {
+            (None, _) => format!("depth {depth}: not in the file"),
+            (Some(_), None) => format!("depth {depth}: in the file without its attribute"),
+            (Some(_), Some(a)) => format!("depth {depth}: file has {a}"),
+        });
+    }
+    v.finish();
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Spans in the OTLP/JSON lines file (and its rotations), by span id.
+fn file_spans(path: &std::path::Path) -> std::collections::HashMap<String, serde_json::Value> {
+    let mut out = std::collections::HashMap::new();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(request) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let spans = request["resourceSpans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r["scopeSpans"].as_array().into_iter().flatten())
+            .flat_map(|s| s["spans"].as_array().into_iter().flatten());
+        for s in spans {
+            if let Some(id) = s["spanId"].as_str() {
+                out.insert(id.to_ascii_lowercase(), s.clone());
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Multi-message unary call.
+
+/// A unary `Export` call whose body carries two length-prefixed messages (50 spans each) is
+/// refused, and neither message's spans are counted accepted or delivered. A good request
+/// before it keeps the books from being trivially empty.
+#[test]
+fn unary_call_with_two_messages_is_refused_and_counts_nothing() {
+    let dir = ScratchDir::new("two-messages");
+    let sink = SinkProcess::start(dir.path(), Mode::Ok, false);
+    let mut relay = RelayProcess::start(
+        dir.path(),
+        &RelaySpec {
+            toml: grpc_exporter("b", &sink.endpoint(), Some(FAST_RETRY)),
+            shutdown_timeout: Some(30 * SECOND),
+            args: vec![],
+        },
+    );
+    let mut book = ClientBook::default();
+    let batch = |n: usize| request(fresh_ids(n).map(|id| span(id, 0)).collect());
+    let (first, second) = (batch(50), batch(50));
+    let endpoint = relay.grpc_endpoint();
+    let (book_in, two) = (&mut book, [&first, &second]);
+    let (answer, status) = with_client(&relay, |client| async move {
+        let good = batch(10);
+        let ids = client::ids_of(&good);
+        let attempt = client.export(good).await;
+        book_in.record(&attempt);
+        book_in.settle(&ids, &attempt, 0);
+
+        let mut body = BytesMut::new();
+        for m in two {
+            let bytes = m.encode_to_vec();
+            body.put_u8(0);
+            body.put_u32(bytes.len() as u32);
+            body.put_slice(&bytes);
+        }
+        let status = raw_unary(client.channel(), &endpoint, body.freeze()).await;
+        (attempt, status)
+    });
+    // A client told OK for the call counts both messages acknowledged.
+    if status == Some(0) {
+        let mut ids = client::ids_of(&first);
+        ids.extend(client::ids_of(&second));
+        book.settle(&ids, &Attempt::Ok { rejected: 0 }, 0);
+    }
+    relay.terminate();
+    let stopped = relay.wait_stopped(EXIT_SLACK);
+    let delivered = sink.delivered();
+
+    let mut v = Verdict::new("unary call with two messages");
+    v.note(format!("grpc-status of the two-message call: {status:?}"));
+    v.expect(answer == Attempt::Ok { rejected: 0 }, || {
+        format!("the good request was answered {answer:?}")
+    });
+    v.expect(status.is_some_and(|s| s != 0), || {
+        format!("the two-message call was answered grpc-status {status:?}, want a refusal")
+    });
+    let b = v.books(&book, &delivered, &stopped);
+    v.expect(b.accepted == 10, || {
+        format!("accepted={} after one good 10-span request", b.accepted)
+    });
+    let two: HashSet<u64> = client::ids_of(&first)
+        .into_iter()
+        .chain(client::ids_of(&second))
+        .collect();
+    let leaked = delivered.ids.keys().filter(|id| two.contains(id)).count();
+    v.expect(leaked == 0, || {
+        format!("{leaked} spans of the refused call reached the backend")
+    });
+    v.finish();
+}
+
+/// POSTs `body` as a gRPC `Export` call as is (no framing added) and returns its grpc-status.
+async fn raw_unary(
+    mut channel: tonic::transport::Channel,
+    endpoint: &str,
+    body: Bytes,
+) -> Option<i32> {
+    use tower::Service as _;
+    let request = http::Request::post(format!("{endpoint}{}", client::EXPORT_PATH))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(http_body_util::Full::new(body)))
+        .expect("request");
+    futures::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .expect("channel ready");
+    let response = tokio::time::timeout(10 * SECOND, channel.call(request))
+        .await
+        .expect("answer within 10 s")
+        .expect("http/2 response");
+    let grpc_status = |h: &http::HeaderMap| {
+        h.get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok())
+    };
+    if let Some(status) = grpc_status(response.headers()) {
+        return Some(status);
+    }
+    let collected = response.into_body().collect().await.ok()?;
+    collected.trailers().and_then(grpc_status)
+}
+
+/// Runs `f` with a client of the relay on a runtime of its own, and closes the client's
+/// connection before returning: an open idle connection would hold the relay's shutdown (see
+/// the report on `a server did not stop in time`).
+fn with_client<F, Fut, T>(relay: &RelayProcess, f: F) -> T
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let rt = small_runtime();
+    let client = {
+        let _runtime = rt.enter();
+        Client::new(&relay.grpc_endpoint())
+    };
+    rt.block_on(f(client))
 }
 
 fn args(list: &[&str]) -> Vec<String> {

@@ -141,6 +141,11 @@ impl Client {
         Self { channel }
     }
 
+    /// The raw channel, for hand-made requests.
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// One attempt.
     pub(crate) async fn export(&self, request: ExportTraceServiceRequest) -> Attempt {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());

@@ -239,6 +239,31 @@ impl SinkProcess {
         }
         out
     }
+
+    /// Every request the sink accepted, decoded (needs `record_bodies`).
+    pub(crate) fn bodies(&self) -> Vec<ExportTraceServiceRequest> {
+        assert!(
+            self.record_bodies,
+            "the sink was started without record_bodies"
+        );
+        let mut out = Vec::new();
+        for inc in 0..=self.incarnation {
+            let Ok(bytes) = std::fs::read(bodies_file(&self.dir, inc)) else {
+                continue;
+            };
+            let mut rest = &bytes[..];
+            while let Some((len, body)) = frame(rest) {
+                let Some(message) = body.get(..len as usize) else {
+                    break;
+                };
+                out.push(
+                    ExportTraceServiceRequest::decode(message).expect("recorded body decodes"),
+                );
+                rest = &body[len as usize..];
+            }
+        }
+        out
+    }
 }
 
 fn frame(bytes: &[u8]) -> Option<(u32, &[u8])> {
