@@ -44,6 +44,16 @@ fn fault_sink_process() {
     sink::run_from_env();
 }
 
+/// The load's spans are the sizes the scenarios name: ~80 B and ~1.1 KB encoded (within a
+/// request: the span's bytes plus its field tag and length).
+#[test]
+fn load_spans_have_the_documented_sizes() {
+    let small = span(u64::MAX / 3, 0).encoded_len();
+    let large = span(u64::MAX / 3, 1000).encoded_len();
+    assert!((70..=90).contains(&small), "small span {small} B");
+    assert!((1050..=1150).contains(&large), "large span {large} B");
+}
+
 const SECOND: Duration = Duration::from_secs(1);
 
 /// Waits for the relay's exit with a deadline well past its own, so a slow exit is measured
@@ -151,10 +161,16 @@ fn slow_backend_pushes_back_and_loses_nothing_acknowledged() {
     let mut v = Verdict::new("slow backend");
 
     // Drained (bounded), then /metrics must tell the same story as the final line.
-    let drained = Instant::now() + 30 * SECOND;
+    let deadline = Instant::now() + 30 * SECOND;
     let metrics = loop {
         let m = relay.scrape();
-        if m.total("spanflow_pipeline_queue_spans") == Some(0.0) || Instant::now() > drained {
+        if drained(&m) {
+            break m;
+        }
+        if Instant::now() > deadline {
+            v.expect(false, || {
+                "the relay did not drain within 30 s of the load's end".into()
+            });
             break m;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -188,6 +204,24 @@ fn slow_backend_pushes_back_and_loses_nothing_acknowledged() {
         });
     }
     v.finish();
+}
+
+/// Whether `/metrics` shows every accepted span settled: by the pipeline's own books when it
+/// has them (`accepted = exported + failed + unconfirmed + dropped`), else by an empty queue.
+fn drained(m: &relay::Metrics) -> bool {
+    let settled = [
+        "spanflow_pipeline_spans_exported_total",
+        "spanflow_pipeline_spans_failed_total",
+        "spanflow_pipeline_spans_unconfirmed_total",
+        "spanflow_pipeline_spans_dropped_total",
+    ]
+    .iter()
+    .map(|f| m.total(f))
+    .sum::<Option<f64>>();
+    match (m.total("spanflow_pipeline_spans_accepted_total"), settled) {
+        (Some(accepted), Some(settled)) => accepted == settled,
+        _ => m.total("spanflow_pipeline_queue_spans") == Some(0.0),
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -311,10 +311,18 @@ impl FinalLine {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Metrics {
     samples: Vec<(String, String, f64)>,
+    /// Families declared with `# TYPE`, with or without samples.
+    families: Vec<String>,
 }
 
 impl Metrics {
     fn parse(text: &str) -> Self {
+        let families = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect();
         let samples = text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -328,13 +336,16 @@ impl Metrics {
                 Some((name.to_owned(), labels.to_owned(), value))
             })
             .collect();
-        Self { samples }
+        Self { samples, families }
     }
 
-    /// The sum over every series of `name`, `None` when the family is absent.
+    /// The sum over every series of `name` (0 for a declared family without series), `None`
+    /// when the family is absent.
     pub(crate) fn total(&self, name: &str) -> Option<f64> {
         let mut found = self.samples.iter().filter(|(n, _, _)| n == name).peekable();
-        found.peek()?;
+        if found.peek().is_none() && !self.families.iter().any(|f| f == name) {
+            return None;
+        }
         Some(found.map(|(_, _, v)| v).sum())
     }
 }
