@@ -1098,7 +1098,8 @@ fn unary_call_with_two_messages_is_refused_and_counts_nothing() {
     v.finish();
 }
 
-/// POSTs `body` as a gRPC `Export` call as is (no framing added) and returns its grpc-status.
+/// POSTs `body` as a gRPC `Export` call as is (no framing added) and returns its grpc-status;
+/// the whole call is bounded by 10 s.
 async fn raw_unary(
     mut channel: tonic::transport::Channel,
     endpoint: &str,
@@ -1110,23 +1111,25 @@ async fn raw_unary(
         .header("te", "trailers")
         .body(tonic::body::Body::new(http_body_util::Full::new(body)))
         .expect("request");
-    futures::future::poll_fn(|cx| channel.poll_ready(cx))
-        .await
-        .expect("channel ready");
-    let response = tokio::time::timeout(10 * SECOND, channel.call(request))
-        .await
-        .expect("answer within 10 s")
-        .expect("http/2 response");
     let grpc_status = |h: &http::HeaderMap| {
         h.get("grpc-status")
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse().ok())
     };
-    if let Some(status) = grpc_status(response.headers()) {
-        return Some(status);
-    }
-    let collected = response.into_body().collect().await.ok()?;
-    collected.trailers().and_then(grpc_status)
+    let call = async {
+        futures::future::poll_fn(|cx| channel.poll_ready(cx))
+            .await
+            .expect("channel ready");
+        let response = channel.call(request).await.expect("http/2 response");
+        if let Some(status) = grpc_status(response.headers()) {
+            return Some(status);
+        }
+        let collected = response.into_body().collect().await.ok()?;
+        collected.trailers().and_then(grpc_status)
+    };
+    tokio::time::timeout(10 * SECOND, call)
+        .await
+        .expect("the two-message call answered within 10 s")
 }
 
 /// Runs `f` with a client of the relay on a runtime of its own, and closes the client's

@@ -86,7 +86,18 @@ pub(crate) fn check_config(dir: &Path, toml: &str, env: &[(&str, &str)], args: &
         .args(args);
     clean_env(&mut cmd);
     cmd.envs(env.iter().copied());
-    cmd.output().expect("run check-config")
+    let (stdout, stderr) = (dir.join("check.stdout"), dir.join("check.stderr"));
+    let _ = std::fs::remove_file(&stdout);
+    let _ = std::fs::remove_file(&stderr);
+    let mut child = ChildGuard::spawn("check-config", cmd, &stdout, &stderr);
+    let status = child
+        .wait_for(Duration::from_secs(60))
+        .expect("check-config finished within 60 s");
+    Output {
+        status,
+        stdout: std::fs::read(&stdout).unwrap_or_default(),
+        stderr: std::fs::read(&stderr).unwrap_or_default(),
+    }
 }
 
 /// Removes the variables that would change the relay's configuration behind the test's back.
