@@ -151,8 +151,9 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A file could not be opened or read (CA certificate, file exporter output).
-    #[error("cannot use {path}: {source}")]
+    /// A file could not be opened or read (CA certificate, file exporter output). Its I/O error
+    /// is the error's source.
+    #[error("cannot use {path}")]
     File {
         /// The path.
         path: String,

@@ -119,8 +119,14 @@ impl FileExporterBuilder {
         self.max_files = max_files;
         self
     }
-    /// Open (append to) the file.
+    /// Open (append to) the file, creating it and its directory if they do not exist.
     pub fn build(self) -> Result<FileExporter, BuildError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| BuildError::File {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)

@@ -21,7 +21,7 @@ pub struct PipelineSink {
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// An exporter could not be built from its configuration.
-    #[error("exporter `{name}`: {source}")]
+    #[error("exporter `{name}`")]
     Exporter {
         /// The exporter's name.
         name: String,

@@ -23,7 +23,7 @@ use spanflow::PipelineStats;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener could not bind.
-    #[error("cannot listen on {addr} for {what}: {source}")]
+    #[error("cannot listen on {addr} for {what}")]
     Bind {
         /// Which server.
         what: &'static str,
@@ -33,7 +33,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// A TLS certificate or the credentials could not be loaded.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Load {
         /// Which setting.
         what: &'static str,

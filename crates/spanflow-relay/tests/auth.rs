@@ -146,7 +146,8 @@ async fn basic_credentials_from_the_environment() {
     let err = RunningRelay::start_with_env(&cfg, sink, |_| None)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("RELAY_TEST_BASIC"), "{err}");
+    let chain = chain(&err);
+    assert!(chain.contains("RELAY_TEST_BASIC"), "{chain}");
 }
 
 /// The refusal comes from the headers: a client that sends headers and then nothing gets its
@@ -202,7 +203,20 @@ async fn a_missing_token_file_stops_the_start() {
     let cfg = with_auth(AuthScheme::Bearer, Some(dir.join("absent")), None);
     let sink = Arc::new(MemorySink::new(1 << 20));
     let err = RunningRelay::start(&cfg, sink).await.unwrap_err();
-    assert!(err.to_string().contains("absent"), "{err}");
+    let chain = chain(&err);
+    assert!(chain.contains("absent"), "{chain}");
     let _ = Bytes::new();
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An error and its sources, as the binary prints them.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -1007,7 +1007,10 @@ fn file_spans(path: &std::path::Path) -> std::collections::HashMap<String, serde
     let mut out = std::collections::HashMap::new();
     let text = std::fs::read_to_string(path).unwrap_or_default();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let Ok(request) = serde_json::from_str::<serde_json::Value>(line) else {
+        // The deepest spans nest past serde_json's default recursion limit (128) in JSON.
+        let mut de = serde_json::Deserializer::from_str(line);
+        de.disable_recursion_limit();
+        let Ok(request) = <serde_json::Value as serde::Deserialize>::deserialize(&mut de) else {
             continue;
         };
         let spans = request["resourceSpans"]
