@@ -1,0 +1,100 @@
+//! A durable queue of opaque records on local disk, written once and read by several
+//! independent readers: spanflow's storage for acknowledged spans that must survive kill -9,
+//! restarts and long backend outages.
+//!
+//! Storage layer beside the export layer: it knows nothing of spans or OTLP. A record is bytes
+//! plus a `u64` of caller metadata (a span count, say). The relay appends each accepted request
+//! (answering OK once the append completed) and each backend of the export fan-out is a named
+//! [`Reader`] with its own committed cursor, so one copy on disk serves every backend.
+//!
+//! ```
+//! use spanflow_spool::{Fsync, Spool, SpoolConfig, WhenFull};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let config = SpoolConfig {
+//!     fsync: Fsync::Always,
+//!     when_full: WhenFull::Backpressure,
+//!     ..SpoolConfig::new(dir.path())
+//! };
+//! let spool = Spool::open(config, &["primary", "archive"])?;
+//!
+//! // Producer: the append completes once the record is durable (here: fsynced).
+//! let seq = spool.append(3, b"3 spans, encoded".to_vec()).await?;
+//!
+//! // Each backend reads at its own pace and acknowledges in any order.
+//! let primary = spool.reader("primary")?;
+//! let batch = primary.read(64, 4 << 20).await?;
+//! assert_eq!(batch[0].seq, seq);
+//! primary.ack(seq)?;
+//! assert_eq!(primary.committed(), seq + 1);
+//! assert_eq!(spool.stats().readers[1].pending_records, 1); // "archive" has not read it
+//! spool.close()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Model
+//!
+//! * **Log.** Append-only segment files `{first seq:020}.seg` of `segment_bytes` (64 MiB).
+//!   Each record has a 32-byte header: magic, length, sequence number, metadata, CRC-32C of the
+//!   data and CRC-32C of the header ([`format`](crate) is described in `src/format.rs`).
+//!   Sequence numbers increase by one per record across segments and restarts; a failed write
+//!   burns its numbers, so readers must not assume there are no gaps.
+//! * **Appends and group commit.** [`Spool::append`] queues the record and returns an
+//!   [`Append`] (a future, or [`Append::wait`] for threads). One writer thread takes everything
+//!   queued, numbers it, and writes it with one pwrite(2). Under [`Fsync::Always`] a syncer
+//!   thread fsyncs and completes every append the fsync covers: all appends waiting at that
+//!   moment share it. Under [`Fsync::Interval`] appends complete after the write and the
+//!   syncer fsyncs every `fsync_interval` (default 100 ms): **a machine crash (power loss,
+//!   kernel panic — not a process crash) can lose up to one interval of completed appends.**
+//!   Under [`Fsync::Never`] the kernel decides. A process crash (kill -9, OOM) loses no
+//!   completed append under any mode.
+//! * **Readers.** Named, fixed at [`Spool::open`]. A reader is given records in order from its
+//!   cursor, may have any number in flight, and [`Reader::ack`]s them in any order; its
+//!   committed cursor is the end of the contiguous acknowledged prefix (a watermark). Cursors
+//!   are written every `fsync_interval` (write, fsync, rename, fsync the directory) and on
+//!   close. A restart resumes each reader at its persisted cursor: records after it are given
+//!   again (duplicates are possible, loss is not). A reader added later starts at the
+//!   **oldest retained record**. Under `always`, readers see a record only once it is fsynced.
+//! * **Retention.** A segment is deleted when every reader's persisted cursor is past its last
+//!   record. A slow reader holds back its own cursor and the disk budget, nothing else.
+//! * **Disk budget.** `max_bytes` of segment files. When spent, [`WhenFull::Backpressure`]
+//!   fails appends at once with [`AppendError::Full`]; [`WhenFull::DropOldest`] deletes the
+//!   oldest segment although some reader has not passed it, and each reader counts the records
+//!   it lost ([`ReaderStats::dropped`]). ENOSPC/EDQUOT on write fail the append with
+//!   [`AppendError::DiskFull`] ([`AppendError::is_backpressure`] is true for both) after
+//!   cutting the partial write off; the next append tries again.
+//! * **Replay.** [`Spool::open`] scans every segment and checks every checksum: a torn tail
+//!   (an incomplete or failing record at the end of the last segment) is truncated; a corrupt
+//!   record in the middle is skipped by resyncing to the next valid header (magic, header CRC,
+//!   data CRC and an increasing sequence number must all hold), logged with its file and
+//!   offset, and counted; the numbers missing around it say exactly how many records were
+//!   lost. [`Spool::recovery`] returns the [`RecoveryReport`]. Opening takes a lock file, so a
+//!   second `open` of the directory fails with [`OpenError::Locked`].
+//!
+//! # Why a segment log
+//!
+//! See the crate's README for the benchmark table (`benches/spool.rs`, peers redb and fjall).
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+mod format;
+mod reader;
+mod recovery;
+mod spool;
+mod state;
+mod stats;
+mod syncer;
+mod writer;
+
+pub use config::{
+    ByteSize, Fsync, HumanDuration, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES, SpoolConfig, WhenFull,
+};
+pub use error::{AckError, AppendError, CloseError, OpenError, ReadError, UnknownReader};
+pub use reader::{Reader, Record};
+pub use recovery::{CorruptRegion, ReaderRecovery, RecoveryReport, Truncation};
+pub use spool::{Append, Spool};
+pub use stats::{FSYNC_BUCKETS, FsyncStats, ReaderStats, Stats};
