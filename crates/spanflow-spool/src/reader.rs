@@ -342,7 +342,19 @@ fn chunk(r: &mut ReaderState, view: &View, off: u64, end: u64) -> std::io::Resul
         return Ok(buf.slice((off - at) as usize..(stop - at) as usize));
     }
     let want = (end - off).min(READ_AHEAD) as usize;
-    let mut buf = BytesMut::zeroed(want);
+    // Reuse the last chunk's memory when every record cut from it has been dropped: no
+    // zeroing and no fresh pages for a reader that keeps up.
+    let mut buf = match r.ahead.take().map(|(_, _, b)| b.try_into_mut()) {
+        Some(Ok(mut b)) if b.len() >= want / 2 => {
+            if b.len() >= want {
+                b.truncate(want);
+            } else {
+                b.resize(want, 0);
+            }
+            b
+        }
+        _ => BytesMut::zeroed(want),
+    };
     view.file.read_exact_at(&mut buf, off)?;
     let buf = buf.freeze();
     r.ahead = Some((view.base, off, buf.clone()));

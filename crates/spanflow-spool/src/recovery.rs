@@ -110,7 +110,12 @@ pub(crate) fn cursor_path(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Scans `dir`, repairing what needs repair, and makes sure a last (active) segment exists.
-pub(crate) fn recover(dir: &Path, readers: &[&str], sync: bool) -> Result<Recovered, OpenError> {
+pub(crate) fn recover(
+    dir: &Path,
+    readers: &[&str],
+    sync: bool,
+    segment_bytes: u64,
+) -> Result<Recovered, OpenError> {
     let mut bases = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir, None))? {
         let entry = entry.map_err(io_err(dir, None))?;
@@ -185,6 +190,11 @@ pub(crate) fn recover(dir: &Path, readers: &[&str], sync: bool) -> Result<Recove
                     off += h.disk_len();
                 }
                 Parsed::Short | Parsed::Corrupt => {
+                    // The unwritten, preallocated end of a segment reads as zeros.
+                    if all_zero(&seg.file, off, file_len).map_err(io_err(&path, Some(off)))? {
+                        seg.len = off;
+                        break;
+                    }
                     let next = format::resync(&seg.file, off + 1, file_len, expected)
                         .map_err(io_err(&path, Some(off)))?;
                     match next {
@@ -279,7 +289,8 @@ pub(crate) fn recover(dir: &Path, readers: &[&str], sync: bool) -> Result<Recove
 
     if segments.is_empty() {
         segments.push_back(
-            create_segment(dir, next_seq, sync).map_err(|(path, e)| io_err(&path, None)(e))?,
+            create_segment(dir, next_seq, sync, segment_bytes)
+                .map_err(|(path, e)| io_err(&path, None)(e))?,
         );
     }
     report.next_seq = next_seq;
@@ -329,11 +340,29 @@ fn rewrite_header(file: &File, base: u64, sync: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates segment `base` with its header; with `sync`, fsyncs it and the directory.
+/// Whether `from..to` of the file holds only zero bytes.
+fn all_zero(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut pos = from;
+    while pos < to {
+        let n = (to - pos).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], pos)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
+}
+
+/// Creates segment `base` with its header, preallocated (sparse) to `size` bytes so that an
+/// fdatasync after an append does not also have to write the file's new size; with `sync`,
+/// fsyncs it and the directory.
 pub(crate) fn create_segment(
     dir: &Path,
     base: u64,
     sync: bool,
+    size: u64,
 ) -> Result<Segment, (PathBuf, io::Error)> {
     let path = dir.join(segment_file_name(base));
     let result = (|| {
@@ -344,6 +373,7 @@ pub(crate) fn create_segment(
             .truncate(true)
             .open(&path)?;
         file.write_all_at(&encode_segment_header(base), 0)?;
+        file.set_len(size)?;
         if sync {
             file.sync_all()?;
             sync_dir(dir)?;

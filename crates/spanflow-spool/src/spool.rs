@@ -95,7 +95,7 @@ impl Spool {
         }
 
         let sync = config.fsync != crate::Fsync::Never;
-        let recovered = recovery::recover(&dir, readers, sync)?;
+        let recovered = recovery::recover(&dir, readers, sync, config.segment_bytes.0)?;
         let report = recovered.report;
         // A new (or clamped) reader's cursor is written at once: from now on the segments it
         // has not read are kept for it, across restarts too.

@@ -268,6 +268,11 @@ impl Writer {
     fn rotate(&mut self) -> Result<(), AppendError> {
         let shared = &self.shared;
         let sync = shared.syncs();
+        // Cut the preallocated rest: a sealed segment ends at its last record.
+        if let Err(e) = self.active_file.set_len(self.active_len) {
+            let disk_full = is_disk_full(&e);
+            return Err(self.append_error(&e, self.active_len, disk_full));
+        }
         if sync {
             let t0 = Instant::now();
             let r = self.active_file.sync_data();
@@ -280,8 +285,9 @@ impl Writer {
                 return Err(self.append_error(&e, self.active_len, disk_full));
             }
         }
-        let seg =
-            create_segment(&shared.config.dir, self.next_seq, sync).map_err(|(path, e)| {
+        let size = shared.config.segment_bytes.0;
+        let seg = create_segment(&shared.config.dir, self.next_seq, sync, size).map_err(
+            |(path, e)| {
                 let disk_full = is_disk_full(&e);
                 if disk_full {
                     shared.state.lock().rejected_disk_full += 1;
@@ -297,7 +303,8 @@ impl Writer {
                         source: e,
                     }
                 }
-            })?;
+            },
+        )?;
         self.active_base = seg.base;
         self.active_path = seg.path.clone();
         self.active_file = Arc::clone(&seg.file);

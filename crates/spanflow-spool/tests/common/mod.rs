@@ -95,12 +95,12 @@ pub struct Layout {
     pub disk_len: u64,
 }
 
-/// Walks an intact segment file.
+/// Walks an intact segment file up to its end or its preallocated, zero-filled rest.
 pub fn layout(path: &Path) -> Vec<Layout> {
     let bytes = std::fs::read(path).expect("read segment");
     let mut out = Vec::new();
     let mut off = 32usize;
-    while off + 32 <= bytes.len() {
+    while off + 32 <= bytes.len() && &bytes[off..off + 4] == b"SFR\x01" {
         let len = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().unwrap()) as usize;
         let seq = u64::from_le_bytes(bytes[off + 8..off + 16].try_into().unwrap());
         if off + 32 + len > bytes.len() {
