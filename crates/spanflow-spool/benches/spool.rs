@@ -11,11 +11,10 @@
 //!   (`interval`).
 //!
 //! Groups `spool/append_{4KiB,64KiB}_{always,interval}_{1,8}w`: time per append (so 8
-//! appenders finishing 8 appends in the time of one show as 1/8 of it); groups
-//! `spool/read_ack_4KiB`: a reader reads 64 at a time, copies each record out once and
-//! acknowledges it (peers:
-//! a range read and a cursor update per 64, no fsync). After the run, the fsyncs per second
-//! and records per fsync of each function are printed.
+//! appenders finishing 8 appends in the time of one show as 1/8 of it). Group
+//! `spool/read_ack_4KiB`: a reader reads 64 records at a time, copies each out once and
+//! acknowledges it (peers: a range read and a cursor update per 64, no fsync). After the run,
+//! the fsyncs per second and records per fsync of each function are printed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -140,7 +139,7 @@ impl Committer {
             .expect("open")
             .send((data, done))
             .expect("committer");
-        rx.blocking_recv().expect("committed")
+        rx.blocking_recv().expect("committed");
     }
 
     fn finish(mut self) -> u64 {

@@ -190,8 +190,11 @@ pub(crate) fn recover(
                     off += h.disk_len();
                 }
                 Parsed::Short | Parsed::Corrupt => {
-                    // The unwritten, preallocated end of a segment reads as zeros.
-                    if all_zero(&seg.file, off, file_len).map_err(io_err(&path, Some(off)))? {
+                    // The unwritten, preallocated end of the active segment reads as zeros.
+                    // (A sealed segment was cut to its last record: zeros there are damage.)
+                    if last
+                        && all_zero(&seg.file, off, file_len).map_err(io_err(&path, Some(off)))?
+                    {
                         seg.len = off;
                         break;
                     }
