@@ -6,6 +6,7 @@
 //! segment header (32 B): magic "SFSPOOL1" | version u32 | 0u32 | base seq u64 | 0u32 | crc32c(0..28) u32
 //! record header  (32 B): magic "SFR\x01" | len u32 | seq u64 | meta u64 | crc32c(data) u32 | crc32c(0..28) u32
 //! record data    (len B)
+//! cursor copy    (16 B): magic "SFC\x01" | committed seq u64 | crc32c(0..12) u32   (two per file)
 //! ```
 //!
 //! All integers are little-endian. The record header carries its own checksum, so a reader that
@@ -29,7 +30,7 @@ const SEGMENT_MAGIC: &[u8; 8] = b"SFSPOOL1";
 const RECORD_MAGIC: &[u8; 4] = b"SFR\x01";
 const FORMAT_VERSION: u32 = 1;
 const CURSOR_MAGIC: &[u8; 4] = b"SFC\x01";
-/// Length of a cursor file: magic, committed seq, crc32c.
+/// Length of one copy of a cursor (magic, committed seq, crc32c); a cursor file holds two.
 pub(crate) const CURSOR_LEN: usize = 16;
 /// How much the resync scan reads at a time.
 const RESYNC_WINDOW: usize = 64 << 10;
@@ -209,6 +210,14 @@ pub(crate) fn encode_cursor(committed: u64) -> [u8; CURSOR_LEN] {
     c
 }
 
+/// The larger valid copy in a cursor file.
+pub(crate) fn decode_cursor_file(bytes: &[u8]) -> Option<u64> {
+    bytes
+        .chunks_exact(CURSOR_LEN)
+        .filter_map(decode_cursor)
+        .max()
+}
+
 pub(crate) fn decode_cursor(c: &[u8]) -> Option<u64> {
     if c.len() != CURSOR_LEN || &c[0..4] != CURSOR_MAGIC {
         return None;
@@ -267,5 +276,10 @@ mod tests {
         let mut c = encode_cursor(5);
         c[5] ^= 1;
         assert_eq!(decode_cursor(&c), None);
+        // One torn copy: the other one counts.
+        let file = [c, encode_cursor(4)].concat();
+        assert_eq!(decode_cursor_file(&file), Some(4));
+        let file = [encode_cursor(9), encode_cursor(4)].concat();
+        assert_eq!(decode_cursor_file(&file), Some(9));
     }
 }

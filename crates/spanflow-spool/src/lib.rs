@@ -54,7 +54,8 @@
 //! * **Readers.** Named, fixed at [`Spool::open`]. A reader is given records in order from its
 //!   cursor, may have any number in flight, and [`Reader::ack`]s them in any order; its
 //!   committed cursor is the end of the contiguous acknowledged prefix (a watermark). Cursors
-//!   are written every `fsync_interval` (write, fsync, rename, fsync the directory) and on
+//!   are written every `fsync_interval` (overwritten in place and fsynced; two copies in turn,
+//!   so a torn write spoils only the one being written, and a full disk cannot block it) and on
 //!   close. A restart resumes each reader at its persisted cursor: records after it are given
 //!   again (duplicates are possible, loss is not). A reader added later starts at the
 //!   **oldest retained record**. Under `always`, readers see a record only once it is fsynced.
@@ -100,7 +101,7 @@
 //! alternating halves. It loses reading to fjall, which serves fresh records from its memtable
 //! while the spool preads the page cache and checks every CRC; 2.5 GB/s is far more than an
 //! exporter needs. And a multi-reader queue is what a log does naturally: one copy whatever the
-//! number of readers, a 16-byte cursor per reader, whole segment files deleted instead of a
+//! number of readers, a 32-byte cursor file per reader, whole segment files deleted instead of a
 //! tombstone or freed page per record (no compaction, exact disk accounting), and a recovery
 //! that reports what it cut and skipped, record by record.
 

@@ -170,13 +170,15 @@ impl Reader {
         Ok(out)
     }
 
-    /// Like [`try_read`](Reader::try_read), but waits until at least one record is readable.
-    /// Fails with [`ReadError::Closed`] once the spool is closed.
+    /// Like [`try_read`](Reader::try_read), but waits until at least one record is readable
+    /// (`max_records` of 0 counts as 1). Fails with [`ReadError::Closed`] once the spool is
+    /// closed. The reading itself is pread(2) on the calling thread, as in `try_read`.
     pub async fn read(
         &self,
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<Record>, ReadError> {
+        let max_records = max_records.max(1);
         loop {
             let notified = self.shared.readable_changed.notified();
             let mut notified = std::pin::pin!(notified);

@@ -221,6 +221,8 @@ pub(crate) fn recover(
                             if sync {
                                 seg.file.sync_all().map_err(io_err(&path, Some(off)))?;
                             }
+                            // Preallocated again, as the writer expects of the active segment.
+                            let _ = seg.file.set_len(segment_bytes.max(off));
                             report.truncated = Some(Truncation {
                                 path: path.clone(),
                                 offset: off,
@@ -260,9 +262,9 @@ pub(crate) fn recover(
         let path = cursor_path(dir, name);
         let stored = match fs::read(&path) {
             Ok(bytes) => {
-                let c = format::decode_cursor(&bytes);
+                let c = format::decode_cursor_file(&bytes);
                 if c.is_none() {
-                    tracing::warn!(file = %path.display(), len = bytes.len(), expected_len = CURSOR_LEN, "spool: corrupt cursor file, the reader restarts at the oldest record");
+                    tracing::warn!(file = %path.display(), len = bytes.len(), expected_len = 2 * CURSOR_LEN, "spool: corrupt cursor file, the reader restarts at the oldest record");
                 }
                 c
             }

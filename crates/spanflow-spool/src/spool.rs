@@ -99,15 +99,9 @@ impl Spool {
         let report = recovered.report;
         // A new (or clamped) reader's cursor is written at once: from now on the segments it
         // has not read are kept for it, across restarts too.
-        let mut wrote = false;
         for r in report.readers.iter().filter(|r| r.new || r.lost > 0) {
             let path = recovery::cursor_path(&dir, &r.name);
-            syncer::write_cursor(&path, r.committed, sync).map_err(io_err(&path, None))?;
-            wrote = true;
-        }
-        if wrote && sync {
-            let rdir = recovery::readers_dir(&dir);
-            recovery::sync_dir(&rdir).map_err(io_err(&rdir, None))?;
+            syncer::create_cursor(&path, r.committed, sync).map_err(io_err(&path, None))?;
         }
         let next_seq = report.next_seq;
         let active = recovered
@@ -129,6 +123,7 @@ impl Spool {
                 state: Mutex::new(ReaderState::new(committed, rec.pending, rec.lost)),
                 committed: AtomicU64::new(committed),
                 persisted: AtomicU64::new(committed),
+                cursor_writes: AtomicU64::new(0),
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -269,7 +264,8 @@ impl Spool {
             let committed = slot.committed.load(Ordering::Relaxed);
             if slot.persisted.load(Ordering::Relaxed) != committed {
                 let path = recovery::cursor_path(&self.shared.config.dir, &slot.name);
-                syncer::write_cursor(&path, committed, self.shared.syncs())
+                let which = slot.cursor_writes.fetch_add(1, Ordering::Relaxed) % 2;
+                syncer::update_cursor(&path, committed, which, self.shared.syncs())
                     .map_err(|source| CloseError { path, source })?;
                 slot.persisted.store(committed, Ordering::Relaxed);
             }

@@ -169,6 +169,9 @@ pub(crate) struct ReaderSlot {
     pub(crate) committed: AtomicU64,
     /// The committed cursor as last made durable in the cursor file (Relaxed: as above).
     pub(crate) persisted: AtomicU64,
+    /// Updates of the cursor file; its parity picks the copy to overwrite (Relaxed: only the
+    /// syncer, then `close` after the syncer stopped, write it).
+    pub(crate) cursor_writes: AtomicU64,
 }
 
 #[derive(Debug)]

@@ -126,7 +126,7 @@ pub struct Stats {
     pub corrupt_skipped_live: u64,
     /// Segment data fsyncs.
     pub fsync: FsyncStats,
-    /// Cursor file fsyncs (the files and their directory).
+    /// Cursor file fsyncs.
     pub cursor_syncs: u64,
     /// What `open` found: records replayed, bytes truncated, corrupt records skipped.
     pub recovery: RecoveryReport,

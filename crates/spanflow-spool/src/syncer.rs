@@ -2,7 +2,8 @@
 //! every `fsync_interval` the cursor files and the deletion of segments every reader passed.
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,8 +13,8 @@ use parking_lot::MutexGuard;
 
 use crate::config::Fsync;
 use crate::error::AppendError;
-use crate::format::encode_cursor;
-use crate::recovery::{cursor_path, readers_dir, sync_dir};
+use crate::format::{CURSOR_LEN, encode_cursor};
+use crate::recovery::{cursor_path, sync_dir};
 use crate::state::{AwaitingSync, Shared, State, Stop};
 
 /// Longest wait for the appenders released by the previous fsync to come back (see `run`).
@@ -140,55 +141,70 @@ fn sync_data(shared: &Shared, st: &mut MutexGuard<'_, State>) -> (Duration, usiz
     (took, count)
 }
 
-/// Writes each changed committed cursor to its file (write, fsync, rename), fsyncs the
-/// directory, and only then counts the cursors as persisted. Returns the fsyncs made.
+/// Writes each changed committed cursor into its file, and only once that is fsynced counts
+/// it as persisted. Returns the fsyncs made.
 pub(crate) fn persist_cursors(shared: &Shared) -> u64 {
-    let dir = readers_dir(&shared.config.dir);
     let sync = shared.syncs();
     let mut syncs = 0;
-    let mut changed = Vec::new();
     for slot in &shared.readers {
         let committed = slot.committed.load(Ordering::Relaxed);
         if committed == slot.persisted.load(Ordering::Relaxed) {
             continue;
         }
         let path = cursor_path(&shared.config.dir, &slot.name);
-        match write_cursor(&path, committed, sync) {
+        let which = slot.cursor_writes.fetch_add(1, Ordering::Relaxed) % 2;
+        match update_cursor(&path, committed, which, sync) {
             Ok(()) => {
                 syncs += u64::from(sync);
-                changed.push((slot, committed));
+                slot.persisted.store(committed, Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "spool: cannot persist a cursor");
             }
         }
     }
-    if changed.is_empty() {
-        return syncs;
-    }
-    if sync {
-        if let Err(e) = sync_dir(&dir) {
-            tracing::warn!(dir = %dir.display(), error = %e, "spool: cannot fsync the cursor directory");
-            return syncs;
-        }
-        syncs += 1;
-    }
-    for (slot, committed) in changed {
-        slot.persisted.store(committed, Ordering::Relaxed);
-    }
     syncs
 }
 
-pub(crate) fn write_cursor(path: &Path, committed: u64, sync: bool) -> std::io::Result<()> {
+/// Overwrites slot `which` (0 or 1) of an existing cursor file in place.
+///
+/// A cursor file holds two copies, written in turn; the reader takes the larger valid one. An
+/// update allocates nothing (so it works on a full disk, where freeing space depends on it),
+/// needs no rename or directory fsync, and a torn write can only spoil the copy being written.
+pub(crate) fn update_cursor(path: &Path, committed: u64, which: u64, sync: bool) -> io::Result<()> {
+    let file = match OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        // Deleted by hand: make it again.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return create_cursor(path, committed, sync);
+        }
+        Err(e) => return Err(e),
+    };
+    file.write_all_at(&encode_cursor(committed), which * CURSOR_LEN as u64)?;
+    if sync {
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+/// Creates (or replaces) a cursor file with both copies set: write, fsync, rename, fsync the
+/// directory.
+pub(crate) fn create_cursor(path: &Path, committed: u64, sync: bool) -> io::Result<()> {
     let tmp = path.with_extension("cursor.tmp");
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(&tmp)?;
-    f.write_all(&encode_cursor(committed))?;
+    let one = encode_cursor(committed);
+    f.write_all(&one)?;
+    f.write_all(&one)?;
     if sync {
         f.sync_data()?;
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    if sync && let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
