@@ -39,7 +39,7 @@
 //!
 //! * **Log.** Append-only segment files `{first seq:020}.seg` of `segment_bytes` (64 MiB).
 //!   Each record has a 32-byte header: magic, length, sequence number, metadata, CRC-32C of the
-//!   data and CRC-32C of the header ([`format`](crate) is described in `src/format.rs`).
+//!   data and CRC-32C of the header (the byte layout is described in `src/format.rs`).
 //!   Sequence numbers increase by one per record across segments and restarts; a failed write
 //!   burns its numbers, so readers must not assume there are no gaps.
 //! * **Appends and group commit.** [`Spool::append`] queues the record and returns an

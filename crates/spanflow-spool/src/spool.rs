@@ -61,7 +61,8 @@ impl Spool {
     /// the middle are skipped and logged with file and offset; [`recovery`](Spool::recovery)
     /// says what was found. Each reader resumes at its persisted committed cursor; a reader
     /// with no cursor file (new) starts at the oldest record on disk. Cursor files of names
-    /// not in `readers` are left alone and hold nothing back.
+    /// not in `readers` are left alone and hold nothing back (a spool opened with no readers
+    /// keeps only its active segment).
     ///
     /// Reader names are 1 to 64 of `[A-Za-z0-9_.-]`, not starting with `.`. Fails with
     /// [`OpenError::Locked`] when another `Spool` has the directory open.

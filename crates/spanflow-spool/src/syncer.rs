@@ -37,6 +37,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
     let mut st = shared.state.lock();
     loop {
         if st.stop == Stop::Crash {
+            // Their appends fail with `Closed` now, even while Reader handles keep the state.
+            st.awaiting_sync.clear();
             return;
         }
         let clean = st.stop == Stop::Clean;

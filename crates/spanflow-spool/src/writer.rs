@@ -28,8 +28,12 @@ pub(crate) fn run(shared: Arc<Shared>) {
             while q.requests.is_empty() && !q.closed && !q.crash {
                 shared.writer_wake.wait(&mut q);
             }
-            if q.crash || (q.closed && q.requests.is_empty()) {
+            if q.crash {
                 // A crash drops what is queued: its appenders see `Closed`.
+                q.requests.clear();
+                return;
+            }
+            if q.closed && q.requests.is_empty() {
                 return;
             }
             std::mem::swap(&mut batch, &mut q.requests);
