@@ -418,3 +418,18 @@ mod tests {
         assert!(rec.corrupt.is_empty(), "{rec:?}");
     }
 }
+
+#[cfg(test)]
+mod traits {
+    use super::*;
+
+    #[test]
+    fn handles_can_be_shared_across_threads_and_tasks() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<Spool>();
+        send_sync::<Reader>();
+        send::<Append>();
+        send::<crate::Record>();
+    }
+}
