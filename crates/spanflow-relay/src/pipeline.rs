@@ -8,13 +8,15 @@ use spanflow::{
     ShutdownError, SubmitError,
 };
 
-use crate::sink::{FlushError, Refused, Sink};
+use crate::sink::{Accepted, FlushError, Refused, Sink};
 use crate::wire::TraceRequest;
 
 /// A running `spanflow::Pipeline` as the relay's [`Sink`].
 #[derive(Debug, Clone)]
 pub struct PipelineSink {
     pipeline: Pipeline,
+    /// The pipeline has a disk queue: answer a client only once its request is written.
+    durable: bool,
 }
 
 /// Why the pipeline could not be built.
@@ -61,9 +63,9 @@ impl PipelineSink {
         for (name, exporter) in extra {
             builder = builder.backend(name, spanflow::BackendRole::Primary, exporter, None);
         }
-        Ok(Self {
-            pipeline: builder.build()?,
-        })
+        let pipeline = builder.build()?;
+        let durable = matches!(pipeline.config().queue, spanflow::QueueSettings::Disk(_));
+        Ok(Self { pipeline, durable })
     }
 
     /// The pipeline.
@@ -73,8 +75,15 @@ impl PipelineSink {
 }
 
 impl Sink for PipelineSink {
-    fn try_submit(&self, request: TraceRequest) -> Result<(), Refused> {
-        self.pipeline.try_submit(request).map_err(|e| match e {
+    fn try_submit(&self, request: TraceRequest) -> Result<Accepted, Refused> {
+        let submitted = if self.durable {
+            self.pipeline
+                .submit_tracked(request)
+                .map(Accepted::WhenDurable)
+        } else {
+            self.pipeline.try_submit(request).map(|()| Accepted::Now)
+        };
+        submitted.map_err(|e| match e {
             SubmitError::Full {
                 request,
                 retry_after,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use spanflow::PipelineStats;
+use spanflow::{PipelineStats, Receipt};
 
 use crate::wire::TraceRequest;
 
@@ -46,10 +46,20 @@ pub enum FlushError {
     Undelivered(String),
 }
 
+/// How a sink took a request.
+#[derive(Debug)]
+pub enum Accepted {
+    /// The request is the sink's now: answer the client.
+    Now,
+    /// The request is the sink's once it is durable: answer the client when this resolves with
+    /// anything but [`spanflow::RequestFate::NotExported`] (the sink was shut down before it was written).
+    WhenDurable(Receipt),
+}
+
 /// The pipeline as seen by the receivers.
 pub trait Sink: Send + Sync + 'static {
     /// Takes `request` or refuses it at once; never blocks.
-    fn try_submit(&self, request: TraceRequest) -> Result<(), Refused>;
+    fn try_submit(&self, request: TraceRequest) -> Result<Accepted, Refused>;
     /// Blocks until everything accepted so far is exported or finally failed, or `timeout` passes.
     fn flush(&self, timeout: Duration) -> Result<(), FlushError>;
     /// Stops the sink after flushing, waiting at most `timeout`.
@@ -61,7 +71,7 @@ pub trait Sink: Send + Sync + 'static {
 }
 
 impl<S: Sink + ?Sized> Sink for Arc<S> {
-    fn try_submit(&self, request: TraceRequest) -> Result<(), Refused> {
+    fn try_submit(&self, request: TraceRequest) -> Result<Accepted, Refused> {
         (**self).try_submit(request)
     }
     fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
@@ -142,7 +152,7 @@ impl MemorySink {
 }
 
 impl Sink for MemorySink {
-    fn try_submit(&self, request: TraceRequest) -> Result<(), Refused> {
+    fn try_submit(&self, request: TraceRequest) -> Result<Accepted, Refused> {
         let mut inner = self.inner.lock();
         let spans = request.span_count() as u64;
         if inner.closed {
@@ -171,7 +181,7 @@ impl Sink for MemorySink {
         }
         inner.stats.accepted += spans;
         inner.stats.received += spans;
-        Ok(())
+        Ok(Accepted::Now)
     }
     fn flush(&self, _timeout: Duration) -> Result<(), FlushError> {
         Ok(())

@@ -42,6 +42,13 @@ pub(crate) struct Books {
     processor_dropped: AtomicU64,
     handed_off: AtomicU64,
     export_closed: AtomicU64,
+    /// Durable mode: spans whose batches the spool holds (appended by this run).
+    appended: AtomicU64,
+    /// Durable mode: spans of batches the spool could not take at all (larger than a segment).
+    append_refused: AtomicU64,
+    /// Durable mode: appends started and finished (successfully or not).
+    appends_started: AtomicU64,
+    appends_finished: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -63,7 +70,40 @@ impl Books {
             processor_dropped: AtomicU64::new(0),
             handed_off: AtomicU64::new(0),
             export_closed: AtomicU64::new(0),
+            appended: AtomicU64::new(0),
+            append_refused: AtomicU64::new(0),
+            appends_started: AtomicU64::new(0),
+            appends_finished: AtomicU64::new(0),
         }
+    }
+
+    /// Durable mode: an append of a batch began (its spans count as handed off).
+    pub(crate) fn append_started(&self) {
+        add(&self.appends_started, 1);
+    }
+
+    /// Durable mode: an append ended; `appended` spans are now in the spool, `refused` spans
+    /// could never be written (the batch is larger than a segment).
+    pub(crate) fn append_finished(&self, appended: u64, refused: u64) {
+        add(&self.appended, appended);
+        add(&self.append_refused, refused);
+        add(&self.appends_finished, 1);
+    }
+
+    /// Appends started so far.
+    pub(crate) fn appends_started(&self) -> u64 {
+        get(&self.appends_started)
+    }
+
+    /// Appends finished so far.
+    pub(crate) fn appends_finished(&self) -> u64 {
+        get(&self.appends_finished)
+    }
+
+    /// Durable mode: spans the spool holds for the next start at shutdown: appended or
+    /// recovered by this run and not settled.
+    pub(crate) fn carried(&self, fanout: &FanOut) -> u64 {
+        (get(&self.appended) + fanout.recovered_spans()).saturating_sub(fanout.settled().spans)
     }
 
     /// A submitted request's spans, counted before the request enters the intake so that a
@@ -117,8 +157,10 @@ impl Books {
         let settled: Settled = fanout.settled();
         let processor = get(&self.processor_dropped);
         let export_closed = get(&self.export_closed);
+        let append_refused = get(&self.append_refused);
         let spans = spans();
-        let accepted = self.accepted(&spans);
+        // Durable mode: spans of earlier runs' records count as accepted once picked up.
+        let accepted = self.accepted(&spans) + fanout.recovered_spans();
         let sdk_lost = get(&self.sdk_budget_full) + spans.refused.closed + spans.refused.too_large;
         let refused = RefusedSpans {
             budget_full: get(&self.requests_refused[Refusal::BudgetFull as usize])
@@ -130,7 +172,7 @@ impl Books {
         };
         let dropped = DroppedSpans {
             processor,
-            queue_full: settled.dropped_queue_full,
+            queue_full: settled.dropped_queue_full + append_refused,
             // The span intake drops only what its receiver never took (the encoder ended).
             shutdown_deadline: settled.dropped_shutdown + export_closed + spans.dropped(),
         };
@@ -150,6 +192,7 @@ impl Books {
             memory_budget_bytes: self.budget.limit_bytes(),
             retried: 0,
             backends: Vec::new(),
+            spool: fanout.spool().map(|spool| spool.stats()),
         };
         stats.queued_spans = accepted.saturating_sub(stats.settled());
         let backends = fanout.stats().backends;

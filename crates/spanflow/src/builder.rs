@@ -13,9 +13,12 @@ use spanflow_export::{
     SinkConfig,
 };
 use spanflow_process::{Chain, Scheduler};
+use spanflow_spool::Spool;
 
 use crate::books::Books;
-use crate::config::{BackendRole, ExporterSpec, FreeSpansOn, OverflowPolicy, PipelineConfig};
+use crate::config::{
+    BackendRole, ExporterSpec, FreeSpansOn, OverflowPolicy, PipelineConfig, QueueSettings,
+};
 use crate::encode::estimate_span_bytes;
 use crate::error::BuildError;
 use crate::pipeline::{Owner, Pipeline};
@@ -299,6 +302,8 @@ impl PipelineBuilder {
         )
         .map_err(BuildError::Threads)?;
         let default_backend = Self::default_backend_config(&config);
+        let backend_names: Vec<(String, BackendRole)> =
+            backends.iter().map(|b| (b.name.clone(), b.role)).collect();
         let mut fanout = FanOut::builder();
         for backend in backends {
             let backend_config = backend.config.unwrap_or_else(|| default_backend.clone());
@@ -310,6 +315,24 @@ impl PipelineBuilder {
                     fanout.fallback_dyn(backend.name, backend.exporter, backend_config)
                 }
             };
+        }
+        if let QueueSettings::Disk(spool_config) = &config.queue {
+            let primaries: Vec<&str> = backend_names
+                .iter()
+                .filter(|(_, role)| *role == BackendRole::Primary)
+                .map(|(name, _)| name.as_str())
+                .collect();
+            let spool = Spool::open(spool_config.clone(), &primaries)
+                .map_err(|err| BuildError::Queue(err.to_string()))?;
+            let report = spool.recovery();
+            tracing::info!(
+                dir = %spool_config.dir.display(),
+                records = report.records,
+                truncated_bytes = report.bytes_truncated(),
+                corrupt = report.corrupt_records(),
+                "disk queue opened"
+            );
+            fanout = fanout.spool(Arc::new(spool));
         }
         let fanout = fanout
             .build(runtime.handle())

@@ -53,6 +53,35 @@ pub struct PipelineConfig {
     /// The backends, in order; a `fallback` entry backs the primary listed before it. Exporters
     /// added in code come after these.
     pub exporters: Vec<ExporterSpec>,
+    /// Where processed batches wait for their backends: memory (the default) or a durable
+    /// spool on local disk.
+    pub queue: QueueSettings,
+}
+
+/// Where processed batches wait for their backends (`[queue]`).
+///
+/// ```
+/// let config: spanflow::PipelineConfig = toml::from_str(r#"
+///     [queue]
+///     type = "disk"
+///     dir = "/var/lib/spanflow/queue"
+///     max_bytes = "2GiB"
+///     fsync = "interval"
+/// "#).unwrap();
+/// let spanflow::QueueSettings::Disk(spool) = &config.queue else { panic!() };
+/// assert_eq!(spool.max_bytes.0, 2 << 30);
+/// ```
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum QueueSettings {
+    /// In memory, bounded by the memory budget: lost if the process dies.
+    #[default]
+    Memory,
+    /// On local disk (`spanflow-spool`): batches are written once, read back by every primary
+    /// backend at its own pace, and survive kill -9 and restarts; the memory budget then covers
+    /// only what is being encoded, processed, written or exported. A request is acknowledged
+    /// (`submit_tracked`'s receipt, the relay's OK) once its batch is durable under `fsync`.
+    Disk(spanflow_spool::SpoolConfig),
 }
 
 /// Where the processor chain runs.

@@ -126,4 +126,7 @@ pub enum BuildError {
     /// A processor could not be built.
     #[error("cannot build processors: {0}")]
     Process(String),
+    /// The disk queue could not be opened (bad settings, locked by another process, I/O).
+    #[error("cannot open the disk queue: {0}")]
+    Queue(String),
 }

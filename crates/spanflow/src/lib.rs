@@ -44,13 +44,14 @@ pub use spanflow_export as export;
 pub use spanflow_lockfree as lockfree;
 pub use spanflow_otlp as otlp;
 pub use spanflow_process as process;
+pub use spanflow_spool as spool;
 
 pub use builder::PipelineBuilder;
 pub use config::{
     AVERAGE_SPAN_BYTES, BackendRole, BatchSettings, EnvWarning, ExportSettings, ExporterSpec,
     FreeSpansOn, MemorySettings, OTEL_BSP_EXPORT_TIMEOUT, OTEL_BSP_MAX_CONCURRENT_EXPORTS,
     OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY,
-    OverflowPolicy, PipelineConfig, ProcessingSettings,
+    OverflowPolicy, PipelineConfig, ProcessingSettings, QueueSettings,
 };
 pub use error::{BuildError, FlushError, ShutdownError, SubmitError};
 pub use pipeline::{Pipeline, Receipt};

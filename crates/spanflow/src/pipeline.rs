@@ -206,7 +206,17 @@ impl Pipeline {
                 pending_spans: pending(shared),
             });
         }
-        // 3. The fan-out settles every batch it was given (on its runtime; we wait on a channel).
+        // 3. With a disk queue, every batch handed off is written to it.
+        if shared.fanout.spool().is_some() {
+            let started = shared.books.appends_started();
+            if !shared.wait_until(deadline, |s| s.books.appends_finished() >= started) {
+                return Err(FlushError::Timeout {
+                    timeout,
+                    pending_spans: pending(shared),
+                });
+            }
+        }
+        // 4. The fan-out settles every batch it was given (on its runtime; we wait on a channel).
         let (done, finished) = std::sync::mpsc::sync_channel(1);
         let task_shared = Arc::clone(&self.owner.shared);
         shared.runtime.handle().spawn(async move {

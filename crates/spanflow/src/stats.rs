@@ -102,6 +102,10 @@ pub struct PipelineStats {
     /// Each backend's own counters (a batch a primary failed on may still be exported by its
     /// fallback; the totals above say what finally became of it).
     pub backends: Vec<BackendStats>,
+    /// The durable queue's own statistics (disk use, per-backend cursors, what it replayed,
+    /// truncated or skipped at start, fsyncs), when the pipeline has one. After shutdown,
+    /// `queued_spans` is what waits in it for the next start.
+    pub spool: Option<spanflow_spool::Stats>,
 }
 
 impl PipelineStats {

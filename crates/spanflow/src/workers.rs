@@ -24,6 +24,7 @@ use spanflow_batch::{Batcher, Credit, Receiver, TrySendError};
 use spanflow_export::{ExportBatch, FanOut, Settled};
 use spanflow_otlp::{Encoder, TraceRequest};
 use spanflow_process::{Chain, Scheduler};
+use spanflow_spool::AppendError;
 
 use crate::books::Books;
 use crate::config::{OverflowPolicy, PipelineConfig};
@@ -56,6 +57,10 @@ pub(crate) struct Submitted {
 /// What became of a submitted request, as its [`crate::Receipt`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestFate {
+    /// With a disk queue (`[queue] type = "disk"`): the batch that carries the request's spans
+    /// is durable under the queue's fsync policy; its backends export it from there, across
+    /// restarts if need be.
+    Durable,
     /// The export batch that carried the request's spans settled (it may hold other requests'
     /// spans too): see [`Settled`] for how many were exported, failed, dropped or unconfirmed.
     Settled(Settled),
@@ -122,6 +127,12 @@ pub(crate) struct Parts {
     pub(crate) fanout: FanOut,
     pub(crate) runtime: OwnedRuntime,
     pub(crate) books: Books,
+}
+
+/// Why a durable append gave up.
+enum AppendEnd {
+    TooLarge,
+    Closed,
 }
 
 /// One batch on its way from an intake to the fan-out.
@@ -353,8 +364,9 @@ impl Shared {
     }
 
     /// Hands a processed request to the fan-out, which never waits: its queues are bounded by
-    /// the memory budget the request's credit belongs to.
-    fn export(&self, job: Job) {
+    /// the memory budget the request's credit belongs to (or, with a disk queue, writes it to
+    /// the spool first).
+    fn export(self: &Arc<Self>, job: Job) {
         let Job {
             request,
             spans,
@@ -378,6 +390,11 @@ impl Shared {
         }
         let bytes = request.into_bytes();
         credit.resize_bytes(bytes.len() as u64);
+        if self.fanout.spool().is_some() {
+            self.append(ExportBatch::new(bytes, out as usize), credit, receipts);
+            self.notify_progress();
+            return;
+        }
         let batch = ExportBatch::new(budgeted(bytes, credit), out as usize);
         let sent = if receipts.is_empty() {
             self.fanout.send(batch)
@@ -394,6 +411,64 @@ impl Shared {
             Err(_) => self.books.export_closed(out),
         }
         self.notify_progress();
+    }
+
+    /// Durable mode: writes `batch` to the spool on the pipeline's runtime, holding `credit`
+    /// until it is written, and tells the receipts once it is durable. A full disk budget (or a
+    /// full disk) is retried with a growing pause: the memory budget then fills and the
+    /// intakes push back, so nothing accepted is dropped for want of disk.
+    fn append(self: &Arc<Self>, batch: ExportBatch, credit: Credit, receipts: Vec<ReceiptSender>) {
+        let spans = batch.spans as u64;
+        self.books.append_started();
+        self.books.handed_off(spans);
+        let shared = Arc::clone(self);
+        self.runtime.handle().spawn(async move {
+            let mut pause = Duration::from_millis(10);
+            let mut warned = false;
+            let written = loop {
+                let append = match shared.fanout.append(batch.clone()) {
+                    Ok(append) => append,
+                    Err(_) => break Err(AppendEnd::Closed),
+                };
+                match append.await {
+                    Ok(_) => break Ok(()),
+                    Err(AppendError::TooLarge { len, max }) => {
+                        tracing::error!(
+                            len,
+                            max,
+                            spans,
+                            "batch larger than a spool segment; dropped"
+                        );
+                        break Err(AppendEnd::TooLarge);
+                    }
+                    Err(AppendError::Closed) => break Err(AppendEnd::Closed),
+                    // Full, DiskFull, or an I/O error after which the record may be on disk:
+                    // write it again (a duplicate at worst), once there is room.
+                    Err(e) => {
+                        if !warned {
+                            tracing::warn!(error = %e, "cannot write to the disk queue; retrying");
+                            warned = true;
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                    }
+                }
+            };
+            drop(credit);
+            match written {
+                Ok(()) => {
+                    shared.books.append_finished(spans, 0);
+                    resolve(receipts, RequestFate::Durable);
+                }
+                Err(AppendEnd::TooLarge) => shared.books.append_finished(0, spans),
+                Err(AppendEnd::Closed) => {
+                    // Shutdown closed the spool before the batch reached it.
+                    shared.books.export_closed(spans);
+                    shared.books.append_finished(0, 0);
+                }
+            }
+            shared.notify_progress();
+        });
     }
 
     fn worker_exited(self: &Arc<Self>) {
@@ -422,6 +497,12 @@ impl Shared {
             // Drains what was submitted; its callbacks hand the results to the fan-out.
             scheduler.shutdown();
         }
+        let durable = self.fanout.spool().is_some();
+        if durable {
+            // Batches on their way to the spool get there (or fail) before it closes.
+            let started = self.books.appends_started();
+            self.wait_until(deadline, |s| s.books.appends_finished() >= started);
+        }
         let (done, finished) = std::sync::mpsc::sync_channel(1);
         let task_shared = Arc::clone(self);
         self.runtime.handle().spawn(async move {
@@ -432,13 +513,22 @@ impl Shared {
         if finished.recv_timeout(wait).is_err() {
             tracing::warn!("the fan-out did not finish its shutdown in time");
         }
-        let mut stats = self.snapshot();
-        if stats.queued_spans > 0 {
-            // Still in an intake or a worker (or, if the fan-out did not report in time, in
-            // it) when the deadline passed: certainly not delivered by then.
-            stats.dropped.shutdown_deadline += stats.queued_spans;
-            stats.queued_spans = 0;
+        if let Some(spool) = self.fanout.spool()
+            && let Err(e) = spool.close()
+        {
+            tracing::error!(error = %e, "closing the disk queue failed");
         }
+        let mut stats = self.snapshot();
+        // With a disk queue, what the spool holds waits there for the next start: it stays
+        // queued. Everything else still queued was in an intake or a worker when the deadline
+        // passed (or, if the fan-out did not report in time, in it): not delivered by then.
+        let carried = if durable {
+            self.books.carried(&self.fanout).min(stats.queued_spans)
+        } else {
+            0
+        };
+        stats.dropped.shutdown_deadline += stats.queued_spans - carried;
+        stats.queued_spans = carried;
         let stats = self.final_stats.get_or_init(|| stats).clone();
         self.state.store(CLOSED, Ordering::Release);
         self.runtime.stop(Duration::from_millis(100));

@@ -62,6 +62,57 @@ pub(super) async fn dispatch(shared: Arc<Shared>, index: usize) {
     }
 }
 
+/// Durable mode, per primary: take a permit, then the next record from this backend's spool
+/// reader, and export it on its own task. Records wait in the spool, not in memory: the
+/// permits bound what this backend holds.
+pub(super) async fn dispatch_spool(shared: Arc<Shared>, index: usize) {
+    let b = &shared.backends[index];
+    let Some((reader, _)) = &b.durable else {
+        return;
+    };
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => break,
+            p = Arc::clone(&b.semaphore).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let records = tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => break,
+            r = reader.read(1, usize::MAX) => match r {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::debug!(backend = %b.name, error = %e, "spool reader stopped");
+                    break;
+                }
+            },
+        };
+        let Some(record) = records.into_iter().next() else {
+            continue;
+        };
+        let spans = record.meta;
+        Counters::add(&b.counters.received_batches, 1);
+        Counters::add(&b.counters.received_spans, spans);
+        Counters::add(&b.counters.in_flight, 1);
+        let item = Item {
+            seq: record.seq,
+            ticket: shared.ticket_for(record.seq, spans),
+            batch: crate::ExportBatch::new(record.data, spans as usize),
+            in_doubt: false,
+            ack: Some((index, record.seq)),
+            queued: false,
+        };
+        let task_shared = Arc::clone(&shared);
+        shared.tracker.spawn(async move {
+            run(&task_shared, index, item).await;
+            drop(permit);
+        });
+    }
+}
+
 struct Observer<'a> {
     shared: &'a Shared,
     index: usize,
@@ -97,7 +148,7 @@ async fn run(shared: &Shared, index: usize, item: Item) {
         &observer,
     )
     .await;
-    let seq = item.seq;
+    let (seq, queued) = (item.seq, item.queued);
     let mut parcel = Parcel::from(item);
     parcel.in_doubt |= in_doubt;
     let c = &b.counters;
@@ -119,6 +170,11 @@ async fn run(shared: &Shared, index: usize, item: Item) {
                     accepted: outcome.accepted,
                 },
             );
+        }
+        Err(ExportError::Cancelled) if parcel.ack.is_some() => {
+            // Durable: shutdown's deadline leaves the record unacknowledged in the spool; it
+            // is exported after the next start (a duplicate if this attempt got through).
+            shared.settle(parcel, Fate::Dropped(DropReason::ShutdownDeadline));
         }
         Err(ExportError::Cancelled) => {
             // Shutdown's deadline: no fallback runs any more.
@@ -142,7 +198,9 @@ async fn run(shared: &Shared, index: usize, item: Item) {
         }
     }
     Counters::sub(&c.in_flight, 1);
-    shared.finish(index, seq);
+    if queued {
+        shared.finish(index, seq);
+    }
 }
 
 /// Counts a batch this backend gave up on: unconfirmed if an attempt may have delivered it,

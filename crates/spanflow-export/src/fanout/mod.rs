@@ -5,8 +5,9 @@ mod dispatch;
 mod queue;
 mod settle;
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -15,6 +16,8 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use spanflow_spool::{Append, Reader, Spool};
 
 pub use settle::{SettleHook, Settled};
 
@@ -81,13 +84,17 @@ impl Default for BackendConfig {
     }
 }
 
-/// Why [`FanOut::send`] refused a batch.
+/// Why [`FanOut::send`] or [`FanOut::append`] refused a batch.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
     /// The fan-out is shutting down or shut down; the batch is handed back, uncounted.
     #[error("fan-out is shut down")]
     Closed(ExportBatch),
+    /// The fan-out's primaries read from a spool ([`FanOutBuilder::spool`]): batches enter
+    /// through [`FanOut::append`], not `send`; or, for `append`, the fan-out has no spool.
+    #[error("wrong entry for this fan-out's queue type")]
+    WrongQueue(ExportBatch),
 }
 
 /// Why [`FanOut::flush`] returned before everything was finished.
@@ -113,10 +120,26 @@ struct Backend {
     semaphore: Arc<Semaphore>,
     counters: Counters,
     fallback: Option<usize>,
+    /// Durable mode, primaries only: where this backend reads its batches, and its committed
+    /// cursor when the spool was opened (records below it were settled here in an earlier run).
+    durable: Option<(Reader, u64)>,
+}
+
+/// Durable mode: the spool every primary reads from, and the settlement of its records.
+struct Durable {
+    spool: Arc<Spool>,
+    /// Records being exported, by sequence number, with their settlement: created by the first
+    /// reader to take a record, removed when its last destination settles it.
+    tickets: Mutex<HashMap<u64, Arc<Ticket>>>,
+    /// The spool's head when it was opened: records below it were appended by an earlier run.
+    first_new_seq: u64,
+    /// Spans of earlier runs' records picked up by this run's readers.
+    recovered: AtomicU64,
 }
 
 struct Shared {
     backends: Vec<Backend>,
+    durable: Option<Durable>,
     /// Primary backends: the destinations of every batch.
     primaries: usize,
     health: watch::Sender<Vec<BackendHealth>>,
@@ -188,6 +211,7 @@ struct Spec {
 pub struct FanOutBuilder {
     specs: Vec<Spec>,
     error: Option<String>,
+    spool: Option<Arc<Spool>>,
 }
 
 impl std::fmt::Debug for FanOutBuilder {
@@ -267,6 +291,16 @@ impl FanOutBuilder {
         self
     }
 
+    /// Durable mode: batches enter through [`FanOut::append`], which writes them once to
+    /// `spool`, and each primary backend reads them back through the spool reader of its own
+    /// name (open the spool with the primaries' names as readers), acknowledging a record once
+    /// it is exported or finally failed there (after its fallback, if it has one). Records a
+    /// shutdown leaves unfinished stay in the spool and are exported after the next start.
+    pub fn spool(mut self, spool: Arc<Spool>) -> Self {
+        self.spool = Some(spool);
+        self
+    }
+
     /// Start every backend's dispatcher on `handle`.
     pub fn build(self, handle: &Handle) -> Result<FanOut, BuildError> {
         if let Some(e) = self.error {
@@ -298,11 +332,34 @@ impl FanOutBuilder {
             .iter()
             .filter(|s| s.fallback_of.is_none())
             .count();
+        let mut readers = Vec::with_capacity(self.specs.len());
+        for s in &self.specs {
+            readers.push(match (&self.spool, s.fallback_of) {
+                (Some(spool), None) => {
+                    let reader = spool.reader(&s.name).map_err(|_| {
+                        BuildError::FanOut(format!(
+                            "backend {:?} has no reader in the spool (open it with every primary's name)",
+                            s.name
+                        ))
+                    })?;
+                    let initial = reader.committed();
+                    Some((reader, initial))
+                }
+                _ => None,
+            });
+        }
+        let durable = self.spool.map(|spool| Durable {
+            first_new_seq: spool.stats().head,
+            spool,
+            tickets: Mutex::new(HashMap::new()),
+            recovered: AtomicU64::new(0),
+        });
         let backends: Vec<Backend> = self
             .specs
             .into_iter()
+            .zip(readers)
             .enumerate()
-            .map(|(index, s)| Backend {
+            .map(|(index, (s, durable))| Backend {
                 index,
                 role: match s.fallback_of {
                     None => Role::Primary,
@@ -318,6 +375,7 @@ impl FanOutBuilder {
                 available: Notify::new(),
                 counters: Counters::default(),
                 fallback: fallbacks[index],
+                durable,
             })
             .collect();
         let health = watch::Sender::new(
@@ -331,6 +389,7 @@ impl FanOutBuilder {
         );
         let shared = Arc::new(Shared {
             backends,
+            durable,
             primaries,
             health,
             accepting: AtomicBool::new(true),
@@ -339,10 +398,14 @@ impl FanOutBuilder {
             shutdown: tokio::sync::Mutex::new(false),
             settled: SettledCounters::default(),
         });
-        for i in 0..shared.backends.len() {
-            shared
-                .tracker
-                .spawn_on(dispatch::dispatch(Arc::clone(&shared), i), handle);
+        for (i, b) in shared.backends.iter().enumerate() {
+            let task = Arc::clone(&shared);
+            match b.durable {
+                Some(_) => shared
+                    .tracker
+                    .spawn_on(dispatch::dispatch_spool(task, i), handle),
+                None => shared.tracker.spawn_on(dispatch::dispatch(task, i), handle),
+            };
         }
         Ok(FanOut { shared })
     }
@@ -393,6 +456,9 @@ impl FanOut {
         if !self.shared.accepting.load(Ordering::Relaxed) {
             return Err(SendError::Closed(batch));
         }
+        if self.shared.durable.is_some() {
+            return Err(SendError::WrongQueue(batch));
+        }
         let ticket = Arc::new(Ticket::new(batch.spans as u64, self.shared.primaries, hook));
         for b in self
             .shared
@@ -405,12 +471,44 @@ impl FanOut {
                 batch: batch.clone(),
                 ticket: Arc::clone(&ticket),
                 in_doubt: false,
+                ack: None,
             };
             if let Err(parcel) = self.shared.enqueue(b.index, parcel) {
                 self.shared.discard(b, parcel, DropReason::ShutdownDeadline);
             }
         }
         Ok(())
+    }
+
+    /// Durable mode: writes `batch` once to the spool; the returned [`Append`] completes when
+    /// it is durable under the spool's fsync policy (answer a client only then), or with the
+    /// spool's error ([`spanflow_spool::AppendError::is_backpressure`] for a full disk budget).
+    /// Every primary then reads, exports and settles it; the span count travels as the
+    /// record's metadata.
+    pub fn append(&self, batch: ExportBatch) -> Result<Append, SendError> {
+        // Relaxed: see `send`.
+        if !self.shared.accepting.load(Ordering::Relaxed) {
+            return Err(SendError::Closed(batch));
+        }
+        match &self.shared.durable {
+            Some(d) => Ok(d.spool.append(batch.spans as u64, batch.body)),
+            None => Err(SendError::WrongQueue(batch)),
+        }
+    }
+
+    /// The spool of a durable fan-out.
+    pub fn spool(&self) -> Option<&Arc<Spool>> {
+        self.shared.durable.as_ref().map(|d| &d.spool)
+    }
+
+    /// Durable mode: spans of records appended by an earlier run that this run's readers have
+    /// picked up (they are settled like any other).
+    pub fn recovered_spans(&self) -> u64 {
+        self.shared
+            .durable
+            .as_ref()
+            // Relaxed: a statistic.
+            .map_or(0, |d| d.recovered.load(Ordering::Relaxed))
     }
 
     /// Wait until every batch sent before this call has finished on every backend (exported,
@@ -425,8 +523,9 @@ impl FanOut {
 
     /// Stop accepting batches, let queued and in-flight ones finish until `deadline`, then
     /// cancel whatever is left: batches never sent are settled as dropped, batches in flight
-    /// (or sent before and not confirmed) as unconfirmed. Shuts the exporters down and returns
-    /// the final stats. Later calls just return the stats.
+    /// (or sent before and not confirmed) as unconfirmed; in durable mode they are not settled
+    /// at all but stay in the spool for the next start. Shuts the exporters down and returns
+    /// the final stats (it does not close the spool). Later calls just return the stats.
     pub async fn shutdown(&self, deadline: Instant) -> FanOutStats {
         let shared = &self.shared;
         let mut done = shared.shutdown.lock().await;
@@ -520,11 +619,7 @@ impl Shared {
                 QueuePolicy::DropOldest if full => {
                     let old = st.evict_front();
                     st.push(parcel);
-                    old.map(|o| Parcel {
-                        batch: o.batch,
-                        ticket: o.ticket,
-                        in_doubt: o.in_doubt,
-                    })
+                    old.map(Parcel::from)
                 }
                 _ => {
                     st.push(parcel);
@@ -575,18 +670,62 @@ impl Shared {
 
     /// Settles one destination of `parcel`'s batch without exporting it.
     fn discard(&self, b: &Backend, parcel: Parcel, reason: DropReason) {
-        Counters::add(&b.counters.dropped_batches, 1);
-        Counters::add(&b.counters.dropped_spans, parcel.batch.spans as u64);
+        // A durable record interrupted by shutdown is not dropped: it waits in the spool.
+        if parcel.ack.is_none() || reason != DropReason::ShutdownDeadline {
+            Counters::add(&b.counters.dropped_batches, 1);
+            Counters::add(&b.counters.dropped_spans, parcel.batch.spans as u64);
+        }
         self.settle(parcel, Fate::Dropped(reason));
     }
 
-    /// Records `fate` for one destination of `parcel`'s batch.
+    /// Records `fate` for one destination of `parcel`'s batch (in durable mode, acknowledging
+    /// the record to its primary's reader).
     fn settle(&self, parcel: Parcel, fate: Fate) {
+        if let Some((primary, seq)) = parcel.ack {
+            if fate == Fate::Dropped(DropReason::ShutdownDeadline) {
+                // Durable: what shutdown interrupts is not lost, it waits in the spool for the
+                // next start (unacknowledged, so it is read again). Not settled here.
+                return;
+            }
+            if let Some((reader, _)) = &self.backends[primary].durable
+                && let Err(e) = reader.ack(seq)
+            {
+                tracing::error!(error = %e, "cannot acknowledge a spool record");
+            }
+        }
         let fate = match fate {
             Fate::Failed | Fate::Dropped(_) if parcel.in_doubt => Fate::Unconfirmed,
             fate => fate,
         };
-        parcel.ticket.settle(fate, &self.settled);
+        let last = parcel.ticket.settle(fate, &self.settled);
+        if last && let (Some(durable), Some((_, seq))) = (&self.durable, parcel.ack) {
+            durable.tickets.lock().remove(&seq);
+        }
+    }
+
+    /// Durable mode: the settlement of record `seq` (of `spans` spans), shared by the
+    /// primaries that still have to export it.
+    fn ticket_for(&self, seq: u64, spans: u64) -> Arc<Ticket> {
+        let Some(durable) = &self.durable else {
+            return Arc::new(Ticket::new(spans, self.primaries, None));
+        };
+        let mut tickets = durable.tickets.lock();
+        Arc::clone(tickets.entry(seq).or_insert_with(|| {
+            let destinations = if seq >= durable.first_new_seq {
+                self.primaries
+            } else {
+                // Appended by an earlier run: only the primaries whose cursor was not past it
+                // when the spool opened will export it now.
+                // Relaxed: a statistic.
+                durable.recovered.fetch_add(spans, Ordering::Relaxed);
+                self.backends
+                    .iter()
+                    .filter_map(|b| b.durable.as_ref())
+                    .filter(|(_, initial)| *initial <= seq)
+                    .count()
+            };
+            Arc::new(Ticket::new(spans, destinations, None))
+        }))
     }
 
     /// Mark `seq` of backend `index` finished and wake the flushes it completes.
@@ -609,6 +748,25 @@ impl Shared {
     /// their batches before the primary marks them finished). With `close`, each group's
     /// queues are closed first, so "so far" is "ever". `Err` carries the unfinished count.
     async fn wait_finished(&self, deadline: Instant, close: bool) -> Result<(), u64> {
+        if let Some(durable) = &self.durable {
+            // Every record appended so far, acknowledged by every primary (which acknowledges
+            // only after its fallback, if any, is done with it).
+            let head = durable.spool.stats().head;
+            loop {
+                let behind = self
+                    .backends
+                    .iter()
+                    .filter_map(|b| b.durable.as_ref())
+                    .any(|(reader, _)| reader.committed() < head);
+                if !behind {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(self.pending());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
         let deadline = tokio::time::Instant::from_std(deadline);
         for primaries in [true, false] {
             let group = self
@@ -642,7 +800,10 @@ impl Shared {
     fn pending(&self) -> u64 {
         self.backends
             .iter()
-            .map(|b| b.state.lock().unfinished() as u64)
+            .map(|b| match &b.durable {
+                Some((reader, _)) => reader.stats().pending_records,
+                None => b.state.lock().unfinished() as u64,
+            })
             .sum()
     }
 }
@@ -653,6 +814,7 @@ impl From<Item> for Parcel {
             batch: item.batch,
             ticket: item.ticket,
             in_doubt: item.in_doubt,
+            ack: item.ack,
         }
     }
 }

@@ -16,6 +16,12 @@ pub(super) struct Item {
     pub(super) ticket: Arc<Ticket>,
     /// An earlier attempt (at the primary this item fell back from) may have delivered it.
     pub(super) in_doubt: bool,
+    /// Durable mode: the spool reader (primary index) and record to acknowledge once this
+    /// destination has a fate.
+    pub(super) ack: Option<(usize, u64)>,
+    /// Whether it sits in a memory queue whose watermark `seq` belongs to (false for a record
+    /// read from the spool, whose `seq` is the record's).
+    pub(super) queued: bool,
 }
 
 /// A batch on its way to a destination, before it gets a sequence number in a queue.
@@ -23,6 +29,7 @@ pub(super) struct Parcel {
     pub(super) batch: ExportBatch,
     pub(super) ticket: Arc<Ticket>,
     pub(super) in_doubt: bool,
+    pub(super) ack: Option<(usize, u64)>,
 }
 
 pub(super) struct QueueState {
@@ -57,6 +64,8 @@ impl QueueState {
             batch: parcel.batch,
             ticket: parcel.ticket,
             in_doubt: parcel.in_doubt,
+            ack: parcel.ack,
+            queued: true,
         });
     }
 

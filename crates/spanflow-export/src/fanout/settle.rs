@@ -175,9 +175,9 @@ impl Ticket {
         }
     }
 
-    /// Records one destination's fate; the last one settles the batch into `totals`. Each
-    /// destination calls this exactly once.
-    pub(crate) fn settle(&self, fate: Fate, totals: &SettledCounters) {
+    /// Records one destination's fate; the last one settles the batch into `totals` and gets
+    /// `true`. Each destination calls this exactly once.
+    pub(crate) fn settle(&self, fate: Fate, totals: &SettledCounters) -> bool {
         {
             let mut c = self.combined.lock();
             let accepted = match fate {
@@ -194,7 +194,7 @@ impl Ticket {
         // AcqRel: the last destination must see every other destination's fate, which each
         // recorded under the mutex before its decrement.
         if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
+            return false;
         }
         let c = self.combined.lock();
         let mut s = Settled {
@@ -217,6 +217,7 @@ impl Ticket {
         if let Some(hook) = self.hook.lock().take() {
             hook(&s);
         }
+        true
     }
 }
 
@@ -228,7 +229,7 @@ mod tests {
         let totals = SettledCounters::default();
         let ticket = Ticket::new(spans, fates.len(), None);
         for (i, fate) in fates.iter().enumerate() {
-            ticket.settle(*fate, &totals);
+            assert_eq!(ticket.settle(*fate, &totals), i + 1 == fates.len());
             let settled = totals.snapshot();
             assert_eq!(settled.batches, u64::from(i + 1 == fates.len()));
         }

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::future::{Ready, ready};
+use std::future::ready;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -527,14 +527,19 @@ struct ExportMethod {
 
 impl UnaryService<Bytes> for ExportMethod {
     type Response = Bytes;
-    type Future = Ready<Result<tonic::Response<Bytes>, Status>>;
+    type Future = BoxFuture<Result<tonic::Response<Bytes>, Status>>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        ready(export(&self.shared, request.into_inner()).map(tonic::Response::new))
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            export(&shared, request.into_inner())
+                .await
+                .map(tonic::Response::new)
+        })
     }
 }
 
-fn export(shared: &Shared, body: Bytes) -> Result<Bytes, Status> {
+async fn export(shared: &Shared, body: Bytes) -> Result<Bytes, Status> {
     let request = match TraceRequest::parse(body) {
         Ok(r) => r,
         Err(e) => {
@@ -543,7 +548,7 @@ fn export(shared: &Shared, body: Bytes) -> Result<Bytes, Status> {
             return Err(Status::invalid_argument(e.to_string()));
         }
     };
-    match ingest(shared, Protocol::Grpc, request) {
+    match ingest(shared, Protocol::Grpc, request).await {
         Ok(ingested) => {
             let partial_success = (ingested.rejected > 0).then_some(ExportTracePartialSuccess {
                 rejected_spans: ingested.rejected as i64,

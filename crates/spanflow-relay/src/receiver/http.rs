@@ -246,7 +246,7 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
             return fail(StatusCode::BAD_REQUEST, Outcome::Malformed, message);
         }
     };
-    match ingest(&state.shared, Protocol::Http, request) {
+    match ingest(&state.shared, Protocol::Http, request).await {
         Ok(ingested) => {
             let partial = (ingested.rejected > 0).then_some(ExportTracePartialSuccess {
                 rejected_spans: ingested.rejected as i64,

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::metrics::{Outcome, Protocol, RelayMetrics};
-use crate::sink::{Refused, Sink};
+use crate::sink::{Accepted, Refused, Sink};
 use crate::wire::{self, TraceRequest};
 
 /// State shared by every receiver of one relay.
@@ -201,8 +201,9 @@ pub(crate) enum NotTaken {
     TooLarge,
 }
 
-/// Hands a parsed request to the sink and does the accounting.
-pub(crate) fn ingest(
+/// Hands a parsed request to the sink and does the accounting; with a durable sink, returns
+/// once the request is written (the client is answered only then).
+pub(crate) async fn ingest(
     shared: &Shared,
     protocol: Protocol,
     request: TraceRequest,
@@ -217,37 +218,43 @@ pub(crate) fn ingest(
     }
     let spans = request.span_count();
     let submitted = if spans == 0 {
-        Ok(())
+        Ok(Accepted::Now)
     } else {
         shared.sink.try_submit(request)
     };
-    match submitted {
-        Ok(()) => {
-            metrics.accepted(protocol, spans);
-            if rejected > 0 {
-                metrics.refused_invalid(rejected);
-                metrics.request(protocol, Outcome::Partial);
-            } else {
-                metrics.request(protocol, Outcome::Accepted);
-            }
-            Ok(Ingested { rejected, message })
-        }
+    let taken = match submitted {
+        Ok(Accepted::Now) => true,
+        // The pipeline holds the request (and counts it accepted) from here; it either writes
+        // it or, if shutdown closes the queue first, counts it dropped.
+        Ok(Accepted::WhenDurable(receipt)) => receipt.await != spanflow::RequestFate::NotExported,
         Err(Refused::Full { retry_after, .. }) => {
             metrics.refused_backpressure(spans);
             metrics.request(protocol, Outcome::Backpressure);
-            Err(NotTaken::Backpressure { retry_after })
+            return Err(NotTaken::Backpressure { retry_after });
         }
         Err(Refused::TooLarge { .. }) => {
             metrics.refused_invalid(spans);
             metrics.request(protocol, Outcome::TooLarge);
-            Err(NotTaken::TooLarge)
+            return Err(NotTaken::TooLarge);
         }
         Err(Refused::Closed { .. }) => {
             metrics.refused_closed(spans);
             metrics.request(protocol, Outcome::Closed);
-            Err(NotTaken::Closed)
+            return Err(NotTaken::Closed);
         }
+    };
+    if !taken {
+        metrics.request(protocol, Outcome::Closed);
+        return Err(NotTaken::Closed);
     }
+    metrics.accepted(protocol, spans);
+    if rejected > 0 {
+        metrics.refused_invalid(rejected);
+        metrics.request(protocol, Outcome::Partial);
+    } else {
+        metrics.request(protocol, Outcome::Accepted);
+    }
+    Ok(Ingested { rejected, message })
 }
 
 /// The body read timeout of a [`Shared`] built without one.
