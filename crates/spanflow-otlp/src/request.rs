@@ -123,7 +123,8 @@ fn index_span(buf: &[u8], base: usize) -> Result<SpanMeta, DecodeError> {
 /// longer lengths, truncated or malformed bytes), which callers hand to
 /// [`wire::next_field`]; where both read a field they read the same field.
 ///
-/// The span reader of the hot path: [`TraceRequest::parse`] validates spans through it.
+/// The span reader of the hot paths: [`TraceRequest::parse`] validates spans through it
+/// and [`SpanView::head`] reads them through it.
 #[inline(always)]
 pub(crate) fn span_field_fast(buf: &[u8], pos: usize) -> Option<wire::Field<'_>> {
     let (&tag, rest) = buf.get(pos..)?.split_first()?;

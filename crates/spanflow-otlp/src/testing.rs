@@ -248,6 +248,36 @@ pub fn exercise_reader(data: &[u8]) {
         for kv in span.attributes() {
             add(kv.key.len());
             add(touch(&kv.value));
+            add(kv.value_fields().flatten().map(|v| touch(&v)).sum());
+        }
+        let head = span.head();
+        assert_eq!(head.trace_id, span.trace_id(), "head");
+        assert_eq!(head.name, span.name(), "head");
+        assert_eq!(head.kind, span.kind(), "head");
+        assert_eq!(
+            head.start_time_unix_nano,
+            span.start_time_unix_nano(),
+            "head"
+        );
+        assert_eq!(head.end_time_unix_nano, span.end_time_unix_nano(), "head");
+        assert_eq!(head.status_code, span.status_code(), "head");
+        assert_eq!(span.events().count(), span.event_count());
+        assert_eq!(span.links().count(), span.link_count());
+        add((span.dropped_events_count() ^ span.dropped_links_count()) as usize);
+        for event in span.events() {
+            add(event.name().len() + event.time_unix_nano() as usize);
+            add(event.dropped_attributes_count() as usize);
+            for kv in event.attributes() {
+                add(kv.key.len() + touch(&kv.value));
+            }
+        }
+        for link in span.links() {
+            add(link.trace_id()[0] as usize + link.span_id()[0] as usize);
+            add(link.trace_state().len() + link.flags() as usize);
+            add(link.dropped_attributes_count() as usize);
+            for kv in link.attributes() {
+                add(kv.key.len() + touch(&kv.value));
+            }
         }
         let scope = span.scope();
         add(scope.name().len() + scope.version().len() + scope.schema_url().len());

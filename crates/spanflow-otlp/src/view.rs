@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::error::DecodeError;
+use crate::events::{Events, Links};
 use crate::request::{Index, SpanMeta, TraceRequest};
 use crate::wire::{Field, Fields, Value};
 
@@ -19,7 +20,7 @@ use crate::wire::{Field, Fields, Value};
 /// `string` field), written by this crate from `&str`s or prost-encoded `String`s, or
 /// copied verbatim from such requests; so these bytes are UTF-8. Tests and the fuzz
 /// target run with debug assertions, which re-check it on every read.
-fn as_str(bytes: &[u8]) -> &str {
+pub(crate) fn as_str(bytes: &[u8]) -> &str {
     debug_assert!(
         std::str::from_utf8(bytes).is_ok(),
         "string field is not utf-8"
@@ -29,7 +30,7 @@ fn as_str(bytes: &[u8]) -> &str {
     unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
-fn last_len(body: &[u8], number: u32) -> Option<&[u8]> {
+pub(crate) fn last_len(body: &[u8], number: u32) -> Option<&[u8]> {
     let mut found = None;
     for field in Fields::new(body) {
         if field.number == number
@@ -41,7 +42,33 @@ fn last_len(body: &[u8], number: u32) -> Option<&[u8]> {
     found
 }
 
-fn id<const N: usize>(bytes: Option<&[u8]>) -> Option<[u8; N]> {
+/// The last scalar field `number` of `body`, of any numeric wire type (protobuf's
+/// last-one-wins rule).
+pub(crate) fn last_scalar(body: &[u8], number: u32) -> Option<u64> {
+    let mut found = None;
+    for field in Fields::new(body) {
+        if field.number == number {
+            match field.value {
+                Value::Varint(v) | Value::I64(v) => found = Some(v),
+                Value::I32(v) => found = Some(u64::from(v)),
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// `code` after merging the `Status` message `status` into a status whose code was `code`.
+pub(crate) fn merge_status_code(status: &[u8], mut code: i32) -> i32 {
+    for f in Fields::new(status) {
+        if let (3, Value::Varint(v)) = (f.number, f.value) {
+            code = v as i32;
+        }
+    }
+    code
+}
+
+pub(crate) fn id<const N: usize>(bytes: Option<&[u8]>) -> Option<[u8; N]> {
     let bytes = bytes?;
     let mut out = [0u8; N];
     if bytes.len() != N {
@@ -104,17 +131,7 @@ impl<'a> SpanView<'a> {
     }
 
     fn last_varint(&self, number: u32) -> Option<u64> {
-        let mut found = None;
-        for field in self.fields() {
-            if field.number == number {
-                match field.value {
-                    Value::Varint(v) | Value::I64(v) => found = Some(v),
-                    Value::I32(v) => found = Some(u64::from(v)),
-                    _ => {}
-                }
-            }
-        }
-        found
+        last_scalar(self.body, number)
     }
 
     /// The 16-byte trace id (all zeros when absent or not 16 bytes long).
@@ -200,9 +217,40 @@ impl<'a> SpanView<'a> {
         self.fields().filter(|f| f.number == 11).count()
     }
 
+    /// The span's events, in wire order.
+    ///
+    /// ```
+    /// let spans = spanflow_otlp::testing::span_batch(4, 3);
+    /// let request =
+    ///     spanflow_otlp::Encoder::new().encode(&spans, &spanflow_otlp::testing::resource());
+    /// for (span, data) in request.spans().zip(&spans) {
+    ///     let names: Vec<&str> = span.events().map(|e| e.name()).collect();
+    ///     let expected: Vec<&str> = data.events.iter().map(|e| e.name.as_ref()).collect();
+    ///     assert_eq!(names, expected);
+    /// }
+    /// ```
+    pub fn events(&self) -> Events<'a> {
+        Events::new(self.body)
+    }
+
+    /// Number of events the producer dropped.
+    pub fn dropped_events_count(&self) -> u32 {
+        self.last_varint(12).unwrap_or(0) as u32
+    }
+
     /// Number of links (span field 13).
     pub fn link_count(&self) -> usize {
         self.fields().filter(|f| f.number == 13).count()
+    }
+
+    /// The span's links, in wire order.
+    pub fn links(&self) -> Links<'a> {
+        Links::new(self.body)
+    }
+
+    /// Number of links the producer dropped.
+    pub fn dropped_links_count(&self) -> u32 {
+        self.last_varint(14).unwrap_or(0) as u32
     }
 
     /// Status code as the protobuf `StatusCode` value (0 unset, 1 ok, 2 error).
@@ -211,11 +259,7 @@ impl<'a> SpanView<'a> {
         let mut code = 0;
         for status in self.fields().filter(|f| f.number == 15) {
             if let Value::Len(b) = status.value {
-                for f in Fields::new(b) {
-                    if let (3, Value::Varint(v)) = (f.number, f.value) {
-                        code = v as i32;
-                    }
-                }
+                code = merge_status_code(b, code);
             }
         }
         code
@@ -525,12 +569,30 @@ impl<'a> Iterator for Attributes<'a> {
 }
 
 /// A borrowed attribute.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy)]
 pub struct KeyValueView<'a> {
     /// The attribute's key.
     pub key: &'a str,
-    /// The attribute's value.
+    /// The attribute's value: the last `value` field, as everywhere in the views.
     pub value: AnyValueView<'a>,
+    /// The `KeyValue` message, for [`Self::value_fields`].
+    body: &'a [u8],
+}
+
+impl PartialEq for KeyValueView<'_> {
+    /// Key and value; how they were encoded does not count.
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.value == other.value
+    }
+}
+
+impl fmt::Debug for KeyValueView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyValueView")
+            .field("key", &self.key)
+            .field("value", &self.value)
+            .finish()
+    }
 }
 
 impl<'a> KeyValueView<'a> {
@@ -547,6 +609,7 @@ impl<'a> KeyValueView<'a> {
             return KeyValueView {
                 key: as_str(key),
                 value: AnyValueView::parse(value),
+                body,
             };
         }
         let mut key = "";
@@ -558,7 +621,54 @@ impl<'a> KeyValueView<'a> {
                 _ => {}
             }
         }
-        KeyValueView { key, value }
+        KeyValueView { key, value, body }
+    }
+
+    /// Every value the attribute's bytes hold: one [`ValueFields`] per `value` field, in
+    /// wire order.
+    ///
+    /// Encoders write one `value` holding one member of the `AnyValue` oneof, and then
+    /// this yields that one value ([`Self::value`]). A decoder that finds more merges them
+    /// (the last scalar or string wins, arrays and lists of the same kind are joined), and
+    /// the views show only the last one; a reader that must not miss a value a decoder
+    /// could see, such as redaction, reads them all here.
+    ///
+    /// ```
+    /// use prost::Message;
+    /// use spanflow_otlp::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
+    /// use spanflow_otlp::proto::trace::v1::Span;
+    /// use spanflow_otlp::{AnyValueView, TraceRequest};
+    ///
+    /// fn field(number: u32, body: &[u8]) -> Vec<u8> {
+    ///     let mut out = Vec::new();
+    ///     prost::encoding::bytes::encode(number, &body.to_vec(), &mut out);
+    ///     out
+    /// }
+    /// let kv = |v: &str| KeyValue {
+    ///     key: "k".into(),
+    ///     value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
+    ///     ..Default::default()
+    /// };
+    /// // One attribute whose value is written twice: a decoder keeps "second".
+    /// let mut split = kv("first").encode_to_vec();
+    /// split.extend(kv("second").encode_to_vec());
+    /// let mut span = Span { trace_id: vec![1; 16], span_id: vec![2; 8], ..Default::default() }
+    ///     .encode_to_vec();
+    /// span.extend(field(9, &split)); // Span.attributes
+    /// let request = TraceRequest::parse(field(1, &field(2, &field(2, &span))).into())?;
+    ///
+    /// let attribute = request.span(0).unwrap().attributes().next().unwrap();
+    /// assert_eq!(attribute.value, AnyValueView::String("second"));
+    /// let every: Vec<Vec<AnyValueView<'_>>> =
+    ///     attribute.value_fields().map(Iterator::collect).collect();
+    /// assert_eq!(every, [[AnyValueView::String("first")], [AnyValueView::String("second")]]);
+    /// # Ok::<(), spanflow_otlp::DecodeError>(())
+    /// ```
+    pub fn value_fields(&self) -> impl Iterator<Item = ValueFields<'a>> + use<'a> {
+        Fields::new(self.body).filter_map(|f| match (f.number, f.value) {
+            (2, Value::Len(b)) => Some(ValueFields::new(b)),
+            _ => None,
+        })
     }
 
     /// Reads only the key of a `KeyValue` body (used by wire-level edits).
@@ -634,20 +744,23 @@ impl<'a> AnyValueView<'a> {
     }
 
     fn parse_fields(body: &'a [u8]) -> Self {
-        let mut value = AnyValueView::Empty;
-        for field in Fields::new(body) {
-            value = match (field.number, field.value) {
-                (1, Value::Len(b)) => AnyValueView::String(as_str(b)),
-                (2, Value::Varint(v)) => AnyValueView::Bool(v != 0),
-                (3, Value::Varint(v)) => AnyValueView::Int(v as i64),
-                (4, Value::I64(v)) => AnyValueView::Double(f64::from_bits(v)),
-                (5, Value::Len(b)) => AnyValueView::Array(ArrayView { body: b }),
-                (6, Value::Len(b)) => AnyValueView::KvList(KvListView { body: b }),
-                (7, Value::Len(b)) => AnyValueView::Bytes(b),
-                _ => continue,
-            };
-        }
-        value
+        ValueFields::new(body).last().unwrap_or(AnyValueView::Empty)
+    }
+
+    /// The value one field of an `AnyValue` sets, `None` for a field that is no member of
+    /// its oneof (or not of the member's wire type).
+    #[inline]
+    fn member(field: &Field<'a>) -> Option<Self> {
+        Some(match (field.number, field.value) {
+            (1, Value::Len(b)) => AnyValueView::String(as_str(b)),
+            (2, Value::Varint(v)) => AnyValueView::Bool(v != 0),
+            (3, Value::Varint(v)) => AnyValueView::Int(v as i64),
+            (4, Value::I64(v)) => AnyValueView::Double(f64::from_bits(v)),
+            (5, Value::Len(b)) => AnyValueView::Array(ArrayView { body: b }),
+            (6, Value::Len(b)) => AnyValueView::KvList(KvListView { body: b }),
+            (7, Value::Len(b)) => AnyValueView::Bytes(b),
+            _ => return None,
+        })
     }
 
     /// The string, if this is a string value.
@@ -687,6 +800,32 @@ impl<'a> AnyValueView<'a> {
     }
 }
 
+/// The fields of one encoded `AnyValue`, each read as the value it sets, in wire order
+/// (see [`KeyValueView::value_fields`]): one item for what encoders write, none for an
+/// empty value, several only where the bytes repeat the oneof, in which case a decoder
+/// and [`AnyValueView`] keep the last.
+#[derive(Clone, Debug)]
+pub struct ValueFields<'a> {
+    fields: Fields<'a>,
+}
+
+impl<'a> ValueFields<'a> {
+    fn new(body: &'a [u8]) -> Self {
+        ValueFields {
+            fields: Fields::new(body),
+        }
+    }
+}
+
+impl<'a> Iterator for ValueFields<'a> {
+    type Item = AnyValueView<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<AnyValueView<'a>> {
+        self.fields.by_ref().find_map(|f| AnyValueView::member(&f))
+    }
+}
+
 impl KeyValueView<'_> {
     /// Converts to opentelemetry-proto's owned key-value.
     pub fn to_proto(&self) -> crate::proto::common::v1::KeyValue {
@@ -707,8 +846,18 @@ pub struct ArrayView<'a> {
 impl<'a> ArrayView<'a> {
     /// The values, in order.
     pub fn iter(&self) -> impl Iterator<Item = AnyValueView<'a>> + 'a {
+        self.elements().map(AnyValueView::parse)
+    }
+
+    /// Every value each element's bytes hold, in order: one [`ValueFields`] per element
+    /// (see [`KeyValueView::value_fields`]).
+    pub fn element_fields(&self) -> impl Iterator<Item = ValueFields<'a>> + use<'a> {
+        self.elements().map(ValueFields::new)
+    }
+
+    fn elements(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
         Fields::new(self.body).filter_map(|f: Field<'a>| match (f.number, f.value) {
-            (1, Value::Len(b)) => Some(AnyValueView::parse(b)),
+            (1, Value::Len(b)) => Some(b),
             _ => None,
         })
     }
