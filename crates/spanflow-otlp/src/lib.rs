@@ -17,7 +17,8 @@
 //!   an attribute's bytes hold, for readers that must not miss one.
 //! - [`TraceRequest::select`], [`split`](TraceRequest::split),
 //!   [`merge`](TraceRequest::merge) and [`rewrite`](TraceRequest::rewrite) build new
-//!   requests by copying byte ranges, and [`TraceRequest::edit_spans`] decodes only the
+//!   requests by copying byte ranges; [`SpanPatch`] sets attributes to borrowed values or
+//!   computed ones ([`AnyValueBuf`]), and [`TraceRequest::edit_spans`] decodes only the
 //!   spans it changes.
 //! - [`json`] converts to and from the OTLP/JSON mapping.
 //!
@@ -62,6 +63,6 @@ pub use head::SpanHead;
 pub use request::TraceRequest;
 pub use rewrite::{ResourcePatch, SpanPatch};
 pub use view::{
-    AnyValueView, ArrayView, Attributes, KeyValueView, KvListView, ResourceView, ScopeView,
-    SpanView, ValueFields,
+    AnyValueBuf, AnyValueView, ArrayView, Attributes, KeyValueView, KvListView, ResourceView,
+    ScopeView, SpanView, ValueFields,
 };

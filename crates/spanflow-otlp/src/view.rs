@@ -837,6 +837,52 @@ impl KeyValueView<'_> {
     }
 }
 
+/// An `AnyValue` computed outside a request (a rebuilt array or key-value list, say),
+/// held encoded so that it reads as an [`AnyValueView`], which wire edits
+/// ([`SpanPatch::set_attribute_view`](crate::SpanPatch::set_attribute_view)) copy as bytes.
+///
+/// ```
+/// use spanflow_otlp::{AnyValueBuf, AnyValueView};
+/// use spanflow_otlp::proto::common::v1::{AnyValue, ArrayValue, any_value::Value};
+///
+/// let s = |v: &str| AnyValue { value: Some(Value::StringValue(v.into())) };
+/// let array = AnyValue { value: Some(Value::ArrayValue(ArrayValue { values: vec![s("a"), s("b")] })) };
+/// let value = AnyValueBuf::new(&array);
+/// let AnyValueView::Array(view) = value.view() else { panic!("an array") };
+/// assert_eq!(view.iter().collect::<Vec<_>>(), [AnyValueView::String("a"), AnyValueView::String("b")]);
+/// assert_eq!(value.view().to_proto(), array);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct AnyValueBuf {
+    /// An `AnyValue` message that passed [`AnyValueView::decode`]'s checks.
+    bytes: Vec<u8>,
+}
+
+impl AnyValueBuf {
+    /// Encodes `value`. A value [`AnyValueView::decode`] would refuse (nested deeper than
+    /// a request may nest) reads as [`AnyValueView::Empty`].
+    pub fn new(value: &crate::proto::common::v1::AnyValue) -> Self {
+        use prost::Message;
+        let bytes = value.encode_to_vec();
+        match crate::schema::validate(crate::schema::Msg::AnyValue, &bytes, 0, 0) {
+            Ok(()) => AnyValueBuf { bytes },
+            Err(_) => AnyValueBuf { bytes: Vec::new() },
+        }
+    }
+
+    /// The value.
+    pub fn view(&self) -> AnyValueView<'_> {
+        // Checked in `new`, as `decode` checks.
+        AnyValueView::parse(&self.bytes)
+    }
+}
+
+impl fmt::Debug for AnyValueBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AnyValueBuf").field(&self.view()).finish()
+    }
+}
+
 /// A borrowed `ArrayValue`.
 #[derive(Clone, Copy, PartialEq)]
 pub struct ArrayView<'a> {
