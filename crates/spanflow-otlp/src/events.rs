@@ -2,8 +2,9 @@
 
 use std::fmt;
 
+use crate::request::SpanFields;
 use crate::view::{AnyValueView, Attributes, as_str, id, last_len, last_scalar};
-use crate::wire::{Fields, Value};
+use crate::wire::Value;
 
 /// Field numbers of `Span.Event` and `Span.Link` the views read.
 mod field {
@@ -24,7 +25,7 @@ mod field {
 /// The bodies of every length-delimited field `number` of a span body, in wire order.
 #[derive(Clone, Debug)]
 struct Repeated<'a> {
-    fields: Fields<'a>,
+    fields: SpanFields<'a>,
     number: u32,
 }
 
@@ -48,7 +49,7 @@ pub struct Events<'a>(Repeated<'a>);
 impl<'a> Events<'a> {
     pub(crate) fn new(span: &'a [u8]) -> Self {
         Events(Repeated {
-            fields: Fields::new(span),
+            fields: SpanFields::new(span),
             number: field::SPAN_EVENTS,
         })
     }
@@ -69,7 +70,7 @@ pub struct Links<'a>(Repeated<'a>);
 impl<'a> Links<'a> {
     pub(crate) fn new(span: &'a [u8]) -> Self {
         Links(Repeated {
-            fields: Fields::new(span),
+            fields: SpanFields::new(span),
             number: field::SPAN_LINKS,
         })
     }

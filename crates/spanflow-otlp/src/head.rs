@@ -1,8 +1,8 @@
 //! [`SpanHead`]: the fields keep/drop rules read, in one pass over a span.
 
-use crate::request::span_field_fast;
+use crate::request::SpanFields;
 use crate::view::{SpanView, id, merge_status_code};
-use crate::wire::{self, Value};
+use crate::wire::Value;
 
 /// The scalar fields of a span that keep/drop rules usually need, read in one pass over
 /// the span's bytes ([`SpanView::head`]).
@@ -54,25 +54,11 @@ impl<'a> SpanHead<'a> {
 impl<'a> SpanView<'a> {
     /// The span's [`SpanHead`], in one pass over its fields.
     pub fn head(&self) -> SpanHead<'a> {
-        let body = self.raw();
         let mut trace_id = None;
         let (mut kind, mut start, mut end) = (0, 0, 0);
         let mut status_code = 0;
-        let mut pos = 0;
-        // The fields encoders write go through the parser's span fast path, anything else
-        // through the general reader; like every accessor, stop at the first field that
-        // does not read (a parsed request has none).
-        while pos < body.len() {
-            let field = match span_field_fast(body, pos) {
-                Some(field) => {
-                    pos = field.end;
-                    field
-                }
-                None => match wire::next_field(body, &mut pos) {
-                    Ok(Some(field)) => field,
-                    Ok(None) | Err(_) => break,
-                },
-            };
+        // Like every accessor, stops at the first field that does not read.
+        for field in SpanFields::new(self.raw()) {
             // Scalars of any numeric wire type count, as in `SpanView::last_varint`.
             let scalar = match field.value {
                 Value::Varint(v) | Value::I64(v) => v,
