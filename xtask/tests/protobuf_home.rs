@@ -293,7 +293,7 @@ fn only_spanflow_otlp_reads_protobuf() {
     assert!(
         report.is_empty(),
         "protobuf is read outside crates/spanflow-otlp; use its views (SpanView, EventView, \
-         LinkView, KeyValueView::value_fields, SpanView::head) or add the missing view there:\n{report}"
+         LinkView, Attributes::stored, SpanView::head) or add the missing view there:\n{report}"
     );
 }
 

@@ -13,7 +13,7 @@
 //! - [`TraceRequest::parse`] validates and indexes received bytes in one pass; [`SpanView`]
 //!   reads a span's fields in place, [`SpanView::head`] the ones keep/drop rules need in
 //!   one pass ([`SpanHead`]), [`SpanView::events`] and [`SpanView::links`] its events and
-//!   links ([`EventView`], [`LinkView`]); [`KeyValueView::value_fields`] shows every value
+//!   links ([`EventView`], [`LinkView`]); [`Attributes::stored`] shows every value
 //!   an attribute's bytes hold, for readers that must not miss one.
 //! - [`TraceRequest::select`], [`split`](TraceRequest::split),
 //!   [`merge`](TraceRequest::merge) and [`rewrite`](TraceRequest::rewrite) build new
@@ -64,5 +64,5 @@ pub use request::TraceRequest;
 pub use rewrite::{ResourcePatch, SpanPatch};
 pub use view::{
     AnyValueBuf, AnyValueView, ArrayView, Attributes, KeyValueView, KvListView, ResourceView,
-    ScopeView, SpanView, ValueFields,
+    ScopeView, SpanView, StoredAttributes, StoredKeyValue, ValueFields,
 };

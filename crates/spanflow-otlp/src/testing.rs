@@ -248,6 +248,9 @@ pub fn exercise_reader(data: &[u8]) {
         for kv in span.attributes() {
             add(kv.key.len());
             add(touch(&kv.value));
+        }
+        for kv in span.attributes().stored() {
+            add(kv.key.len());
             add(kv.value_fields().flatten().map(|v| touch(&v)).sum());
         }
         let head = span.head();

@@ -526,23 +526,28 @@ impl<'a> Attributes<'a> {
     }
 }
 
-impl<'a> Iterator for Attributes<'a> {
-    type Item = KeyValueView<'a>;
+impl<'a> Attributes<'a> {
+    /// The same attributes, each with every value its bytes hold
+    /// ([`StoredKeyValue::value_fields`]), for readers that must not miss one.
+    pub fn stored(self) -> StoredAttributes<'a> {
+        StoredAttributes(self)
+    }
 
+    /// The next `KeyValue` message.
     #[inline]
-    fn next(&mut self) -> Option<KeyValueView<'a>> {
+    fn next_body(&mut self) -> Option<&'a [u8]> {
         // Span and key-value-list attributes are usually nothing but `attr` fields.
         if self.wrapper == 0
             && self.attr < 16
             && let Some(b) = self.outer.next_len_if((self.attr as u8) << 3 | 2)
         {
-            return Some(KeyValueView::parse(b));
+            return Some(b);
         }
         loop {
             if self.wrapper != 0 {
                 for field in self.inner.by_ref() {
                     if let (true, Value::Len(b)) = (field.number == self.attr, field.value) {
-                        return Some(KeyValueView::parse(b));
+                        return Some(b);
                     }
                 }
             }
@@ -551,7 +556,7 @@ impl<'a> Iterator for Attributes<'a> {
                     if let Value::Len(b) = field.value {
                         if self.wrapper == 0 {
                             if field.number == self.attr {
-                                return Some(KeyValueView::parse(b));
+                                return Some(b);
                             }
                         } else if field.number == self.wrapper {
                             self.inner = Fields::new(b);
@@ -568,70 +573,51 @@ impl<'a> Iterator for Attributes<'a> {
     }
 }
 
-/// A borrowed attribute.
+impl<'a> Iterator for Attributes<'a> {
+    type Item = KeyValueView<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<KeyValueView<'a>> {
+        self.next_body().map(KeyValueView::parse)
+    }
+}
+
+/// Iterator over attributes with every value their bytes hold ([`Attributes::stored`]).
+#[derive(Clone, Debug)]
+pub struct StoredAttributes<'a>(Attributes<'a>);
+
+impl<'a> Iterator for StoredAttributes<'a> {
+    type Item = StoredKeyValue<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<StoredKeyValue<'a>> {
+        self.0.next_body().map(|body| StoredKeyValue {
+            key: KeyValueView::key_of(body),
+            body,
+        })
+    }
+}
+
+/// An attribute as its bytes hold it: the key and every value
+/// ([`Attributes::stored`]).
 #[derive(Clone, Copy)]
-pub struct KeyValueView<'a> {
-    /// The attribute's key.
+pub struct StoredKeyValue<'a> {
+    /// The attribute's key (the last `key` field, as in [`KeyValueView`]).
     pub key: &'a str,
-    /// The attribute's value: the last `value` field, as everywhere in the views.
-    pub value: AnyValueView<'a>,
-    /// The `KeyValue` message, for [`Self::value_fields`].
+    /// The `KeyValue` message.
     body: &'a [u8],
 }
 
-impl PartialEq for KeyValueView<'_> {
-    /// Key and value; how they were encoded does not count.
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key && self.value == other.value
-    }
-}
-
-impl fmt::Debug for KeyValueView<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyValueView")
-            .field("key", &self.key)
-            .field("value", &self.value)
-            .finish()
-    }
-}
-
-impl<'a> KeyValueView<'a> {
-    #[inline]
-    pub(crate) fn parse(body: &'a [u8]) -> Self {
-        // Common shape: key (one-byte length) then value as the last field.
-        if let [0x0a, key_len, rest @ ..] = body
-            && *key_len < 0x80
-            && let Some((key, rest)) = rest.split_at_checked(*key_len as usize)
-            && let [0x12, value_len, value @ ..] = rest
-            && *value_len < 0x80
-            && *value_len as usize == value.len()
-        {
-            return KeyValueView {
-                key: as_str(key),
-                value: AnyValueView::parse(value),
-                body,
-            };
-        }
-        let mut key = "";
-        let mut value = AnyValueView::Empty;
-        for field in Fields::new(body) {
-            match (field.number, field.value) {
-                (1, Value::Len(b)) => key = as_str(b),
-                (2, Value::Len(b)) => value = AnyValueView::parse(b),
-                _ => {}
-            }
-        }
-        KeyValueView { key, value, body }
-    }
-
+impl<'a> StoredKeyValue<'a> {
     /// Every value the attribute's bytes hold: one [`ValueFields`] per `value` field, in
     /// wire order.
     ///
     /// Encoders write one `value` holding one member of the `AnyValue` oneof, and then
-    /// this yields that one value ([`Self::value`]). A decoder that finds more merges them
-    /// (the last scalar or string wins, arrays and lists of the same kind are joined), and
-    /// the views show only the last one; a reader that must not miss a value a decoder
-    /// could see, such as redaction, reads them all here.
+    /// this yields that one value (the [`KeyValueView::value`] of the same attribute). A
+    /// decoder that finds more merges them (the last scalar or string wins, arrays and
+    /// lists of the same kind are joined), and the views show only the last one; a reader
+    /// that must not miss a value a decoder could see, such as redaction, reads them all
+    /// here.
     ///
     /// ```
     /// use prost::Message;
@@ -656,11 +642,14 @@ impl<'a> KeyValueView<'a> {
     ///     .encode_to_vec();
     /// span.extend(field(9, &split)); // Span.attributes
     /// let request = TraceRequest::parse(field(1, &field(2, &field(2, &span))).into())?;
+    /// let span = request.span(0).unwrap();
     ///
-    /// let attribute = request.span(0).unwrap().attributes().next().unwrap();
-    /// assert_eq!(attribute.value, AnyValueView::String("second"));
+    /// let shown = span.attributes().next().unwrap();
+    /// assert_eq!(shown.value, AnyValueView::String("second"));
+    /// let stored = span.attributes().stored().next().unwrap();
+    /// assert_eq!(stored.key, "k");
     /// let every: Vec<Vec<AnyValueView<'_>>> =
-    ///     attribute.value_fields().map(Iterator::collect).collect();
+    ///     stored.value_fields().map(Iterator::collect).collect();
     /// assert_eq!(every, [[AnyValueView::String("first")], [AnyValueView::String("second")]]);
     /// # Ok::<(), spanflow_otlp::DecodeError>(())
     /// ```
@@ -669,6 +658,54 @@ impl<'a> KeyValueView<'a> {
             (2, Value::Len(b)) => Some(ValueFields::new(b)),
             _ => None,
         })
+    }
+}
+
+impl fmt::Debug for StoredKeyValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKeyValue")
+            .field("key", &self.key)
+            .field("values", &self.value_fields().count())
+            .finish()
+    }
+}
+
+/// A borrowed attribute.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KeyValueView<'a> {
+    /// The attribute's key.
+    pub key: &'a str,
+    /// The attribute's value: the last `value` field, as everywhere in the views (see
+    /// [`StoredKeyValue::value_fields`] for all of them).
+    pub value: AnyValueView<'a>,
+}
+
+impl<'a> KeyValueView<'a> {
+    #[inline]
+    pub(crate) fn parse(body: &'a [u8]) -> Self {
+        // Common shape: key (one-byte length) then value as the last field.
+        if let [0x0a, key_len, rest @ ..] = body
+            && *key_len < 0x80
+            && let Some((key, rest)) = rest.split_at_checked(*key_len as usize)
+            && let [0x12, value_len, value @ ..] = rest
+            && *value_len < 0x80
+            && *value_len as usize == value.len()
+        {
+            return KeyValueView {
+                key: as_str(key),
+                value: AnyValueView::parse(value),
+            };
+        }
+        let mut key = "";
+        let mut value = AnyValueView::Empty;
+        for field in Fields::new(body) {
+            match (field.number, field.value) {
+                (1, Value::Len(b)) => key = as_str(b),
+                (2, Value::Len(b)) => value = AnyValueView::parse(b),
+                _ => {}
+            }
+        }
+        KeyValueView { key, value }
     }
 
     /// Reads only the key of a `KeyValue` body (used by wire-level edits).
@@ -801,7 +838,7 @@ impl<'a> AnyValueView<'a> {
 }
 
 /// The fields of one encoded `AnyValue`, each read as the value it sets, in wire order
-/// (see [`KeyValueView::value_fields`]): one item for what encoders write, none for an
+/// (see [`StoredKeyValue::value_fields`]): one item for what encoders write, none for an
 /// empty value, several only where the bytes repeat the oneof, in which case a decoder
 /// and [`AnyValueView`] keep the last.
 #[derive(Clone, Debug)]
@@ -896,7 +933,7 @@ impl<'a> ArrayView<'a> {
     }
 
     /// Every value each element's bytes hold, in order: one [`ValueFields`] per element
-    /// (see [`KeyValueView::value_fields`]).
+    /// (see [`StoredKeyValue::value_fields`]).
     pub fn element_fields(&self) -> impl Iterator<Item = ValueFields<'a>> + use<'a> {
         self.elements().map(ValueFields::new)
     }

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 use spanflow_otlp::proto::common::v1::{AnyValue, any_value};
 use spanflow_otlp::proto::trace::v1::Span;
-use spanflow_otlp::{AnyValueBuf, AnyValueView, KeyValueView, SpanView, TraceRequest, ValueFields};
+use spanflow_otlp::{
+    AnyValueBuf, AnyValueView, SpanView, StoredKeyValue, TraceRequest, ValueFields,
+};
 
 use crate::error::{ConfigError, ProcessError};
 use crate::matching::compile_regex;
@@ -389,8 +391,8 @@ impl Redact {
         if self.any_blocked.is_none() {
             return 0;
         }
-        let events = span.events().flat_map(|e| e.attributes());
-        let links = span.links().flat_map(|l| l.attributes());
+        let events = span.events().flat_map(|e| e.attributes().stored());
+        let links = span.links().flat_map(|l| l.attributes().stored());
         events.chain(links).map(|kv| self.scan_stored(&kv)).sum()
     }
 
@@ -398,7 +400,7 @@ impl Redact {
     /// ignored). Every value its bytes hold is scanned, not just the one the
     /// view shows, so a value split over several fields (which decoders
     /// merge) is not missed.
-    fn scan_stored(&self, kv: &KeyValueView<'_>) -> u64 {
+    fn scan_stored(&self, kv: &StoredKeyValue<'_>) -> u64 {
         if self.ignored.contains(kv.key) {
             return 0;
         }
@@ -425,6 +427,7 @@ impl Redact {
                         return Err(TooDeep);
                     }
                     l.iter()
+                        .stored()
                         .flat_map(|kv| kv.value_fields())
                         .try_fold(0, |k, v| Ok(k + self.scan_fields(v, depth + 1)?))?
                 }
