@@ -123,9 +123,7 @@ impl<'a> EventView<'a> {
 
     /// The value of the first event attribute named `key`.
     pub fn attribute(&self, key: &str) -> Option<AnyValueView<'a>> {
-        self.attributes()
-            .find(|kv| kv.key == key)
-            .map(|kv| kv.value)
+        self.attributes().value_of(key)
     }
 
     /// Number of attributes the producer dropped from the event.
@@ -173,9 +171,7 @@ impl<'a> LinkView<'a> {
 
     /// The value of the first link attribute named `key`.
     pub fn attribute(&self, key: &str) -> Option<AnyValueView<'a>> {
-        self.attributes()
-            .find(|kv| kv.key == key)
-            .map(|kv| kv.value)
+        self.attributes().value_of(key)
     }
 
     /// Number of attributes the producer dropped from the link.

@@ -291,9 +291,7 @@ impl<'a> SpanView<'a> {
 
     /// The value of the first attribute named `key`.
     pub fn attribute(&self, key: &str) -> Option<AnyValueView<'a>> {
-        self.attributes()
-            .find(|kv| kv.key == key)
-            .map(|kv| kv.value)
+        self.attributes().value_of(key)
     }
 
     /// The resource the span belongs to.
@@ -393,9 +391,7 @@ impl<'a> ResourceView<'a> {
 
     /// The value of the first resource attribute named `key`.
     pub fn attribute(&self, key: &str) -> Option<AnyValueView<'a>> {
-        self.attributes()
-            .find(|kv| kv.key == key)
-            .map(|kv| kv.value)
+        self.attributes().value_of(key)
     }
 
     /// The `service.name` attribute, if it is a string.
@@ -531,6 +527,11 @@ impl<'a> Attributes<'a> {
     /// ([`StoredKeyValue::value_fields`]), for readers that must not miss one.
     pub fn stored(self) -> StoredAttributes<'a> {
         StoredAttributes(self)
+    }
+
+    /// The value of the first attribute named `key`.
+    pub(crate) fn value_of(mut self, key: &str) -> Option<AnyValueView<'a>> {
+        self.find(|kv| kv.key == key).map(|kv| kv.value)
     }
 
     /// The next `KeyValue` message.

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use prost::Message;
 use spanflow_otlp::proto::common::v1::{AnyValue, KeyValue, any_value};
 use spanflow_otlp::proto::trace::v1::Span;
+use spanflow_otlp::testing::head_from_accessors;
 use spanflow_otlp::{AnyValueView, SpanView, TraceRequest, ValueFields};
 
 /// A length-delimited field `number` holding `body`.
@@ -81,12 +82,7 @@ proptest! {
         let request = request_around(&body);
         let span = request.span(0).expect("one span");
         let head = span.head();
-        prop_assert_eq!(head.trace_id, span.trace_id());
-        prop_assert_eq!(head.name, span.name());
-        prop_assert_eq!(head.kind, span.kind());
-        prop_assert_eq!(head.start_time_unix_nano, span.start_time_unix_nano());
-        prop_assert_eq!(head.end_time_unix_nano, span.end_time_unix_nano());
-        prop_assert_eq!(head.status_code, span.status_code());
+        prop_assert_eq!(head, head_from_accessors(&span));
         prop_assert_eq!(head, spanflow_otlp::SpanHead::read(&span));
     }
 
@@ -188,12 +184,7 @@ fn head_of_a_fixture_batch_matches_the_accessors() {
     let request = spanflow_otlp::Encoder::new().encode(&spans, &spanflow_otlp::testing::resource());
     for span in request.spans() {
         let head = span.head();
-        assert_eq!(head.trace_id, span.trace_id());
-        assert_eq!(head.name, span.name());
-        assert_eq!(head.kind, span.kind());
-        assert_eq!(head.start_time_unix_nano, span.start_time_unix_nano());
-        assert_eq!(head.end_time_unix_nano, span.end_time_unix_nano());
-        assert_eq!(head.status_code, span.status_code());
+        assert_eq!(head, head_from_accessors(&span));
         assert_eq!(
             head.duration_nanos(),
             span.end_time_unix_nano()
