@@ -13,8 +13,8 @@
 //! - [`TraceRequest::parse`] validates and indexes received bytes in one pass; [`SpanView`]
 //!   reads a span's fields in place, [`SpanView::head`] the ones keep/drop rules need in
 //!   one pass ([`SpanHead`]), [`SpanView::events`] and [`SpanView::links`] its events and
-//!   links ([`EventView`], [`LinkView`]); [`Attributes::stored`] shows every value
-//!   an attribute's bytes hold, for readers that must not miss one.
+//!   links ([`EventView`], [`LinkView`]); [`Attributes::stored`] shows every value an
+//!   attribute's bytes hold, for readers that must not miss one.
 //! - [`TraceRequest::select`], [`split`](TraceRequest::split),
 //!   [`merge`](TraceRequest::merge) and [`rewrite`](TraceRequest::rewrite) build new
 //!   requests by copying byte ranges; [`SpanPatch`] sets attributes to borrowed values or
