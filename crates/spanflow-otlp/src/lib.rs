@@ -1,18 +1,25 @@
 //! spanflow-otlp — the wire model of spanflow: OTLP trace data kept as protobuf bytes with
 //! an index over them, so spans move, fan out, split and merge without being decoded.
 //!
-//! It sits in the middle of the layering, above `spanflow-lockfree` and `spanflow-batch`
-//! (which know nothing of spans) and below `spanflow-process`, `spanflow-export`, the
-//! `spanflow` facade and the relay, which all share its [`TraceRequest`].
+//! It sits at the bottom of the layering beside `spanflow-lockfree` and `spanflow-batch`
+//! (it depends on neither, and they know nothing of spans), below `spanflow-process`,
+//! `spanflow-export`, the `spanflow` facade and the relay, which all share its
+//! [`TraceRequest`]. It is the only crate that reads protobuf: the others read spans
+//! through its views and change them through its splices and edits.
 //!
 //! - [`Encoder`] writes an `ExportTraceServiceRequest` straight from
 //!   `opentelemetry_sdk` [`SpanData`](opentelemetry_sdk::trace::SpanData), with no
 //!   intermediate structs.
 //! - [`TraceRequest::parse`] validates and indexes received bytes in one pass; [`SpanView`]
-//!   reads a span's fields in place.
+//!   reads a span's fields in place, [`SpanView::head`] the ones keep/drop rules need in
+//!   one pass ([`SpanHead`]), [`SpanView::events`] and [`SpanView::links`] its events and
+//!   links ([`EventView`], [`LinkView`]); [`Attributes::stored`] shows every value an
+//!   attribute's bytes hold, for readers that must not miss one.
 //! - [`TraceRequest::select`], [`split`](TraceRequest::split),
 //!   [`merge`](TraceRequest::merge) and [`rewrite`](TraceRequest::rewrite) build new
-//!   requests by copying byte ranges.
+//!   requests by copying byte ranges; [`SpanPatch`] sets attributes to borrowed values or
+//!   computed ones ([`AnyValueBuf`]), and [`TraceRequest::edit_spans`] decodes only the
+//!   spans it changes.
 //! - [`json`] converts to and from the OTLP/JSON mapping.
 //!
 //! ```
@@ -38,6 +45,8 @@ pub use opentelemetry_proto::tonic as proto;
 
 mod encode;
 mod error;
+mod events;
+mod head;
 pub mod json;
 mod request;
 mod rewrite;
@@ -49,9 +58,11 @@ mod wire;
 
 pub use encode::Encoder;
 pub use error::{DecodeError, EditError, JsonError};
+pub use events::{EventView, Events, LinkView, Links};
+pub use head::SpanHead;
 pub use request::TraceRequest;
 pub use rewrite::{ResourcePatch, SpanPatch};
 pub use view::{
-    AnyValueView, ArrayView, Attributes, KeyValueView, KvListView, ResourceView, ScopeView,
-    SpanView,
+    AnyValueBuf, AnyValueView, ArrayView, Attributes, KeyValueView, KvListView, ResourceView,
+    ScopeView, SpanView, StoredAttributes, StoredKeyValue, ValueFields,
 };

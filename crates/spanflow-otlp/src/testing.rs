@@ -187,6 +187,20 @@ pub fn epoch() -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(1_700_000_000_000_000_000)
 }
 
+/// The [`SpanHead`](crate::SpanHead) of `span` put together from the `SpanView`
+/// accessors, one field at a time: what [`SpanView::head`](crate::SpanView::head) must
+/// equal.
+pub fn head_from_accessors<'a>(span: &crate::SpanView<'a>) -> crate::SpanHead<'a> {
+    crate::SpanHead {
+        trace_id: span.trace_id(),
+        name: span.name(),
+        kind: span.kind(),
+        start_time_unix_nano: span.start_time_unix_nano(),
+        end_time_unix_nano: span.end_time_unix_nano(),
+        status_code: span.status_code(),
+    }
+}
+
 /// Runs the reader and everything built on it over arbitrary bytes, panicking if an
 /// invariant breaks: parse must agree with prost on what is a valid request, never panic,
 /// and every splice of an accepted request must itself parse to the same spans.
@@ -248,6 +262,29 @@ pub fn exercise_reader(data: &[u8]) {
         for kv in span.attributes() {
             add(kv.key.len());
             add(touch(&kv.value));
+        }
+        for kv in span.attributes().stored() {
+            add(kv.key.len());
+            add(kv.value_fields().flatten().map(|v| touch(&v)).sum());
+        }
+        assert_eq!(span.head(), head_from_accessors(&span), "head");
+        assert_eq!(span.events().count(), span.event_count());
+        assert_eq!(span.links().count(), span.link_count());
+        add((span.dropped_events_count() ^ span.dropped_links_count()) as usize);
+        for event in span.events() {
+            add(event.name().len() + event.time_unix_nano() as usize);
+            add(event.dropped_attributes_count() as usize);
+            for kv in event.attributes() {
+                add(kv.key.len() + touch(&kv.value));
+            }
+        }
+        for link in span.links() {
+            add(link.trace_id()[0] as usize + link.span_id()[0] as usize);
+            add(link.trace_state().len() + link.flags() as usize);
+            add(link.dropped_attributes_count() as usize);
+            for kv in link.attributes() {
+                add(kv.key.len() + touch(&kv.value));
+            }
         }
         let scope = span.scope();
         add(scope.name().len() + scope.version().len() + scope.schema_url().len());

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::error::DecodeError;
+use crate::events::{Events, Links};
 use crate::request::{Index, SpanMeta, TraceRequest};
 use crate::wire::{Field, Fields, Value};
 
@@ -19,7 +20,7 @@ use crate::wire::{Field, Fields, Value};
 /// `string` field), written by this crate from `&str`s or prost-encoded `String`s, or
 /// copied verbatim from such requests; so these bytes are UTF-8. Tests and the fuzz
 /// target run with debug assertions, which re-check it on every read.
-fn as_str(bytes: &[u8]) -> &str {
+pub(crate) fn as_str(bytes: &[u8]) -> &str {
     debug_assert!(
         std::str::from_utf8(bytes).is_ok(),
         "string field is not utf-8"
@@ -29,7 +30,7 @@ fn as_str(bytes: &[u8]) -> &str {
     unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
-fn last_len(body: &[u8], number: u32) -> Option<&[u8]> {
+pub(crate) fn last_len(body: &[u8], number: u32) -> Option<&[u8]> {
     let mut found = None;
     for field in Fields::new(body) {
         if field.number == number
@@ -41,7 +42,33 @@ fn last_len(body: &[u8], number: u32) -> Option<&[u8]> {
     found
 }
 
-fn id<const N: usize>(bytes: Option<&[u8]>) -> Option<[u8; N]> {
+/// The last scalar field `number` of `body`, of any numeric wire type (protobuf's
+/// last-one-wins rule).
+pub(crate) fn last_scalar(body: &[u8], number: u32) -> Option<u64> {
+    let mut found = None;
+    for field in Fields::new(body) {
+        if field.number == number {
+            match field.value {
+                Value::Varint(v) | Value::I64(v) => found = Some(v),
+                Value::I32(v) => found = Some(u64::from(v)),
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// `code` after merging the `Status` message `status` into a status whose code was `code`.
+pub(crate) fn merge_status_code(status: &[u8], mut code: i32) -> i32 {
+    for f in Fields::new(status) {
+        if let (3, Value::Varint(v)) = (f.number, f.value) {
+            code = v as i32;
+        }
+    }
+    code
+}
+
+pub(crate) fn id<const N: usize>(bytes: Option<&[u8]>) -> Option<[u8; N]> {
     let bytes = bytes?;
     let mut out = [0u8; N];
     if bytes.len() != N {
@@ -104,17 +131,7 @@ impl<'a> SpanView<'a> {
     }
 
     fn last_varint(&self, number: u32) -> Option<u64> {
-        let mut found = None;
-        for field in self.fields() {
-            if field.number == number {
-                match field.value {
-                    Value::Varint(v) | Value::I64(v) => found = Some(v),
-                    Value::I32(v) => found = Some(u64::from(v)),
-                    _ => {}
-                }
-            }
-        }
-        found
+        last_scalar(self.body, number)
     }
 
     /// The 16-byte trace id (all zeros when absent or not 16 bytes long).
@@ -200,9 +217,40 @@ impl<'a> SpanView<'a> {
         self.fields().filter(|f| f.number == 11).count()
     }
 
+    /// The span's events, in wire order.
+    ///
+    /// ```
+    /// let spans = spanflow_otlp::testing::span_batch(4, 3);
+    /// let request =
+    ///     spanflow_otlp::Encoder::new().encode(&spans, &spanflow_otlp::testing::resource());
+    /// for (span, data) in request.spans().zip(&spans) {
+    ///     let names: Vec<&str> = span.events().map(|e| e.name()).collect();
+    ///     let expected: Vec<&str> = data.events.iter().map(|e| e.name.as_ref()).collect();
+    ///     assert_eq!(names, expected);
+    /// }
+    /// ```
+    pub fn events(&self) -> Events<'a> {
+        Events::new(self.body)
+    }
+
+    /// Number of events the producer dropped.
+    pub fn dropped_events_count(&self) -> u32 {
+        self.last_varint(12).unwrap_or(0) as u32
+    }
+
     /// Number of links (span field 13).
     pub fn link_count(&self) -> usize {
         self.fields().filter(|f| f.number == 13).count()
+    }
+
+    /// The span's links, in wire order.
+    pub fn links(&self) -> Links<'a> {
+        Links::new(self.body)
+    }
+
+    /// Number of links the producer dropped.
+    pub fn dropped_links_count(&self) -> u32 {
+        self.last_varint(14).unwrap_or(0) as u32
     }
 
     /// Status code as the protobuf `StatusCode` value (0 unset, 1 ok, 2 error).
@@ -211,11 +259,7 @@ impl<'a> SpanView<'a> {
         let mut code = 0;
         for status in self.fields().filter(|f| f.number == 15) {
             if let Value::Len(b) = status.value {
-                for f in Fields::new(b) {
-                    if let (3, Value::Varint(v)) = (f.number, f.value) {
-                        code = v as i32;
-                    }
-                }
+                code = merge_status_code(b, code);
             }
         }
         code
@@ -247,9 +291,7 @@ impl<'a> SpanView<'a> {
 
     /// The value of the first attribute named `key`.
     pub fn attribute(&self, key: &str) -> Option<AnyValueView<'a>> {
-        self.attributes()
-            .find(|kv| kv.key == key)
-            .map(|kv| kv.value)
+        self.attributes().value_of(key)
     }
 
     /// The resource the span belongs to.
@@ -349,9 +391,7 @@ impl<'a> ResourceView<'a> {
 
     /// The value of the first resource attribute named `key`.
     pub fn attribute(&self, key: &str) -> Option<AnyValueView<'a>> {
-        self.attributes()
-            .find(|kv| kv.key == key)
-            .map(|kv| kv.value)
+        self.attributes().value_of(key)
     }
 
     /// The `service.name` attribute, if it is a string.
@@ -482,23 +522,33 @@ impl<'a> Attributes<'a> {
     }
 }
 
-impl<'a> Iterator for Attributes<'a> {
-    type Item = KeyValueView<'a>;
+impl<'a> Attributes<'a> {
+    /// The same attributes, each with every value its bytes hold
+    /// ([`StoredKeyValue::value_fields`]), for readers that must not miss one.
+    pub fn stored(self) -> StoredAttributes<'a> {
+        StoredAttributes(self)
+    }
 
+    /// The value of the first attribute named `key`.
+    pub(crate) fn value_of(mut self, key: &str) -> Option<AnyValueView<'a>> {
+        self.find(|kv| kv.key == key).map(|kv| kv.value)
+    }
+
+    /// The next `KeyValue` message.
     #[inline]
-    fn next(&mut self) -> Option<KeyValueView<'a>> {
+    fn next_body(&mut self) -> Option<&'a [u8]> {
         // Span and key-value-list attributes are usually nothing but `attr` fields.
         if self.wrapper == 0
             && self.attr < 16
             && let Some(b) = self.outer.next_len_if((self.attr as u8) << 3 | 2)
         {
-            return Some(KeyValueView::parse(b));
+            return Some(b);
         }
         loop {
             if self.wrapper != 0 {
                 for field in self.inner.by_ref() {
                     if let (true, Value::Len(b)) = (field.number == self.attr, field.value) {
-                        return Some(KeyValueView::parse(b));
+                        return Some(b);
                     }
                 }
             }
@@ -507,7 +557,7 @@ impl<'a> Iterator for Attributes<'a> {
                     if let Value::Len(b) = field.value {
                         if self.wrapper == 0 {
                             if field.number == self.attr {
-                                return Some(KeyValueView::parse(b));
+                                return Some(b);
                             }
                         } else if field.number == self.wrapper {
                             self.inner = Fields::new(b);
@@ -524,12 +574,110 @@ impl<'a> Iterator for Attributes<'a> {
     }
 }
 
+impl<'a> Iterator for Attributes<'a> {
+    type Item = KeyValueView<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<KeyValueView<'a>> {
+        self.next_body().map(KeyValueView::parse)
+    }
+}
+
+/// Iterator over attributes with every value their bytes hold ([`Attributes::stored`]).
+#[derive(Clone, Debug)]
+pub struct StoredAttributes<'a>(Attributes<'a>);
+
+impl<'a> Iterator for StoredAttributes<'a> {
+    type Item = StoredKeyValue<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<StoredKeyValue<'a>> {
+        self.0.next_body().map(|body| StoredKeyValue {
+            key: KeyValueView::key_of(body),
+            body,
+        })
+    }
+}
+
+/// An attribute as its bytes hold it: the key and every value
+/// ([`Attributes::stored`]).
+#[derive(Clone, Copy)]
+pub struct StoredKeyValue<'a> {
+    /// The attribute's key (the last `key` field, as in [`KeyValueView`]).
+    pub key: &'a str,
+    /// The `KeyValue` message.
+    body: &'a [u8],
+}
+
+impl<'a> StoredKeyValue<'a> {
+    /// Every value the attribute's bytes hold: one [`ValueFields`] per `value` field, in
+    /// wire order.
+    ///
+    /// Encoders write one `value` holding one member of the `AnyValue` oneof, and then
+    /// this yields that one value (the [`KeyValueView::value`] of the same attribute). A
+    /// decoder that finds more merges them (the last scalar or string wins, arrays and
+    /// lists of the same kind are joined), and the views show only the last one; a reader
+    /// that must not miss a value a decoder could see, such as redaction, reads them all
+    /// here.
+    ///
+    /// ```
+    /// use prost::Message;
+    /// use spanflow_otlp::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
+    /// use spanflow_otlp::proto::trace::v1::Span;
+    /// use spanflow_otlp::{AnyValueView, TraceRequest};
+    ///
+    /// fn field(number: u32, body: &[u8]) -> Vec<u8> {
+    ///     let mut out = Vec::new();
+    ///     prost::encoding::bytes::encode(number, &body.to_vec(), &mut out);
+    ///     out
+    /// }
+    /// let kv = |v: &str| KeyValue {
+    ///     key: "k".into(),
+    ///     value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
+    ///     ..Default::default()
+    /// };
+    /// // One attribute whose value is written twice: a decoder keeps "second".
+    /// let mut split = kv("first").encode_to_vec();
+    /// split.extend(kv("second").encode_to_vec());
+    /// let mut span = Span { trace_id: vec![1; 16], span_id: vec![2; 8], ..Default::default() }
+    ///     .encode_to_vec();
+    /// span.extend(field(9, &split)); // Span.attributes
+    /// let request = TraceRequest::parse(field(1, &field(2, &field(2, &span))).into())?;
+    /// let span = request.span(0).unwrap();
+    ///
+    /// let shown = span.attributes().next().unwrap();
+    /// assert_eq!(shown.value, AnyValueView::String("second"));
+    /// let stored = span.attributes().stored().next().unwrap();
+    /// assert_eq!(stored.key, "k");
+    /// let every: Vec<Vec<AnyValueView<'_>>> =
+    ///     stored.value_fields().map(Iterator::collect).collect();
+    /// assert_eq!(every, [[AnyValueView::String("first")], [AnyValueView::String("second")]]);
+    /// # Ok::<(), spanflow_otlp::DecodeError>(())
+    /// ```
+    pub fn value_fields(&self) -> impl Iterator<Item = ValueFields<'a>> + use<'a> {
+        Fields::new(self.body).filter_map(|f| match (f.number, f.value) {
+            (2, Value::Len(b)) => Some(ValueFields::new(b)),
+            _ => None,
+        })
+    }
+}
+
+impl fmt::Debug for StoredKeyValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKeyValue")
+            .field("key", &self.key)
+            .field("values", &self.value_fields().count())
+            .finish()
+    }
+}
+
 /// A borrowed attribute.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KeyValueView<'a> {
     /// The attribute's key.
     pub key: &'a str,
-    /// The attribute's value.
+    /// The attribute's value: the last `value` field, as everywhere in the views (see
+    /// [`StoredKeyValue::value_fields`] for all of them).
     pub value: AnyValueView<'a>,
 }
 
@@ -634,20 +782,23 @@ impl<'a> AnyValueView<'a> {
     }
 
     fn parse_fields(body: &'a [u8]) -> Self {
-        let mut value = AnyValueView::Empty;
-        for field in Fields::new(body) {
-            value = match (field.number, field.value) {
-                (1, Value::Len(b)) => AnyValueView::String(as_str(b)),
-                (2, Value::Varint(v)) => AnyValueView::Bool(v != 0),
-                (3, Value::Varint(v)) => AnyValueView::Int(v as i64),
-                (4, Value::I64(v)) => AnyValueView::Double(f64::from_bits(v)),
-                (5, Value::Len(b)) => AnyValueView::Array(ArrayView { body: b }),
-                (6, Value::Len(b)) => AnyValueView::KvList(KvListView { body: b }),
-                (7, Value::Len(b)) => AnyValueView::Bytes(b),
-                _ => continue,
-            };
-        }
-        value
+        ValueFields::new(body).last().unwrap_or(AnyValueView::Empty)
+    }
+
+    /// The value one field of an `AnyValue` sets, `None` for a field that is no member of
+    /// its oneof (or not of the member's wire type).
+    #[inline]
+    fn member(field: &Field<'a>) -> Option<Self> {
+        Some(match (field.number, field.value) {
+            (1, Value::Len(b)) => AnyValueView::String(as_str(b)),
+            (2, Value::Varint(v)) => AnyValueView::Bool(v != 0),
+            (3, Value::Varint(v)) => AnyValueView::Int(v as i64),
+            (4, Value::I64(v)) => AnyValueView::Double(f64::from_bits(v)),
+            (5, Value::Len(b)) => AnyValueView::Array(ArrayView { body: b }),
+            (6, Value::Len(b)) => AnyValueView::KvList(KvListView { body: b }),
+            (7, Value::Len(b)) => AnyValueView::Bytes(b),
+            _ => return None,
+        })
     }
 
     /// The string, if this is a string value.
@@ -687,6 +838,32 @@ impl<'a> AnyValueView<'a> {
     }
 }
 
+/// The fields of one encoded `AnyValue`, each read as the value it sets, in wire order
+/// (see [`StoredKeyValue::value_fields`]): one item for what encoders write, none for an
+/// empty value, several only where the bytes repeat the oneof, in which case a decoder
+/// and [`AnyValueView`] keep the last.
+#[derive(Clone, Debug)]
+pub struct ValueFields<'a> {
+    fields: Fields<'a>,
+}
+
+impl<'a> ValueFields<'a> {
+    fn new(body: &'a [u8]) -> Self {
+        ValueFields {
+            fields: Fields::new(body),
+        }
+    }
+}
+
+impl<'a> Iterator for ValueFields<'a> {
+    type Item = AnyValueView<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<AnyValueView<'a>> {
+        self.fields.by_ref().find_map(|f| AnyValueView::member(&f))
+    }
+}
+
 impl KeyValueView<'_> {
     /// Converts to opentelemetry-proto's owned key-value.
     pub fn to_proto(&self) -> crate::proto::common::v1::KeyValue {
@@ -695,6 +872,52 @@ impl KeyValueView<'_> {
             value: Some(self.value.to_proto()),
             key_strindex: 0,
         }
+    }
+}
+
+/// An `AnyValue` computed outside a request (a rebuilt array or key-value list, say),
+/// held encoded so that it reads as an [`AnyValueView`], which wire edits
+/// ([`SpanPatch::set_attribute_view`](crate::SpanPatch::set_attribute_view)) copy as bytes.
+///
+/// ```
+/// use spanflow_otlp::{AnyValueBuf, AnyValueView};
+/// use spanflow_otlp::proto::common::v1::{AnyValue, ArrayValue, any_value::Value};
+///
+/// let s = |v: &str| AnyValue { value: Some(Value::StringValue(v.into())) };
+/// let array = AnyValue { value: Some(Value::ArrayValue(ArrayValue { values: vec![s("a"), s("b")] })) };
+/// let value = AnyValueBuf::new(&array);
+/// let AnyValueView::Array(view) = value.view() else { panic!("an array") };
+/// assert_eq!(view.iter().collect::<Vec<_>>(), [AnyValueView::String("a"), AnyValueView::String("b")]);
+/// assert_eq!(value.view().to_proto(), array);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct AnyValueBuf {
+    /// An `AnyValue` message that passed [`AnyValueView::decode`]'s checks.
+    bytes: Vec<u8>,
+}
+
+impl AnyValueBuf {
+    /// Encodes `value`. A value [`AnyValueView::decode`] would refuse (nested deeper than
+    /// a request may nest) reads as [`AnyValueView::Empty`].
+    pub fn new(value: &crate::proto::common::v1::AnyValue) -> Self {
+        use prost::Message;
+        let bytes = value.encode_to_vec();
+        match crate::schema::validate(crate::schema::Msg::AnyValue, &bytes, 0, 0) {
+            Ok(()) => AnyValueBuf { bytes },
+            Err(_) => AnyValueBuf { bytes: Vec::new() },
+        }
+    }
+
+    /// The value.
+    pub fn view(&self) -> AnyValueView<'_> {
+        // Checked in `new`, as `decode` checks.
+        AnyValueView::parse(&self.bytes)
+    }
+}
+
+impl fmt::Debug for AnyValueBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AnyValueBuf").field(&self.view()).finish()
     }
 }
 
@@ -707,8 +930,18 @@ pub struct ArrayView<'a> {
 impl<'a> ArrayView<'a> {
     /// The values, in order.
     pub fn iter(&self) -> impl Iterator<Item = AnyValueView<'a>> + 'a {
+        self.elements().map(AnyValueView::parse)
+    }
+
+    /// Every value each element's bytes hold, in order: one [`ValueFields`] per element
+    /// (see [`StoredKeyValue::value_fields`]).
+    pub fn element_fields(&self) -> impl Iterator<Item = ValueFields<'a>> + use<'a> {
+        self.elements().map(ValueFields::new)
+    }
+
+    fn elements(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
         Fields::new(self.body).filter_map(|f: Field<'a>| match (f.number, f.value) {
-            (1, Value::Len(b)) => Some(AnyValueView::parse(b)),
+            (1, Value::Len(b)) => Some(b),
             _ => None,
         })
     }

@@ -91,18 +91,25 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError>
     }
 }
 
+/// The well-formed varint `bytes` starts with (as [`read_varint`] accepts it) and its
+/// length, `None` when there is none.
+#[inline(always)]
+pub(crate) fn varint_prefix(bytes: &[u8]) -> Option<(u64, usize)> {
+    match bytes {
+        [a, ..] if *a < 0x80 => Some((u64::from(*a), 1)),
+        [a, b, ..] if *b < 0x80 => Some((u64::from(*a & 0x7f) | u64::from(*b) << 7, 2)),
+        _ => {
+            let mut pos = 0;
+            read_varint(bytes, &mut pos).ok().map(|v| (v, pos))
+        }
+    }
+}
+
 /// Length of the well-formed varint `bytes` starts with (as [`read_varint`] accepts it),
 /// `None` when there is none.
 #[inline(always)]
 pub(crate) fn varint_size(bytes: &[u8]) -> Option<usize> {
-    match bytes {
-        [a, ..] if *a < 0x80 => Some(1),
-        [_, b, ..] if *b < 0x80 => Some(2),
-        _ => {
-            let mut pos = 0;
-            read_varint(bytes, &mut pos).ok().map(|_| pos)
-        }
-    }
+    varint_prefix(bytes).map(|(_, n)| n)
 }
 
 /// A length prefix of one or two bytes at the start of `bytes`: `(length, prefix size)`;
@@ -505,6 +512,8 @@ mod tests {
             let mut pos = 0;
             assert_eq!(read_varint(&out, &mut pos), Ok(v));
             assert_eq!(pos, out.len());
+            out.push(0x01);
+            assert_eq!(varint_prefix(&out), Some((v, pos)), "{v}");
         }
     }
 
@@ -513,6 +522,9 @@ mod tests {
         let buf = [0xff; 11];
         assert_eq!(read_varint(&buf, &mut 0), Err(WireError::VarintOverflow));
         assert_eq!(read_varint(&[0x80], &mut 0), Err(WireError::Truncated));
+        assert_eq!(varint_prefix(&buf), None);
+        assert_eq!(varint_prefix(&[0x80]), None);
+        assert_eq!(varint_prefix(&[]), None);
     }
 
     #[test]

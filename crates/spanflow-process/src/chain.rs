@@ -13,7 +13,6 @@ use crate::attributes::Attributes;
 use crate::config::ProcessorConfig;
 use crate::error::{ConfigError, ProcessError, panic_message};
 use crate::filter::Filter;
-use crate::head::SpanHead;
 use crate::processor::{Context, Parallelism, Processor, SpanPredicate};
 use crate::redact::Redact;
 use crate::sampler::ProbabilisticSampler;
@@ -453,7 +452,7 @@ impl Chain {
                     let Some(span) = batch.span(first + offset) else {
                         continue;
                     };
-                    let head = SpanHead::read(&span);
+                    let head = span.head();
                     let mut keep = true;
                     for (k, pred) in preds.iter().enumerate() {
                         current.set(k);
@@ -535,7 +534,7 @@ impl Chain {
                     let Some(span) = batch.span(first + offset) else {
                         continue;
                     };
-                    let head = SpanHead::read(&span);
+                    let head = span.head();
                     let keep_all = |rules: &[(usize, &dyn SpanPredicate)]| {
                         rules.iter().all(|&(i, p)| {
                             current.set(i);

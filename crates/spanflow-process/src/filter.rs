@@ -1,10 +1,9 @@
 //! Keep or drop spans by name, kind, status, duration and attributes.
 
 use serde::Deserialize;
-use spanflow_otlp::{SpanView, TraceRequest};
+use spanflow_otlp::{SpanHead, SpanView, TraceRequest};
 
 use crate::error::{ConfigError, ProcessError};
-use crate::head::SpanHead;
 use crate::matching::{AttributeMatch, AttributeMatcher, MatchType, StringSet};
 use crate::processor::{Context, Processor, SpanPredicate};
 
@@ -299,7 +298,7 @@ impl Filter {
 
     /// Whether `span` meets every condition (before applying the action).
     pub fn matches(&self, span: &SpanView<'_>) -> bool {
-        self.matches_head(span, &SpanHead::read(span))
+        self.matches_head(span, &span.head())
     }
 
     fn matches_head(&self, span: &SpanView<'_>, head: &SpanHead<'_>) -> bool {
@@ -365,7 +364,7 @@ impl Processor for Filter {
     }
 
     fn process(&self, batch: TraceRequest, cx: &Context<'_>) -> Result<TraceRequest, ProcessError> {
-        let keep = cx.keep_mask(&batch, |span| self.keep(span, &SpanHead::read(span)));
+        let keep = cx.keep_mask(&batch, |span| self.keep(span, &span.head()));
         if keep.iter().all(|k| *k) {
             return Ok(batch);
         }

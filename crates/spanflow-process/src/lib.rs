@@ -1,19 +1,23 @@
 //! Span processing for spanflow: what happens to spans between intake and
 //! export.
 //!
-//! This crate sits in layer 4 of spanflow, on top of the wire model
-//! ([`spanflow_otlp`]: batches kept as OTLP protobuf bytes plus an index) and
-//! the lock-free primitives ([`spanflow_lockfree`]); it knows nothing of
-//! export (its sibling, `spanflow-export`) and is composed by the `spanflow`
-//! facade and the relay.
+//! This crate sits above the wire model ([`spanflow_otlp`]: batches kept as
+//! OTLP protobuf bytes plus an index) and the lock-free primitives
+//! ([`spanflow_lockfree`]), beside `spanflow-export` (siblings: neither knows
+//! the other), and below the `spanflow` facade and the relay, which compose
+//! it.
+//!
+//! It reads no protobuf itself. Processors read spans through
+//! [`spanflow_otlp::SpanView`] (the fields keep/drop rules need in one pass
+//! through [`SpanHead`], events and links through their views), drop them
+//! with a keep-mask ([`TraceRequest::select`]) and edit attributes on the
+//! wire ([`TraceRequest::rewrite`]); the only spans decoded into structs are
+//! those [`Redact`] must mask inside an event or link.
 //!
 //! * [`Processor`]: takes a batch ([`TraceRequest`]), returns the batch to
 //!   pass on. Built-ins: [`Filter`], [`Attributes`], [`Redact`],
 //!   [`ProbabilisticSampler`], [`SpanStats`]; each is built from code or from
 //!   serde configuration ([`ProcessorConfig`], tagged by `type`).
-//!   Processors read spans through [`spanflow_otlp::SpanView`], drop them
-//!   with a keep-mask ([`TraceRequest::select`]) and edit attributes on the
-//!   wire ([`TraceRequest::rewrite`]); no span is decoded into structs.
 //! * [`Chain`]: processors in order, `Send + Sync`, with per-processor panic
 //!   isolation and counts; [`Chain::process`] runs one batch on the calling
 //!   thread.
@@ -60,9 +64,7 @@ mod chain;
 mod config;
 mod error;
 mod filter;
-mod head;
 mod matching;
-mod pb_scan;
 mod processor;
 mod redact;
 mod sampler;
@@ -78,7 +80,6 @@ pub use chain::{Chain, ChainBuilder, ChainStats};
 pub use config::ProcessorConfig;
 pub use error::{ConfigError, ProcessError, SubmitError};
 pub use filter::{Filter, FilterAction, FilterConfig, SpanKind, StatusCode};
-pub use head::SpanHead;
 pub use matching::{AttributeMatch, MatchType, Value};
 pub use processor::{Context, DEFAULT_PARALLEL_CUTOFF, Parallelism, Processor, SpanPredicate};
 pub use redact::{
@@ -89,4 +90,4 @@ pub use scheduler::{OnDone, Scheduler, SchedulerStats, Ticket};
 pub use span_stats::{
     DurationHistogram, OVERFLOW_KEY, SpanStats, SpanStatsConfig, SpanStatsEntry, UNKNOWN_SERVICE,
 };
-pub use spanflow_otlp::TraceRequest;
+pub use spanflow_otlp::{SpanHead, TraceRequest};

@@ -5,10 +5,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
-use spanflow_otlp::{SpanView, TraceRequest};
+use spanflow_otlp::{SpanHead, SpanView, TraceRequest};
 
 use crate::error::{ConfigError, ProcessError};
-use crate::head::SpanHead;
 
 /// One step of span processing: takes a batch, returns the batch to pass on.
 ///

@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 use spanflow_otlp::proto::common::v1::{AnyValue, any_value};
 use spanflow_otlp::proto::trace::v1::Span;
-use spanflow_otlp::{AnyValueView, SpanView, TraceRequest};
+use spanflow_otlp::{
+    AnyValueBuf, AnyValueView, SpanView, StoredKeyValue, TraceRequest, ValueFields,
+};
 
 use crate::error::{ConfigError, ProcessError};
 use crate::matching::compile_regex;
-use crate::pb_scan::{Fields, Val};
 use crate::processor::{Context, Processor};
-use crate::wire_edit::{Composite, Edits, NewValue, apply_edits};
+use crate::wire_edit::{Edits, NewValue, apply_edits};
 
 /// Attribute added (when `summary` is on) with the number of values masked
 /// in the span.
@@ -30,14 +31,7 @@ pub const REMOVED_COUNT_KEY: &str = "redaction.removed.count";
 /// (counted as one masked value), so nothing passes unchecked.
 pub const MAX_NESTING: usize = 16;
 
-/// Field numbers of the OTLP trace schema read by the event scan.
-const SPAN_EVENTS: u32 = 11;
-const SPAN_LINKS: u32 = 13;
-const EVENT_ATTRIBUTES: u32 = 3;
-const LINK_ATTRIBUTES: u32 = 4;
-
-/// A value nests arrays or lists deeper than [`MAX_NESTING`] (or, in the
-/// raw event scan, holds bytes that cannot be read): mask it whole.
+/// A value nests arrays or lists deeper than [`MAX_NESTING`]: mask it whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TooDeep;
 
@@ -333,7 +327,7 @@ impl Redact {
                 Ok(_) => {
                     let mut rebuilt = value.to_proto();
                     let n = self.mask_value(&mut rebuilt);
-                    Some((NewValue::Composite(Composite::new(&rebuilt)), n))
+                    Some((NewValue::Composite(AnyValueBuf::new(&rebuilt)), n))
                 }
                 Err(TooDeep) => Some((NewValue::Owned(self.mask.clone()), 1)),
             },
@@ -391,124 +385,55 @@ impl Redact {
     }
 
     /// How many strings in the attributes of the span's events and links
-    /// hold a blocked match (a value too deep to inspect counts one). Reads
-    /// the span's bytes in place, in one walk over its fields (the views'
-    /// event and link counts would each take one too).
+    /// hold a blocked match (a value too deep to inspect counts one), read in
+    /// place.
     fn scan_events(&self, span: &SpanView<'_>) -> u64 {
         if self.any_blocked.is_none() {
             return 0;
         }
-        let mut fields = Fields::new(span.raw());
-        let mut n = 0;
-        for (number, value) in fields.by_ref() {
-            n += match (number, value) {
-                (SPAN_EVENTS, Val::Len(event)) => self.scan_raw_attributes(event, EVENT_ATTRIBUTES),
-                (SPAN_LINKS, Val::Len(link)) => self.scan_raw_attributes(link, LINK_ATTRIBUTES),
-                _ => 0,
-            };
-        }
-        // Unreadable bytes (a parsed request has none): fail closed, so the
-        // span takes the decoding path.
-        n + u64::from(fields.incomplete())
+        let events = span.events().flat_map(|e| e.attributes().stored());
+        let links = span.links().flat_map(|l| l.attributes().stored());
+        events.chain(links).map(|kv| self.scan_stored(&kv)).sum()
     }
 
-    /// Blocked strings in the `KeyValue` fields numbered `number` of `msg`.
-    fn scan_raw_attributes(&self, msg: &[u8], number: u32) -> u64 {
-        let mut fields = Fields::new(msg);
-        let mut n = 0;
-        for (field, value) in fields.by_ref() {
-            if let (true, Val::Len(kv)) = (field == number, value) {
-                n += self.scan_raw_kv(kv);
-            }
-        }
-        n + u64::from(fields.incomplete())
-    }
-
-    /// Blocked strings in one encoded `KeyValue` (none if its key is
-    /// ignored). Every `value` field is scanned, not just the last, so a
-    /// value split over several fields (which decoders merge) is not missed.
-    fn scan_raw_kv(&self, kv: &[u8]) -> u64 {
-        let mut key: &[u8] = &[];
-        let mut fields = Fields::new(kv);
-        for (field, value) in fields.by_ref() {
-            if let (1, Val::Len(k)) = (field, value) {
-                key = k;
-            }
-        }
-        if std::str::from_utf8(key).is_ok_and(|k| self.ignored.contains(k)) {
+    /// Blocked strings in one event or link attribute (none if its key is
+    /// ignored). Every value its bytes hold is scanned, not just the one the
+    /// view shows, so a value split over several fields (which decoders
+    /// merge) is not missed.
+    fn scan_stored(&self, kv: &StoredKeyValue<'_>) -> u64 {
+        if self.ignored.contains(kv.key) {
             return 0;
         }
-        let mut fields = Fields::new(kv);
-        let mut n = 0;
-        for (field, value) in fields.by_ref() {
-            if let (2, Val::Len(v)) = (field, value) {
-                n += self.scan_raw_value(v, 0).unwrap_or(1);
-            }
-        }
-        n + u64::from(fields.incomplete())
+        kv.value_fields()
+            .map(|value| self.scan_fields(value, 0).unwrap_or(1))
+            .sum()
     }
 
-    /// Blocked strings in one encoded `AnyValue` at nesting `depth`.
-    fn scan_raw_value(&self, value: &[u8], depth: usize) -> Result<u64, TooDeep> {
-        let mut fields = Fields::new(value);
-        let mut n = 0;
-        for (field, v) in fields.by_ref() {
-            let Val::Len(body) = v else { continue };
-            n += match field {
-                1 => match std::str::from_utf8(body) {
-                    Ok(s) => u64::from(self.is_blocked(s)),
-                    Err(_) => return Err(TooDeep),
-                },
-                // ArrayValue { repeated AnyValue values = 1 }
-                5 => {
+    /// Blocked strings in every value one encoded `AnyValue` holds, at
+    /// nesting `depth`: [`scan_view`](Self::scan_view) over all of them.
+    fn scan_fields(&self, mut value: ValueFields<'_>, depth: usize) -> Result<u64, TooDeep> {
+        value.try_fold(0, |n, v| {
+            Ok(n + match v {
+                AnyValueView::String(s) => u64::from(self.is_blocked(s)),
+                AnyValueView::Array(a) => {
                     if depth >= MAX_NESTING {
                         return Err(TooDeep);
                     }
-                    let mut items = Fields::new(body);
-                    let mut k = 0;
-                    for (f, item) in items.by_ref() {
-                        if let (1, Val::Len(item)) = (f, item) {
-                            k += self.scan_raw_value(item, depth + 1)?;
-                        }
-                    }
-                    if items.incomplete() {
-                        return Err(TooDeep);
-                    }
-                    k
+                    a.element_fields()
+                        .try_fold(0, |k, e| Ok(k + self.scan_fields(e, depth + 1)?))?
                 }
-                // KeyValueList { repeated KeyValue values = 1 }
-                6 => {
+                AnyValueView::KvList(l) => {
                     if depth >= MAX_NESTING {
                         return Err(TooDeep);
                     }
-                    let mut pairs = Fields::new(body);
-                    let mut k = 0;
-                    for (f, pair) in pairs.by_ref() {
-                        let (1, Val::Len(pair)) = (f, pair) else {
-                            continue;
-                        };
-                        let mut inner = Fields::new(pair);
-                        for (g, v) in inner.by_ref() {
-                            if let (2, Val::Len(v)) = (g, v) {
-                                k += self.scan_raw_value(v, depth + 1)?;
-                            }
-                        }
-                        if inner.incomplete() {
-                            return Err(TooDeep);
-                        }
-                    }
-                    if pairs.incomplete() {
-                        return Err(TooDeep);
-                    }
-                    k
+                    l.iter()
+                        .stored()
+                        .flat_map(|kv| kv.value_fields())
+                        .try_fold(0, |k, v| Ok(k + self.scan_fields(v, depth + 1)?))?
                 }
                 _ => 0,
-            };
-        }
-        if fields.incomplete() {
-            return Err(TooDeep);
-        }
-        Ok(n)
+            })
+        })
     }
 
     /// Masks the attributes of a decoded span's events and links in place.

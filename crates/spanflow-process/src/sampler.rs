@@ -1,10 +1,9 @@
 //! Consistent probabilistic sampling by trace id.
 
 use serde::Deserialize;
-use spanflow_otlp::{SpanView, TraceRequest};
+use spanflow_otlp::{SpanHead, SpanView, TraceRequest};
 
 use crate::error::{ConfigError, ProcessError};
-use crate::head::SpanHead;
 use crate::processor::{Context, Processor, SpanPredicate};
 
 /// Configuration of a [`ProbabilisticSampler`].

@@ -2,9 +2,7 @@
 
 use std::borrow::Cow;
 
-use prost::Message;
-use spanflow_otlp::proto::common::v1::AnyValue;
-use spanflow_otlp::{AnyValueView, TraceRequest};
+use spanflow_otlp::{AnyValueBuf, AnyValueView, TraceRequest};
 
 /// A value to write: borrowed from the batch or the processor's
 /// configuration, or computed (a hash, a masked string, a rebuilt array or
@@ -13,7 +11,9 @@ use spanflow_otlp::{AnyValueView, TraceRequest};
 pub(crate) enum NewValue<'a> {
     View(AnyValueView<'a>),
     Owned(String),
-    Composite(Composite),
+    /// A computed value of any shape (an array or list view is copied as
+    /// bytes by the rewrite).
+    Composite(AnyValueBuf),
 }
 
 impl NewValue<'_> {
@@ -23,25 +23,6 @@ impl NewValue<'_> {
             NewValue::Owned(s) => AnyValueView::String(s),
             NewValue::Composite(c) => c.view(),
         }
-    }
-}
-
-/// A computed `AnyValue` of any shape, held encoded and written through
-/// [`AnyValueView::decode`] (an array or list view is copied as bytes by the
-/// rewrite).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Composite(Vec<u8>);
-
-impl Composite {
-    pub(crate) fn new(value: &AnyValue) -> Self {
-        Composite(value.encode_to_vec())
-    }
-
-    /// The value; `Empty` if it did not decode (it always does: prost's
-    /// output is valid), so a failure writes no data rather than the
-    /// original.
-    pub(crate) fn view(&self) -> AnyValueView<'_> {
-        AnyValueView::decode(&self.0).unwrap_or(AnyValueView::Empty)
     }
 }
 

@@ -395,6 +395,59 @@ fn allow_list_applies_to_span_attributes_only() {
     );
 }
 
+/// A request with one span whose event `log` holds one attribute `msg`
+/// written as the key-value messages `parts`, one after the other (which a
+/// decoder merges into one).
+fn span_with_split_event_attribute(parts: &[AnyValue]) -> TraceRequest {
+    use prost::Message;
+    fn field(number: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::bytes::encode(number, &body.to_vec(), &mut out);
+        out
+    }
+    let kv: Vec<u8> = parts
+        .iter()
+        .flat_map(|v| kv("msg", v.clone()).encode_to_vec())
+        .collect();
+    let event = [event("log", vec![]).encode_to_vec(), field(3, &kv)].concat();
+    let span = [span("split").encode_to_vec(), field(11, &event)].concat();
+    let resource = resource("svc", vec![]).encode_to_vec();
+    let resource_spans = [field(1, &resource), field(2, &field(2, &span))].concat();
+    TraceRequest::parse(field(1, &resource_spans).into()).expect("valid request")
+}
+
+#[test]
+fn event_values_split_over_several_fields_are_all_scanned() {
+    // The view of the attribute shows the last part only; a decoder joins
+    // the arrays, so the first part's address must be masked too.
+    let req =
+        span_with_split_event_attribute(&[arr(vec![s("ann@example.com")]), arr(vec![s("ok")])]);
+    let joined = redact(&[], false);
+    let out = run(&joined, req);
+    assert_eq!(
+        event_value(&spans_of(&out)[0], 0, "msg"),
+        Some(arr(vec![s("****"), s("ok")]))
+    );
+    assert_eq!(joined.counts().values_masked, 1);
+
+    // A decoder keeps the last of two strings; the blocked first one is
+    // still counted and the span re-encoded, so its bytes do not pass on.
+    let req = span_with_split_event_attribute(&[s("ann@example.com"), s("ok")]);
+    let replaced = redact(&[], false);
+    let out = run(&replaced, req);
+    assert_eq!(event_value(&spans_of(&out)[0], 0, "msg"), Some(s("ok")));
+    let bytes = out.as_bytes();
+    assert!(!bytes.windows(15).any(|w| w == b"ann@example.com"));
+    assert_eq!(
+        replaced.counts(),
+        RedactCounts {
+            spans: 1,
+            values_masked: 1,
+            keys_removed: 0
+        }
+    );
+}
+
 #[test]
 fn spans_with_clean_events_stay_byte_for_byte() {
     let mut clean = span("clean").attr("k", s("v"));
