@@ -8,7 +8,7 @@ use spanflow::{
     ShutdownError, SubmitError,
 };
 
-use crate::sink::{FlushError, Refused, Sink};
+use crate::sink::{FlushError, Refused, Sink, Tracked};
 use crate::wire::TraceRequest;
 
 /// A running `spanflow::Pipeline` as the relay's [`Sink`].
@@ -72,19 +72,30 @@ impl PipelineSink {
     }
 }
 
+fn refused(e: SubmitError) -> Refused {
+    match e {
+        SubmitError::Full {
+            request,
+            retry_after,
+        } => Refused::Full {
+            request,
+            retry_after,
+        },
+        SubmitError::Closed { request } => Refused::Closed { request },
+        SubmitError::TooLarge { request } => Refused::TooLarge { request },
+    }
+}
+
 impl Sink for PipelineSink {
     fn try_submit(&self, request: TraceRequest) -> Result<(), Refused> {
-        self.pipeline.try_submit(request).map_err(|e| match e {
-            SubmitError::Full {
-                request,
-                retry_after,
-            } => Refused::Full {
-                request,
-                retry_after,
-            },
-            SubmitError::Closed { request } => Refused::Closed { request },
-            SubmitError::TooLarge { request } => Refused::TooLarge { request },
-        })
+        self.pipeline.try_submit(request).map_err(refused)
+    }
+
+    fn submit_tracked(&self, request: TraceRequest) -> Result<Tracked, Refused> {
+        self.pipeline
+            .submit_tracked(request)
+            .map(Tracked::new)
+            .map_err(refused)
     }
 
     fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
