@@ -40,6 +40,9 @@ pub(crate) struct TestArgs {
     /// Skip running the examples and the relay demo (step 8).
     #[arg(long)]
     pub(crate) no_examples: bool,
+    /// Skip the Kafka lints and broker tests (step 9).
+    #[arg(long)]
+    pub(crate) no_kafka: bool,
     /// Skip `cargo fmt --check` (step 1).
     #[arg(long)]
     pub(crate) skip_fmt: bool,

@@ -425,7 +425,18 @@ fn plot_error<E: std::error::Error + Send + Sync + 'static>(err: E) -> anyhow::E
     anyhow::Error::new(err).context("cannot draw the benchmark chart")
 }
 
-/// Writes both report files into `out_dir`, creating it if needed.
+/// The line after which docs/BENCHMARKS.md is written by hand (measurements that are not
+/// criterion groups, such as the Kafka comparison): a regeneration keeps it and what follows.
+pub(crate) const HAND_WRITTEN_MARKER: &str =
+    "<!-- Hand-written from here on: `cargo xtask bench` keeps this line and everything below. -->";
+
+/// The hand-written tail of an existing report (from [`HAND_WRITTEN_MARKER`] on), if any.
+fn hand_written_tail(existing: &str) -> Option<&str> {
+    existing.find(HAND_WRITTEN_MARKER).map(|at| &existing[at..])
+}
+
+/// Writes both report files into `out_dir`, creating it if needed. The hand-written tail of
+/// an existing BENCHMARKS.md is kept.
 pub(crate) fn write_report(
     out_dir: &std::path::Path,
     facts: &MachineFacts,
@@ -434,8 +445,13 @@ pub(crate) fn write_report(
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let md_path = out_dir.join("BENCHMARKS.md");
-    std::fs::write(&md_path, render_markdown(facts, sections))
-        .with_context(|| format!("cannot write {}", md_path.display()))?;
+    let mut md = render_markdown(facts, sections);
+    let existing = std::fs::read_to_string(&md_path).unwrap_or_default();
+    if let Some(tail) = hand_written_tail(&existing) {
+        md.push('\n');
+        md.push_str(tail);
+    }
+    std::fs::write(&md_path, md).with_context(|| format!("cannot write {}", md_path.display()))?;
     let svg_path = out_dir.join("benchmarks.svg");
     std::fs::write(&svg_path, render_svg(sections)?)
         .with_context(|| format!("cannot write {}", svg_path.display()))?;
@@ -446,6 +462,19 @@ pub(crate) fn write_report(
 mod tests {
     use super::*;
     use crate::criterion::{Origin, load_measurements};
+
+    #[test]
+    fn the_hand_written_tail_is_kept() {
+        let dir = crate::test_support::TempDir::new();
+        let old = format!("# old tables\n\n{HAND_WRITTEN_MARKER}\n\n## Kafka\n\nby hand\n");
+        std::fs::write(dir.path().join("BENCHMARKS.md"), old).unwrap();
+        write_report(dir.path(), &facts(), &[]).unwrap();
+        let new = std::fs::read_to_string(dir.path().join("BENCHMARKS.md")).unwrap();
+        assert!(!new.contains("# old tables"));
+        assert!(new.contains("No criterion results yet"));
+        assert!(new.ends_with(&format!("{HAND_WRITTEN_MARKER}\n\n## Kafka\n\nby hand\n")));
+        assert_eq!(hand_written_tail("no marker"), None);
+    }
     use crate::test_support::fixture_criterion_dir;
 
     fn measurement(

@@ -8,7 +8,10 @@
 //! - a crate with fuzz targets provides `fuzz/smoke`, a bash script run from the crate
 //!   directory that exits non-zero on failure and runs for a bounded time;
 //! - every example of a crate under `crates/` runs on its own (it starts whatever receiver it
-//!   needs on 127.0.0.1) and exits non-zero on failure; so does `spanflow-relay demo`.
+//!   needs on 127.0.0.1) and exits non-zero on failure; so does `spanflow-relay demo`;
+//! - the Kafka code sits behind the `kafka` features of spanflow-export and spanflow-relay;
+//!   its integration tests are `crates/spanflow-relay/tests/kafka.rs`, which start the
+//!   `tansu` broker themselves (found through `TANSU` or `PATH`).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -41,10 +44,11 @@ enum Step {
     Valgrind,
     FuzzSmoke,
     Examples,
+    Kafka,
 }
 
 impl Step {
-    const ALL: [Step; 8] = [
+    const ALL: [Step; 9] = [
         Step::Fmt,
         Step::Clippy,
         Step::Tests,
@@ -53,6 +57,7 @@ impl Step {
         Step::Valgrind,
         Step::FuzzSmoke,
         Step::Examples,
+        Step::Kafka,
     ];
 
     fn name(self) -> &'static str {
@@ -65,6 +70,7 @@ impl Step {
             Step::Valgrind => "valgrind",
             Step::FuzzSmoke => "fuzz smoke",
             Step::Examples => "examples",
+            Step::Kafka => "kafka",
         }
     }
 
@@ -77,6 +83,7 @@ impl Step {
             Step::Valgrind => (args.no_valgrind, "--no-valgrind"),
             Step::FuzzSmoke => (args.no_fuzz, "--no-fuzz"),
             Step::Examples => (args.no_examples, "--no-examples"),
+            Step::Kafka => (args.no_kafka, "--no-kafka"),
             Step::Tests | Step::Doctests => (false, ""),
         };
         off.then_some(flag)
@@ -181,7 +188,68 @@ fn run_step(step: Step, root: &Path) -> Result<StepEnd> {
         Step::Valgrind => return run_valgrind(root),
         Step::FuzzSmoke => return run_fuzz_smoke(root),
         Step::Examples => return run_examples(root),
+        Step::Kafka => return run_kafka(root),
     }
+    Ok(StepEnd::Done)
+}
+
+/// The Kafka features and the test that needs a broker.
+const KAFKA_FEATURES: &str = "spanflow-export/kafka,spanflow-relay/kafka";
+const KAFKA_TEST: &str = "kafka";
+
+/// Lints and tests the Kafka exporter and receiver (their features are off in the steps above,
+/// so librdkafka is built only here), then runs the broker tests. Without `tansu` the step is
+/// skipped with a note, except in CI (`CI` set), where a missing broker is a failure.
+fn run_kafka(root: &Path) -> Result<StepEnd> {
+    let tansu_found = std::env::var_os("TANSU").is_some()
+        || Cmd::new("tansu").arg("--version").read_stdout().is_ok();
+    if !tansu_found {
+        if std::env::var_os("CI").is_some() {
+            return Err(anyhow!(
+                "the Kafka tests need the tansu broker on PATH (.ci/run installs it: cargo install tansu --locked --features dynostore,libsql)"
+            ));
+        }
+        return Ok(StepEnd::Skipped(
+            "tansu is not on PATH (cargo install tansu --locked --features dynostore,libsql)"
+                .to_owned(),
+        ));
+    }
+    let cargo = || Cmd::cargo().current_dir(root);
+    let packages = ["-p", "spanflow-export", "-p", "spanflow-relay"];
+    cargo()
+        .args([
+            "clippy",
+            "--locked",
+            "--all-targets",
+            "--features",
+            KAFKA_FEATURES,
+        ])
+        .args(packages)
+        .args(["--", "-D", "warnings"])
+        .run()?;
+    cargo()
+        .args([
+            "test",
+            "--locked",
+            "-p",
+            "spanflow-export",
+            "--features",
+            "kafka",
+            "--lib",
+        ])
+        .args(["--", "kafka"])
+        .run()?;
+    cargo()
+        .args([
+            "test",
+            "--locked",
+            "-p",
+            "spanflow-relay",
+            "--features",
+            "kafka",
+        ])
+        .args(["--test", KAFKA_TEST])
+        .run()?;
     Ok(StepEnd::Done)
 }
 

@@ -326,6 +326,9 @@ pub enum SinkConfig {
     File(FileConfig),
     /// OTLP/JSON lines on standard output.
     Stdout,
+    /// OTLP records on a Kafka topic (cargo feature `kafka`).
+    #[cfg(feature = "kafka")]
+    Kafka(crate::kafka::KafkaConfig),
 }
 
 impl SinkConfig {
@@ -340,6 +343,10 @@ impl SinkConfig {
                     .build()?,
             )),
             SinkConfig::Stdout => Ok(AnyExporter::Stdout(StdoutExporter::new())),
+            #[cfg(feature = "kafka")]
+            SinkConfig::Kafka(c) => Ok(AnyExporter::Kafka(Box::new(
+                crate::kafka::KafkaExporter::from_config(c)?,
+            ))),
         }
     }
 }
@@ -442,6 +449,9 @@ pub enum AnyExporter {
     File(FileExporter),
     /// OTLP/JSON lines on stdout.
     Stdout(StdoutExporter),
+    /// Kafka (cargo feature `kafka`).
+    #[cfg(feature = "kafka")]
+    Kafka(Box<crate::kafka::KafkaExporter>),
 }
 
 impl Exporter for AnyExporter {
@@ -451,6 +461,8 @@ impl Exporter for AnyExporter {
             AnyExporter::Http(e) => e.export(batch).await,
             AnyExporter::File(e) => e.export(batch).await,
             AnyExporter::Stdout(e) => e.export(batch).await,
+            #[cfg(feature = "kafka")]
+            AnyExporter::Kafka(e) => e.export(batch).await,
         }
     }
 
@@ -460,6 +472,8 @@ impl Exporter for AnyExporter {
             AnyExporter::Http(e) => e.name(),
             AnyExporter::File(e) => e.name(),
             AnyExporter::Stdout(e) => e.name(),
+            #[cfg(feature = "kafka")]
+            AnyExporter::Kafka(e) => e.name(),
         }
     }
 
@@ -469,6 +483,8 @@ impl Exporter for AnyExporter {
             AnyExporter::Http(e) => e.shutdown().await,
             AnyExporter::File(e) => e.shutdown().await,
             AnyExporter::Stdout(e) => e.shutdown().await,
+            #[cfg(feature = "kafka")]
+            AnyExporter::Kafka(e) => e.shutdown().await,
         }
     }
 }

@@ -11,6 +11,8 @@
 //!   retry ([`RetryConfig`]), per-attempt timeouts, primary/fallback, health on a `watch`
 //!   channel, per-backend [`BackendStats`], and the settlement of every batch ([`Settled`]:
 //!   exported, rejected, failed, dropped or unconfirmed, each counted once).
+//! - `kafka::KafkaExporter` (cargo feature `kafka`): OTLP records on a Kafka topic, one per
+//!   trace, keyed by trace id, from an idempotent `acks=all` producer.
 //! - [`ExporterConfig`] / [`SinkConfig`] / [`FanOutConfig`]: serde (TOML) configuration and
 //!   the `OTEL_EXPORTER_OTLP_*` environment variables.
 //!
@@ -40,6 +42,8 @@ pub mod file;
 pub mod grpc;
 pub mod http;
 pub mod json;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod retry;
 mod stats;
 

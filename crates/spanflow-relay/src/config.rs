@@ -297,6 +297,10 @@ pub struct ReceiversConfig {
     /// `[receivers.auth]`: require a bearer token or basic credentials on every request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
+    /// `[receivers.kafka]`: consume OTLP records from a Kafka topic in a consumer group (the
+    /// relay's cargo feature `kafka`). The guards above are for the network receivers; this one
+    /// is bounded by the pipeline's budget and its own prefetch limit.
+    pub kafka: KafkaReceiverConfig,
 }
 
 impl Default for ReceiversConfig {
@@ -312,6 +316,88 @@ impl Default for ReceiversConfig {
             drain_timeout: HumanDuration(Duration::from_secs(10)),
             tls: None,
             auth: None,
+            kafka: KafkaReceiverConfig::default(),
+        }
+    }
+}
+
+/// How the records a Kafka receiver reads are encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaRecordEncoding {
+    /// `ExportTraceServiceRequest` protobuf (the Collector's `otlp_proto`).
+    #[default]
+    OtlpProto,
+    /// OTLP/JSON (the Collector's `otlp_json`).
+    OtlpJson,
+}
+
+/// Where a consumer group with no committed offset for a partition starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The oldest record still in the partition (nothing written before the group existed is
+    /// skipped).
+    #[default]
+    Earliest,
+    /// Only records written from now on.
+    Latest,
+}
+
+/// `[receivers.kafka]`: a member of a Kafka consumer group reading OTLP records.
+///
+/// Offsets are committed only for records whose spans the pipeline has settled (exported,
+/// failed, dropped or unconfirmed: all in the books), so a relay killed at any moment loses
+/// nothing: another member resumes from the last commit and may read some records again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaReceiverConfig {
+    /// Whether the receiver runs.
+    pub enabled: bool,
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The topic read.
+    pub topic: String,
+    /// The consumer group; relays with the same group share the topic's partitions.
+    pub group_id: String,
+    /// Record value encoding.
+    pub encoding: KafkaRecordEncoding,
+    /// Where a new group starts reading.
+    pub start_from: StartFrom,
+    /// How often settled offsets are committed (and at every rebalance and at shutdown).
+    pub commit_interval: HumanDuration,
+    /// When partitions are taken away, how long the relay waits for the spans it read from
+    /// them to settle so it can commit them; what is not settled by then is read again by the
+    /// partitions' next owner.
+    pub rebalance_timeout: HumanDuration,
+    /// The group's session timeout: a member silent this long (killed, say) loses its
+    /// partitions to the others.
+    pub session_timeout: HumanDuration,
+    /// Largest record taken; larger ones are counted as malformed and skipped.
+    pub max_record_size: ByteSize,
+    /// Records librdkafka may fetch ahead of the pipeline, in bytes
+    /// (`queued.max.messages.kbytes`); the only buffer outside the pipeline's budget.
+    pub prefetch_bytes: ByteSize,
+    /// Further librdkafka consumer settings (`security.protocol`, `sasl.*`, …), applied last.
+    /// The offset-commit settings cannot be changed.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaReceiverConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            brokers: "127.0.0.1:9092".to_owned(),
+            topic: "otlp_spans".to_owned(),
+            group_id: "spanflow-relay".to_owned(),
+            encoding: KafkaRecordEncoding::OtlpProto,
+            start_from: StartFrom::Earliest,
+            commit_interval: HumanDuration(Duration::from_secs(1)),
+            rebalance_timeout: HumanDuration(Duration::from_secs(10)),
+            session_timeout: HumanDuration(Duration::from_secs(10)),
+            max_record_size: ByteSize(4 << 20),
+            prefetch_bytes: ByteSize(16 << 20),
+            properties: BTreeMap::new(),
         }
     }
 }
@@ -830,12 +916,18 @@ impl RelayConfig {
     /// Checks the settings fit together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let budget = self.pipeline.memory.budget_bytes as u64;
+        let kafka = &self.receivers.kafka;
         let largest = self
             .receivers
             .grpc
             .max_message_size
             .0
-            .max(self.receivers.http.max_body_size.0);
+            .max(self.receivers.http.max_body_size.0)
+            .max(if kafka.enabled {
+                kafka.max_record_size.0
+            } else {
+                0
+            });
         if largest > budget / 2 {
             return Err(ConfigError::Invalid(format!(
                 "pipeline.memory.budget_bytes ({}) must be at least twice the largest request size ({}), or some requests could never be accepted",
@@ -849,9 +941,9 @@ impl RelayConfig {
             ));
         }
         self.validate_receivers()?;
-        if !self.receivers.grpc.enabled && !self.receivers.http.enabled {
+        if !self.receivers.grpc.enabled && !self.receivers.http.enabled && !kafka.enabled {
             return Err(ConfigError::Invalid(
-                "receivers.grpc.enabled and receivers.http.enabled are both false: nothing to receive".into(),
+                "receivers.grpc, receivers.http and receivers.kafka are all disabled: nothing to receive".into(),
             ));
         }
         let mut names = std::collections::BTreeSet::new();
@@ -913,6 +1005,9 @@ impl RelayConfig {
                 )));
             }
         }
+        if r.kafka.enabled {
+            validate_kafka(&r.kafka)?;
+        }
         if let Some(auth) = &r.auth {
             if auth.file.is_none() && auth.env.is_none() {
                 return Err(ConfigError::Invalid(
@@ -936,10 +1031,71 @@ impl RelayConfig {
             Ok(t) => t,
             Err(e) => return format!("# cannot render config: {e}\n"),
         };
+        redact_properties(
+            table
+                .get_mut("receivers")
+                .and_then(toml::Value::as_table_mut)
+                .and_then(|r| r.get_mut("kafka"))
+                .and_then(toml::Value::as_table_mut)
+                .and_then(|k| k.get_mut("properties")),
+        );
         let mut pipeline = self.pipeline_table.clone();
         redact_exporter_headers(&mut pipeline);
         table.insert("pipeline".into(), toml::Value::Table(pipeline));
         toml::to_string_pretty(&table).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Checks an enabled `[receivers.kafka]`.
+fn validate_kafka(k: &KafkaReceiverConfig) -> Result<(), ConfigError> {
+    if !cfg!(feature = "kafka") {
+        return Err(ConfigError::Invalid(
+            "receivers.kafka is enabled, but this relay was built without its cargo feature `kafka`".into(),
+        ));
+    }
+    for (key, value) in [
+        ("receivers.kafka.brokers", &k.brokers),
+        ("receivers.kafka.topic", &k.topic),
+        ("receivers.kafka.group_id", &k.group_id),
+    ] {
+        if value.trim().is_empty() {
+            return Err(ConfigError::Invalid(format!("{key} must not be empty")));
+        }
+    }
+    for (key, d) in [
+        ("receivers.kafka.commit_interval", k.commit_interval),
+        ("receivers.kafka.rebalance_timeout", k.rebalance_timeout),
+        ("receivers.kafka.session_timeout", k.session_timeout),
+    ] {
+        if d.0.is_zero() {
+            return Err(ConfigError::Invalid(format!("{key} must be positive")));
+        }
+    }
+    if k.max_record_size.0 == 0 || k.prefetch_bytes.0 < 1024 {
+        return Err(ConfigError::Invalid(
+            "receivers.kafka.max_record_size must be positive and prefetch_bytes at least 1KiB"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a librdkafka setting holds a secret (printed as [`REDACTED`]).
+fn is_secret_property(key: &str) -> bool {
+    ["password", "secret", "token"]
+        .iter()
+        .any(|s| key.to_ascii_lowercase().contains(s))
+}
+
+/// Replaces the secret values of a `properties` table with [`REDACTED`].
+fn redact_properties(properties: Option<&mut toml::Value>) {
+    let Some(table) = properties.and_then(toml::Value::as_table_mut) else {
+        return;
+    };
+    for (key, value) in table.iter_mut() {
+        if is_secret_property(key) {
+            *value = toml::Value::String(REDACTED.into());
+        }
     }
 }
 
@@ -952,14 +1108,15 @@ fn redact_exporter_headers(pipeline: &mut toml::Table) {
         return;
     };
     for exporter in exporters.iter_mut().filter_map(toml::Value::as_table_mut) {
-        let headers = exporter
-            .get_mut("sink")
-            .and_then(toml::Value::as_table_mut)
-            .and_then(|sink| sink.get_mut("headers"))
-            .and_then(toml::Value::as_table_mut);
+        let Some(sink) = exporter.get_mut("sink").and_then(toml::Value::as_table_mut) else {
+            continue;
+        };
+        let headers = sink.get_mut("headers").and_then(toml::Value::as_table_mut);
         for (_, value) in headers.into_iter().flat_map(|h| h.iter_mut()) {
             *value = toml::Value::String(REDACTED.to_owned());
         }
+        // A Kafka sink's librdkafka settings may hold SASL or TLS key passwords.
+        redact_properties(sink.get_mut("properties"));
     }
 }
 
@@ -1275,5 +1432,52 @@ key_file = "m.key"
         };
         let cfg = RelayConfig::load(None, env, &cli).unwrap();
         assert_eq!(cfg.shutdown_timeout.0, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn a_kafka_only_relay_is_valid_with_the_feature_and_its_secrets_are_redacted() {
+        let text = r#"
+[receivers.grpc]
+enabled = false
+[receivers.http]
+enabled = false
+[receivers.kafka]
+enabled = true
+brokers = "10.0.0.1:9092"
+group_id = "tier2"
+properties = { "sasl.password" = "hunter2", "security.protocol" = "sasl_ssl" }
+"#;
+        let result = RelayConfig::from_toml_str(text);
+        if !cfg!(feature = "kafka") {
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains("feature `kafka`"), "{err}");
+            return;
+        }
+        let cfg = result.unwrap();
+        let k = &cfg.receivers.kafka;
+        assert_eq!(
+            (k.topic.as_str(), k.group_id.as_str()),
+            ("otlp_spans", "tier2")
+        );
+        assert_eq!(k.commit_interval.0, Duration::from_secs(1));
+        let printed = cfg.to_toml();
+        assert!(!printed.contains("hunter2") && printed.contains("sasl_ssl"));
+        assert!(
+            RelayConfig::from_toml_str(&text.replace("group_id = \"tier2\"", "group_id = \"\""))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_kafka_receiver_is_off_by_default_and_typos_are_errors() {
+        let cfg = RelayConfig::from_toml_str("").unwrap();
+        assert!(!cfg.receivers.kafka.enabled);
+        assert!(
+            RelayConfig::from_toml_str(
+                "[receivers.kafka]
+topik = \"x\"\n"
+            )
+            .is_err()
+        );
     }
 }

@@ -104,6 +104,76 @@ pub struct RelayMetrics {
     in_flight: InFlightGauges,
     connections_open: [AtomicU64; 3],
     connections_closed: [[AtomicU64; 7]; 3],
+    kafka: KafkaMetrics,
+}
+
+/// The Kafka receiver's counters (`spanflow_relay_kafka_*`).
+#[derive(Debug, Default)]
+pub struct KafkaMetrics {
+    /// Records read.
+    pub records: AtomicU64,
+    /// Spans in well-formed records.
+    pub spans: AtomicU64,
+    /// Spans the pipeline accepted.
+    pub spans_accepted: AtomicU64,
+    /// Records skipped as malformed (not OTLP, or too large).
+    pub records_malformed: AtomicU64,
+    /// Offset commits sent.
+    pub commits: AtomicU64,
+    /// Offset commits that failed.
+    pub commit_errors: AtomicU64,
+    /// Times a partition was paused because the pipeline's budget was full.
+    pub pauses: AtomicU64,
+    /// Partition assignments and revocations.
+    pub rebalances: AtomicU64,
+    /// Partitions owned now.
+    pub partitions: AtomicU64,
+    /// Records handed to the pipeline whose offsets are not committed yet.
+    pub records_pending: AtomicU64,
+}
+
+/// A copy of [`KafkaMetrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KafkaCounts {
+    /// Records read.
+    pub records: u64,
+    /// Spans in well-formed records.
+    pub spans: u64,
+    /// Spans the pipeline accepted.
+    pub spans_accepted: u64,
+    /// Records skipped as malformed.
+    pub records_malformed: u64,
+    /// Offset commits sent.
+    pub commits: u64,
+    /// Offset commits that failed.
+    pub commit_errors: u64,
+    /// Partition pauses for backpressure.
+    pub pauses: u64,
+    /// Assignments and revocations.
+    pub rebalances: u64,
+    /// Partitions owned.
+    pub partitions: u64,
+    /// Records not yet committed.
+    pub records_pending: u64,
+}
+
+impl KafkaMetrics {
+    /// A copy of the counters.
+    pub fn counts(&self) -> KafkaCounts {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        KafkaCounts {
+            records: l(&self.records),
+            spans: l(&self.spans),
+            spans_accepted: l(&self.spans_accepted),
+            records_malformed: l(&self.records_malformed),
+            commits: l(&self.commits),
+            commit_errors: l(&self.commit_errors),
+            pauses: l(&self.pauses),
+            rebalances: l(&self.rebalances),
+            partitions: l(&self.partitions),
+            records_pending: l(&self.records_pending),
+        }
+    }
 }
 
 /// A server the relay runs, for the connection metrics.
@@ -305,6 +375,10 @@ impl RelayMetrics {
     /// Connections of `listener` ended for `why`.
     pub fn connections_closed(&self, listener: Listener, why: Closed) -> u64 {
         self.connections_closed[listener as usize][why as usize].load(Ordering::Relaxed)
+    }
+    /// The Kafka receiver's counters.
+    pub fn kafka(&self) -> &KafkaMetrics {
+        &self.kafka
     }
     /// Requests with `outcome` on `protocol`.
     pub fn requests_with(&self, protocol: Protocol, outcome: Outcome) -> u64 {
@@ -591,6 +665,77 @@ impl RelayMetrics {
             "Connections ended (or refused at the limit), by listener and reason.",
             &closed,
         );
+        let k = self.kafka.counts();
+        for (name, kind, help, value) in [
+            (
+                "records_total",
+                "counter",
+                "Records read from Kafka.",
+                k.records,
+            ),
+            (
+                "spans_total",
+                "counter",
+                "Spans in well-formed Kafka records.",
+                k.spans,
+            ),
+            (
+                "spans_accepted_total",
+                "counter",
+                "Spans from Kafka the pipeline accepted.",
+                k.spans_accepted,
+            ),
+            (
+                "records_malformed_total",
+                "counter",
+                "Kafka records skipped as malformed or too large.",
+                k.records_malformed,
+            ),
+            (
+                "commits_total",
+                "counter",
+                "Offset commits sent (only offsets whose spans are settled).",
+                k.commits,
+            ),
+            (
+                "commit_errors_total",
+                "counter",
+                "Offset commits that failed.",
+                k.commit_errors,
+            ),
+            (
+                "pauses_total",
+                "counter",
+                "Partitions paused because the pipeline's budget was full.",
+                k.pauses,
+            ),
+            (
+                "rebalances_total",
+                "counter",
+                "Partition assignments and revocations.",
+                k.rebalances,
+            ),
+            (
+                "partitions",
+                "gauge",
+                "Partitions this relay owns now.",
+                k.partitions,
+            ),
+            (
+                "records_pending",
+                "gauge",
+                "Records handed to the pipeline whose offsets are not committed yet.",
+                k.records_pending,
+            ),
+        ] {
+            simple(
+                &mut out,
+                &format!("spanflow_relay_kafka_{name}"),
+                kind,
+                help,
+                &one(value),
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP spanflow_pipeline_export_duration_seconds Time one export attempt took, per backend."

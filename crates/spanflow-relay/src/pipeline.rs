@@ -8,7 +8,7 @@ use spanflow::{
     ShutdownError, SubmitError,
 };
 
-use crate::sink::{Accepted, FlushError, Refused, Sink};
+use crate::sink::{Accepted, FlushError, Refused, Sink, Tracked};
 use crate::wire::TraceRequest;
 
 /// A running `spanflow::Pipeline` as the relay's [`Sink`].
@@ -74,26 +74,38 @@ impl PipelineSink {
     }
 }
 
+fn refused(e: SubmitError) -> Refused {
+    match e {
+        SubmitError::Full {
+            request,
+            retry_after,
+        } => Refused::Full {
+            request,
+            retry_after,
+        },
+        SubmitError::Closed { request } => Refused::Closed { request },
+        SubmitError::TooLarge { request } => Refused::TooLarge { request },
+    }
+}
+
 impl Sink for PipelineSink {
     fn try_submit(&self, request: TraceRequest) -> Result<Accepted, Refused> {
-        let submitted = if self.durable {
-            self.pipeline
-                .submit_tracked(request)
-                .map(Accepted::WhenDurable)
+        if self.durable {
+            // Acknowledged only once written: the receipt resolves when the batch is durable.
+            self.submit_tracked(request).map(Accepted::WhenDurable)
         } else {
-            self.pipeline.try_submit(request).map(|()| Accepted::Now)
-        };
-        submitted.map_err(|e| match e {
-            SubmitError::Full {
-                request,
-                retry_after,
-            } => Refused::Full {
-                request,
-                retry_after,
-            },
-            SubmitError::Closed { request } => Refused::Closed { request },
-            SubmitError::TooLarge { request } => Refused::TooLarge { request },
-        })
+            self.pipeline
+                .try_submit(request)
+                .map(|()| Accepted::Now)
+                .map_err(refused)
+        }
+    }
+
+    fn submit_tracked(&self, request: TraceRequest) -> Result<Tracked, Refused> {
+        self.pipeline
+            .submit_tracked(request)
+            .map(Tracked::new)
+            .map_err(refused)
     }
 
     fn flush(&self, timeout: Duration) -> Result<(), FlushError> {

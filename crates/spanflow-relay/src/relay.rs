@@ -40,6 +40,10 @@ pub enum StartError {
         /// Why.
         source: LoadError,
     },
+    /// The Kafka consumer could not be created.
+    #[cfg(feature = "kafka")]
+    #[error(transparent)]
+    Kafka(#[from] crate::receiver::kafka::KafkaStartError),
 }
 
 /// Where a started relay listens.
@@ -105,6 +109,9 @@ pub struct RunningRelay {
     /// Tasks that reload certificates and credentials.
     watchers: Vec<JoinHandle<()>>,
     drain_timeout: Duration,
+    /// The Kafka consumer, when `[receivers.kafka]` is enabled.
+    #[cfg(feature = "kafka")]
+    kafka: Option<crate::receiver::kafka::KafkaReceiver>,
 }
 
 impl std::fmt::Debug for dyn Sink {
@@ -277,8 +284,21 @@ impl RunningRelay {
             ));
             tracing::info!(url = %crate::metrics::describe(addr, secure), "self-metrics listening");
         }
+        // Started last: records it reads are settled only once the pipeline exports them, and a
+        // start error above must not leave a group member behind.
+        #[cfg(feature = "kafka")]
+        let kafka = match receivers_cfg.kafka.enabled {
+            true => Some(crate::receiver::kafka::KafkaReceiver::start(
+                &receivers_cfg.kafka,
+                sink.clone(),
+                metrics.clone(),
+            )?),
+            false => None,
+        };
         metrics.set_ready(true);
         Ok(Self {
+            #[cfg(feature = "kafka")]
+            kafka,
             addresses,
             shared,
             sink,
@@ -324,6 +344,11 @@ impl RunningRelay {
         let drain_deadline = start + self.drain_timeout.min(timeout);
         self.shared.stop_accepting();
         self.shared.metrics().set_ready(false);
+        // The Kafka receiver reads no more and commits what settles while the sink drains.
+        #[cfg(feature = "kafka")]
+        if let Some(kafka) = &self.kafka {
+            kafka.stop(std::time::Instant::now() + timeout);
+        }
         let draining = self
             .receivers
             .into_iter()
@@ -351,6 +376,19 @@ impl RunningRelay {
                 false
             }
         };
+        #[cfg(feature = "kafka")]
+        if let Some(kafka) = self.kafka {
+            // Its last commit and leaving the group; bounded, and the thread is left behind
+            // (the process is ending) if the brokers do not answer.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let joined = tokio::task::spawn_blocking(move || kafka.join());
+            if tokio::time::timeout(left + Duration::from_secs(2), joined)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the kafka receiver did not leave its group in time");
+            }
+        }
         // Closing the metrics server's connections is immediate: its requests take no time.
         if let Some(server) = self.metrics_server {
             server.shutdown(tokio::time::Instant::now()).await;

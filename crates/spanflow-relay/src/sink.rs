@@ -3,12 +3,16 @@
 //! The trait is the small slice of the pipeline the relay needs, so the receivers can be tested
 //! against an in-process [`MemorySink`] and the relay can run against any pipeline.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use spanflow::{PipelineStats, Receipt};
+use spanflow::export::Settled;
+use spanflow::{PipelineStats, RequestFate};
 
 use crate::wire::TraceRequest;
 
@@ -46,20 +50,61 @@ pub enum FlushError {
     Undelivered(String),
 }
 
+/// Resolves once a request taken by [`Sink::submit_tracked`] is settled (exported, failed,
+/// dropped or unconfirmed: in the books either way); the Kafka receiver commits offsets on it.
+#[must_use = "a tracked request tells its fate only when polled"]
+pub struct Tracked(Pin<Box<dyn Future<Output = RequestFate> + Send>>);
+
+impl Tracked {
+    /// Wraps a future that yields the request's fate.
+    pub fn new(fate: impl Future<Output = RequestFate> + Send + 'static) -> Self {
+        Self(Box::pin(fate))
+    }
+
+    /// The fate if it is known now, without waiting (usable from a plain thread: the futures
+    /// behind it are runtime-agnostic channels).
+    pub fn try_fate(&mut self) -> Option<RequestFate> {
+        match self
+            .0
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(fate) => Some(fate),
+            Poll::Pending => None,
+        }
+    }
+}
+
+impl Future for Tracked {
+    type Output = RequestFate;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<RequestFate> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for Tracked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tracked")
+    }
+}
+
 /// How a sink took a request.
 #[derive(Debug)]
 pub enum Accepted {
     /// The request is the sink's now: answer the client.
     Now,
     /// The request is the sink's once it is durable: answer the client when this resolves with
-    /// anything but [`spanflow::RequestFate::NotExported`] (the sink was shut down before it was written).
-    WhenDurable(Receipt),
+    /// anything but [`RequestFate::NotExported`] (the sink was shut down before it was written).
+    WhenDurable(Tracked),
 }
 
 /// The pipeline as seen by the receivers.
 pub trait Sink: Send + Sync + 'static {
     /// Takes `request` or refuses it at once; never blocks.
     fn try_submit(&self, request: TraceRequest) -> Result<Accepted, Refused>;
+    /// [`Sink::try_submit`], and a [`Tracked`] that resolves when the request's spans are
+    /// settled.
+    fn submit_tracked(&self, request: TraceRequest) -> Result<Tracked, Refused>;
     /// Blocks until everything accepted so far is exported or finally failed, or `timeout` passes.
     fn flush(&self, timeout: Duration) -> Result<(), FlushError>;
     /// Stops the sink after flushing, waiting at most `timeout`.
@@ -73,6 +118,9 @@ pub trait Sink: Send + Sync + 'static {
 impl<S: Sink + ?Sized> Sink for Arc<S> {
     fn try_submit(&self, request: TraceRequest) -> Result<Accepted, Refused> {
         (**self).try_submit(request)
+    }
+    fn submit_tracked(&self, request: TraceRequest) -> Result<Tracked, Refused> {
+        (**self).submit_tracked(request)
     }
     fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
         (**self).flush(timeout)
@@ -105,7 +153,10 @@ pub struct MemorySink {
 #[derive(Debug, Default)]
 struct MemoryInner {
     kept: Vec<TraceRequest>,
-    held: Vec<TraceRequest>,
+    held: Vec<(
+        TraceRequest,
+        Option<tokio::sync::oneshot::Sender<RequestFate>>,
+    )>,
     hold: bool,
     closed: bool,
     stats: PipelineStats,
@@ -130,10 +181,13 @@ impl MemorySink {
     pub fn release(&self) {
         let mut inner = self.inner.lock();
         let held = std::mem::take(&mut inner.held);
-        for r in held {
+        for (r, receipt) in held {
             inner.stats.exported += r.span_count() as u64;
             inner.stats.queued_spans -= r.span_count() as u64;
             inner.stats.memory_used_bytes -= r.encoded_len() as u64;
+            if let Some(receipt) = receipt {
+                let _ = receipt.send(exported(r.span_count()));
+            }
             inner.kept.push(r);
         }
     }
@@ -151,8 +205,44 @@ impl MemorySink {
     }
 }
 
+/// The fate of a request of `spans` spans exported alone.
+fn exported(spans: usize) -> RequestFate {
+    let spans = spans as u64;
+    RequestFate::Settled(Settled {
+        batches: 1,
+        spans,
+        exported: spans,
+        ..Settled::default()
+    })
+}
+
 impl Sink for MemorySink {
     fn try_submit(&self, request: TraceRequest) -> Result<Accepted, Refused> {
+        self.submit(request, None).map(|()| Accepted::Now)
+    }
+
+    fn submit_tracked(&self, request: TraceRequest) -> Result<Tracked, Refused> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(request, Some(tx))?;
+        Ok(Tracked::new(async move {
+            rx.await.unwrap_or(RequestFate::NotExported)
+        }))
+    }
+
+    fn flush(&self, _timeout: Duration) -> Result<(), FlushError> {
+        Ok(())
+    }
+    fn stats(&self) -> PipelineStats {
+        self.inner.lock().stats.clone()
+    }
+}
+
+impl MemorySink {
+    fn submit(
+        &self,
+        request: TraceRequest,
+        receipt: Option<tokio::sync::oneshot::Sender<RequestFate>>,
+    ) -> Result<(), Refused> {
         let mut inner = self.inner.lock();
         let spans = request.span_count() as u64;
         if inner.closed {
@@ -174,19 +264,16 @@ impl Sink for MemorySink {
             inner.stats.queued_spans += spans;
             inner.peak_queued_bytes = inner.peak_queued_bytes.max(inner.stats.memory_used_bytes);
             inner.stats.memory_peak_bytes = inner.peak_queued_bytes;
-            inner.held.push(request);
+            inner.held.push((request, receipt));
         } else {
             inner.stats.exported += spans;
+            if let Some(receipt) = receipt {
+                let _ = receipt.send(exported(request.span_count()));
+            }
             inner.kept.push(request);
         }
         inner.stats.accepted += spans;
         inner.stats.received += spans;
-        Ok(Accepted::Now)
-    }
-    fn flush(&self, _timeout: Duration) -> Result<(), FlushError> {
         Ok(())
-    }
-    fn stats(&self) -> PipelineStats {
-        self.inner.lock().stats.clone()
     }
 }

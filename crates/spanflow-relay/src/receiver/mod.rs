@@ -1,5 +1,7 @@
 //! The OTLP receivers: [`grpc`] (tonic) and [`http`] (axum). Both index requests with the wire
 //! model (no span decoding), hand them to the [`Sink`] and answer only after the sink accepted.
+//! With the cargo feature `kafka`, `kafka` reads OTLP records from a Kafka consumer group and
+//! commits their offsets once the sink has settled their spans.
 //!
 //! What guards them on an open network lives beside them: the server loop with connection
 //! limits, idle timeouts and the shutdown drain (`server`, `limits`), TLS with reload
@@ -9,6 +11,8 @@
 pub mod auth;
 pub mod grpc;
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub(crate) mod limits;
 pub mod reload;
 pub(crate) mod server;

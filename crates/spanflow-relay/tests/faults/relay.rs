@@ -207,6 +207,11 @@ impl RelayProcess {
     }
 
     /// Sends SIGTERM.
+    /// SIGKILL: the relay gets no chance to flush or commit anything.
+    pub(crate) fn kill9(&mut self) {
+        self.child.kill9();
+    }
+
     pub(crate) fn terminate(&mut self) {
         self.rss.sample_now();
         self.term_sent = Some(Instant::now());

@@ -1,0 +1,279 @@
+//! [`KafkaExporter`]: one export attempt = every record of a batch produced and acknowledged.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use spanflow_otlp::TraceRequest;
+
+use super::split::{self, TraceRecord};
+use super::{KafkaConfig, KafkaEncoding, Partitioning};
+use crate::{BuildError, ExportBatch, ExportError, ExportOutcome, Exporter};
+
+/// Settings the delivery contract rests on; `properties` may not change them.
+const FIXED: [(&str, &str); 3] = [
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    // Idempotence allows up to 5; librdkafka keeps order and never duplicates within them.
+    ("max.in.flight.requests.per.connection", "5"),
+];
+
+/// How long a record waits for room in librdkafka's local queue before the attempt gives up
+/// on it (its records sent so far keep their fate).
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// Writes OTLP trace batches to a Kafka topic; see [the module](super) for the record format
+/// and the delivery contract.
+pub struct KafkaExporter {
+    producer: FutureProducer<KafkaLog>,
+    topic: String,
+    encoding: KafkaEncoding,
+    partitioning: Partitioning,
+    max_record_bytes: usize,
+    delivery_timeout: Duration,
+}
+
+impl std::fmt::Debug for KafkaExporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaExporter")
+            .field("topic", &self.topic)
+            .field("encoding", &self.encoding)
+            .field("partitioning", &self.partitioning)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaExporter {
+    /// Creates the producer `config` describes. It connects in the background; nothing is
+    /// checked against the brokers here.
+    pub fn from_config(config: &KafkaConfig) -> Result<Self, BuildError> {
+        let invalid = |key: &str, value: &str, reason: &str| BuildError::InvalidValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if config.brokers.trim().is_empty() {
+            return Err(invalid("brokers", &config.brokers, "no broker given"));
+        }
+        if config.topic.is_empty() {
+            return Err(invalid("topic", &config.topic, "empty topic name"));
+        }
+        if config.max_record_bytes == 0 {
+            return Err(invalid("max_record_bytes", "0", "must be positive"));
+        }
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", config.brokers.trim())
+            .set("compression.type", config.compression.as_str())
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().max(1).to_string(),
+            )
+            .set("linger.ms", config.linger.as_millis().to_string())
+            // A record of max_record_bytes plus its headers must fit in a produce request.
+            .set(
+                "message.max.bytes",
+                (config.max_record_bytes + 64 * 1024)
+                    .clamp(1_000_000, 1_000_000_000)
+                    .to_string(),
+            );
+        for (key, value) in &config.properties {
+            if FIXED.iter().any(|(k, _)| k == key) {
+                return Err(invalid(
+                    &format!("properties.{key}"),
+                    value,
+                    "fixed by spanflow: the idempotent, acks=all delivery contract rests on it",
+                ));
+            }
+            client.set(key, value);
+        }
+        for (key, value) in FIXED {
+            client.set(key, value);
+        }
+        client.set_log_level(RDKafkaLogLevel::Warning);
+        let producer = client
+            .create_with_context(KafkaLog)
+            .map_err(|e| invalid("properties", "", &e.to_string()))?;
+        Ok(Self {
+            producer,
+            topic: config.topic.clone(),
+            encoding: config.encoding,
+            partitioning: config.partitioning,
+            max_record_bytes: config.max_record_bytes,
+            delivery_timeout: config.delivery_timeout,
+        })
+    }
+
+    /// The batch as records, each with its encoded value.
+    fn records(&self, batch: &ExportBatch) -> Result<Vec<(Option<[u8; 16]>, Bytes)>, ExportError> {
+        let request = TraceRequest::parse(batch.body.clone())
+            .map_err(|e| ExportError::InvalidBatch(e.to_string()))?;
+        let records: Vec<TraceRecord> = match self.partitioning {
+            Partitioning::TraceId => split::by_trace(&request, self.max_record_bytes),
+            Partitioning::None => split::unkeyed(&request, self.max_record_bytes),
+        };
+        records
+            .into_iter()
+            .map(|r| {
+                let value = match self.encoding {
+                    KafkaEncoding::OtlpProto => r.request.into_bytes(),
+                    KafkaEncoding::OtlpJson => Bytes::from(
+                        spanflow_otlp::json::to_json(&r.request)
+                            .map_err(|e| ExportError::InvalidBatch(e.to_string()))?,
+                    ),
+                };
+                Ok((r.key, value))
+            })
+            .collect()
+    }
+}
+
+/// A delivery error that certainly left the record unwritten: the broker refused it, or it
+/// never left this process.
+fn certainly_not_written(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::UnknownPartition
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::InvalidRequiredAcks
+            | RDKafkaErrorCode::PurgeQueue
+            | RDKafkaErrorCode::QueueFull
+    )
+}
+
+/// A refusal no retry will overcome.
+fn permanent(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+    )
+}
+
+impl Exporter for KafkaExporter {
+    async fn export(&self, batch: ExportBatch) -> Result<ExportOutcome, ExportError> {
+        let records = self.records(&batch)?;
+        let total = records.len();
+        let mut deliveries = Vec::with_capacity(total);
+        let mut refused: Option<KafkaError> = None;
+        let queue_deadline = Instant::now() + QUEUE_WAIT;
+        'records: for (key, value) in &records {
+            loop {
+                let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&value[..]);
+                if let Some(key) = key {
+                    record = record.key(&key[..]);
+                }
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    // librdkafka's local queue is full: wait for it to drain, boundedly.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                        if Instant::now() < queue_deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err((e, _)) => {
+                        refused = Some(e);
+                        break 'records;
+                    }
+                }
+            }
+        }
+        drop(records);
+        let mut acknowledged = 0usize;
+        let mut unknown = 0usize;
+        let mut first_error: Option<String> = None;
+        let mut all_permanent = true;
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => acknowledged += 1,
+                Ok(Err((e, _))) => {
+                    let code = e.rdkafka_error_code();
+                    if !code.is_some_and(certainly_not_written) {
+                        unknown += 1;
+                    }
+                    all_permanent &= code.is_some_and(permanent);
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+                // The producer went away with the record queued: its fate is unknown.
+                Err(_) => {
+                    unknown += 1;
+                    all_permanent = false;
+                    first_error.get_or_insert_with(|| "delivery report lost".to_owned());
+                }
+            }
+        }
+        if acknowledged == total {
+            return Ok(ExportOutcome::all_accepted(batch.spans));
+        }
+        if let Some(e) = &refused {
+            let code = e.rdkafka_error_code();
+            all_permanent &= code.is_some_and(permanent);
+            first_error.get_or_insert_with(|| e.to_string());
+        }
+        let error = first_error.unwrap_or_default();
+        let summary = format!("{acknowledged} of {total} records acknowledged: {error}");
+        if acknowledged > 0 || unknown > 0 {
+            // Some records are (or may be) in the topic: a retry writes them again.
+            Err(ExportError::Interrupted(summary))
+        } else if all_permanent {
+            Err(ExportError::InvalidBatch(summary))
+        } else {
+            Err(ExportError::Transport(summary))
+        }
+    }
+
+    fn name(&self) -> &str {
+        "kafka"
+    }
+
+    async fn shutdown(&self) -> Result<(), ExportError> {
+        // Every export has settled by now; flush returns at once unless something is queued.
+        let producer = self.producer.clone();
+        let timeout = self.delivery_timeout;
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|e| ExportError::Transport(e.to_string()))?
+            .map_err(|e| ExportError::Transport(e.to_string()))
+    }
+}
+
+/// Routes librdkafka's log lines and errors to `tracing`, one level down: a broker that is
+/// briefly unreachable is a warning for an exporter that retries, not an error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KafkaLog;
+
+impl ClientContext for KafkaLog {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "{fac} {message}");
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac} {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+    }
+}

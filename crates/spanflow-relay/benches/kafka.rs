@@ -1,0 +1,393 @@
+//! Kafka at both ends of a relay (cargo feature `kafka`; needs the `tansu` broker on PATH).
+//!
+//! `relay/kafka_export`: the same relay, OTLP/gRPC in, measured with two exporters in the same
+//! run on the same payloads: `otlp_grpc` (to an in-process counting sink) and `kafka` (records
+//! per trace, idempotent producer, acks=all, to a tansu broker on loopback). Criterion times a
+//! push of N spans until the pipeline counts them exported; the figure that matters is printed
+//! after the group: relay CPU per span, where relay CPU is the whole process (librdkafka's
+//! threads included) minus the load generator and the counting sink, which run on registered
+//! threads; the broker is another process and is not counted.
+//!
+//! `relay/kafka_consume`: a relay with `[receivers.kafka]` reads back every span the `kafka`
+//! runs wrote and exports it over OTLP/gRPC to the counting sink: spans per second and spans
+//! per relay CPU-second (per core).
+//!
+//! Traffic: requests of 100 spans made of 10 traces of 10 spans, 8 attributes per span.
+
+#![allow(missing_docs)]
+
+#[allow(dead_code)]
+#[path = "../tests/faults/proc.rs"]
+mod proc;
+
+#[allow(dead_code)]
+#[path = "../tests/kafka/broker.rs"]
+mod broker;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use spanflow_relay::client::{Answer, OtlpClient, Transport};
+use spanflow_relay::config::RelayConfig;
+use spanflow_relay::pipeline::PipelineSink;
+use spanflow_relay::receiver::grpc::BytesCodec;
+use spanflow_relay::relay::RunningRelay;
+use spanflow_relay::traffic::{AttributeMix, Payload, load_request};
+use tonic::server::{Grpc, NamedService, UnaryService};
+
+const SPANS_PER_REQUEST: usize = 100;
+const SPANS_PER_TRACE: usize = 10;
+const REQUESTS: usize = 200;
+const SPANS: u64 = (SPANS_PER_REQUEST * REQUESTS) as u64;
+const SENDERS: usize = 4;
+
+/// A counting OTLP/gRPC sink (indexes each request, answers OK).
+#[derive(Clone)]
+struct Counting {
+    spans: Arc<AtomicU64>,
+}
+
+impl NamedService for Counting {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl UnaryService<Bytes> for Counting {
+    type Response = Bytes;
+    type Future = std::future::Ready<Result<tonic::Response<Bytes>, tonic::Status>>;
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let n = spanflow_relay::wire::TraceRequest::parse(request.into_inner())
+            .map_or(0, |r| r.span_count());
+        self.spans.fetch_add(n as u64, Ordering::Relaxed);
+        std::future::ready(Ok(tonic::Response::new(Bytes::new())))
+    }
+}
+
+impl<B> tower::Service<http::Request<B>> for Counting
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
+    >;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let svc = self.clone();
+        Box::pin(async move {
+            let mut grpc = Grpc::new(BytesCodec).max_decoding_message_size(64 << 20);
+            Ok(grpc.unary(svc, req).await)
+        })
+    }
+}
+
+async fn serve(service: Counting) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    addr
+}
+
+/// Threads whose CPU is not the relay's (load generator, sink, this thread).
+#[derive(Default)]
+struct Harness {
+    inner: parking_lot::Mutex<(Vec<u32>, u64)>,
+}
+
+fn current_tid() -> Option<u32> {
+    std::fs::read_link("/proc/thread-self")
+        .ok()?
+        .file_name()?
+        .to_str()?
+        .parse()
+        .ok()
+}
+
+fn thread_cpu_ns(tid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call; every Linux kernel has
+    // CLOCK_PROCESS_CPUTIME_ID.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Harness {
+    fn register(&self) {
+        if let Some(tid) = current_tid() {
+            self.inner.lock().0.push(tid);
+        }
+    }
+    fn exiting(&self) {
+        if let Some(tid) = current_tid() {
+            let mut inner = self.inner.lock();
+            inner.1 += thread_cpu_ns(tid);
+            inner.0.retain(|t| *t != tid);
+        }
+    }
+    fn cpu_ns(&self) -> u64 {
+        let inner = self.inner.lock();
+        inner.1 + inner.0.iter().map(|t| thread_cpu_ns(*t)).sum::<u64>()
+    }
+    /// CPU of everything else in the process so far.
+    fn relay_cpu_ns(&self) -> u64 {
+        let harness = self.cpu_ns();
+        process_cpu_ns().saturating_sub(harness)
+    }
+}
+
+fn harness_runtime(name: &str, workers: usize, harness: &Arc<Harness>) -> tokio::runtime::Runtime {
+    let (start, stop) = (harness.clone(), harness.clone());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(name)
+        .enable_all()
+        .on_thread_start(move || start.register())
+        .on_thread_stop(move || stop.exiting())
+        .build()
+        .expect("runtime")
+}
+
+fn traffic() -> Arc<Vec<Payload>> {
+    let mut rng = rand::rng();
+    let mix = AttributeMix {
+        count: 8,
+        string_len: 24,
+    };
+    Arc::new(
+        (0..REQUESTS)
+            .map(|_| {
+                let mut request = ExportTraceServiceRequest::default();
+                for _ in 0..SPANS_PER_REQUEST / SPANS_PER_TRACE {
+                    let trace = load_request(&mut rng, "bench", SPANS_PER_TRACE, mix);
+                    if request.resource_spans.is_empty() {
+                        request = trace;
+                    } else {
+                        let spans = trace.resource_spans[0].scope_spans[0].spans.clone();
+                        request.resource_spans[0].scope_spans[0].spans.extend(spans);
+                    }
+                }
+                Payload::protobuf_only(&request)
+            })
+            .collect(),
+    )
+}
+
+/// A relay on `ours_rt` with OTLP/gRPC in and the exporter `sink_toml`, or `[receivers.kafka]`
+/// when `receiver_toml` is given.
+fn relay(
+    rt: &tokio::runtime::Runtime,
+    exporter: &str,
+    receiver_toml: &str,
+) -> (RunningRelay, Arc<PipelineSink>) {
+    let text = format!(
+        "[receivers.http]\nenabled = false\n[telemetry]\nmetrics_enabled = false\n\
+         [receivers.grpc]\nendpoint = \"127.0.0.1:0\"\n{receiver_toml}\n\
+         [pipeline.batch]\nmax_age_ms = 5\n\
+         [[pipeline.exporters]]\nname = \"out\"\nsink = {exporter}\n"
+    );
+    let cfg = RelayConfig::from_toml_str(&text).expect("bench config");
+    rt.block_on(async {
+        let sink = Arc::new(PipelineSink::build(&cfg.pipeline).expect("pipeline"));
+        let relay = RunningRelay::start(&cfg, sink.clone())
+            .await
+            .expect("relay");
+        (relay, sink)
+    })
+}
+
+async fn push(clients: &[OtlpClient], payloads: &Arc<Vec<Payload>>) {
+    let mut tasks = Vec::new();
+    for (s, client) in clients.iter().enumerate() {
+        let client = client.clone();
+        let payloads = payloads.clone();
+        tasks.push(tokio::spawn(async move {
+            for p in payloads.iter().skip(s).step_by(SENDERS) {
+                loop {
+                    match client.send(p, Duration::from_secs(30)).await {
+                        Answer::Accepted { .. } => break,
+                        Answer::RetryLater { .. } => {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        Answer::Failed { message } => panic!("relay failed: {message}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("sender");
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Totals {
+    spans: u64,
+    wall: Duration,
+    relay_cpu: u64,
+}
+
+fn kafka(c: &mut Criterion) {
+    let scratch = proc::ScratchDir::new("kafka-bench");
+    let Some(broker) = broker::Broker::start(scratch.path(), broker::Storage::Memory) else {
+        return;
+    };
+    let topic = "otlp_spans";
+    broker.create_topic(topic, 4);
+    let harness = Arc::new(Harness::default());
+    harness.register();
+    let load_rt = harness_runtime("bench-load", 2, &harness);
+    let sink_rt = harness_runtime("bench-sink", 1, &harness);
+    let ours_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let counted = Arc::new(AtomicU64::new(0));
+    let sink_addr = sink_rt.block_on(serve(Counting {
+        spans: counted.clone(),
+    }));
+    let grpc_sink =
+        format!("{{ type = \"otlp\", protocol = \"grpc\", endpoint = \"http://{sink_addr}\" }}");
+    let kafka_sink = format!(
+        "{{ type = \"kafka\", brokers = \"{}\", topic = \"{topic}\" }}",
+        broker.bootstrap()
+    );
+    let payloads = traffic();
+
+    let mut group = c.benchmark_group("relay/kafka_export");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500))
+        .throughput(Throughput::Elements(SPANS));
+    let mut totals = Vec::new();
+    for (name, exporter) in [("otlp_grpc", &grpc_sink), ("kafka", &kafka_sink)] {
+        let (relay, sink) = relay(&ours_rt, exporter, "");
+        let endpoint = format!("http://{}", relay.addresses().grpc.expect("grpc"));
+        let clients: Vec<OtlpClient> = load_rt.block_on(async {
+            (0..SENDERS)
+                .map(|_| OtlpClient::new(Transport::Grpc, &endpoint, false).expect("client"))
+                .collect()
+        });
+        let mut total = Totals::default();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                load_rt.block_on(async {
+                    let cpu = harness.relay_cpu_ns();
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        let target = sink.pipeline().stats().exported + SPANS;
+                        push(&clients, &payloads).await;
+                        wait_for("the spans exported", || {
+                            sink.pipeline().stats().exported >= target
+                        })
+                        .await;
+                    }
+                    let elapsed = started.elapsed();
+                    total.relay_cpu += harness.relay_cpu_ns().saturating_sub(cpu);
+                    total.spans += iters * SPANS;
+                    total.wall += elapsed;
+                    elapsed
+                })
+            });
+        });
+        let stats = ours_rt.block_on(relay.shutdown(Duration::from_secs(10)));
+        assert_eq!(stats.sink.failed, 0, "{name}: failed spans");
+        totals.push((name, total, stats.sink.exported));
+    }
+    group.finish();
+    let per_span = |t: &Totals| t.relay_cpu as f64 / t.spans.max(1) as f64;
+    for (name, t, _) in &totals {
+        println!(
+            "relay/kafka_export {name}: {:.0} spans/s, {:.0} ns relay CPU per span",
+            t.spans as f64 / t.wall.as_secs_f64().max(1e-9),
+            per_span(t)
+        );
+    }
+    if let [(_, grpc, _), (_, kafka, written)] = totals.as_slice() {
+        println!(
+            "relay/kafka_export relay CPU per span ratio kafka/otlp_grpc: {:.2}x",
+            per_span(kafka) / per_span(grpc).max(1e-9)
+        );
+        consume(
+            &ours_rt, &harness, &broker, topic, &grpc_sink, &counted, *written,
+        );
+    }
+}
+
+/// Reads back everything the `kafka` runs wrote, once, through a relay's Kafka receiver.
+fn consume(
+    rt: &tokio::runtime::Runtime,
+    harness: &Harness,
+    broker: &broker::Broker,
+    topic: &str,
+    grpc_sink: &str,
+    counted: &AtomicU64,
+    written: u64,
+) {
+    let receiver = format!(
+        "[receivers.kafka]\nenabled = true\nbrokers = \"{}\"\ntopic = \"{topic}\"\n\
+         group_id = \"bench\"\nprefetch_bytes = \"32MiB\"\n",
+        broker.bootstrap()
+    );
+    let before = counted.load(Ordering::Relaxed);
+    let cpu = harness.relay_cpu_ns();
+    let started = Instant::now();
+    let (relay, _sink) = relay(rt, grpc_sink, &receiver);
+    rt.block_on(wait_for("every span read back", || {
+        counted.load(Ordering::Relaxed) >= before + written
+    }));
+    let wall = started.elapsed();
+    let relay_cpu = harness.relay_cpu_ns().saturating_sub(cpu);
+    let k = relay.metrics().kafka().counts();
+    rt.block_on(relay.shutdown(Duration::from_secs(10)));
+    println!(
+        "relay/kafka_consume: {written} spans in {:.2} s: {:.0} spans/s, {:.0} spans per relay CPU-second ({:.0} ns relay CPU per span; {} records, {} commits)",
+        wall.as_secs_f64(),
+        written as f64 / wall.as_secs_f64().max(1e-9),
+        written as f64 / (relay_cpu as f64 / 1e9).max(1e-9),
+        relay_cpu as f64 / written.max(1) as f64,
+        k.records,
+        k.commits
+    );
+}
+
+criterion_group!(benches, kafka);
+criterion_main!(benches);
