@@ -935,6 +935,16 @@ impl RelayConfig {
                 ByteSize(largest)
             )));
         }
+        if let spanflow::QueueSettings::Disk(queue) = &self.pipeline.queue
+            && queue.max_record_bytes() < largest.max(self.pipeline.batch.max_bytes as u64)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "pipeline.queue.segment_bytes ({}) leaves room for records of {} at most, less than the largest request or batch ({}); raise it",
+                queue.segment_bytes,
+                ByteSize(queue.max_record_bytes()),
+                ByteSize(largest.max(self.pipeline.batch.max_bytes as u64))
+            )));
+        }
         if self.pipeline.batch.max_spans == 0 || self.pipeline.batch.max_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "pipeline.batch.max_spans and pipeline.batch.max_bytes must be positive".into(),

@@ -412,18 +412,7 @@ impl RelayMetrics {
         }
         out.push_str(&lines);
         lines.clear();
-        let simple =
-            |out: &mut String, name: &str, kind: &str, help: &str, values: &[(String, f64)]| {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} {kind}");
-                for (labels, v) in values {
-                    if labels.is_empty() {
-                        let _ = writeln!(out, "{name} {v}");
-                    } else {
-                        let _ = writeln!(out, "{name}{{{labels}}} {v}");
-                    }
-                }
-            };
+        let simple = write_family;
         let per_proto = |a: &[AtomicU64; 2]| -> Vec<(String, f64)> {
             Protocol::ALL
                 .iter()
@@ -609,6 +598,9 @@ impl RelayMetrics {
             "Batches queued for or in flight to each backend.",
             &queued,
         );
+        if let Some(spool) = &books.spool {
+            render_spool(&mut out, spool);
+        }
         let in_flight = self.in_flight();
         simple(
             &mut out,
@@ -749,6 +741,124 @@ impl RelayMetrics {
         }
         out
     }
+}
+
+/// One metric family: its `HELP` and `TYPE` lines and one sample per `(labels, value)`.
+fn write_family(out: &mut String, name: &str, kind: &str, help: &str, values: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in values {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+/// The disk queue's families: what it holds, each backend's cursor, what start-up recovered,
+/// truncated or skipped, and its fsyncs.
+fn render_spool(out: &mut String, spool: &spanflow::spool::Stats) {
+    let simple = write_family;
+    let one = |v: u64| vec![(String::new(), v as f64)];
+    let per_reader = |f: &dyn Fn(&spanflow::spool::ReaderStats) -> u64| -> Vec<(String, f64)> {
+        spool
+            .readers
+            .iter()
+            .map(|r| (format!("backend=\"{}\"", escape(&r.name)), f(r) as f64))
+            .collect()
+    };
+    simple(
+        out,
+        "spanflow_queue_bytes",
+        "gauge",
+        "Bytes of segment files the disk queue holds.",
+        &one(spool.bytes_on_disk),
+    );
+    simple(
+        out,
+        "spanflow_queue_records",
+        "gauge",
+        "Records (batches) in the disk queue's segment files.",
+        &one(spool.records_on_disk),
+    );
+    simple(
+        out,
+        "spanflow_queue_pending_records",
+        "gauge",
+        "Records each backend has not acknowledged yet (what a restart would send it again).",
+        &per_reader(&|r| r.pending_records),
+    );
+    simple(
+        out,
+        "spanflow_queue_pending_bytes",
+        "gauge",
+        "Bytes each backend has not acknowledged yet.",
+        &per_reader(&|r| r.pending_bytes),
+    );
+    simple(
+        out,
+        "spanflow_queue_replayed_records_total",
+        "counter",
+        "Records pending for each backend when the queue was opened (replayed after a restart).",
+        &per_reader(&|r| r.replayed_at_open),
+    );
+    simple(
+        out,
+        "spanflow_queue_dropped_records_total",
+        "counter",
+        "Records each backend lost because drop_oldest deleted them before it read them.",
+        &per_reader(&|r| r.dropped),
+    );
+    simple(
+        out,
+        "spanflow_queue_truncated_bytes_total",
+        "counter",
+        "Bytes of a torn tail cut off at start.",
+        &one(spool.recovery.bytes_truncated()),
+    );
+    simple(
+        out,
+        "spanflow_queue_corrupt_records_total",
+        "counter",
+        "Records lost to corruption, found at start or while reading.",
+        &one(spool.recovery.corrupt_records() + spool.corrupt_skipped_live),
+    );
+    simple(
+        out,
+        "spanflow_queue_appends_total",
+        "counter",
+        "Records written since start.",
+        &one(spool.appended),
+    );
+    simple(
+        out,
+        "spanflow_queue_full_total",
+        "counter",
+        "Writes refused because the disk budget or the disk was full (retried).",
+        &one(spool.rejected_full + spool.rejected_disk_full),
+    );
+    simple(
+        out,
+        "spanflow_queue_fsyncs_total",
+        "counter",
+        "Segment fsyncs.",
+        &one(spool.fsync.count),
+    );
+    simple(
+        out,
+        "spanflow_queue_fsync_seconds_sum",
+        "counter",
+        "Time spent in segment fsyncs.",
+        &[(String::new(), spool.fsync.total.as_secs_f64())],
+    );
+    simple(
+        out,
+        "spanflow_queue_fsync_seconds_max",
+        "gauge",
+        "The longest segment fsync.",
+        &[(String::new(), spool.fsync.max.as_secs_f64())],
+    );
 }
 
 /// One backend's attempt latencies as cumulative Prometheus buckets (the fan-out's log2 buckets,

@@ -1154,3 +1154,332 @@ where
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
+
+// ---------------------------------------------------------------------------------------
+// 9. The durable queue (`[pipeline.queue] type = "disk"`).
+
+/// The `[pipeline.queue]` table of a disk queue in `dir`.
+fn disk_queue(dir: &std::path::Path, fsync: &str) -> String {
+    format!(
+        "[pipeline.queue]\ntype = \"disk\"\ndir = \"{}\"\nfsync = \"{fsync}\"\nmax_bytes = \"256MiB\"\nsegment_bytes = \"8MiB\"\n",
+        dir.join("queue").display()
+    )
+}
+
+/// Twenty cycles of kill -9 of a relay under load, with a slow backend (and a failing one in
+/// every fourth cycle), each restart on the same queue directory; then a last run with a
+/// healthy backend drains the queue. Every span any of the relays acknowledged must arrive:
+/// duplicates are allowed (records exported but not yet acknowledged to the queue when the
+/// relay died are sent again) and reported, missing spans are not.
+#[test]
+fn durable_queue_survives_twenty_kill9_cycles_under_load() {
+    let _heavy = heavy();
+    let dir = ScratchDir::new("durable-kill9");
+    let sink = SinkProcess::start(
+        dir.path(),
+        Mode::Slow {
+            delay_ms: 50,
+            spans_per_sec: 4_000,
+        },
+        false,
+    );
+    let toml = format!(
+        "{}{}",
+        disk_queue(dir.path(), "interval"),
+        grpc_exporter("b", &sink.endpoint(), Some(FAST_RETRY))
+    );
+    let spec = RelaySpec {
+        toml,
+        shutdown_timeout: Some(60 * SECOND),
+        args: vec![],
+    };
+    let mut book = ClientBook::default();
+    let started = Instant::now();
+    for cycle in 0..20u32 {
+        sink.set_mode(if cycle % 4 == 3 {
+            Mode::Reject {
+                code: Code::Unavailable as i32,
+                delay_ms: 0,
+            }
+        } else {
+            Mode::Slow {
+                delay_ms: 50,
+                spans_per_sec: 4_000,
+            }
+        });
+        let run = dir.path().join(format!("run{cycle}"));
+        std::fs::create_dir_all(&run).expect("run dir");
+        let mut relay = RelayProcess::start(&run, &spec);
+        let load = Load::start(
+            &relay.grpc_endpoint(),
+            LoadSpec {
+                rate: 10_000,
+                concurrency: 4,
+                spans_per_request: 50,
+                attr_bytes: 100,
+            },
+        );
+        // Killed at a different moment of each cycle.
+        std::thread::sleep(Duration::from_millis(300 + u64::from(cycle % 5) * 150));
+        relay.kill9();
+        book.merge(load.stop());
+    }
+    sink.set_mode(Mode::Ok);
+    let last = dir.path().join("last");
+    std::fs::create_dir_all(&last).expect("run dir");
+    let mut relay = RelayProcess::start(&last, &spec);
+    let acked: HashSet<u64> = book.acked.iter().copied().collect();
+    let drained = harness::proc::wait_until(
+        "the queue to drain to the backend",
+        Duration::from_secs(120),
+        || {
+            let delivered = sink.delivered();
+            acked
+                .iter()
+                .all(|id| delivered.ids.contains_key(id))
+                .then_some(true)
+        },
+    );
+    relay.terminate();
+    let stopped = relay.wait_stopped(EXIT_SLACK);
+    let delivered = sink.delivered();
+
+    let mut v = Verdict::new("durable queue, 20 kill -9 cycles under load");
+    let missing = acked
+        .iter()
+        .filter(|id| !delivered.ids.contains_key(id))
+        .count();
+    let duplicates = delivered.total - delivered.ids.len() as u64;
+    let unacked = delivered
+        .ids
+        .keys()
+        .filter(|id| !acked.contains(id))
+        .count();
+    v.note(format!(
+        "acked {} in 20 cycles ({:.1} s), delivered {} unique, {duplicates} duplicates, \
+         {unacked} delivered without an acknowledgement (written, then the relay died before \
+         answering), missing {missing}",
+        acked.len(),
+        started.elapsed().as_secs_f64(),
+        delivered.ids.len()
+    ));
+    v.note(format!("last run: {}", stopped.line.raw));
+    v.expect(drained && missing == 0, || {
+        format!("{missing} acknowledged spans never reached the backend")
+    });
+    v.expect(acked.len() > 20_000, || {
+        format!("only {} spans acked: the load did not run", acked.len())
+    });
+    v.expect(stopped.status.success(), || {
+        format!("exit status {:?}", stopped.status)
+    });
+    v.expect(stopped.line.count("queued") == 0, || {
+        "the last run left spans in the queue".into()
+    });
+    v.finish();
+}
+
+/// Sends `requests` requests of `spans` spans one at a time (each waits for its answer, so
+/// each becomes its own batch and record) and returns the acknowledged ids per request.
+fn send_one_by_one(endpoint: &str, requests: usize, spans: usize) -> Vec<Vec<u64>> {
+    let rt = small_runtime();
+    rt.block_on(async {
+        let client = Client::new(endpoint);
+        let mut acked = Vec::new();
+        for _ in 0..requests {
+            let ids: Vec<u64> = fresh_ids(spans).collect();
+            let body = request(ids.iter().map(|&id| span(id, 64)).collect());
+            let attempt = client.export(body).await;
+            assert!(
+                matches!(attempt, Attempt::Ok { rejected: 0 }),
+                "not acknowledged: {attempt:?}"
+            );
+            acked.push(ids);
+        }
+        acked
+    })
+}
+
+/// A backend down while 2,000 spans are acknowledged; the relay is stopped (SIGTERM) and
+/// started again on the same directory with the backend up: every span arrives exactly once.
+#[test]
+fn durable_queue_delivers_across_a_restart_exactly_once() {
+    let _heavy = heavy();
+    let dir = ScratchDir::new("durable-restart");
+    let mut sink = SinkProcess::start(dir.path(), Mode::Ok, false);
+    let endpoint = sink.endpoint();
+    sink.kill9();
+    let spec = RelaySpec {
+        toml: format!(
+            "{}{}",
+            disk_queue(dir.path(), "always"),
+            grpc_exporter("b", &endpoint, Some(FAST_RETRY))
+        ),
+        shutdown_timeout: Some(2 * SECOND),
+        args: vec![],
+    };
+    let mut relay = RelayProcess::start(dir.path(), &spec);
+    let acked: Vec<u64> = send_one_by_one(&relay.grpc_endpoint(), 40, 50)
+        .into_iter()
+        .flatten()
+        .collect();
+    relay.terminate();
+    let first = relay.wait_stopped(EXIT_SLACK);
+    sink.restart();
+    // A new run directory (its own config copy and stdout), the same queue directory.
+    let run2 = dir.path().join("run2");
+    std::fs::create_dir_all(&run2).expect("run dir");
+    let mut relay = RelayProcess::start(&run2, &spec);
+    let all = harness::proc::wait_until("the replay", Duration::from_secs(60), || {
+        (sink.delivered().ids.len() >= acked.len()).then_some(true)
+    });
+    relay.terminate();
+    let second = relay.wait_stopped(EXIT_SLACK);
+    let delivered = sink.delivered();
+
+    let mut v = Verdict::new("durable queue across a restart");
+    v.note(format!("first run: {}", first.line.raw));
+    v.note(format!("second run: {}", second.line.raw));
+    v.expect(all, || "not everything arrived".into());
+    v.expect(first.line.count("queued") == acked.len() as u64, || {
+        format!(
+            "the first run should leave all {} spans queued in the spool",
+            acked.len()
+        )
+    });
+    v.expect(
+        first.line.count("dropped") + first.line.count("unconfirmed") == 0,
+        || "the first run counted spans lost although the queue kept them".into(),
+    );
+    let missing = acked
+        .iter()
+        .filter(|id| !delivered.ids.contains_key(id))
+        .count();
+    v.expect(missing == 0, || format!("{missing} spans missing"));
+    v.expect(
+        delivered.total == acked.len() as u64 && delivered.ids.len() == acked.len(),
+        || {
+            format!(
+                "delivered {} records of {} unique ids for {} acknowledged: not exactly once",
+                delivered.total,
+                delivered.ids.len(),
+                acked.len()
+            )
+        },
+    );
+    v.expect(second.line.count("exported") == acked.len() as u64, || {
+        "the second run did not export the replayed spans".into()
+    });
+    v.finish();
+}
+
+/// The records of a stopped relay's queue are damaged: the last one torn in the middle, one
+/// earlier one with flipped bytes. The next start reports both, serves, and delivers every
+/// other record; exactly the two damaged requests' spans are missing.
+#[test]
+fn durable_queue_skips_damaged_records_and_loses_nothing_else() {
+    let _heavy = heavy();
+    let dir = ScratchDir::new("durable-corrupt");
+    let mut sink = SinkProcess::start(dir.path(), Mode::Ok, false);
+    let endpoint = sink.endpoint();
+    sink.kill9();
+    let spec = RelaySpec {
+        toml: format!(
+            "{}{}",
+            disk_queue(dir.path(), "always"),
+            grpc_exporter("b", &endpoint, Some(FAST_RETRY))
+        ),
+        shutdown_timeout: Some(2 * SECOND),
+        args: vec![],
+    };
+    let mut relay = RelayProcess::start(dir.path(), &spec);
+    let requests = send_one_by_one(&relay.grpc_endpoint(), 10, 20);
+    relay.terminate();
+    relay.wait_stopped(EXIT_SLACK);
+
+    // Find the records (magic "SFR\x01") of the only segment; tear the last, flip the third.
+    let queue = dir.path().join("queue");
+    let segment = std::fs::read_dir(&queue)
+        .expect("queue dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).expect("read segment");
+    let starts: Vec<usize> = bytes
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"SFR\x01")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(starts.len(), requests.len(), "one record per request");
+    let lens: Vec<usize> = starts
+        .iter()
+        .map(|&at| u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize)
+        .collect();
+    let third = starts[2] + 32 + lens[2] / 2;
+    bytes[third] ^= 0xff;
+    bytes[third + 1] ^= 0x55;
+    let last = starts.len() - 1;
+    bytes.truncate(starts[last] + 32 + lens[last] / 2);
+    std::fs::write(&segment, &bytes).expect("write segment");
+
+    sink.restart();
+    let run2 = dir.path().join("run2");
+    std::fs::create_dir_all(&run2).expect("run dir");
+    let mut relay = RelayProcess::start(&run2, &spec);
+    let expected: Vec<u64> = requests
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 2 && *i != requests.len() - 1)
+        .flat_map(|(_, ids)| ids.iter().copied())
+        .collect();
+    let all = harness::proc::wait_until("the replay", Duration::from_secs(60), || {
+        let delivered = sink.delivered();
+        expected
+            .iter()
+            .all(|id| delivered.ids.contains_key(id))
+            .then_some(true)
+    });
+    let metrics = relay.scrape();
+    relay.terminate();
+    let stopped = relay.wait_stopped(EXIT_SLACK);
+    let delivered = sink.delivered();
+    let log = std::fs::read_to_string(run2.join("relay.stderr")).unwrap_or_default();
+
+    let mut v = Verdict::new("durable queue with damaged records");
+    v.note(format!("after the damage: {}", stopped.line.raw));
+    v.expect(all, || {
+        "records other than the damaged two were lost".into()
+    });
+    let lost: Vec<u64> = requests[2]
+        .iter()
+        .chain(&requests[requests.len() - 1])
+        .copied()
+        .collect();
+    v.expect(
+        lost.iter().all(|id| !delivered.ids.contains_key(id)),
+        || "a damaged record was delivered".into(),
+    );
+    v.expect(delivered.ids.len() == expected.len(), || {
+        format!(
+            "delivered {} spans, expected exactly {}",
+            delivered.ids.len(),
+            expected.len()
+        )
+    });
+    v.expect(
+        metrics.total("spanflow_queue_corrupt_records_total") == Some(1.0),
+        || "the corrupt record is not counted in /metrics".into(),
+    );
+    v.expect(
+        metrics
+            .total("spanflow_queue_truncated_bytes_total")
+            .is_some_and(|b| b > 0.0),
+        || "the torn tail is not counted in /metrics".into(),
+    );
+    v.expect(log.contains("corrupt") && log.contains(".seg"), || {
+        "the corrupt record is not logged with its file".into()
+    });
+    v.finish();
+}

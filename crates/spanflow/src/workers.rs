@@ -426,9 +426,8 @@ impl Shared {
             let mut pause = Duration::from_millis(10);
             let mut warned = false;
             let written = loop {
-                let append = match shared.fanout.append(batch.clone()) {
-                    Ok(append) => append,
-                    Err(_) => break Err(AppendEnd::Closed),
+                let Ok(append) = shared.fanout.append(batch.clone()) else {
+                    break Err(AppendEnd::Closed);
                 };
                 match append.await {
                     Ok(_) => break Ok(()),

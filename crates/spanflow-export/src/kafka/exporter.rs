@@ -109,7 +109,7 @@ impl KafkaExporter {
     }
 
     /// The batch as records, each with its encoded value.
-    fn records(&self, batch: &ExportBatch) -> Result<Vec<(Option<[u8; 16]>, Bytes)>, ExportError> {
+    fn records(&self, batch: &ExportBatch) -> Result<Vec<KeyedValue>, ExportError> {
         let request = TraceRequest::parse(batch.body.clone())
             .map_err(|e| ExportError::InvalidBatch(e.to_string()))?;
         let records: Vec<TraceRecord> = match self.partitioning {
@@ -131,6 +131,9 @@ impl KafkaExporter {
             .collect()
     }
 }
+
+/// A record's key (a trace id, when partitioning by trace) and encoded value.
+type KeyedValue = (Option<[u8; 16]>, Bytes);
 
 /// A delivery error that certainly left the record unwritten: the broker refused it, or it
 /// never left this process.

@@ -115,6 +115,7 @@ mod tests {
                             ),
                         ),
                     }),
+                    ..Default::default()
                 }],
                 ..Resource::default()
             }),

@@ -291,13 +291,12 @@ impl GroupContext {
             if which.is_some_and(|w| !w.contains(&p)) {
                 continue;
             }
-            if let Some(to) = part.settled_to.filter(|to| Some(*to) != part.committed) {
-                if tpl
+            if let Some(to) = part.settled_to.filter(|to| Some(*to) != part.committed)
+                && tpl
                     .add_partition_offset(&self.topic, p, Offset::Offset(to))
                     .is_ok()
-                {
-                    moved.push((p, to));
-                }
+            {
+                moved.push((p, to));
             }
         }
         if moved.is_empty() {
