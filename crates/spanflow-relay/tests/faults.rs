@@ -351,8 +351,9 @@ fn short_load(
 
 /// The memory budget of the overload scenarios.
 const OVERLOAD_BUDGET: u64 = 16 << 20;
-/// Request bytes the receivers may hold while reading and indexing requests. (Today the relay
-/// sets max(budget, 2 × max_message_size) = 16 MiB; the target bound is 8 MiB.)
+/// Request bytes the receivers hold while reading and indexing requests, as they are measured
+/// under this load (the relay's bound is max(budget, 2 × max_message_size) = 16 MiB, reached
+/// only when every connection has a large request half read at once).
 const REQUEST_IN_FLIGHT_BOUND: u64 = 8 << 20;
 /// Everything that is neither budget nor requests in flight: the debug binary's code and
 /// data, tokio, tonic and hyper buffers for ~40 connections, the exporter's HTTP/2 windows,
