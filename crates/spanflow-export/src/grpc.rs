@@ -17,6 +17,7 @@ use tonic::codegen::Service as _;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, RpcStatusExt as _, StatusExt as _};
 
 use crate::batch::grpc_prefix;
 use crate::config::{Compression, DEFAULT_GRPC_ENDPOINT, DEFAULT_TIMEOUT};
@@ -26,34 +27,48 @@ use crate::{ExportBatch, ExportError, ExportOutcome, Exporter};
 /// The gRPC method every OTLP trace receiver serves.
 pub const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// A tonic codec whose request message is the already-encoded protobuf: the bytes go into
-/// the gRPC frame as they are (one copy into tonic's frame buffer, no decode, no re-encode);
-/// the response is decoded with prost to read `partial_success`.
+/// A tonic codec for messages that are already encoded protobuf, both ways: what is sent goes
+/// into the gRPC frame as it is (one copy into tonic's frame buffer, no re-encode), and what is
+/// received is handed over as the frame's bytes (no decode). The relay's receiver serves with
+/// it, and clients of `tonic::client::Grpc` (the relay's load generator, tests) send with it;
+/// [`OtlpGrpcExporter`] itself skips tonic's codec and hands the shared bytes to HTTP/2 without
+/// that copy.
 ///
-/// For callers of `tonic::client::Grpc`; [`OtlpGrpcExporter`] itself skips tonic's codec
-/// and hands the shared bytes to HTTP/2 without that copy.
+/// ```
+/// use bytes::Bytes;
+/// use spanflow_export::grpc::{BytesCodec, TRACE_EXPORT_PATH};
+///
+/// async fn send(channel: tonic::transport::Channel, body: Bytes) -> Result<Bytes, tonic::Status> {
+///     let mut client = tonic::client::Grpc::new(channel);
+///     client.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+///     let path = http::uri::PathAndQuery::from_static(TRACE_EXPORT_PATH);
+///     // `body` goes out as it is; the answer comes back as the response message's bytes.
+///     let answer = client.unary(tonic::Request::new(body), path, BytesCodec).await?;
+///     Ok(answer.into_inner())
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
-pub struct PreEncodedCodec;
+pub struct BytesCodec;
 
-impl Codec for PreEncodedCodec {
+impl Codec for BytesCodec {
     type Encode = Bytes;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = PreEncodedEncoder;
-    type Decoder = ResponseDecoder;
+    type Decode = Bytes;
+    type Encoder = BytesEncoder;
+    type Decoder = BytesDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        PreEncodedEncoder
+        BytesEncoder
     }
     fn decoder(&mut self) -> Self::Decoder {
-        ResponseDecoder
+        BytesDecoder
     }
 }
 
-/// Encoder half of [`PreEncodedCodec`].
+/// Encoder half of [`BytesCodec`].
 #[derive(Clone, Copy, Debug, Default)]
-pub struct PreEncodedEncoder;
+pub struct BytesEncoder;
 
-impl Encoder for PreEncodedEncoder {
+impl Encoder for BytesEncoder {
     type Item = Bytes;
     type Error = Status;
 
@@ -64,19 +79,16 @@ impl Encoder for PreEncodedEncoder {
     }
 }
 
-/// Decoder half of [`PreEncodedCodec`].
+/// Decoder half of [`BytesCodec`].
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ResponseDecoder;
+pub struct BytesDecoder;
 
-impl Decoder for ResponseDecoder {
-    type Item = ExportTraceServiceResponse;
+impl Decoder for BytesDecoder {
+    type Item = Bytes;
     type Error = Status;
 
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-        let len = src.remaining();
-        let msg = ExportTraceServiceResponse::decode(src.copy_to_bytes(len))
-            .map_err(|e| Status::internal(format!("cannot decode export response: {e}")))?;
-        Ok(Some(msg))
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
@@ -579,61 +591,24 @@ fn with_tls(endpoint: Endpoint, ca_pem: Option<&[u8]>) -> Result<Endpoint, Build
     }
 }
 
-/// `google.rpc.Status`, as carried in `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<ProtoAny>,
+/// The delay of a `google.rpc.RetryInfo` inside `grpc-status-details-bin` (an encoded
+/// `google.rpc.Status`), if any.
+///
+/// ```
+/// use std::time::Duration;
+/// let details = spanflow_export::grpc::retry_info_details(8, "slow down", Duration::from_millis(1500));
+/// assert_eq!(spanflow_export::grpc::retry_info_delay(&details), Some(Duration::from_millis(1500)));
+/// assert_eq!(spanflow_export::grpc::retry_info_delay(b"not a status"), None);
+/// ```
+pub fn retry_info_delay(details: &[u8]) -> Option<Duration> {
+    tonic_types::Status::decode(details)
+        .ok()?
+        .get_details_retry_info()?
+        .retry_delay
 }
 
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, Message)]
-struct ProtoAny {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
-}
-
-/// `google.rpc.RetryInfo`.
-#[derive(Clone, PartialEq, Message)]
-struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    retry_delay: Option<ProtoDuration>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, Message)]
-struct ProtoDuration {
-    #[prost(int64, tag = "1")]
-    seconds: i64,
-    #[prost(int32, tag = "2")]
-    nanos: i32,
-}
-
-const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
-
-/// The delay of a `google.rpc.RetryInfo` inside `grpc-status-details-bin`, if any.
-pub(crate) fn retry_info_delay(details: &[u8]) -> Option<Duration> {
-    let status = RpcStatus::decode(details).ok()?;
-    status
-        .details
-        .iter()
-        .filter(|any| any.type_url.ends_with("google.rpc.RetryInfo"))
-        .find_map(|any| RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay)
-        .map(|d| {
-            Duration::new(
-                d.seconds.max(0) as u64,
-                d.nanos.clamp(0, 999_999_999) as u32,
-            )
-        })
-}
-
-/// Encode a `google.rpc.Status` with a `RetryInfo` detail (for servers and tests).
+/// Encode a `google.rpc.Status` with a `RetryInfo` detail, the value of
+/// `grpc-status-details-bin` (for servers and tests).
 ///
 /// ```
 /// use std::time::Duration;
@@ -642,27 +617,17 @@ pub(crate) fn retry_info_delay(details: &[u8]) -> Option<Duration> {
 /// assert!(!status.details().is_empty());
 /// ```
 pub fn retry_info_details(code: i32, message: &str, delay: Duration) -> Bytes {
-    let info = RetryInfo {
-        retry_delay: Some(ProtoDuration {
-            seconds: delay.as_secs() as i64,
-            nanos: delay.subsec_nanos() as i32,
-        }),
-    };
-    RpcStatus {
-        code,
-        message: message.to_string(),
-        details: vec![ProtoAny {
-            type_url: RETRY_INFO_TYPE.to_string(),
-            value: info.encode_to_vec(),
-        }],
-    }
-    .encode_to_vec()
-    .into()
+    let status = Status::with_error_details(
+        Code::from_i32(code),
+        message,
+        ErrorDetails::with_retry_info(Some(delay)),
+    );
+    Bytes::copy_from_slice(status.details())
 }
 
 /// Decode the message of a `google.rpc.Status` body (OTLP/HTTP error responses).
 pub(crate) fn rpc_status_message(body: &[u8]) -> Option<String> {
-    RpcStatus::decode(body).ok().map(|s| s.message)
+    tonic_types::Status::decode(body).ok().map(|s| s.message)
 }
 
 fn status_to_error(status: Status) -> ExportError {

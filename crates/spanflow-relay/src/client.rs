@@ -155,7 +155,8 @@ impl OtlpClient {
                 | tonic::Code::Cancelled
                 | tonic::Code::DeadlineExceeded
                 | tonic::Code::Aborted => Answer::RetryLater {
-                    after: grpc_retry_delay(status.details()),
+                    after: tonic_types::StatusExt::get_details_retry_info(&status)
+                        .and_then(|info| info.retry_delay),
                 },
                 code => Answer::Failed {
                     message: format!("{code:?}: {}", status.message()),
@@ -255,42 +256,4 @@ fn gzip(body: &[u8]) -> Bytes {
     // Writing to a Vec cannot fail.
     let _ = enc.write_all(body);
     Bytes::from(enc.finish().unwrap_or_default())
-}
-
-/// Reads the RetryInfo delay out of `grpc-status-details-bin` (a `google.rpc.Status`).
-fn grpc_retry_delay(details: &[u8]) -> Option<Duration> {
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Status {
-        #[prost(message, repeated, tag = "3")]
-        details: Vec<Any>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Any {
-        #[prost(string, tag = "1")]
-        type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        value: Vec<u8>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RetryInfo {
-        #[prost(message, optional, tag = "1")]
-        retry_delay: Option<ProtoDuration>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct ProtoDuration {
-        #[prost(int64, tag = "1")]
-        seconds: i64,
-        #[prost(int32, tag = "2")]
-        nanos: i32,
-    }
-    let status = Status::decode(details).ok()?;
-    let any = status
-        .details
-        .iter()
-        .find(|a| a.type_url.ends_with("google.rpc.RetryInfo"))?;
-    let d = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
-    Some(Duration::new(
-        d.seconds.max(0) as u64,
-        d.nanos.max(0) as u32,
-    ))
 }

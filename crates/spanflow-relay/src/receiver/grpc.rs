@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, Bytes};
 use http::HeaderValue;
 use http_body::Frame;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -22,9 +22,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use parking_lot::Mutex;
 use prost::Message;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::CompressionEncoding;
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
 use super::{NotTaken, Shared, ingest};
 use crate::metrics::{Outcome, Protocol};
@@ -33,51 +34,8 @@ use crate::wire::TraceRequest;
 /// The gRPC path of the one method the receiver serves.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// A tonic codec whose messages are raw protobuf bytes in both directions.
-///
-/// Decoding takes the (already decompressed) message body without copying; encoding writes
-/// bytes that the caller prost-encoded itself.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BytesCodec;
-
-/// Encoder half of [`BytesCodec`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BytesEncoder;
-
-/// Decoder half of [`BytesCodec`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BytesDecoder;
-
-impl Codec for BytesCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = BytesEncoder;
-    type Decoder = BytesDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        BytesEncoder
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        BytesDecoder
-    }
-}
-
-impl Encoder for BytesEncoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for BytesDecoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
+/// The pass-through codec the receiver serves with (request and response as encoded bytes).
+pub use spanflow::export::grpc::BytesCodec;
 
 /// The `TraceService` server: a tower service for tonic's router.
 #[derive(Debug, Clone)]
@@ -211,10 +169,10 @@ const IN_FLIGHT_RETRY: Duration = Duration::from_millis(250);
 /// The answer when the request bytes in flight across all streams are at their bound.
 fn in_flight_full() -> Status {
     let message = "too many request bytes in flight, retry later";
-    Status::with_details(
+    Status::with_error_details(
         Code::Unavailable,
         message,
-        retry_info(Code::Unavailable, message, IN_FLIGHT_RETRY),
+        ErrorDetails::with_retry_info(Some(IN_FLIGHT_RETRY)),
     )
 }
 
@@ -558,14 +516,10 @@ async fn export(shared: &Shared, body: Bytes) -> Result<Bytes, Status> {
                 ExportTraceServiceResponse { partial_success }.encode_to_vec(),
             ))
         }
-        Err(NotTaken::Backpressure { retry_after }) => Err(Status::with_details(
+        Err(NotTaken::Backpressure { retry_after }) => Err(Status::with_error_details(
             Code::Unavailable,
             "memory budget full, retry later",
-            retry_info(
-                Code::Unavailable,
-                "memory budget full, retry later",
-                retry_after,
-            ),
+            ErrorDetails::with_retry_info(Some(retry_after)),
         )),
         Err(NotTaken::Closed) => Err(closed()),
         Err(NotTaken::TooLarge) => Err(Status::resource_exhausted(
@@ -574,69 +528,15 @@ async fn export(shared: &Shared, body: Bytes) -> Result<Bytes, Status> {
     }
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    pub(crate) code: i32,
-    #[prost(string, tag = "2")]
-    pub(crate) message: String,
-    #[prost(message, repeated, tag = "3")]
-    pub(crate) details: Vec<ProtoAny>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ProtoAny {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    retry_delay: Option<ProtoDuration>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoDuration {
-    #[prost(int64, tag = "1")]
-    seconds: i64,
-    #[prost(int32, tag = "2")]
-    nanos: i32,
-}
-
-/// A `google.rpc.Status` carrying a `google.rpc.RetryInfo`, for `grpc-status-details-bin`.
-fn retry_info(code: Code, message: &str, delay: Duration) -> Bytes {
-    let info = RetryInfo {
-        retry_delay: Some(ProtoDuration {
-            seconds: delay.as_secs() as i64,
-            nanos: delay.subsec_nanos() as i32,
-        }),
-    };
-    let status = RpcStatus {
-        code: code as i32,
-        message: message.to_owned(),
-        details: vec![ProtoAny {
-            type_url: "type.googleapis.com/google.rpc.RetryInfo".to_owned(),
-            value: info.encode_to_vec(),
-        }],
-    };
-    Bytes::from(status.encode_to_vec())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn retry_info_round_trips() {
-        let bytes = retry_info(Code::Unavailable, "full", Duration::from_millis(1500));
-        let status = RpcStatus::decode(bytes).expect("valid status");
-        assert_eq!(status.code, Code::Unavailable as i32);
-        assert_eq!(status.details.len(), 1);
-        let info = RetryInfo::decode(status.details[0].value.as_slice()).expect("valid info");
-        let d = info.retry_delay.expect("delay");
-        assert_eq!((d.seconds, d.nanos), (1, 500_000_000));
+    fn backpressure_carries_the_retry_delay() {
+        let status = in_flight_full();
+        assert_eq!(status.code(), Code::Unavailable);
+        let info = status.get_details_retry_info().expect("a RetryInfo detail");
+        assert_eq!(info.retry_delay, Some(IN_FLIGHT_RETRY));
     }
 }

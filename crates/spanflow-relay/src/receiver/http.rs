@@ -22,7 +22,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
-use super::grpc::RpcStatus;
 use super::{NotTaken, Shared, ingest, retry_after_secs};
 use crate::metrics::{Outcome, Protocol};
 use crate::wire::{TraceRequest, json};
@@ -406,7 +405,7 @@ fn grpc_code(status: StatusCode) -> i32 {
 fn error_response(kind: Kind, status: StatusCode, message: &str) -> Response {
     let code = grpc_code(status);
     let body = match kind {
-        Kind::Protobuf => RpcStatus {
+        Kind::Protobuf => tonic_types::Status {
             code,
             message: message.to_owned(),
             details: Vec::new(),

@@ -18,7 +18,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message as _;
 use rand::Rng as _;
 use tokio::sync::watch;
 use tonic::Code;
@@ -188,51 +187,14 @@ fn classify(status: &tonic::Status) -> Attempt {
     }
     match status.code() {
         Code::Unavailable | Code::ResourceExhausted => Attempt::Retry {
-            after: retry_delay(status.details()),
+            after: tonic_types::StatusExt::get_details_retry_info(status)
+                .and_then(|info| info.retry_delay),
         },
         code => Attempt::Refused {
             code,
             message: status.message().to_owned(),
         },
     }
-}
-
-/// The `google.rpc.RetryInfo` delay in `grpc-status-details-bin`, if any.
-fn retry_delay(details: &[u8]) -> Option<Duration> {
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RpcStatus {
-        #[prost(message, repeated, tag = "3")]
-        details: Vec<ProtoAny>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct ProtoAny {
-        #[prost(string, tag = "1")]
-        type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        value: Vec<u8>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RetryInfo {
-        #[prost(message, optional, tag = "1")]
-        retry_delay: Option<ProtoDuration>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct ProtoDuration {
-        #[prost(int64, tag = "1")]
-        seconds: i64,
-        #[prost(int32, tag = "2")]
-        nanos: i32,
-    }
-    let status = RpcStatus::decode(details).ok()?;
-    let any = status
-        .details
-        .iter()
-        .find(|a| a.type_url.ends_with("google.rpc.RetryInfo"))?;
-    let d = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
-    Some(Duration::new(
-        d.seconds.max(0) as u64,
-        d.nanos.max(0) as u32,
-    ))
 }
 
 /// The client's side of the books.
