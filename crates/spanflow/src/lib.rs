@@ -48,8 +48,8 @@ pub use spanflow_spool as spool;
 
 pub use builder::PipelineBuilder;
 pub use config::{
-    AVERAGE_SPAN_BYTES, BackendRole, BatchSettings, EnvWarning, ExportSettings, ExporterSpec,
-    FreeSpansOn, MemorySettings, OTEL_BSP_EXPORT_TIMEOUT, OTEL_BSP_MAX_CONCURRENT_EXPORTS,
+    AVERAGE_SPAN_BYTES, BackendRole, BatchSettings, ExportSettings, ExporterSpec, FreeSpansOn,
+    MemorySettings, OTEL_BSP_EXPORT_TIMEOUT, OTEL_BSP_MAX_CONCURRENT_EXPORTS,
     OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY,
     OverflowPolicy, PipelineConfig, ProcessingSettings, QueueSettings,
 };
