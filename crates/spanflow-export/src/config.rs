@@ -34,6 +34,15 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The name [`Compression::parse`] and the configuration take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
+        }
+    }
+
     /// Parse `none`, `gzip` or `zstd` (`OTEL_EXPORTER_OTLP_COMPRESSION`).
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
@@ -61,6 +70,15 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The name [`Protocol::parse`] and the configuration take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::HttpProtobuf => "http/protobuf",
+            Self::HttpJson => "http/json",
+        }
+    }
+
     /// Parse `grpc`, `http/protobuf` or `http/json`.
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim() {
