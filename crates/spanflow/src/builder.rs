@@ -318,7 +318,7 @@ impl PipelineBuilder {
         }
         if !backends.iter().any(|b| b.role == BackendRole::Primary) {
             return Err(BuildError::Config(
-                "no exporter configured (a primary backend is required)".into(),
+                "no primary exporter configured (a fallback backs the primary before it)".into(),
             ));
         }
 
