@@ -34,6 +34,15 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// The name [`Compression::parse`] and the configuration take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
+        }
+    }
+
     /// Parse `none`, `gzip` or `zstd` (`OTEL_EXPORTER_OTLP_COMPRESSION`).
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
@@ -61,6 +70,15 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The name [`Protocol::parse`] and the configuration take.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::HttpProtobuf => "http/protobuf",
+            Self::HttpJson => "http/json",
+        }
+    }
+
     /// Parse `grpc`, `http/protobuf` or `http/json`.
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim() {
@@ -75,8 +93,9 @@ impl Protocol {
 /// Configuration of one OTLP exporter (gRPC or HTTP).
 ///
 /// `endpoint` is the full URL used as it is (for HTTP, including `/v1/traces`); when absent,
-/// the protocol's default applies. [`ExporterConfig::from_env`] reads the standard variables,
-/// deriving the HTTP path from `OTEL_EXPORTER_OTLP_ENDPOINT` as the spec says.
+/// the protocol's default applies. [`ExporterConfig::from_env`] reads the standard variables
+/// through [`crate::env`], deriving the HTTP path from `OTEL_EXPORTER_OTLP_ENDPOINT` as the
+/// spec says.
 ///
 /// ```
 /// use spanflow_export::{Compression, ExporterConfig, Protocol};
@@ -118,6 +137,15 @@ pub struct ExporterConfig {
     /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`); building fails when it holds no certificate.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM file with the client certificate (chain) presented to the server for mutual TLS
+    /// (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`); needs [`Self::client_key`] and an `https`
+    /// endpoint.
+    #[serde(default)]
+    pub client_certificate: Option<PathBuf>,
+    /// PEM file with the private key of [`Self::client_certificate`]
+    /// (`OTEL_EXPORTER_OTLP_CLIENT_KEY`).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
 }
 
 fn default_timeout() -> Duration {
@@ -133,77 +161,25 @@ impl Default for ExporterConfig {
             timeout: DEFAULT_TIMEOUT,
             compression: Compression::None,
             ca_file: None,
+            client_certificate: None,
+            client_key: None,
         }
     }
 }
 
 impl ExporterConfig {
-    /// Read the `OTEL_EXPORTER_OTLP_*` variables of the process environment.
+    /// Read the `OTEL_EXPORTER_OTLP_*` variables of the process environment (see
+    /// [`crate::env`], the one parser of them).
     pub fn from_env() -> Result<Self, BuildError> {
         Self::from_env_with(|k| std::env::var(k).ok())
     }
 
     /// Read the `OTEL_EXPORTER_OTLP_*` variables through `get` (testable without touching the
-    /// process environment). Trace-specific variables (`..._TRACES_...`) win over generic ones;
-    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used as it is, while `OTEL_EXPORTER_OTLP_ENDPOINT`
-    /// gets `v1/traces` appended for HTTP and is used as it is for gRPC.
+    /// process environment): [`OtlpEnv::from_env`](crate::env::OtlpEnv::from_env), then
+    /// [`OtlpEnv::exporter_config`](crate::env::OtlpEnv::exporter_config). A bad value is
+    /// [`BuildError::Environment`], naming the variable.
     pub fn from_env_with(get: impl Fn(&str) -> Option<String>) -> Result<Self, BuildError> {
-        let pick = |suffix: &str| {
-            get(&format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}"))
-                .filter(|v| !v.trim().is_empty())
-                .map(|v| (format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}"), v))
-                .or_else(|| {
-                    get(&format!("OTEL_EXPORTER_OTLP_{suffix}"))
-                        .filter(|v| !v.trim().is_empty())
-                        .map(|v| (format!("OTEL_EXPORTER_OTLP_{suffix}"), v))
-                })
-        };
-        let invalid = |key: String, value: String, reason: &str| BuildError::InvalidValue {
-            key,
-            value,
-            reason: reason.to_string(),
-        };
-        let mut config = ExporterConfig::default();
-        if let Some((key, v)) = pick("PROTOCOL") {
-            config.protocol = Protocol::parse(&v)
-                .ok_or_else(|| invalid(key, v, "expected grpc, http/protobuf or http/json"))?;
-        }
-        if let Some((key, v)) = pick("COMPRESSION") {
-            config.compression = Compression::parse(&v)
-                .ok_or_else(|| invalid(key, v, "expected none, gzip or zstd"))?;
-        }
-        if let Some((key, v)) = pick("TIMEOUT") {
-            let ms: u64 = v
-                .trim()
-                .parse()
-                .map_err(|_| invalid(key, v, "expected integer milliseconds"))?;
-            config.timeout = Duration::from_millis(ms);
-        }
-        if let Some(v) = get("OTEL_EXPORTER_OTLP_HEADERS") {
-            config
-                .headers
-                .extend(parse_headers("OTEL_EXPORTER_OTLP_HEADERS", &v)?);
-        }
-        if let Some(v) = get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") {
-            config
-                .headers
-                .extend(parse_headers("OTEL_EXPORTER_OTLP_TRACES_HEADERS", &v)?);
-        }
-        if let Some((_, v)) = pick("CERTIFICATE") {
-            config.ca_file = Some(PathBuf::from(v.trim()));
-        }
-        config.endpoint = match (
-            get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").filter(|v| !v.trim().is_empty()),
-            get("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty()),
-        ) {
-            (Some(signal), _) => Some(signal.trim().to_string()),
-            (None, Some(base)) if config.protocol == Protocol::Grpc => {
-                Some(base.trim().to_string())
-            }
-            (None, Some(base)) => Some(append_traces_path(base.trim())),
-            (None, None) => None,
-        };
-        Ok(config)
+        Ok(crate::env::OtlpEnv::from_env(get)?.exporter_config())
     }
 
     /// The endpoint this configuration exports to (its own or the protocol's default).
@@ -215,14 +191,23 @@ impl ExporterConfig {
         }
     }
 
-    /// Build the exporter this configuration describes.
+    /// Build the exporter this configuration describes (reading its certificate files).
     pub fn build(&self) -> Result<AnyExporter, BuildError> {
-        let ca = match &self.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|source| BuildError::File {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| BuildError::File {
                 path: path.display().to_string(),
                 source,
-            })?),
-            None => None,
+            })
+        };
+        let ca = self.ca_file.as_ref().map(read).transpose()?;
+        let identity = match (&self.client_certificate, &self.client_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            (None, None) => None,
+            _ => {
+                return Err(BuildError::Tls(
+                    "client_certificate and client_key go together (mTLS)".into(),
+                ));
+            }
         };
         let endpoint = self.resolved_endpoint();
         Ok(match self.protocol {
@@ -234,6 +219,9 @@ impl ExporterConfig {
                     .headers(self.headers.clone());
                 if let Some(pem) = ca {
                     b = b.ca_certificate_pem(pem);
+                }
+                if let Some((cert, key)) = identity {
+                    b = b.client_identity_pem(cert, key);
                 }
                 AnyExporter::Grpc(Box::new(b.build()?))
             }
@@ -251,6 +239,9 @@ impl ExporterConfig {
                 if let Some(pem) = ca {
                     b = b.ca_certificate_pem(pem);
                 }
+                if let Some((cert, key)) = identity {
+                    b = b.client_identity_pem(cert, key);
+                }
                 AnyExporter::Http(Box::new(b.build()?))
             }
         })
@@ -260,53 +251,6 @@ impl ExporterConfig {
 /// `base` + `v1/traces`, with exactly one `/` between them (OTLP/HTTP endpoint rule).
 pub fn append_traces_path(base: &str) -> String {
     format!("{}/v1/traces", base.trim_end_matches('/'))
-}
-
-/// Parse `OTEL_EXPORTER_OTLP_HEADERS`: `key1=value1,key2=value2`, values percent-encoded.
-///
-/// ```
-/// let h = spanflow_export::config::parse_headers("X", " a = 1 ,b=x%3Dy").unwrap();
-/// assert_eq!(h, vec![("a".to_string(), "1".to_string()), ("b".to_string(), "x=y".to_string())]);
-/// ```
-pub fn parse_headers(key: &str, value: &str) -> Result<Vec<(String, String)>, BuildError> {
-    let mut out = Vec::new();
-    for pair in value.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| BuildError::InvalidValue {
-                key: key.to_string(),
-                value: value.to_string(),
-                reason: format!("{pair:?} is not key=value"),
-            })?;
-        let v = percent_decode(v.trim()).ok_or_else(|| BuildError::InvalidValue {
-            key: key.to_string(),
-            value: value.to_string(),
-            reason: format!("bad percent-encoding in {pair:?}"),
-        })?;
-        out.push((
-            percent_decode(k.trim()).unwrap_or_else(|| k.trim().to_string()),
-            v,
-        ));
-    }
-    Ok(out)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Configuration of any exporter this crate provides, tagged by `type` (for TOML files).

@@ -151,6 +151,9 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An OpenTelemetry environment variable is set to a value that cannot be used.
+    #[error(transparent)]
+    Environment(#[from] crate::env::EnvError),
     /// A file could not be opened or read (CA certificate, file exporter output). Its I/O error
     /// is the error's source.
     #[error("cannot use {path}")]

@@ -15,7 +15,9 @@ use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::Service as _;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::http::ClientIdentity;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, RpcStatusExt as _, StatusExt as _};
 
@@ -413,6 +415,7 @@ pub struct OtlpGrpcExporterBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     ca_pem: Option<Vec<u8>>,
+    identity: Option<ClientIdentity>,
 }
 
 impl Default for OtlpGrpcExporterBuilder {
@@ -425,6 +428,7 @@ impl Default for OtlpGrpcExporterBuilder {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: Duration::from_secs(5),
             ca_pem: None,
+            identity: None,
         }
     }
 }
@@ -475,6 +479,21 @@ impl OtlpGrpcExporterBuilder {
         self.ca_pem = Some(pem.into());
         self
     }
+    /// Present this client certificate (PEM, the leaf first, then its chain) and private key
+    /// (PEM) to the server: mutual TLS (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
+    /// `OTEL_EXPORTER_OTLP_CLIENT_KEY`). [`build`](Self::build) fails when the endpoint is not
+    /// `https` or the PEMs hold no certificate or no key.
+    pub fn client_identity_pem(
+        mut self,
+        certificate: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.identity = Some(ClientIdentity {
+            certificate: certificate.into(),
+            key: key.into(),
+        });
+        self
+    }
 
     /// Validate everything and build the exporter (no connection is made yet).
     pub fn build(self) -> Result<OtlpGrpcExporter, BuildError> {
@@ -494,9 +513,14 @@ impl OtlpGrpcExporterBuilder {
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
         match endpoint.uri().scheme_str() {
+            Some("http") if self.identity.is_some() => {
+                return Err(bad(
+                    "a client certificate (mTLS) needs an https endpoint".into()
+                ));
+            }
             Some("http") => {}
             Some("https") => {
-                endpoint = with_tls(endpoint, self.ca_pem.as_deref())?;
+                endpoint = with_tls(endpoint, self.ca_pem.as_deref(), self.identity.as_ref())?;
             }
             other => return Err(bad(format!("unsupported scheme {other:?}"))),
         }
@@ -559,7 +583,15 @@ impl OtlpGrpcExporterBuilder {
 /// minimal container without a CA bundle), which would make a configured CA unusable
 /// there; with a CA, that case falls back to trusting the CA alone, as the HTTP exporter
 /// (reqwest) does. Without a CA it stays a build error: no server could be verified.
-fn with_tls(endpoint: Endpoint, ca_pem: Option<&[u8]>) -> Result<Endpoint, BuildError> {
+/// `identity`, if given, is presented to the server (mutual TLS).
+fn with_tls(
+    endpoint: Endpoint,
+    ca_pem: Option<&[u8]>,
+    identity: Option<&ClientIdentity>,
+) -> Result<Endpoint, BuildError> {
+    if let Some(identity) = identity {
+        identity.check()?;
+    }
     let config = |native_roots: bool| {
         let mut tls = ClientTlsConfig::new();
         if native_roots {
@@ -567,6 +599,9 @@ fn with_tls(endpoint: Endpoint, ca_pem: Option<&[u8]>) -> Result<Endpoint, Build
         }
         if let Some(pem) = ca_pem {
             tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let Some(identity) = identity {
+            tls = tls.identity(Identity::from_pem(&identity.certificate, &identity.key));
         }
         tls
     };

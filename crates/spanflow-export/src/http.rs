@@ -196,6 +196,41 @@ pub(crate) fn ca_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, B
     Ok(certs)
 }
 
+/// A client certificate and its private key, both PEM, for mutual TLS (both exporters).
+#[derive(Clone)]
+pub(crate) struct ClientIdentity {
+    pub(crate) certificate: Vec<u8>,
+    pub(crate) key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret: never in logs.
+        f.debug_struct("ClientIdentity").finish_non_exhaustive()
+    }
+}
+
+impl ClientIdentity {
+    /// Refuses PEMs without a certificate or without a private key (tonic would only find out
+    /// at the first handshake), and gives reqwest's form of the identity.
+    pub(crate) fn check(&self) -> Result<reqwest::Identity, BuildError> {
+        if reqwest::Certificate::from_pem_bundle(&self.certificate)
+            .map_err(|e| BuildError::Tls(error_chain(&e)))?
+            .is_empty()
+        {
+            return Err(BuildError::Tls(
+                "no certificate in the client certificate PEM".into(),
+            ));
+        }
+        // reqwest (rustls) takes the key and the chain as one PEM.
+        let mut pem = self.key.clone();
+        pem.push(b'\n');
+        pem.extend_from_slice(&self.certificate);
+        reqwest::Identity::from_pem(&pem)
+            .map_err(|e| BuildError::Tls(format!("client key: {}", error_chain(&e))))
+    }
+}
+
 /// Builder of [`OtlpHttpExporter`].
 #[derive(Debug)]
 pub struct OtlpHttpExporterBuilder {
@@ -207,6 +242,7 @@ pub struct OtlpHttpExporterBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     ca_pem: Option<Vec<u8>>,
+    identity: Option<ClientIdentity>,
 }
 
 impl Default for OtlpHttpExporterBuilder {
@@ -220,6 +256,7 @@ impl Default for OtlpHttpExporterBuilder {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: Duration::from_secs(5),
             ca_pem: None,
+            identity: None,
         }
     }
 }
@@ -279,6 +316,21 @@ impl OtlpHttpExporterBuilder {
         self.ca_pem = Some(pem.into());
         self
     }
+    /// Present this client certificate (PEM, the leaf first, then its chain) and private key
+    /// (PEM) to the server: mutual TLS (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
+    /// `OTEL_EXPORTER_OTLP_CLIENT_KEY`). [`build`](Self::build) fails when the endpoint is not
+    /// `https` or the PEMs hold no certificate or no key.
+    pub fn client_identity_pem(
+        mut self,
+        certificate: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.identity = Some(ClientIdentity {
+            certificate: certificate.into(),
+            key: key.into(),
+        });
+        self
+    }
 
     /// Validate everything and build the exporter.
     pub fn build(self) -> Result<OtlpHttpExporter, BuildError> {
@@ -326,6 +378,15 @@ impl OtlpHttpExporterBuilder {
             for cert in ca_certificates(pem)? {
                 client = client.add_root_certificate(cert);
             }
+        }
+        if let Some(identity) = &self.identity {
+            if url.scheme() != "https" {
+                return Err(BuildError::InvalidEndpoint {
+                    endpoint: self.endpoint.clone(),
+                    reason: "a client certificate (mTLS) needs an https endpoint".into(),
+                });
+            }
+            client = client.identity(identity.check()?);
         }
         let client = client
             .build()

@@ -13,8 +13,10 @@
 //!   exported, rejected, failed, dropped or unconfirmed, each counted once).
 //! - `kafka::KafkaExporter` (cargo feature `kafka`): OTLP records on a Kafka topic, one per
 //!   trace, keyed by trace id, from an idempotent `acks=all` producer.
-//! - [`ExporterConfig`] / [`SinkConfig`] / [`FanOutConfig`]: serde (TOML) configuration and
-//!   the `OTEL_EXPORTER_OTLP_*` environment variables.
+//! - [`ExporterConfig`] / [`SinkConfig`] / [`FanOutConfig`]: serde (TOML) configuration.
+//! - [`env`]: the one parser of the OpenTelemetry environment (`OTEL_EXPORTER_OTLP_*`,
+//!   `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED`), shared by the `spanflow` facade and the
+//!   relay: unset or empty means unset, a bad value is an [`env::EnvError`] naming the variable.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -35,6 +37,7 @@
 
 mod batch;
 pub mod config;
+pub mod env;
 mod error;
 mod exporter;
 mod fanout;

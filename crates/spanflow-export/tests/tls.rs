@@ -22,11 +22,13 @@ use spanflow_export::{
     OtlpHttpExporter, Protocol,
 };
 
-/// A CA and two server identities it signed: one for this host, one for another name.
+/// A CA and two server identities it signed: one for this host, one for another name; and a
+/// client identity it signed (mutual TLS).
 struct Pki {
     ca_pem: String,
     localhost: TlsIdentity,
     elsewhere: TlsIdentity,
+    client: TlsIdentity,
 }
 
 fn pki() -> Pki {
@@ -51,12 +53,28 @@ fn pki() -> Pki {
         TlsIdentity {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            client_ca_pem: None,
+        }
+    };
+    let client = {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "spanflow test client");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &ca).unwrap();
+        TlsIdentity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            client_ca_pem: None,
         }
     };
     Pki {
         ca_pem: ca.pem(),
         localhost: server(&["localhost", "127.0.0.1"]),
         elsewhere: server(&["collector.elsewhere.test"]),
+        client,
     }
 }
 
@@ -226,6 +244,100 @@ async fn a_certificate_for_another_name_is_refused() {
         let e = exporter(kind, &rx, Some(&pki.ca_pem));
         export_refused(&e, &rx, "not valid for name").await;
     }
+}
+
+/// Mutual TLS from the environment: `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
+/// `OTEL_EXPORTER_OTLP_CLIENT_KEY` reach both exporters, and a receiver that demands a client
+/// certificate takes the spans; without them it refuses the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_from_the_environment_passes_mutual_tls() {
+    let pki = pki();
+    let dir = scratch_dir("mtls");
+    let write = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    let ca = write("ca.pem", &pki.ca_pem);
+    let cert = write("client.pem", &pki.client.cert_pem);
+    let key = write("client.key", &pki.client.key_pem);
+    let demanding = TlsIdentity {
+        client_ca_pem: Some(pki.ca_pem.clone()),
+        ..pki.localhost.clone()
+    };
+    for (kind, protocol) in [(Kind::Grpc, "grpc"), (Kind::Http, "http/protobuf")] {
+        let rx = receiver(kind, &demanding).await;
+        let endpoint = match kind {
+            Kind::Grpc => rx.grpc_url(),
+            Kind::Http => rx.http_url(),
+        };
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_string()),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint),
+            (
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+                TIMEOUT.as_millis().to_string(),
+            ),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.clone()),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert.clone()),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", key.clone()),
+        ];
+        let with_identity = |n: usize| {
+            let vars = vars[..n].to_vec();
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.clone())
+            }
+        };
+        let e = ExporterConfig::from_env_with(with_identity(vars.len()))
+            .unwrap()
+            .build()
+            .unwrap();
+        export_intact(&e, &rx, 0, 10).await;
+        // Without the client identity the server ends the handshake: nothing arrives.
+        let e = ExporterConfig::from_env_with(with_identity(4))
+            .unwrap()
+            .build()
+            .unwrap();
+        let err = tokio::time::timeout(TIMEOUT * 3, e.export(batch(100, 3)))
+            .await
+            .expect("a refused handshake must not hang")
+            .expect_err("a server demanding a client certificate must refuse");
+        assert!(err.is_retryable(), "{kind:?}: {err}");
+        let requests = rx.seen.requests.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            requests, 1,
+            "{kind:?}: only the export with the identity arrived"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_client_identity_needs_https_and_a_real_key() {
+    let pki = pki();
+    let grpc = |endpoint: &str, key: &str| {
+        OtlpGrpcExporter::builder()
+            .endpoint(endpoint)
+            .client_identity_pem(pki.client.cert_pem.clone(), key.to_string())
+            .build()
+            .map(drop)
+    };
+    let http = |endpoint: &str, key: &str| {
+        OtlpHttpExporter::builder()
+            .endpoint(endpoint)
+            .client_identity_pem(pki.client.cert_pem.clone(), key.to_string())
+            .build()
+            .map(drop)
+    };
+    let key = pki.client.key_pem.as_str();
+    assert!(grpc("https://127.0.0.1:4317", key).is_ok());
+    assert!(http("https://127.0.0.1:4318/v1/traces", key).is_ok());
+    assert!(grpc("http://127.0.0.1:4317", key).is_err());
+    assert!(http("http://127.0.0.1:4318/v1/traces", key).is_err());
+    assert!(grpc("https://127.0.0.1:4317", "not a key").is_err());
+    assert!(http("https://127.0.0.1:4318/v1/traces", "not a key").is_err());
 }
 
 /// Set in the child process [`a_given_ca_works_without_any_system_roots`] starts.

@@ -2,7 +2,8 @@
 //! variables and command-line flags, merged with precedence CLI > env > file > defaults.
 //!
 //! Every struct denies unknown fields, so a typo in the file is an error naming the key; every
-//! environment value that does not parse is an error naming the variable.
+//! environment value that does not parse is an error naming the variable. `OTEL_EXPORTER_OTLP_*`
+//! are read by the parser the `spanflow` facade uses too ([`spanflow::export::env`]).
 //!
 //! The `[pipeline]` section is the `spanflow` facade's [`PipelineConfig`] (batching, memory
 //! budget, `spanflow-process` processors, `spanflow-export` exporters with fan-out and
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use spanflow::PipelineConfig;
+use spanflow::export::env::{EnvError, OtlpEnv};
 
 /// The configuration embedded in the binary: what `serve` runs with when nothing is given.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -58,6 +60,10 @@ pub enum ConfigError {
         /// What was expected.
         reason: String,
     },
+    /// An OpenTelemetry variable (`OTEL_EXPORTER_OTLP_*`) has a bad value; the message is the
+    /// shared parser's, the same the `spanflow` facade gives.
+    #[error(transparent)]
+    Environment(#[from] EnvError),
     /// The combination of settings is inconsistent.
     #[error("invalid config: {0}")]
     Invalid(String),
@@ -624,139 +630,51 @@ where
     }
 }
 
-/// The standard `OTEL_EXPORTER_OTLP_*` settings, applied to the default exporter.
+/// The standard `OTEL_EXPORTER_OTLP_*` settings, read by the one parser of the OpenTelemetry
+/// environment ([`spanflow::export::env::OtlpEnv`], shared with the `spanflow` facade) and
+/// applied to the default exporter.
+///
+/// The relay is not an SDK: `OTEL_SDK_DISABLED` and `OTEL_TRACES_EXPORTER` are not read.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct OtelExporterEnv {
-    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is) or `OTEL_EXPORTER_OTLP_ENDPOINT`
-    /// (`/v1/traces` appended for HTTP).
-    pub endpoint: Option<String>,
-    /// `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`: `grpc`, `http/protobuf` or `http/json`.
-    pub protocol: Option<String>,
-    /// `OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`: `k=v,k2=v2`.
-    pub headers: BTreeMap<String, String>,
-    /// `OTEL_EXPORTER_OTLP_(TRACES_)COMPRESSION`: `gzip` or `none`.
-    pub compression: Option<String>,
-    /// `OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT` in milliseconds.
-    pub timeout_ms: Option<u64>,
-}
+pub struct OtelExporterEnv(pub OtlpEnv);
 
 impl OtelExporterEnv {
-    /// Reads the variables through `get`; the `TRACES_` form wins over the generic one.
+    /// Reads the variables through `get`; a bad value is [`ConfigError::Environment`], with
+    /// the same message the facade gives for it.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let pick = |name: &str| -> Option<(String, String)> {
-            let specific = format!("OTEL_EXPORTER_OTLP_TRACES_{name}");
-            let generic = format!("OTEL_EXPORTER_OTLP_{name}");
-            get(&specific)
-                .filter(|v| !v.trim().is_empty())
-                .map(|v| (specific, v))
-                .or_else(|| {
-                    get(&generic)
-                        .filter(|v| !v.trim().is_empty())
-                        .map(|v| (generic, v))
-                })
-        };
-        let bad = |key: String, value: String, reason: &str| ConfigError::Value {
-            key,
-            value,
-            reason: reason.to_owned(),
-        };
-        let protocol = match pick("PROTOCOL") {
-            None => None,
-            Some((key, v)) => match v.trim() {
-                p @ ("grpc" | "http/protobuf" | "http/json") => Some(p.to_owned()),
-                _ => return Err(bad(key, v, "expected grpc, http/protobuf or http/json")),
-            },
-        };
-        let is_http = protocol.as_deref().is_some_and(|p| p.starts_with("http"));
-        let endpoint = match (
-            get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").filter(|v| !v.trim().is_empty()),
-            get("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty()),
-        ) {
-            (Some(e), _) => Some(("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", e)),
-            (None, Some(base)) if is_http => Some((
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                format!("{}/v1/traces", base.trim_end_matches('/')),
-            )),
-            (None, Some(base)) => Some(("OTEL_EXPORTER_OTLP_ENDPOINT", base)),
-            (None, None) => None,
-        };
-        if let Some((key, e)) = &endpoint
-            && !(e.starts_with("http://") || e.starts_with("https://"))
-        {
-            return Err(bad(
-                (*key).to_owned(),
-                e.clone(),
-                "expected an http:// or https:// URL",
-            ));
-        }
-        let mut headers = BTreeMap::new();
-        if let Some((key, v)) = pick("HEADERS") {
-            for pair in v.split(',').filter(|p| !p.trim().is_empty()) {
-                let Some((k, val)) = pair.split_once('=') else {
-                    return Err(bad(
-                        key,
-                        v.clone(),
-                        "expected comma-separated key=value pairs",
-                    ));
-                };
-                headers.insert(k.trim().to_owned(), val.trim().to_owned());
-            }
-        }
-        let compression = match pick("COMPRESSION") {
-            None => None,
-            Some((key, v)) => match v.trim() {
-                c @ ("gzip" | "none") => Some(c.to_owned()),
-                _ => return Err(bad(key, v, "expected gzip or none")),
-            },
-        };
-        let timeout_ms = match pick("TIMEOUT") {
-            None => None,
-            Some((key, v)) => Some(
-                v.trim()
-                    .parse()
-                    .map_err(|_| bad(key, v.clone(), "expected milliseconds"))?,
-            ),
-        };
-        Ok(Self {
-            endpoint: endpoint.map(|(_, e)| e),
-            protocol,
-            headers,
-            compression,
-            timeout_ms,
-        })
-    }
-
-    fn is_set(&self) -> bool {
-        self.endpoint.is_some() || self.protocol.is_some()
+        Ok(Self(OtlpEnv::from_env(get)?))
     }
 
     /// The `sink = { type = "otlp", ... }` table these settings describe.
     fn sink_table(&self) -> toml::Table {
+        let e = self.0.exporter_config();
         let mut sink = toml::Table::new();
         sink.insert("type".into(), "otlp".into());
-        sink.insert(
-            "protocol".into(),
-            self.protocol
-                .clone()
-                .unwrap_or_else(|| "grpc".to_owned())
-                .into(),
-        );
-        if let Some(e) = &self.endpoint {
-            sink.insert("endpoint".into(), e.clone().into());
+        sink.insert("protocol".into(), e.protocol.as_str().into());
+        if let Some(endpoint) = e.endpoint {
+            sink.insert("endpoint".into(), endpoint.into());
         }
-        if !self.headers.is_empty() {
-            let headers: toml::Table = self
+        if !e.headers.is_empty() {
+            let headers: toml::Table = e
                 .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), toml::Value::from(v.clone())))
+                .into_iter()
+                .map(|(k, v)| (k, toml::Value::from(v)))
                 .collect();
             sink.insert("headers".into(), toml::Value::Table(headers));
         }
-        if let Some(c) = &self.compression {
-            sink.insert("compression".into(), c.clone().into());
-        }
-        if let Some(ms) = self.timeout_ms {
-            sink.insert("timeout".into(), format!("{ms}ms").into());
+        sink.insert("compression".into(), e.compression.as_str().into());
+        sink.insert(
+            "timeout".into(),
+            format!("{}ms", e.timeout.as_millis()).into(),
+        );
+        for (key, path) in [
+            ("ca_file", e.ca_file),
+            ("client_certificate", e.client_certificate),
+            ("client_key", e.client_key),
+        ] {
+            if let Some(path) = path {
+                sink.insert(key.into(), path.display().to_string().into());
+            }
         }
         sink
     }
@@ -764,7 +682,7 @@ impl OtelExporterEnv {
     /// Makes the exporter named `default` (or, when the file configures no exporter, a new one
     /// named `default`) an OTLP exporter with these settings. Other exporters are untouched.
     fn apply(&self, cfg: &mut RelayConfig) {
-        if !self.is_set() {
+        if !self.0.names_a_backend() {
             return;
         }
         let sink = toml::Value::Table(self.sink_table());
@@ -1277,6 +1195,60 @@ sink = { type = "stdout" }
             Some("http://collector:4318/v1/traces")
         );
         assert_eq!(e.headers.get("api-key").map(String::as_str), Some("s3cret"));
+    }
+
+    #[test]
+    fn otel_env_reaches_the_sink_through_the_shared_parser() {
+        let env = |k: &str| match k {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("collector:4317".to_owned()),
+            "OTEL_EXPORTER_OTLP_INSECURE" => Some("true".to_owned()),
+            "OTEL_EXPORTER_OTLP_HEADERS" => Some("a=1,b=2".to_owned()),
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS" => Some("b=3".to_owned()),
+            "OTEL_EXPORTER_OTLP_COMPRESSION" => Some("zstd".to_owned()),
+            "OTEL_EXPORTER_OTLP_TIMEOUT" => Some("1500".to_owned()),
+            "OTEL_EXPORTER_OTLP_CERTIFICATE" => Some("/etc/ca.pem".to_owned()),
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE" => Some("/etc/client.pem".to_owned()),
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY" => Some("/etc/client.key".to_owned()),
+            // The relay is not an SDK: these are not its business.
+            "OTEL_SDK_DISABLED" => Some("true".to_owned()),
+            "OTEL_TRACES_EXPORTER" => Some("none".to_owned()),
+            _ => None,
+        };
+        let cfg = RelayConfig::load(None, env, &Overrides::default()).unwrap();
+        let SinkConfig::Otlp(e) = &cfg.pipeline.exporters[0].sink else {
+            panic!("default exporter is not otlp");
+        };
+        let shared = OtlpEnv::from_env(env).unwrap().exporter_config();
+        assert_eq!(e, &shared);
+        assert_eq!(e.endpoint.as_deref(), Some("http://collector:4317"));
+        assert_eq!(e.compression, spanflow::export::Compression::Zstd);
+        assert_eq!(e.headers.get("b").map(String::as_str), Some("3"));
+        assert_eq!(e.timeout, Duration::from_millis(1500));
+        assert!(e.client_key.is_some() && e.ca_file.is_some());
+    }
+
+    /// The relay, the facade and the shared parser say the same thing about the same bad value.
+    #[test]
+    fn bad_otel_values_read_as_in_the_facade() {
+        for (name, value) in [
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://collector"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "1"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/etc/client.pem"),
+        ] {
+            let env = move |k: &str| (k == name).then(|| value.to_owned());
+            let relay = RelayConfig::load(None, env, &Overrides::default()).unwrap_err();
+            assert!(matches!(relay, ConfigError::Environment(_)), "{relay:?}");
+            let facade = spanflow::Pipeline::builder()
+                .from_env_with(env)
+                .build()
+                .unwrap_err();
+            let shared = OtlpEnv::from_env(env).unwrap_err();
+            assert_eq!(relay.to_string(), shared.to_string());
+            assert_eq!(facade.to_string(), shared.to_string());
+            assert!(relay.to_string().contains(name), "{relay}");
+        }
     }
 
     #[test]

@@ -497,6 +497,7 @@ impl RelayMetrics {
                 "reason",
                 &[
                     ("processor", books.dropped.processor),
+                    ("disabled", books.dropped.disabled),
                     ("queue_full", books.dropped.queue_full),
                     ("shutdown_deadline", books.dropped.shutdown_deadline),
                 ],

@@ -9,6 +9,7 @@
 //! | SDK spans given up on while the budget stayed full | [`Books::sdk_budget_full`] |
 //! | request spans accepted / refused, by reason | [`Books::request_accepted`] / [`Books::request_refused`] |
 //! | spans removed by processors or lost with a failed chain | [`Books::processor_dropped`] |
+//! | spans discarded because export is disabled by the environment | [`Books::disabled_dropped`] |
 //! | spans handed to the fan-out / refused by a closed fan-out | [`Books::handed_off`] / [`Books::export_closed`] |
 //! | exported, rejected, failed, dropped by a queue policy or the deadline, unconfirmed | the fan-out's settlement (`spanflow-export` [`Settled`]) |
 //! | bytes held at every stage | the shared [`Budget`] (credits travel with the data) |
@@ -40,6 +41,7 @@ pub(crate) struct Books {
     requests_refused: [AtomicU64; 3],
     sdk_budget_full: AtomicU64,
     processor_dropped: AtomicU64,
+    disabled_dropped: AtomicU64,
     handed_off: AtomicU64,
     export_closed: AtomicU64,
     /// Durable mode: spans whose batches the spool holds (appended by this run).
@@ -68,6 +70,7 @@ impl Books {
             requests_refused: Default::default(),
             sdk_budget_full: AtomicU64::new(0),
             processor_dropped: AtomicU64::new(0),
+            disabled_dropped: AtomicU64::new(0),
             handed_off: AtomicU64::new(0),
             export_closed: AtomicU64::new(0),
             appended: AtomicU64::new(0),
@@ -129,6 +132,11 @@ impl Books {
         add(&self.processor_dropped, spans);
     }
 
+    /// Spans discarded because export is disabled (`OTEL_SDK_DISABLED`, `OTEL_TRACES_EXPORTER`).
+    pub(crate) fn disabled_dropped(&self, spans: u64) {
+        add(&self.disabled_dropped, spans);
+    }
+
     /// Spans handed to the fan-out, which will settle them.
     pub(crate) fn handed_off(&self, spans: u64) {
         add(&self.handed_off, spans);
@@ -144,10 +152,13 @@ impl Books {
         spans.accepted + get(&self.requests_accepted)
     }
 
-    /// Spans that left the worker threads: to the fan-out, to a processor's drop, or refused
-    /// by a closed fan-out. A flush waits for this to reach what was accepted before it.
+    /// Spans that left the worker threads: to the fan-out, to a processor's drop, discarded by
+    /// a disabled pipeline, or refused by a closed fan-out. A flush waits for this to reach what was accepted before it.
     pub(crate) fn left_workers(&self) -> u64 {
-        get(&self.handed_off) + get(&self.processor_dropped) + get(&self.export_closed)
+        get(&self.handed_off)
+            + get(&self.processor_dropped)
+            + get(&self.disabled_dropped)
+            + get(&self.export_closed)
     }
 
     /// The books now. `settled` is read first and `spans` (the intake) after it: every span
@@ -172,6 +183,7 @@ impl Books {
         };
         let dropped = DroppedSpans {
             processor,
+            disabled: get(&self.disabled_dropped),
             queue_full: settled.dropped_queue_full + append_refused,
             // The span intake drops only what its receiver never took (the encoder ended).
             shutdown_deadline: settled.dropped_shutdown + export_closed + spans.dropped(),

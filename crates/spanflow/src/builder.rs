@@ -8,13 +8,12 @@ use std::time::Duration;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 use spanflow_batch::{Batcher, Budget, DropSite, Policy};
-use spanflow_export::{
-    BackendConfig, DynExporter, Exporter, ExporterConfig, FanOut, QueuePolicy, RetryConfig,
-    SinkConfig,
-};
+use spanflow_export::env::{EnvError, OtelEnv};
+use spanflow_export::{BackendConfig, DynExporter, Exporter, FanOut, QueuePolicy, RetryConfig};
 use spanflow_process::{Chain, Scheduler};
 use spanflow_spool::Spool;
 
+use crate::NullExporter;
 use crate::books::Books;
 use crate::config::{
     BackendRole, ExporterSpec, FreeSpansOn, OverflowPolicy, PipelineConfig, QueueSettings,
@@ -24,6 +23,9 @@ use crate::error::BuildError;
 use crate::pipeline::{Owner, Pipeline};
 use crate::runtime::{OwnedRuntime, lower_current_thread_priority};
 use crate::workers::{Parts, Shared, Submitted, Work};
+
+/// How the builder reads the OpenTelemetry environment.
+type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// One backend added in code.
 struct CodeBackend {
@@ -53,7 +55,10 @@ pub struct PipelineBuilder {
     backends: Vec<CodeBackend>,
     chain: Option<Chain>,
     resource: Option<Resource>,
-    env_exporter: bool,
+    /// Where the OpenTelemetry variables are read; `None`: the process environment.
+    env: Option<Lookup>,
+    /// The first bad `OTEL_BSP_*` value met by `from_env`, returned by `build`.
+    env_error: Option<EnvError>,
 }
 
 impl std::fmt::Debug for PipelineBuilder {
@@ -79,16 +84,38 @@ impl PipelineBuilder {
         self
     }
 
-    /// Applies the `OTEL_BSP_*` variables on top of the configuration so far (see
-    /// [`PipelineConfig::apply_env`]) and, if no exporter is configured by the time `build` runs,
-    /// adds an OTLP exporter configured from the `OTEL_EXPORTER_OTLP_*` variables
-    /// (`spanflow-export`'s [`ExporterConfig::from_env`]).
-    pub fn from_env(mut self) -> Self {
-        for warning in self.config.apply_env(|name| std::env::var(name).ok()) {
-            tracing::warn!(variable = warning.name, value = %warning.value, reason = warning.reason,
-                "ignoring environment variable");
+    /// Applies the `OTEL_BSP_*` variables of the process on top of the configuration so far
+    /// (see [`PipelineConfig::apply_env`] for how they map). A bad value is not ignored:
+    /// [`build`](Self::build) returns it as [`BuildError::Environment`], naming the variable.
+    ///
+    /// Exporter variables need no call: they are read whenever no exporter is configured (see
+    /// [`build`](Self::build)).
+    pub fn from_env(self) -> Self {
+        self.from_env_with(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), reading every OpenTelemetry variable (the
+    /// `OTEL_BSP_*` ones now, the exporter ones in [`build`](Self::build)) through `get`
+    /// instead of the process environment: for tests, or for a program that keeps its
+    /// settings elsewhere.
+    ///
+    /// ```
+    /// use spanflow::{BuildError, Pipeline};
+    /// let err = Pipeline::builder()
+    ///     .from_env_with(|name| (name == "OTEL_BSP_SCHEDULE_DELAY").then(|| "soon".to_owned()))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, BuildError::Environment(_)));
+    /// assert!(err.to_string().contains("OTEL_BSP_SCHEDULE_DELAY"));
+    /// ```
+    pub fn from_env_with(
+        mut self,
+        get: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        if let Err(err) = self.config.apply_env(&get) {
+            self.env_error.get_or_insert(err);
         }
-        self.env_exporter = true;
+        self.env = Some(Arc::new(get));
         self
     }
 
@@ -196,7 +223,39 @@ impl PipelineBuilder {
     }
 
     /// Checks the configuration, starts the export runtime and the worker threads.
+    ///
+    /// Backends come from the configuration, then from code. When there are none, the
+    /// OpenTelemetry environment chooses them, as opentelemetry-otlp does
+    /// ([`spanflow_export::env::OtelEnv`], read from the process or
+    /// [`from_env_with`](Self::from_env_with)'s lookup):
+    ///
+    /// - by default one OTLP backend named `otlp`: gRPC to `http://localhost:4317`, or with
+    ///   `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf` (`http/json`) to
+    ///   `http://localhost:4318/v1/traces`, each overridden by the `OTEL_EXPORTER_OTLP_*`
+    ///   variables; `OTEL_TRACES_EXPORTER=console` adds (or instead gives) OTLP/JSON lines on
+    ///   stdout;
+    /// - with `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`, none: the pipeline
+    ///   accepts spans and discards them without exporting, counted as `dropped.disabled` in
+    ///   [`crate::PipelineStats`] (a disabled service still shows how many spans it made).
+    ///
+    /// Exporters given in code or configuration always win: the environment is not consulted
+    /// for them (as with OpenTelemetry's autoconfiguration, `OTEL_SDK_DISABLED` disables only
+    /// what the environment would configure). A bad value of any variable read is
+    /// [`BuildError::Environment`], naming it.
+    ///
+    /// ```
+    /// use spanflow::Pipeline;
+    /// let pipeline = Pipeline::builder()
+    ///     .from_env_with(|name| (name == "OTEL_SDK_DISABLED").then(|| "true".to_owned()))
+    ///     .build()?;
+    /// assert_eq!(pipeline.stats().backends[0].name, "disabled");
+    /// # pipeline.shutdown(std::time::Duration::from_secs(5))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn build(self) -> Result<Pipeline, BuildError> {
+        if let Some(err) = self.env_error {
+            return Err(err.into());
+        }
         let config = self.config;
         if config.batch.max_spans == 0 || config.batch.max_bytes == 0 {
             return Err(BuildError::Config(
@@ -229,22 +288,37 @@ impl PipelineBuilder {
             });
         }
         backends.extend(self.backends);
-        if backends.is_empty() && self.env_exporter {
-            let env =
-                ExporterConfig::from_env().map_err(|err| BuildError::Export(err.to_string()))?;
-            let exporter = SinkConfig::Otlp(env)
-                .build()
-                .map_err(|err| BuildError::Export(err.to_string()))?;
-            backends.push(CodeBackend {
-                name: "otlp".into(),
-                role: BackendRole::Primary,
-                exporter: Arc::new(exporter),
-                config: None,
-            });
+        let mut export_disabled = false;
+        if backends.is_empty() {
+            let env = match &self.env {
+                Some(get) => OtelEnv::from_env(|name| get(name)),
+                None => OtelEnv::from_process_env(),
+            }?;
+            export_disabled = env.export_disabled();
+            if export_disabled {
+                // The fan-out needs a primary; with export disabled it is never given a batch.
+                backends.push(CodeBackend {
+                    name: "disabled".into(),
+                    role: BackendRole::Primary,
+                    exporter: Arc::new(NullExporter::default()),
+                    config: None,
+                });
+            }
+            for (name, sink) in env.sinks() {
+                let exporter = sink
+                    .build()
+                    .map_err(|err| BuildError::Export(format!("{name}: {err}")))?;
+                backends.push(CodeBackend {
+                    name,
+                    role: BackendRole::Primary,
+                    exporter: Arc::new(exporter),
+                    config: None,
+                });
+            }
         }
         if !backends.iter().any(|b| b.role == BackendRole::Primary) {
             return Err(BuildError::Config(
-                "no exporter configured (a primary backend is required)".into(),
+                "no primary exporter configured (a fallback backs the primary before it)".into(),
             ));
         }
 
@@ -316,7 +390,7 @@ impl PipelineBuilder {
                 }
             };
         }
-        if let QueueSettings::Disk(spool_config) = &config.queue {
+        if let (QueueSettings::Disk(spool_config), false) = (&config.queue, export_disabled) {
             let primaries: Vec<&str> = backend_names
                 .iter()
                 .filter(|(_, role)| *role == BackendRole::Primary)
@@ -350,6 +424,7 @@ impl PipelineBuilder {
             fanout,
             runtime,
             books: Books::new(budget),
+            export_disabled,
         }));
         let mut workers = Vec::with_capacity(2);
         for (name, work) in [

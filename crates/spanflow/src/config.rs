@@ -2,17 +2,21 @@
 //!
 //! Every knob has a default a user can trust without reading this file; [`PipelineConfig::from_env`]
 //! starts from those defaults and applies the standard OpenTelemetry batch-processor variables where
-//! they have a meaning for spanflow. Exporter variables (`OTEL_EXPORTER_OTLP_*`) belong to
-//! `spanflow-export`'s configuration and are applied by [`crate::PipelineBuilder::from_env`].
+//! they have a meaning for spanflow, with the same rule for bad values as every other OpenTelemetry
+//! variable (an error naming it; see [`spanflow_export::env`]). Exporter variables
+//! (`OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED`) are parsed by
+//! `spanflow-export`'s [`spanflow_export::env`] and choose the exporter
+//! [`crate::PipelineBuilder::build`] uses when none is configured.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use spanflow_export::env::{EnvError, integer};
 use spanflow_export::{BackendConfig, SinkConfig};
 use spanflow_process::ProcessorConfig;
 
-/// `OTEL_BSP_MAX_QUEUE_SIZE`: spans held before backpressure starts (spanflow turns it into a byte
-/// budget of this many average spans, never below the default budget's share).
+/// `OTEL_BSP_MAX_QUEUE_SIZE`: spans held before backpressure starts (spanflow raises its byte
+/// budget to this many average spans when that is more; it never lowers it).
 pub const OTEL_BSP_MAX_QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
 /// `OTEL_BSP_SCHEDULE_DELAY`: milliseconds a partial batch may wait before it is exported.
 pub const OTEL_BSP_SCHEDULE_DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
@@ -291,101 +295,82 @@ impl ExportSettings {
     }
 }
 
-/// A variable that was set but could not be used; the default (or config-file value) stays.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvWarning {
-    /// The variable's name.
-    pub name: &'static str,
-    /// Its value as found.
-    pub value: String,
-    /// Why it was ignored.
-    pub reason: &'static str,
-}
-
 impl PipelineConfig {
-    /// The defaults with the `OTEL_BSP_*` variables of this process applied.
-    ///
-    /// Malformed values are ignored with a `tracing` warning, as the OpenTelemetry specification
-    /// asks, so a bad variable never stops a service from starting.
-    pub fn from_env() -> Self {
+    /// The defaults with the `OTEL_BSP_*` variables of this process applied (see
+    /// [`Self::apply_env`]).
+    pub fn from_env() -> Result<Self, EnvError> {
         let mut config = Self::default();
-        for warning in config.apply_env(|name| std::env::var(name).ok()) {
-            tracing::warn!(
-                variable = warning.name,
-                value = %warning.value,
-                reason = warning.reason,
-                "ignoring environment variable"
-            );
-        }
-        config
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
     }
 
-    /// Apply the `OTEL_BSP_*` variables found by `lookup` on top of `self`, returning the ones that
-    /// were set but unusable. Taking the lookup as a closure keeps tests away from the process
-    /// environment, which other threads may be reading.
+    /// Apply the `OTEL_BSP_*` variables found by `get` on top of `self`. Taking the lookup as a
+    /// closure keeps tests away from the process environment, which other threads may be reading.
+    ///
+    /// The rule is the one of every OpenTelemetry variable spanflow reads
+    /// ([`spanflow_export::env`]): unset or empty leaves the value alone, a value that is not an
+    /// integer or is below the minimum (1; 0 for `OTEL_BSP_SCHEDULE_DELAY`) is an error naming
+    /// the variable, and `self` is left unchanged. A bad variable stops the pipeline from being
+    /// built rather than being ignored where nobody may see the warning.
+    ///
+    /// The variables are mapped so that none makes spanflow lossier than its own defaults:
+    /// `OTEL_BSP_MAX_QUEUE_SIZE` (a span count; spanflow enforces bytes) only ever *raises* the
+    /// memory budget, to `queue size ×` [`AVERAGE_SPAN_BYTES`] when that is more than the budget
+    /// so far, and caps `batch.max_spans` at the queue size (the specification requires batch
+    /// size ≤ queue size). The specification's default of 2048 therefore leaves the 256 MiB
+    /// budget as it is. Unset variables keep spanflow's defaults, not the specification's
+    /// (200 ms schedule delay and 10 s export timeout instead of 5 s and 30 s).
     ///
     /// ```
     /// use spanflow::PipelineConfig;
     /// let mut config = PipelineConfig::default();
-    /// let warnings = config.apply_env(|name| match name {
+    /// config.apply_env(|name| match name {
     ///     "OTEL_BSP_SCHEDULE_DELAY" => Some("50".to_owned()),
-    ///     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" => Some("lots".to_owned()),
+    ///     "OTEL_BSP_MAX_QUEUE_SIZE" => Some("2048".to_owned()),
     ///     _ => None,
-    /// });
+    /// })?;
     /// assert_eq!(config.batch.max_age_ms, 50);
-    /// assert_eq!(config.batch.max_spans, 2048);
-    /// assert_eq!(warnings.len(), 1);
+    /// assert_eq!(config.memory.budget_bytes, 256 << 20);
+    ///
+    /// let err = config.apply_env(|name| {
+    ///     (name == "OTEL_BSP_MAX_EXPORT_BATCH_SIZE").then(|| "lots".to_owned())
+    /// });
+    /// assert_eq!(
+    ///     err.unwrap_err().to_string(),
+    ///     r#"invalid value "lots" for OTEL_BSP_MAX_EXPORT_BATCH_SIZE: expected an integer"#
+    /// );
+    /// # Ok::<(), spanflow::export::env::EnvError>(())
     /// ```
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Vec<EnvWarning> {
-        let mut warnings = Vec::new();
-        let mut read = |name: &'static str, min: u64| -> Option<u64> {
-            let raw = lookup(name)?;
-            let value = raw.trim();
-            if value.is_empty() {
-                return None;
-            }
-            match value.parse::<u64>() {
-                Ok(n) if n >= min => Some(n),
-                Ok(_) => {
-                    warnings.push(EnvWarning {
-                        name,
-                        value: raw,
-                        reason: "value is below the minimum",
-                    });
-                    None
-                }
-                Err(_) => {
-                    warnings.push(EnvWarning {
-                        name,
-                        value: raw,
-                        reason: "not a non-negative integer",
-                    });
-                    None
-                }
-            }
-        };
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), EnvError> {
+        // Everything is read (and checked) before anything is changed.
+        let batch_size = integer(&get, OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 1)?;
+        let delay = integer(&get, OTEL_BSP_SCHEDULE_DELAY, 0)?;
+        let timeout = integer(&get, OTEL_BSP_EXPORT_TIMEOUT, 1)?;
+        let concurrency = integer(&get, OTEL_BSP_MAX_CONCURRENT_EXPORTS, 1)?;
+        let queue_size = integer(&get, OTEL_BSP_MAX_QUEUE_SIZE, 1)?;
         let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
 
-        if let Some(n) = read(OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 1) {
+        if let Some(n) = batch_size {
             self.batch.max_spans = to_usize(n);
         }
-        if let Some(ms) = read(OTEL_BSP_SCHEDULE_DELAY, 0) {
+        if let Some(ms) = delay {
             self.batch.max_age_ms = ms;
         }
-        if let Some(ms) = read(OTEL_BSP_EXPORT_TIMEOUT, 1) {
+        if let Some(ms) = timeout {
             self.export.timeout_ms = ms;
         }
-        if let Some(n) = read(OTEL_BSP_MAX_CONCURRENT_EXPORTS, 1) {
+        if let Some(n) = concurrency {
             self.export.concurrency = to_usize(n);
         }
-        if let Some(n) = read(OTEL_BSP_MAX_QUEUE_SIZE, 1) {
-            // A queue size is a span count; spanflow enforces bytes. Users who raise the queue get a
-            // bigger budget, users who shrink it get a smaller one, and `max_spans` never exceeds it
-            // (the specification requires batch size <= queue size).
-            self.memory.budget_bytes = to_usize(n).saturating_mul(AVERAGE_SPAN_BYTES);
-            self.batch.max_spans = self.batch.max_spans.min(to_usize(n));
+        if let Some(n) = queue_size {
+            let n = to_usize(n);
+            self.memory.budget_bytes = self
+                .memory
+                .budget_bytes
+                .max(n.saturating_mul(AVERAGE_SPAN_BYTES));
+            self.batch.max_spans = self.batch.max_spans.min(n);
         }
-        warnings
+        Ok(())
     }
 }
 
@@ -405,22 +390,38 @@ mod tests {
     #[test]
     fn no_variables_keep_the_defaults() {
         let mut config = PipelineConfig::default();
-        assert!(config.apply_env(env(&[])).is_empty());
+        config.apply_env(env(&[])).unwrap();
+        assert_eq!(config, PipelineConfig::default());
+    }
+
+    #[test]
+    fn empty_variables_keep_the_defaults() {
+        let mut config = PipelineConfig::default();
+        config
+            .apply_env(env(&[
+                (OTEL_BSP_MAX_QUEUE_SIZE, ""),
+                (OTEL_BSP_SCHEDULE_DELAY, "  "),
+                (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, ""),
+                (OTEL_BSP_EXPORT_TIMEOUT, ""),
+                (OTEL_BSP_MAX_CONCURRENT_EXPORTS, " "),
+            ]))
+            .unwrap();
         assert_eq!(config, PipelineConfig::default());
     }
 
     #[test]
     fn every_bsp_variable_is_honoured() {
         let mut config = PipelineConfig::default();
-        let warnings = config.apply_env(env(&[
-            (OTEL_BSP_MAX_QUEUE_SIZE, "100000"),
-            (OTEL_BSP_SCHEDULE_DELAY, "25"),
-            (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, "256"),
-            (OTEL_BSP_EXPORT_TIMEOUT, "3000"),
-            (OTEL_BSP_MAX_CONCURRENT_EXPORTS, "8"),
-        ]));
-        assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(config.memory.budget_bytes, 100_000 * AVERAGE_SPAN_BYTES);
+        config
+            .apply_env(env(&[
+                (OTEL_BSP_MAX_QUEUE_SIZE, "1000000"),
+                (OTEL_BSP_SCHEDULE_DELAY, "25"),
+                (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, "256"),
+                (OTEL_BSP_EXPORT_TIMEOUT, "3000"),
+                (OTEL_BSP_MAX_CONCURRENT_EXPORTS, "8"),
+            ]))
+            .unwrap();
+        assert_eq!(config.memory.budget_bytes, 1_000_000 * AVERAGE_SPAN_BYTES);
         assert_eq!(config.batch.max_age_ms, 25);
         assert_eq!(config.batch.max_spans, 256);
         assert_eq!(config.export.timeout_ms, 3000);
@@ -428,29 +429,64 @@ mod tests {
     }
 
     #[test]
+    fn queue_size_never_shrinks_the_budget() {
+        for size in ["1", "2048", "100000"] {
+            let mut config = PipelineConfig::default();
+            config
+                .apply_env(env(&[(OTEL_BSP_MAX_QUEUE_SIZE, size)]))
+                .unwrap();
+            assert_eq!(
+                config.memory.budget_bytes,
+                MemorySettings::default().budget_bytes,
+                "{size}"
+            );
+        }
+        // A budget configured before (here larger than the default) is not lowered either.
+        let mut config = PipelineConfig::default();
+        config.memory.budget_bytes = 1 << 30;
+        config
+            .apply_env(env(&[(OTEL_BSP_MAX_QUEUE_SIZE, "2048")]))
+            .unwrap();
+        assert_eq!(config.memory.budget_bytes, 1 << 30);
+    }
+
+    #[test]
     fn batch_size_never_exceeds_queue_size() {
         let mut config = PipelineConfig::default();
-        config.apply_env(env(&[(OTEL_BSP_MAX_QUEUE_SIZE, "100")]));
+        config
+            .apply_env(env(&[(OTEL_BSP_MAX_QUEUE_SIZE, "100")]))
+            .unwrap();
         assert_eq!(config.batch.max_spans, 100);
     }
 
     #[test]
-    fn malformed_and_zero_values_are_ignored_with_a_warning() {
-        let mut config = PipelineConfig::default();
-        let warnings = config.apply_env(env(&[
+    fn every_bad_bsp_value_is_an_error_naming_the_variable_and_changes_nothing() {
+        for (name, value) in [
+            (OTEL_BSP_MAX_QUEUE_SIZE, "0"),
+            (OTEL_BSP_MAX_QUEUE_SIZE, "lots"),
+            (OTEL_BSP_SCHEDULE_DELAY, "5s"),
             (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, "-3"),
+            (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, "0"),
+            (OTEL_BSP_EXPORT_TIMEOUT, "0"),
+            (OTEL_BSP_EXPORT_TIMEOUT, "1.5"),
             (OTEL_BSP_MAX_CONCURRENT_EXPORTS, "0"),
-            (OTEL_BSP_SCHEDULE_DELAY, "  "),
-        ]));
-        assert_eq!(config, PipelineConfig::default());
-        let names: Vec<_> = warnings.iter().map(|w| w.name).collect();
-        assert_eq!(
-            names,
-            [
-                OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
-                OTEL_BSP_MAX_CONCURRENT_EXPORTS
-            ]
-        );
+        ] {
+            let mut config = PipelineConfig::default();
+            // A good variable beside the bad one is not applied either.
+            let good = if name == OTEL_BSP_SCHEDULE_DELAY {
+                (OTEL_BSP_EXPORT_TIMEOUT, "5")
+            } else {
+                (OTEL_BSP_SCHEDULE_DELAY, "1")
+            };
+            let err = config.apply_env(env(&[(name, value), good])).unwrap_err();
+            assert_eq!(err.variable(), name);
+            let text = err.to_string();
+            assert!(
+                text.contains(name) && text.contains(value),
+                "{name}={value}: {text}"
+            );
+            assert_eq!(config, PipelineConfig::default(), "{name}={value}");
+        }
     }
 
     #[test]

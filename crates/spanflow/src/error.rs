@@ -126,6 +126,11 @@ pub enum BuildError {
     /// A processor could not be built.
     #[error("cannot build processors: {0}")]
     Process(String),
+    /// An OpenTelemetry variable (`OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_EXPORTER`,
+    /// `OTEL_SDK_DISABLED`) has a bad value. The message is the one parser's
+    /// ([`spanflow_export::env`]), the same the relay gives for the same value.
+    #[error(transparent)]
+    Environment(#[from] spanflow_export::env::EnvError),
     /// The disk queue could not be opened (bad settings, locked by another process, I/O).
     #[error("cannot open the disk queue: {0}")]
     Queue(String),

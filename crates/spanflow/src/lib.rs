@@ -26,6 +26,13 @@
 //! assert_eq!((stats.accepted, stats.exported, stats.unaccounted()), (100, 100, 0));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! With no exporter given, a pipeline exports OTLP as the OpenTelemetry environment says
+//! (`OTEL_EXPORTER_OTLP_*`, default gRPC to `http://localhost:4317`), or discards and counts
+//! spans under `OTEL_SDK_DISABLED=true` / `OTEL_TRACES_EXPORTER=none`; `from_env()` applies the
+//! `OTEL_BSP_*` variables. One parser reads them all ([`export::env`], shared with the relay), and
+//! a bad value is a [`BuildError::Environment`] naming the variable (see
+//! [`PipelineBuilder::build`] and [`PipelineConfig::apply_env`]).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod books;
@@ -48,8 +55,8 @@ pub use spanflow_spool as spool;
 
 pub use builder::PipelineBuilder;
 pub use config::{
-    AVERAGE_SPAN_BYTES, BackendRole, BatchSettings, EnvWarning, ExportSettings, ExporterSpec,
-    FreeSpansOn, MemorySettings, OTEL_BSP_EXPORT_TIMEOUT, OTEL_BSP_MAX_CONCURRENT_EXPORTS,
+    AVERAGE_SPAN_BYTES, BackendRole, BatchSettings, ExportSettings, ExporterSpec, FreeSpansOn,
+    MemorySettings, OTEL_BSP_EXPORT_TIMEOUT, OTEL_BSP_MAX_CONCURRENT_EXPORTS,
     OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_SCHEDULE_DELAY,
     OverflowPolicy, PipelineConfig, ProcessingSettings, QueueSettings,
 };

@@ -38,6 +38,9 @@ impl RefusedSpans {
 pub struct DroppedSpans {
     /// Removed by a processor (filter, sampler), or lost with a batch a processor failed on.
     pub processor: u64,
+    /// Discarded because the environment disabled export (`OTEL_SDK_DISABLED=true` or
+    /// `OTEL_TRACES_EXPORTER=none`, with no exporter configured in code or configuration).
+    pub disabled: u64,
     /// Pushed out of a backend's queue by its drop policy (`drop_newest`/`drop_oldest`).
     pub queue_full: u64,
     /// Certainly not delivered when shutdown's deadline passed: still in the pipeline, never
@@ -48,7 +51,7 @@ pub struct DroppedSpans {
 impl DroppedSpans {
     /// All dropped spans.
     pub fn total(&self) -> u64 {
-        self.processor + self.queue_full + self.shutdown_deadline
+        self.processor + self.disabled + self.queue_full + self.shutdown_deadline
     }
 }
 
@@ -120,8 +123,8 @@ impl PipelineStats {
     }
 
     /// Accepted spans that were not delivered, or may not have been: failed, dropped by
-    /// spanflow's own policies or deadline, or unconfirmed (processors' drops are intended and
-    /// not counted here).
+    /// spanflow's own policies or deadline, or unconfirmed (processors' drops and drops of a
+    /// disabled pipeline are intended and not counted here).
     pub fn undelivered(&self) -> u64 {
         self.failed + self.dropped.queue_full + self.dropped.shutdown_deadline + self.unconfirmed
     }
@@ -132,8 +135,8 @@ impl fmt::Display for PipelineStats {
         write!(
             f,
             "accepted={} exported={} failed={} dropped={} unconfirmed={} queued={} refused={} \
-             rejected={} dropped.processor={} dropped.queue_full={} dropped.shutdown_deadline={} \
-             refused.budget_full={} refused.shut_down={} refused.too_large={} retried={} \
+             rejected={} dropped.processor={} dropped.disabled={} dropped.queue_full={} \
+             dropped.shutdown_deadline={} refused.budget_full={} refused.shut_down={} refused.too_large={} retried={} \
              memory_peak_bytes={}",
             self.accepted,
             self.exported,
@@ -144,6 +147,7 @@ impl fmt::Display for PipelineStats {
             self.refused.total(),
             self.rejected,
             self.dropped.processor,
+            self.dropped.disabled,
             self.dropped.queue_full,
             self.dropped.shutdown_deadline,
             self.refused.budget_full,

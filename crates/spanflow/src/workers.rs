@@ -70,6 +70,9 @@ pub enum RequestFate {
     /// The pipeline shut down before the request reached export (counted as
     /// `dropped.shutdown_deadline`).
     NotExported,
+    /// Export is disabled by the environment (`OTEL_SDK_DISABLED=true` or
+    /// `OTEL_TRACES_EXPORTER=none`): the spans were discarded (counted as `dropped.disabled`).
+    ExportDisabled,
 }
 
 pub(crate) type ReceiptSender = tokio::sync::oneshot::Sender<RequestFate>;
@@ -97,6 +100,9 @@ pub(crate) struct Shared {
     pub(crate) fanout: FanOut,
     pub(crate) runtime: OwnedRuntime,
     pub(crate) books: Books,
+    /// Export is off (`OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`): every batch
+    /// is discarded before processing and counted as `dropped.disabled`.
+    pub(crate) export_disabled: bool,
     pub(crate) state: AtomicU8,
     /// Woken whenever spans are handed off or a worker exits.
     progress_lock: Mutex<()>,
@@ -127,6 +133,7 @@ pub(crate) struct Parts {
     pub(crate) fanout: FanOut,
     pub(crate) runtime: OwnedRuntime,
     pub(crate) books: Books,
+    pub(crate) export_disabled: bool,
 }
 
 /// Why a durable append gave up.
@@ -177,6 +184,7 @@ impl Shared {
             fanout: parts.fanout,
             runtime: parts.runtime,
             books: parts.books,
+            export_disabled: parts.export_disabled,
             state: AtomicU8::new(RUNNING),
             progress_lock: Mutex::new(()),
             progress: Condvar::new(),
@@ -322,6 +330,13 @@ impl Shared {
     /// Runs the chain on the job's request, on this thread or the scheduler, then hands the
     /// result to the fan-out.
     fn process_and_export(self: &Arc<Self>, mut job: Job) {
+        if self.export_disabled {
+            // The job's credit goes back to the budget as the job drops here.
+            self.books.disabled_dropped(job.spans);
+            resolve(job.receipts, RequestFate::ExportDisabled);
+            self.notify_progress();
+            return;
+        }
         job.credit.resize_bytes(job.request.encoded_len() as u64);
         match (&self.scheduler, &self.chain) {
             (Some(scheduler), _) => {

@@ -144,14 +144,20 @@ impl Seen {
 pub struct TlsIdentity {
     pub cert_pem: String,
     pub key_pem: String,
+    /// When set, the receiver asks for a client certificate signed by this CA (mutual TLS)
+    /// and refuses clients without one.
+    pub client_ca_pem: Option<String>,
 }
 
 impl TlsIdentity {
     fn server_config(&self) -> tonic::transport::ServerTlsConfig {
-        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
-            &self.cert_pem,
-            &self.key_pem,
-        ))
+        let config = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem),
+        );
+        match &self.client_ca_pem {
+            Some(ca) => config.client_ca_root(tonic::transport::Certificate::from_pem(ca)),
+            None => config,
+        }
     }
 }
 
