@@ -15,7 +15,8 @@ pub(crate) struct Xtask {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the CI gate in order, stopping at the first failure: fmt, clippy, tests, doctests,
-    /// loom models, valgrind memcheck of the lock-free stress test, fuzz smoke scripts.
+    /// loom models, Miri, valgrind memcheck of the lock-free stress test, fuzz smoke scripts,
+    /// examples.
     Test(TestArgs),
     /// Run the criterion benches (one `cargo bench -p P --bench B` per bench target), then
     /// write docs/BENCHMARKS.md and docs/benchmarks.svg.
@@ -31,16 +32,19 @@ pub(crate) struct TestArgs {
     /// Skip the loom models (step 5).
     #[arg(long)]
     pub(crate) no_loom: bool,
-    /// Skip the valgrind memcheck of the lock-free stress test (step 6).
+    /// Skip the Miri run of the lock-free and batch tests (step 6).
+    #[arg(long)]
+    pub(crate) no_miri: bool,
+    /// Skip the valgrind memcheck of the lock-free stress test (step 7).
     #[arg(long)]
     pub(crate) no_valgrind: bool,
-    /// Skip the fuzz smoke scripts (step 7).
+    /// Skip the fuzz smoke scripts (step 8).
     #[arg(long)]
     pub(crate) no_fuzz: bool,
-    /// Skip running the examples and the relay demo (step 8).
+    /// Skip running the examples and the relay demo (step 9).
     #[arg(long)]
     pub(crate) no_examples: bool,
-    /// Skip the Kafka lints and broker tests (step 9).
+    /// Skip the Kafka lints and broker tests (step 10).
     #[arg(long)]
     pub(crate) no_kafka: bool,
     /// Skip `cargo fmt --check` (step 1).

@@ -4,7 +4,12 @@
 //! - loom models are the `crates/*/tests/loom_*.rs` test targets, built with
 //!   `--cfg loom --cfg crossbeam_loom` in `<target dir>/loom` so the normal build stays valid;
 //! - `crates/spanflow-lockfree/tests/stress.rs` honours `SPANFLOW_STRESS_SCALE=small`, which
-//!   valgrind needs to finish in reasonable time;
+//!   valgrind needs to finish in reasonable time, and `SPANFLOW_STRESS_SCALE=tiny`, which Miri
+//!   needs; tests that Miri runs shrink themselves further under `cfg(miri)` where they must;
+//! - the Miri step runs the lock-free crate's unit and integration tests (the loom models are
+//!   `cfg(loom)` and compile to nothing) and the batch crate's unit tests, on the nightly
+//!   toolchain through `rustup run nightly cargo miri` (the component is installed by
+//!   `.ci/run`);
 //! - a crate with fuzz targets provides `fuzz/smoke`, a bash script run from the crate
 //!   directory that exits non-zero on failure and runs for a bounded time;
 //! - every example of a crate under `crates/` runs on its own (it starts whatever receiver it
@@ -41,6 +46,7 @@ enum Step {
     Tests,
     Doctests,
     Loom,
+    Miri,
     Valgrind,
     FuzzSmoke,
     Examples,
@@ -48,12 +54,13 @@ enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 9] = [
+    const ALL: [Step; 10] = [
         Step::Fmt,
         Step::Clippy,
         Step::Tests,
         Step::Doctests,
         Step::Loom,
+        Step::Miri,
         Step::Valgrind,
         Step::FuzzSmoke,
         Step::Examples,
@@ -67,6 +74,7 @@ impl Step {
             Step::Tests => "tests",
             Step::Doctests => "doctests",
             Step::Loom => "loom models",
+            Step::Miri => "miri",
             Step::Valgrind => "valgrind",
             Step::FuzzSmoke => "fuzz smoke",
             Step::Examples => "examples",
@@ -80,6 +88,7 @@ impl Step {
             Step::Fmt => (args.skip_fmt, "--skip-fmt"),
             Step::Clippy => (args.skip_clippy, "--skip-clippy"),
             Step::Loom => (args.no_loom, "--no-loom"),
+            Step::Miri => (args.no_miri, "--no-miri"),
             Step::Valgrind => (args.no_valgrind, "--no-valgrind"),
             Step::FuzzSmoke => (args.no_fuzz, "--no-fuzz"),
             Step::Examples => (args.no_examples, "--no-examples"),
@@ -185,6 +194,7 @@ fn run_step(step: Step, root: &Path) -> Result<StepEnd> {
             .args(["test", "--workspace", "--doc", "--locked"])
             .run()?,
         Step::Loom => return run_loom(root),
+        Step::Miri => return run_miri(root),
         Step::Valgrind => return run_valgrind(root),
         Step::FuzzSmoke => return run_fuzz_smoke(root),
         Step::Examples => return run_examples(root),
@@ -340,6 +350,63 @@ fn run_loom(root: &Path) -> Result<StepEnd> {
             .run()?;
     }
     Ok(StepEnd::Done)
+}
+
+/// What the Miri step runs, one `cargo miri test` each: the lock-free crate's unit and
+/// integration tests, the batch crate's unit tests. (The batch crate's integration tests wait on
+/// real time by design, which under Miri's interpreter takes far longer than what they check.)
+/// Target selectors apply to every `-p` of one cargo command, hence one command per package.
+const MIRI_RUNS: [&[&str]; 2] = [
+    &["-p", "spanflow-lockfree", "--lib", "--tests"],
+    &["-p", "spanflow-batch", "--lib"],
+];
+/// Tree Borrows rather than Stacked Borrows: crossbeam-epoch breaks Stacked Borrows' rules (its
+/// intrusive list retags a pointer to a field as the whole entry) but not Tree Borrows', which
+/// is what crossbeam's own Miri CI uses (crossbeam-rs/crossbeam#996). Permissive provenance:
+/// crossbeam-epoch tags pointers through integers. Leaks are not checked: the bags of garbage a
+/// thread hands to crossbeam-epoch's global collector at exit stay queued until the process
+/// ends, behind pointers stored as integers, so Miri cannot see that a static still reaches
+/// them and reports every one. Our own leaks are caught elsewhere: valgrind's memcheck of the
+/// stress test (a definite leak fails the step) and the drop-counting tests.
+/// Everything else is Miri's default: the data race detector, alignment and
+/// uninitialised-memory checks, and a random scheduler that preempts threads.
+const MIRIFLAGS: &str = "-Zmiri-tree-borrows -Zmiri-permissive-provenance -Zmiri-ignore-leaks";
+
+/// `rustup run nightly cargo`: Miri needs the nightly toolchain, whatever toolchain runs xtask.
+fn nightly_cargo() -> Cmd {
+    Cmd::new("rustup").args(["run", "nightly", "cargo"])
+}
+
+fn run_miri(root: &Path) -> Result<StepEnd> {
+    let found = nightly_cargo().args(["miri", "--version"]).read_stdout();
+    found.map(drop).map_err(|err| {
+        anyhow!(
+            "Miri is required for this step but is not usable ({err:#}); install it \
+             (`rustup component add miri rust-src --toolchain nightly`) or pass --no-miri for a \
+             local run"
+        )
+    })?;
+    let user_flags = std::env::var("MIRIFLAGS").unwrap_or_default();
+    for selection in MIRI_RUNS {
+        nightly_cargo()
+            .current_dir(root)
+            .args(["miri", "test", "--locked"])
+            .args(selection)
+            .env("MIRIFLAGS", miri_flags(&user_flags))
+            .env("SPANFLOW_STRESS_SCALE", "tiny")
+            .run()?;
+    }
+    Ok(StepEnd::Done)
+}
+
+/// Ours, after whatever the user set (Miri takes the last of conflicting flags, so ours win).
+fn miri_flags(user: &str) -> String {
+    let user = user.trim();
+    if user.is_empty() {
+        MIRIFLAGS.to_owned()
+    } else {
+        format!("{user} {MIRIFLAGS}")
+    }
 }
 
 fn run_valgrind(root: &Path) -> Result<StepEnd> {
@@ -693,6 +760,15 @@ mod tests {
     }
 
     #[test]
+    fn miri_flags_follow_the_users() {
+        assert_eq!(miri_flags(""), MIRIFLAGS);
+        assert_eq!(
+            miri_flags(" -Zmiri-seed=7 "),
+            format!("-Zmiri-seed=7 {MIRIFLAGS}")
+        );
+    }
+
+    #[test]
     fn executable_comes_from_the_test_artifact_only() {
         let artifact = |name: &str, kind: &str, test: bool, exe: &str| {
             format!(
@@ -750,6 +826,15 @@ mod tests {
             .filter_map(|s| Some((s.name(), s.disabled_by(&args)?)))
             .collect();
         assert_eq!(off, [("fmt", "--skip-fmt"), ("loom models", "--no-loom")]);
+        let args = TestArgs {
+            no_miri: true,
+            ..TestArgs::default()
+        };
+        let off: Vec<&str> = Step::ALL
+            .iter()
+            .filter_map(|s| s.disabled_by(&args))
+            .collect();
+        assert_eq!(off, ["--no-miri"]);
         assert!(
             Step::ALL
                 .iter()

@@ -50,6 +50,7 @@ fn help_lists_the_commands() {
     let help = text(&out.stdout);
     for flag in [
         "--no-loom",
+        "--no-miri",
         "--no-valgrind",
         "--no-fuzz",
         "--skip-fmt",
@@ -84,7 +85,8 @@ fn bench_report_writes_markdown_and_svg_from_criterion_output() {
 }
 
 /// A fake workspace: `CARGO_MANIFEST_DIR` makes xtask take it as the root, `CARGO` and
-/// `PATH` send cargo and valgrind to scripts that log their arguments and environment.
+/// `PATH` send cargo, rustup and valgrind to scripts that log their arguments and environment
+/// (and put a stand-in `tansu` broker first on `PATH`).
 struct FakeWorkspace {
     tmp: TempDir,
 }
@@ -125,6 +127,15 @@ esac
             ),
         );
         write_script(
+            &root.join("bin/rustup"),
+            &format!(
+                r#"echo "rustup $* | MIRIFLAGS=$MIRIFLAGS SPANFLOW_STRESS_SCALE=$SPANFLOW_STRESS_SCALE" >> "{}""#,
+                root.join("log").display()
+            ),
+        );
+        // A broker on PATH, so the Kafka step runs whether or not this machine has tansu.
+        write_script(&root.join("bin/tansu"), "echo tansu 0.0.0");
+        write_script(
             &root.join("bin/valgrind"),
             &format!(
                 r#"echo "valgrind $* | SPANFLOW_STRESS_SCALE=$SPANFLOW_STRESS_SCALE" >> "{}""#,
@@ -155,6 +166,8 @@ esac
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env_remove("CARGO_TARGET_DIR")
+            .env_remove("MIRIFLAGS")
+            .env_remove("TANSU")
             .output()
             .unwrap()
     }
@@ -196,6 +209,16 @@ fn test_runs_every_step_in_order() {
                  CARGO_TARGET_DIR={}",
                 target.join("loom").display()
             ),
+            "rustup run nightly cargo miri --version | MIRIFLAGS= SPANFLOW_STRESS_SCALE="
+                .to_owned(),
+            "rustup run nightly cargo miri test --locked -p spanflow-lockfree --lib --tests | \
+             MIRIFLAGS=-Zmiri-tree-borrows -Zmiri-permissive-provenance -Zmiri-ignore-leaks \
+             SPANFLOW_STRESS_SCALE=tiny"
+                .to_owned(),
+            "rustup run nightly cargo miri test --locked -p spanflow-batch --lib | \
+             MIRIFLAGS=-Zmiri-tree-borrows -Zmiri-permissive-provenance -Zmiri-ignore-leaks \
+             SPANFLOW_STRESS_SCALE=tiny"
+                .to_owned(),
             "valgrind --version | SPANFLOW_STRESS_SCALE=".to_owned(),
             format!(
                 "cargo test --release --locked -p spanflow-lockfree --test stress --no-run \
@@ -208,6 +231,15 @@ fn test_runs_every_step_in_order() {
             ),
             // The examples step lists the example targets; the fake workspace has none.
             format!("cargo metadata --format-version 1 --no-deps {plain}"),
+            format!(
+                "cargo clippy --locked --all-targets --features \
+                 spanflow-export/kafka,spanflow-relay/kafka -p spanflow-export -p spanflow-relay \
+                 -- -D warnings {plain}"
+            ),
+            format!(
+                "cargo test --locked -p spanflow-export --features kafka --lib -- kafka {plain}"
+            ),
+            format!("cargo test --locked -p spanflow-relay --features kafka --test kafka {plain}"),
         ]
     );
     let smoke_dir = fs::read_to_string(&marker).unwrap();
@@ -219,9 +251,11 @@ fn test_runs_every_step_in_order() {
     for line in [
         "PASS  fmt",
         "PASS  loom models",
+        "PASS  miri",
         "PASS  valgrind",
         "PASS  fuzz smoke",
         "PASS  examples",
+        "PASS  kafka",
     ] {
         assert!(stderr.contains(line), "missing {line:?} in {stderr}");
     }

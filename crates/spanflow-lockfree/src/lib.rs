@@ -57,7 +57,12 @@
 //! All atomics and cells go through an internal `loom` module (std or loom, as in tokio). The
 //! models in `tests/loom_*.rs` run with
 //! `RUSTFLAGS="--cfg loom --cfg crossbeam_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release
-//! --test loom_<name>`; under loom the deque starts with 2 slots so that resizes are explored.
+//! --test loom_<name>`; under loom the deque starts with 2 slots so that resizes are explored,
+//! and the stack's retired nodes go to the epoch 2 at a time and come back through the
+//! per-thread free lists, so the recycling path is explored too (without the process-wide pool,
+//! which loom's teardown order rules out; see `retire.rs`). `cargo xtask test` also runs the
+//! unit, property and stress tests under Miri, which checks what loom cannot see: the raw memory
+//! of recycled blocks, alignment, provenance and the data races of non-atomic accesses.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod deque;

@@ -9,8 +9,22 @@
 //! spliced onto the free list of the thread that runs the deferred function in O(1), without
 //! touching the nodes. Deferring later than the unlink is always sound: the grace period starts
 //! at the deferral.
+//!
+//! Under loom (`--cfg loom --cfg crossbeam_loom`) the same code runs with small constants (a
+//! chain of 2, a cache of 4 blocks, slabs of 2 blocks), so a model of a few pops hands chains to
+//! the epoch and reuses their blocks. Two things differ there, both because of what loom is:
+//! - A block's link word is read and written through the loom `AtomicPtr` that was the node's
+//!   `next` (a loom atomic is an index into loom's object store, not a pointer); fresh slab
+//!   blocks get one of their own. So loom sees every link access, and a chain read on another
+//!   thread without a happens-before edge from its writer would read stale links.
+//! - There is no process-wide pool, and an exiting thread leaks its free blocks and its last,
+//!   unfinished chain instead of handing them on. loom drops its lazy statics (crossbeam-epoch's
+//!   collector too) before the main thread's thread-locals, so that destructor would touch a
+//!   dropped pool and collector; and loom drops a thread's thread-locals in no fixed order, so
+//!   any loom operation in that destructor would make the model nondeterministic. The pool is a
+//!   Treiber push and a take-all swap, and the thread-exit path is plain code; the Miri run of
+//!   the stress tests covers both.
 
-#[cfg(not(loom))]
 pub(crate) use node_memory::retire;
 
 /// Node memory with a per-thread cache in front of the global allocator, refilled from a shared
@@ -24,23 +38,35 @@ pub(crate) use node_memory::retire;
 /// onto the pool is a CAS on its head and taking it is a swap, so the pool has no ABA problem.
 /// Blocks are raw memory (no value inside), so a block freed by one stack may serve another
 /// `Node` type of the same size class. A block's first word links free blocks.
-#[cfg(not(loom))]
 pub(crate) mod node_memory {
     use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
     use std::cell::Cell;
     use std::ptr::{self, NonNull};
-    use std::sync::atomic::{AtomicPtr, Ordering};
 
     use crossbeam_epoch::Guard;
+
+    use crate::loom::{AtomicPtr, Ordering};
 
     /// Size classes: 8, 16, ..., 256 bytes, alignment at most 8.
     const CLASSES: usize = 32;
     const GRAIN: usize = 8;
+    /// Blocks a thread keeps per size class before it gives them to the pool.
+    #[cfg(not(loom))]
     const MAX_CACHED: usize = 4096;
-    /// Bytes of node blocks allocated at once when the caches are empty.
+    #[cfg(loom)]
+    const MAX_CACHED: usize = 4;
+    /// Bytes of node blocks allocated at once when the caches are empty (at least two blocks).
+    /// Two blocks under loom, and under Miri, whose borrow tracker slows down with every
+    /// reference into one allocation.
+    #[cfg(not(any(loom, miri)))]
     const SLAB_BYTES: usize = 2048;
+    #[cfg(any(loom, miri))]
+    const SLAB_BYTES: usize = 0;
     /// Retired nodes per deferred call.
+    #[cfg(not(loom))]
     const BATCH: usize = 32;
+    #[cfg(loom)]
+    const BATCH: usize = 2;
 
     /// The size class of `layout`, if it is pooled.
     #[inline]
@@ -61,25 +87,73 @@ pub(crate) mod node_memory {
     /// Reads the link word of a free block.
     ///
     /// # Safety
-    /// `block` is a free block (at least 8 bytes, 8-aligned) owned by the caller.
+    /// `block` is a free block (at least 8 bytes, 8-aligned) owned by the caller, whose link
+    /// was written by [`set_next`] or [`init_link`] (or is a retired node's `next`).
+    #[cfg(not(loom))]
     #[inline]
     unsafe fn next_of(block: *mut u8) -> *mut u8 {
         // SAFETY: the caller owns the free block, whose first word holds the link.
         unsafe { block.cast::<*mut u8>().read() }
     }
 
+    /// Writes the link word of a free block that already has one.
+    ///
     /// # Safety
     /// As for [`next_of`].
+    #[cfg(not(loom))]
     #[inline]
     unsafe fn set_next(block: *mut u8, next: *mut u8) {
         // SAFETY: as above.
         unsafe { block.cast::<*mut u8>().write(next) };
     }
 
-    /// Hints the CPU to bring `block`'s cache line in for writing; a no-op elsewhere.
+    /// Writes the link word of a block fresh from the allocator.
+    ///
+    /// # Safety
+    /// `block` is at least 8 bytes, 8-aligned and owned by the caller.
+    #[cfg(not(loom))]
+    #[inline]
+    unsafe fn init_link(block: *mut u8, next: *mut u8) {
+        // SAFETY: forwarded; a plain word needs no initialisation beyond the write.
+        unsafe { set_next(block, next) };
+    }
+
+    /// Under loom the link is the loom atomic at the block's start (see the module docs).
+    ///
+    /// # Safety
+    /// As for the non-loom [`next_of`]; the block's first word is a loom `AtomicPtr`.
+    #[cfg(loom)]
+    unsafe fn next_of(block: *mut u8) -> *mut u8 {
+        // SAFETY: the caller's contract: a live loom atomic sits at the block's start.
+        let link = unsafe { &*block.cast::<AtomicPtr<u8>>() };
+        // Relaxed: the block is ours; whatever ordered its hand-over to us (the epoch, the
+        // thread's own program order) must also order this read after the write.
+        link.load(Ordering::Relaxed)
+    }
+
+    /// # Safety
+    /// As for [`next_of`].
+    #[cfg(loom)]
+    unsafe fn set_next(block: *mut u8, next: *mut u8) {
+        // SAFETY: as above.
+        let link = unsafe { &*block.cast::<AtomicPtr<u8>>() };
+        // Relaxed: as in `next_of`.
+        link.store(next, Ordering::Relaxed);
+    }
+
+    /// # Safety
+    /// `block` is at least a loom `AtomicPtr` in size and alignment and owned by the caller.
+    #[cfg(loom)]
+    unsafe fn init_link(block: *mut u8, next: *mut u8) {
+        // SAFETY: the caller owns the fresh block; writing (not assigning) a new atomic.
+        unsafe { block.cast::<AtomicPtr<u8>>().write(AtomicPtr::new(next)) };
+    }
+
+    /// Hints the CPU to bring `block`'s cache line in for writing; a no-op elsewhere (and under
+    /// Miri, which runs no assembly).
     #[inline(always)]
     fn prefetch_for_write(block: *mut u8) {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
         // SAFETY: a prefetch is only a hint: it never faults (not even on a null or dangling
         // address), writes no memory and changes no flags.
         unsafe {
@@ -89,10 +163,11 @@ pub(crate) mod node_memory {
                 options(nostack, preserves_flags, readonly)
             );
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(any(not(target_arch = "x86_64"), miri))]
         let _ = block;
     }
 
+    #[cfg(not(loom))]
     static POOL: [AtomicPtr<u8>; CLASSES] = [const { AtomicPtr::new(ptr::null_mut()) }; CLASSES];
 
     /// This thread's chain of retired nodes not yet handed to the epoch.
@@ -112,6 +187,7 @@ pub(crate) mod node_memory {
         pending: Pending,
     }
 
+    #[cfg(not(loom))]
     impl Drop for Local {
         fn drop(&mut self) {
             // Thread exit: hand the retired chain to the epoch (`pin` works during TLS teardown:
@@ -130,8 +206,8 @@ pub(crate) mod node_memory {
         }
     }
 
-    thread_local! {
-        static LOCAL: Local = const {
+    impl Local {
+        const fn new() -> Self {
             Local {
                 heads: [const { Cell::new(ptr::null_mut()) }; CLASSES],
                 counts: [const { Cell::new(0) }; CLASSES],
@@ -142,7 +218,17 @@ pub(crate) mod node_memory {
                     layout: Cell::new(Layout::new::<u64>()),
                 },
             }
-        };
+        }
+    }
+
+    #[cfg(not(loom))]
+    thread_local! {
+        static LOCAL: Local = const { Local::new() };
+    }
+
+    #[cfg(loom)]
+    loom::thread_local! {
+        static LOCAL: Local = Local::new();
     }
 
     /// Pushes the chain `head..=tail` onto the pool of `class` with one CAS (`tail` may be null:
@@ -151,6 +237,7 @@ pub(crate) mod node_memory {
     /// # Safety
     /// `head..` is a null-terminated chain of free blocks of `class` owned by the caller, and
     /// `tail`, if not null, is its last block.
+    #[cfg(not(loom))]
     unsafe fn give_to_pool(class: usize, head: *mut u8, tail: *mut u8) {
         if head.is_null() {
             return;
@@ -180,6 +267,25 @@ pub(crate) mod node_memory {
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// Under loom there is no pool (see the module docs): the chain is leaked.
+    ///
+    /// # Safety
+    /// As for the non-loom `give_to_pool`.
+    #[cfg(loom)]
+    unsafe fn give_to_pool(_class: usize, _head: *mut u8, _tail: *mut u8) {}
+
+    /// Takes the whole pool of `class`, if it holds any block.
+    #[cfg(not(loom))]
+    fn take_pool(class: usize) -> *mut u8 {
+        // Acquire: pairs with the Release CAS in `give_to_pool`; the links are ours.
+        POOL[class].swap(ptr::null_mut(), Ordering::Acquire)
+    }
+
+    #[cfg(loom)]
+    fn take_pool(_class: usize) -> *mut u8 {
+        ptr::null_mut()
     }
 
     /// Allocates a block for `layout` (non-zero size), from the caches when possible.
@@ -219,8 +325,7 @@ pub(crate) mod node_memory {
     #[cold]
     fn allocate_slow(class: usize) -> NonNull<u8> {
         let refilled = LOCAL.try_with(|local| {
-            // Acquire: pairs with the Release CAS in `give_to_pool`; the links are ours.
-            let head = POOL[class].swap(ptr::null_mut(), Ordering::Acquire);
+            let head = take_pool(class);
             if !head.is_null() {
                 // SAFETY: `head` is a free block of this class, now owned by this thread. The
                 // count of the taken chain is unknown; it restarts at 0 (it only bounds the
@@ -241,7 +346,7 @@ pub(crate) mod node_memory {
                 // SAFETY: `index * block_size` is inside the fresh slab (`index < blocks`).
                 let block = unsafe { slab.as_ptr().add(index * block_size) };
                 // SAFETY: the block is 8-aligned, at least 8 bytes, and ours.
-                unsafe { set_next(block, list) };
+                unsafe { init_link(block, list) };
                 list = block;
             }
             local.heads[class].set(list);
@@ -276,7 +381,7 @@ pub(crate) mod node_memory {
             local.counts[class].set(held + len);
             true
         });
-        if kept != Ok(true) {
+        if !matches!(kept, Ok(true)) {
             // SAFETY: the chain is ours and of `class`; `give_to_pool` relinks `tail`.
             unsafe { give_to_pool(class, head, tail) };
         }
@@ -300,8 +405,9 @@ pub(crate) mod node_memory {
         let mut tail: *mut u8 = ptr::null_mut();
         let mut count = 0usize;
         for block in blocks {
-            // SAFETY: the block is free and ours (caller's contract).
-            unsafe { set_next(block.as_ptr(), head) };
+            // SAFETY: the block is free and ours (caller's contract); its first word may have
+            // held anything, so the link is written anew.
+            unsafe { init_link(block.as_ptr(), head) };
             if head.is_null() {
                 tail = block.as_ptr();
             }
@@ -322,8 +428,9 @@ pub(crate) mod node_memory {
     pub(crate) unsafe fn release(block: NonNull<u8>, layout: Layout) {
         match class_of(layout) {
             Some(class) => {
-                // SAFETY: the caller's contract: the block is free and ours.
-                unsafe { set_next(block.as_ptr(), ptr::null_mut()) };
+                // SAFETY: the caller's contract: the block is free and ours; its first word may
+                // have held anything, so the link is written anew.
+                unsafe { init_link(block.as_ptr(), ptr::null_mut()) };
                 // SAFETY: as above; a chain of one block.
                 unsafe { release_chain(class, block.as_ptr(), block.as_ptr(), 1) };
             }

@@ -42,11 +42,8 @@ use crossbeam_epoch as epoch;
 use crossbeam_utils::CachePadded;
 
 use crate::loom::{AtomicPtr, Ordering, UnsafeCell, contention_pause};
-#[cfg(not(loom))]
 use crate::retire::node_memory;
-#[cfg(not(loom))]
 use std::alloc::Layout;
-#[cfg(not(loom))]
 use std::ptr::NonNull;
 
 /// `repr(C)` with `next` first: the link is the block's first word, which is what
@@ -61,7 +58,6 @@ struct Node<T> {
 }
 
 impl<T> Node<T> {
-    #[cfg(not(loom))]
     const LAYOUT: Layout = Layout::new::<Node<T>>();
 
     #[inline]
@@ -70,17 +66,10 @@ impl<T> Node<T> {
             next: AtomicPtr::new(ptr::null_mut()),
             value: UnsafeCell::new(ManuallyDrop::new(value)),
         };
-        #[cfg(not(loom))]
-        {
-            let block = node_memory::allocate(Self::LAYOUT).cast::<Node<T>>();
-            // SAFETY: `block` is a fresh, unused allocation with `Node<T>`'s layout.
-            unsafe { block.as_ptr().write(node) };
-            block.as_ptr()
-        }
-        #[cfg(loom)]
-        {
-            Box::into_raw(Box::new(node))
-        }
+        let block = node_memory::allocate(Self::LAYOUT).cast::<Node<T>>();
+        // SAFETY: `block` is a fresh, unused allocation with `Node<T>`'s layout.
+        unsafe { block.as_ptr().write(node) };
+        block.as_ptr()
     }
 
     /// Frees a node's memory without dropping its value.
@@ -89,19 +78,11 @@ impl<T> Node<T> {
     /// `node` came from [`Node::alloc`], nobody can reach it any more, and its value was moved
     /// out (or is dropped by the caller).
     unsafe fn free(node: *mut Node<T>) {
-        #[cfg(not(loom))]
-        {
-            // SAFETY: a `Node` is never null.
-            let block = unsafe { NonNull::new_unchecked(node.cast::<u8>()) };
-            // SAFETY: forwarded from the caller; `Node<T>` needs no drop glue beyond the value
-            // (`ManuallyDrop`) and the loom-free atomics.
-            unsafe { node_memory::release(block, Self::LAYOUT) };
-        }
-        #[cfg(loom)]
-        {
-            // SAFETY: forwarded from the caller; the `Box` frees memory only (`ManuallyDrop`).
-            drop(unsafe { Box::from_raw(node) });
-        }
+        // SAFETY: a `Node` is never null.
+        let block = unsafe { NonNull::new_unchecked(node.cast::<u8>()) };
+        // SAFETY: forwarded from the caller; `Node<T>` needs no drop glue beyond the value
+        // (`ManuallyDrop`) and the atomics (loom's hold only an index into loom's store).
+        unsafe { node_memory::release(block, Self::LAYOUT) };
     }
 
     /// Moves the value out of the node.
@@ -125,35 +106,11 @@ impl<T> Node<T> {
     /// read its `next` only while pinned (losing `pop`s, whose CAS fails whatever they read).
     #[inline]
     unsafe fn retire(node: *mut Node<T>, guard: &epoch::Guard) {
-        #[cfg(not(loom))]
         // SAFETY: forwarded; `next` is the node's first word (`repr(C)`), an `AtomicPtr`, and
         // the node came from `node_memory::allocate` with `LAYOUT`.
-        unsafe {
-            crate::retire::retire(node.cast(), Self::LAYOUT, guard);
-        }
-        #[cfg(loom)]
-        {
-            let garbage = Garbage(node);
-            // SAFETY: readers of the node are pinned; the collector frees it after they unpin,
-            // and the `Box` frees memory only (`ManuallyDrop` value, already moved out).
-            unsafe {
-                guard.defer_unchecked(move || {
-                    let garbage = garbage;
-                    drop(Box::from_raw(garbage.0));
-                })
-            };
-        }
+        unsafe { crate::retire::retire(node.cast(), Self::LAYOUT, guard) };
     }
 }
-
-/// A `Send` wrapper for nodes handed to the epoch collector (loom builds).
-#[cfg(loom)]
-struct Garbage<T>(*mut Node<T>);
-
-// SAFETY: the chain is unreachable by any other thread once deferred; the collector's thread only
-// frees memory (values were moved out), so no `T` is touched on that thread.
-#[cfg(loom)]
-unsafe impl<T> Send for Garbage<T> {}
 
 /// Hands a detached chain `head..=tail` of `len` consumed nodes to the epoch collector.
 ///
@@ -166,31 +123,10 @@ unsafe fn retire_chain<T>(head: *mut Node<T>, tail: *mut Node<T>, len: usize) {
         return;
     }
     let guard = epoch::pin();
-    #[cfg(not(loom))]
-    {
-        // SAFETY: forwarded; `next` is each node's first word and the nodes came from
-        // `node_memory::allocate` with `Node::<T>::LAYOUT`.
-        unsafe {
-            node_memory::retire_chain(head.cast(), tail.cast(), len, Node::<T>::LAYOUT, &guard);
-        }
-    }
-    #[cfg(loom)]
-    {
-        let _ = (tail, len);
-        let garbage = Garbage(head);
-        let free = move || {
-            let garbage = garbage;
-            let mut node = garbage.0;
-            while !node.is_null() {
-                // SAFETY: the epoch has passed, so the chain is exclusively ours.
-                let boxed = unsafe { Box::from_raw(node) };
-                node = boxed.next.load(Ordering::Relaxed);
-            }
-        };
-        // SAFETY: threads that read `next` of these nodes are pinned `pop`s that loaded `head`
-        // before the chain was unlinked; epoch runs the closure only after all of them unpinned.
-        // The closure frees memory only and does not touch `T`.
-        unsafe { guard.defer_unchecked(free) };
+    // SAFETY: forwarded; `next` is each node's first word and the nodes came from
+    // `node_memory::allocate` with `Node::<T>::LAYOUT`.
+    unsafe {
+        node_memory::retire_chain(head.cast(), tail.cast(), len, Node::<T>::LAYOUT, &guard);
     }
 }
 
@@ -687,7 +623,8 @@ mod tests {
     fn concurrent_push_pop_counts() {
         let s = Arc::new(TreiberStack::new());
         let threads = 4;
-        let per = 2_000;
+        // Miri interprets every step; a few hundred operations still interleave the threads.
+        let per = if cfg!(miri) { 200 } else { 2_000 };
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let s = s.clone();

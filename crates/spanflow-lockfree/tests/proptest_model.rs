@@ -52,11 +52,30 @@ fn drain(w: &Worker<u32>) -> Vec<u32> {
     std::iter::from_fn(|| w.pop()).collect()
 }
 
+/// Under Miri, which interprets every step, a handful of short cases still walks every
+/// operation; there is no failure file to read or write either (Miri isolates the file system).
+fn config() -> ProptestConfig {
+    if cfg!(miri) {
+        ProptestConfig {
+            cases: 4,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    } else {
+        ProptestConfig::with_cases(256)
+    }
+}
+
+/// Up to `n` operations per case (an eighth of that under Miri).
+fn ops(n: usize) -> std::ops::Range<usize> {
+    0..if cfg!(miri) { n / 8 } else { n }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(config())]
 
     #[test]
-    fn stack_matches_vec(ops in prop::collection::vec(stack_op(), 0..300)) {
+    fn stack_matches_vec(ops in prop::collection::vec(stack_op(), ops(300))) {
         let stack = TreiberStack::new();
         let mut model: Vec<u32> = Vec::new();
         for op in ops {
@@ -89,17 +108,17 @@ proptest! {
     }
 
     #[test]
-    fn lifo_worker_matches_vecdeque(ops in prop::collection::vec(deque_op(), 0..400)) {
+    fn lifo_worker_matches_vecdeque(ops in prop::collection::vec(deque_op(), ops(400))) {
         check_worker(Worker::new_lifo(), true, ops)?;
     }
 
     #[test]
-    fn fifo_worker_matches_vecdeque(ops in prop::collection::vec(deque_op(), 0..400)) {
+    fn fifo_worker_matches_vecdeque(ops in prop::collection::vec(deque_op(), ops(400))) {
         check_worker(Worker::new_fifo(), false, ops)?;
     }
 
     #[test]
-    fn injector_matches_vecdeque(ops in prop::collection::vec(deque_op(), 0..300)) {
+    fn injector_matches_vecdeque(ops in prop::collection::vec(deque_op(), ops(300))) {
         let q = Injector::new();
         let mut model: VecDeque<u32> = VecDeque::new();
         let dest = Worker::new_fifo();

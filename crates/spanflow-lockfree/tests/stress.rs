@@ -1,7 +1,8 @@
 //! Multi-threaded stress: every element seen exactly once, every value dropped exactly once.
 //!
-//! Sizes shrink when `SPANFLOW_STRESS_SCALE=small` (used for the valgrind memcheck run) and grow
-//! with `SPANFLOW_STRESS_SCALE=large`.
+//! Sizes shrink when `SPANFLOW_STRESS_SCALE=small` (used for the valgrind memcheck run), shrink
+//! further with `SPANFLOW_STRESS_SCALE=tiny` (the Miri run, which interprets every step), and
+//! grow with `SPANFLOW_STRESS_SCALE=large`.
 #![cfg(not(loom))]
 
 use std::sync::Arc;
@@ -11,8 +12,16 @@ use spanflow_lockfree::TreiberStack;
 use spanflow_lockfree::deque::{Injector, Steal, Stealer, Worker};
 
 fn scale(n: usize) -> usize {
-    match std::env::var("SPANFLOW_STRESS_SCALE").as_deref() {
+    // Miri does not forward the environment unless told to (`-Zmiri-env-forward`), so a run
+    // under Miri is tiny whatever the variable says.
+    let requested = if cfg!(miri) {
+        Ok("tiny".to_owned())
+    } else {
+        std::env::var("SPANFLOW_STRESS_SCALE")
+    };
+    match requested.as_deref() {
         Ok("small") => (n / 50).max(50),
+        Ok("tiny") => (n / 1000).max(20),
         Ok("large") => n * 20,
         _ => n,
     }

@@ -16,11 +16,8 @@ use crossbeam_utils::CachePadded;
 
 use super::{MAX_BATCH, Steal, Worker, batch_size};
 use crate::loom::{AtomicPtr, Backoff, Ordering, UnsafeCell};
-#[cfg(not(loom))]
 use crate::retire::node_memory;
-#[cfg(not(loom))]
 use std::alloc::Layout;
-#[cfg(not(loom))]
 use std::ptr::NonNull;
 
 struct Node<T> {
@@ -33,26 +30,19 @@ struct Node<T> {
 }
 
 impl<T> Node<T> {
-    /// Allocates a node; outside loom from the per-thread node cache (`retire::node_memory`),
-    /// which a producer/consumer pair would otherwise miss in the global allocator, because
-    /// nodes are freed in epoch batches, long after and often on another thread.
+    /// Allocates a node from the per-thread node cache (`retire::node_memory`), which a
+    /// producer/consumer pair would otherwise miss in the global allocator, because nodes are
+    /// freed in epoch batches, long after and often on another thread.
     fn alloc(value: MaybeUninit<T>, index: usize) -> *mut Node<T> {
         let node = Node {
             value: UnsafeCell::new(value),
             next: AtomicPtr::new(ptr::null_mut()),
             index,
         };
-        #[cfg(not(loom))]
-        {
-            let block = node_memory::allocate(Layout::new::<Node<T>>()).cast::<Node<T>>();
-            // SAFETY: `block` is a fresh, unused allocation with `Node<T>`'s layout.
-            unsafe { block.as_ptr().write(node) };
-            block.as_ptr()
-        }
-        #[cfg(loom)]
-        {
-            Box::into_raw(Box::new(node))
-        }
+        let block = node_memory::allocate(Layout::new::<Node<T>>()).cast::<Node<T>>();
+        // SAFETY: `block` is a fresh, unused allocation with `Node<T>`'s layout.
+        unsafe { block.as_ptr().write(node) };
+        block.as_ptr()
     }
 
     /// Frees `count` nodes linked through `next` from `first`, memory only.
@@ -61,29 +51,17 @@ impl<T> Node<T> {
     /// The nodes came from [`Node::alloc`], nobody can reach them any more, their values were
     /// moved out (or dropped), and the first `count - 1` of them have their `next` set.
     unsafe fn free_run(first: *mut Node<T>, count: usize) {
-        #[cfg(not(loom))]
-        {
-            let mut node = first;
-            let blocks = (0..count).map(|_| {
-                // SAFETY: the caller owns the run; `next` is read before the block is yielded,
-                // and releasing a block does not touch its memory.
-                let current = unsafe { NonNull::new_unchecked(node) };
-                // SAFETY: as above, `node` is live until released.
-                node = unsafe { (*node).next.load(Ordering::Relaxed) };
-                current.cast::<u8>()
-            });
-            // SAFETY: every node came from `Node::alloc` with this layout and holds no value.
-            unsafe { node_memory::release_many(Layout::new::<Node<T>>(), blocks) };
-        }
-        #[cfg(loom)]
-        {
-            let mut node = first;
-            for _ in 0..count {
-                // SAFETY: the caller owns the run exclusively; `next` links are stable.
-                let boxed = unsafe { Box::from_raw(node) };
-                node = boxed.next.load(Ordering::Relaxed);
-            }
-        }
+        let mut node = first;
+        let blocks = (0..count).map(|_| {
+            // SAFETY: the caller owns the run; `next` is read before the block is yielded, and
+            // releasing a block does not touch its memory.
+            let current = unsafe { NonNull::new_unchecked(node) };
+            // SAFETY: as above, `node` is live until released.
+            node = unsafe { (*node).next.load(Ordering::Relaxed) };
+            current.cast::<u8>()
+        });
+        // SAFETY: every node came from `Node::alloc` with this layout and holds no value.
+        unsafe { node_memory::release_many(Layout::new::<Node<T>>(), blocks) };
     }
 
     /// Moves the value out.
