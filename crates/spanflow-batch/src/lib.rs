@@ -1,8 +1,8 @@
 //! Many producers → batches by count, bytes and age, with a memory budget, backpressure and exact
 //! accounting.
 //!
-//! Layer 2 of spanflow: it sits on [`spanflow_lockfree`] and below the wire model; it is generic
-//! over the item type and knows nothing of spans. The facade's `SpanProcessor::on_end` calls
+//! Layer 2 of spanflow: it sits on [`spanflow_lockfree`], beside the wire model (neither crate
+//! depends on the other); it is generic over the item type and knows nothing of spans. The facade's `SpanProcessor::on_end` calls
 //! [`Batcher::send`] on application threads, so the intake is the product's hottest path; a
 //! consumer thread (or task) takes [`Batch`]es from the [`Receiver`] and exports them.
 //!

@@ -1,8 +1,9 @@
 //! Lock-free primitives for spanflow: a Treiber stack and a Chase–Lev work-stealing deque.
 //!
 //! This is the bottom layer of the spanflow workspace. It depends only on crossbeam-epoch and
-//! crossbeam-utils and knows nothing of spans: `spanflow-batch` uses [`TreiberStack`] for its
-//! intake and buffer pools, `spanflow-process` uses the [`deque`] for its scheduler.
+//! crossbeam-utils and knows nothing of spans: `spanflow-batch` keeps its pools of batch
+//! buffers in [`TreiberStack`]s (its intake is sharded mutexes, not this stack), and
+//! `spanflow-process` schedules its work on the [`deque`].
 //!
 //! ```
 //! use spanflow_lockfree::TreiberStack;
