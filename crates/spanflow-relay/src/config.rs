@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use spanflow::PipelineConfig;
 use spanflow::export::env::{EnvError, OtlpEnv};
 
@@ -69,134 +69,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// A byte size: an integer, or a string like `"4MiB"`, `"512 KiB"`, `"1GB"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
-
-impl FromStr for ByteSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| "expected a byte size like 4194304 or \"4MiB\"".to_owned())?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kb" => 1_000,
-            "kib" => 1 << 10,
-            "m" | "mb" => 1_000_000,
-            "mib" => 1 << 20,
-            "g" | "gb" => 1_000_000_000,
-            "gib" => 1 << 30,
-            other => {
-                return Err(format!(
-                    "unknown byte unit `{other}`, expected B, KiB, MiB, GiB, KB, MB or GB"
-                ));
-            }
-        };
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| "byte size overflows u64".to_owned())
-    }
-}
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0;
-        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if n >= size && n.is_multiple_of(size) {
-                return write!(f, "{}{unit}", n / size);
-            }
-        }
-        write!(f, "{n}B")
-    }
-}
-
-impl Serialize for ByteSize {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(ByteSize(n)),
-            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// A duration: a string like `"200ms"`, `"5s"`, `"2m"`, `"1h"`, or an integer of milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct HumanDuration(pub Duration);
-
-impl FromStr for HumanDuration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| "expected a duration like \"200ms\", \"5s\" or \"2m\"".to_owned())?;
-        let d = match unit.trim() {
-            "" | "ms" => Duration::from_millis(n),
-            "us" => Duration::from_micros(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            other => {
-                return Err(format!(
-                    "unknown duration unit `{other}`, expected ms, s, m or h"
-                ));
-            }
-        };
-        Ok(HumanDuration(d))
-    }
-}
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if ms > 0 && ms.is_multiple_of(1000) {
-            write!(f, "{}s", ms / 1000)
-        } else if self.0.subsec_nanos().is_multiple_of(1_000_000) {
-            write!(f, "{ms}ms")
-        } else {
-            write!(f, "{}us", self.0.as_micros())
-        }
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(HumanDuration(Duration::from_millis(n))),
-            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
+/// Sizes and durations in the configuration are spelled as in the durable queue's (`"64MiB"`,
+/// `"200ms"`; integers are bytes and milliseconds): one parser, whose home is `spanflow-spool`.
+pub use spanflow::spool::{ByteSize, HumanDuration};
 
 /// The whole relay configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
