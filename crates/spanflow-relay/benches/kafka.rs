@@ -34,12 +34,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use spanflow_relay::client::{Answer, OtlpClient, Transport};
 use spanflow_relay::config::RelayConfig;
 use spanflow_relay::pipeline::PipelineSink;
 use spanflow_relay::receiver::grpc::BytesCodec;
 use spanflow_relay::relay::RunningRelay;
-use spanflow_relay::traffic::{AttributeMix, Payload, load_request};
+use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
+use spanflow_relay::tools::traffic::{AttributeMix, Payload, load_request};
 use tonic::server::{Grpc, NamedService, UnaryService};
 
 const SPANS_PER_REQUEST: usize = 100;

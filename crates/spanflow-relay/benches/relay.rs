@@ -31,12 +31,12 @@ use http::uri::PathAndQuery;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use spanflow_relay::client::{Answer, OtlpClient, Transport};
 use spanflow_relay::config::RelayConfig;
 use spanflow_relay::pipeline::PipelineSink;
 use spanflow_relay::receiver::grpc::{BytesCodec, EXPORT_PATH};
 use spanflow_relay::relay::RunningRelay;
-use spanflow_relay::traffic::{AttributeMix, Payload, load_request};
+use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
+use spanflow_relay::tools::traffic::{AttributeMix, Payload, load_request};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::Channel;
 

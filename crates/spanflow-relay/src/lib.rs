@@ -23,14 +23,11 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod client;
 pub mod config;
-pub mod demo;
-pub mod load;
 pub mod metrics;
 pub mod pipeline;
 pub mod receiver;
 pub mod relay;
 pub mod sink;
-pub mod traffic;
+pub mod tools;
 pub mod wire;

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use spanflow_relay::client::Transport;
 use spanflow_relay::config::{ByteSize, HumanDuration, Overrides, RelayConfig};
-use spanflow_relay::demo::{self, DemoOptions};
-use spanflow_relay::load::{self, LoadOptions, Progress, RetryPolicy};
 use spanflow_relay::pipeline::PipelineSink;
 use spanflow_relay::relay::RunningRelay;
-use spanflow_relay::traffic::AttributeMix;
+use spanflow_relay::tools::client::Transport;
+use spanflow_relay::tools::demo::{self, DemoOptions};
+use spanflow_relay::tools::load::{self, LoadOptions, Progress, RetryPolicy};
+use spanflow_relay::tools::traffic::AttributeMix;
 
 /// An OTLP relay: receives OTLP/gRPC and OTLP/HTTP, batches, processes and exports with spanflow.
 #[derive(Debug, Parser)]

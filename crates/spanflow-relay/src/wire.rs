@@ -31,7 +31,7 @@ mod tests {
     #[test]
     fn invalid_ids_are_dropped_and_counted() {
         let mut rng = rand::rng();
-        let [mut a, _, _] = crate::traffic::demo_traces(&mut rng, 2);
+        let [mut a, _, _] = crate::tools::traffic::demo_traces(&mut rng, 2);
         let spans = &mut a.resource_spans[0].scope_spans[0].spans;
         spans[0].trace_id = vec![0; 16];
         spans[3].span_id = vec![1, 2, 3];
@@ -46,7 +46,7 @@ mod tests {
     #[test]
     fn the_one_pass_id_check_agrees_with_the_views() {
         let mut rng = rand::rng();
-        let [mut a, _, _] = crate::traffic::demo_traces(&mut rng, 4);
+        let [mut a, _, _] = crate::tools::traffic::demo_traces(&mut rng, 4);
         let spans = &mut a.resource_spans[0].scope_spans[0].spans;
         spans[0].trace_id = vec![0; 16];
         spans[1].span_id = vec![1, 2, 3];

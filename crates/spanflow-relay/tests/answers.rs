@@ -80,9 +80,14 @@ async fn a_unary_call_with_two_messages_is_refused_and_counted() {
     let (relay, sink) = start(&config()).await;
     let addr = relay.addresses().grpc.unwrap();
     let mut rng = rand::rng();
-    let two: Vec<u8> = spanflow_relay::traffic::demo_traces(&mut rng, 50)[..2]
+    let two: Vec<u8> = spanflow_relay::tools::traffic::demo_traces(&mut rng, 50)[..2]
         .iter()
-        .flat_map(|r| grpc_message(false, &spanflow_relay::traffic::Payload::new(r).protobuf))
+        .flat_map(|r| {
+            grpc_message(
+                false,
+                &spanflow_relay::tools::traffic::Payload::new(r).protobuf,
+            )
+        })
         .collect();
     let (_, code, message) = grpc_call(addr, &[], &two).await;
     assert_eq!(code, Code::Unimplemented as i32, "{message}");
@@ -229,24 +234,24 @@ async fn request_bytes_in_flight_at_their_bound() {
         http_post(&url, &[("content-type", "application/x-protobuf")], body).await;
     assert_eq!(status, 503);
     assert!(headers.contains_key("retry-after"));
-    let client = spanflow_relay::client::OtlpClient::new(
-        spanflow_relay::client::Transport::Grpc,
+    let client = spanflow_relay::tools::client::OtlpClient::new(
+        spanflow_relay::tools::client::Transport::Grpc,
         &format!("http://{}", a.grpc.unwrap()),
         false,
     )
     .unwrap();
     let mut rng = rand::rng();
-    let mix = spanflow_relay::traffic::AttributeMix {
+    let mix = spanflow_relay::tools::traffic::AttributeMix {
         count: 8,
         string_len: 2500,
     };
-    let large = spanflow_relay::traffic::Payload::protobuf_only(
-        &spanflow_relay::traffic::load_request(&mut rng, "big", 100, mix),
+    let large = spanflow_relay::tools::traffic::Payload::protobuf_only(
+        &spanflow_relay::tools::traffic::load_request(&mut rng, "big", 100, mix),
     );
     assert!((300 << 10..1 << 20).contains(&large.protobuf.len()));
     assert_eq!(
         client.send(&large, DEADLINE).await,
-        spanflow_relay::client::Answer::RetryLater {
+        spanflow_relay::tools::client::Answer::RetryLater {
             after: Some(Duration::from_millis(250))
         }
     );

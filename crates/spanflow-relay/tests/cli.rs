@@ -73,8 +73,8 @@ fn check_config_names_a_bad_key_and_a_bad_value() {
 #[cfg(unix)]
 #[test]
 fn serve_flushes_and_exits_zero_on_sigterm() {
-    use spanflow_relay::client::{Answer, OtlpClient, Transport};
-    use spanflow_relay::traffic::{Payload, demo_traces};
+    use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
+    use spanflow_relay::tools::traffic::{Payload, demo_traces};
 
     let dir = temp_dir("serve");
     let mut child = Command::new(BIN)
@@ -141,7 +141,7 @@ fn serve_flushes_and_exits_zero_on_sigterm() {
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
     assert!(status.success(), "exit status {status:?}");
     assert!(stdout.contains("spanflow-relay stopped:"), "{stdout}");
-    let in_files = spanflow_relay::demo::count_spans_in_files(&dir).unwrap();
+    let in_files = spanflow_relay::tools::demo::count_spans_in_files(&dir).unwrap();
     assert_eq!(in_files, payload.spans as u64);
     std::fs::remove_dir_all(&dir).ok();
 }

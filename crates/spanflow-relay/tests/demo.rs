@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use spanflow_relay::demo::{DemoOptions, run};
+use spanflow_relay::tools::demo::{DemoOptions, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_exports_every_span_it_sends() {

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use spanflow_relay::client::{Answer, OtlpClient, Transport};
 use spanflow_relay::config::{ByteSize, RelayConfig};
 use spanflow_relay::metrics::{Outcome, Protocol};
 use spanflow_relay::relay::RunningRelay;
 use spanflow_relay::sink::{MemorySink, Sink};
-use spanflow_relay::traffic::{AttributeMix, Payload, load_request};
+use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
+use spanflow_relay::tools::traffic::{AttributeMix, Payload, load_request};
 
 const MAX_MESSAGE: u64 = 1 << 20;
 const SENDERS: u64 = 24;

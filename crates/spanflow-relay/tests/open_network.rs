@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use spanflow_relay::client::Transport;
 use spanflow_relay::config::{ByteSize, HumanDuration};
 use spanflow_relay::metrics::{Closed, Listener, Outcome, Protocol};
 use spanflow_relay::sink::Sink;
+use spanflow_relay::tools::client::Transport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

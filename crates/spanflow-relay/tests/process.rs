@@ -14,7 +14,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use common::*;
-use spanflow_relay::client::Transport;
+use spanflow_relay::tools::client::Transport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spanflow-relay");
@@ -141,7 +141,7 @@ fn sigterm_with_idle_connections_exits_at_once_having_flushed() {
     let idle = rt.block_on(async move {
         served_within(Transport::Grpc, &format!("http://{grpc}"), DEADLINE).await;
         // An HTTP client whose keep-alive connection stays open after its request.
-        let keep_alive = spanflow_relay::client::OtlpClient::new(
+        let keep_alive = spanflow_relay::tools::client::OtlpClient::new(
             Transport::HttpProto,
             &format!("http://{http}"),
             false,
@@ -149,7 +149,7 @@ fn sigterm_with_idle_connections_exits_at_once_having_flushed() {
         .unwrap();
         assert_eq!(
             keep_alive.send(&payload(), DEADLINE).await,
-            spanflow_relay::client::Answer::Accepted { rejected: 0 }
+            spanflow_relay::tools::client::Answer::Accepted { rejected: 0 }
         );
         let idle = vec![
             raw(grpc, &[]).await,

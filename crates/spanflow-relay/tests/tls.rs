@@ -147,15 +147,15 @@ async fn both_receivers_and_the_metrics_endpoint_serve_tls() {
             .is_err()
     );
     // Plain text on a TLS port gets no answer.
-    let plain = spanflow_relay::client::OtlpClient::new(
-        spanflow_relay::client::Transport::HttpProto,
+    let plain = spanflow_relay::tools::client::OtlpClient::new(
+        spanflow_relay::tools::client::Transport::HttpProto,
         &format!("http://127.0.0.1:{http}"),
         false,
     )
     .unwrap();
     assert_ne!(
         plain.send(&payload(), Duration::from_secs(5)).await,
-        spanflow_relay::client::Answer::Accepted { rejected: 0 }
+        spanflow_relay::tools::client::Answer::Accepted { rejected: 0 }
     );
     assert_eq!(sink.stats().accepted, 2 * payload().spans as u64);
     assert!(relay.shutdown(DEADLINE).await.flushed);

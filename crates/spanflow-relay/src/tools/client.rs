@@ -15,7 +15,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::receiver::grpc::{BytesCodec, EXPORT_PATH};
-use crate::traffic::Payload;
+use crate::tools::traffic::Payload;
 
 /// How requests are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

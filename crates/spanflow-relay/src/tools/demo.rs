@@ -11,13 +11,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::client::{OtlpClient, Transport};
 use crate::config::{DEFAULT_DATA_FILE, Overrides, RelayConfig};
-use crate::load::{LoadReport, PayloadSource, Progress, RetryPolicy, Worker, run_workers};
 use crate::pipeline::PipelineSink;
 use crate::relay::{FinalStats, RunningRelay};
 use crate::sink::Sink;
-use crate::traffic::{Payload, demo_traces};
+use crate::tools::client::{OtlpClient, Transport};
+use crate::tools::load::{LoadReport, PayloadSource, Progress, RetryPolicy, Worker, run_workers};
+use crate::tools::traffic::{Payload, demo_traces};
 
 /// Options of `demo`.
 #[derive(Debug, Clone)]

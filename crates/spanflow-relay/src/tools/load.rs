@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
-use crate::client::{Answer, ClientError, OtlpClient, Transport};
-use crate::traffic::{AttributeMix, Payload, load_request};
+use crate::tools::client::{Answer, ClientError, OtlpClient, Transport};
+use crate::tools::traffic::{AttributeMix, Payload, load_request};
 
 /// How refused requests are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

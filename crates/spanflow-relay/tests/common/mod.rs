@@ -11,11 +11,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use spanflow_relay::client::{Answer, OtlpClient, Transport};
 use spanflow_relay::config::{ByteSize, RelayConfig};
 use spanflow_relay::relay::RunningRelay;
 use spanflow_relay::sink::MemorySink;
-use spanflow_relay::traffic::{Payload, demo_traces};
+use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
+use spanflow_relay::tools::traffic::{Payload, demo_traces};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
