@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::budget::Budget;
 use crate::clock::{Clock, SystemClock, duration_nanos};
-use crate::error::BuildError;
+use crate::error::BatcherBuildError;
 use crate::{Batcher, Receiver};
 
 /// Default `max_items`: the batch size of opentelemetry_sdk's `BatchSpanProcessor`.
@@ -128,7 +128,7 @@ impl<T> Config<T> {
 ///     .policy(Policy::Block { timeout: Some(Duration::from_millis(50)) })
 ///     .build()?;
 /// # drop((batcher, receiver));
-/// # Ok::<(), spanflow_batch::BuildError>(())
+/// # Ok::<(), spanflow_batch::BatcherBuildError>(())
 /// ```
 pub struct BatcherBuilder<T> {
     max_items: usize,
@@ -305,12 +305,12 @@ impl<T: Send + 'static> BatcherBuilder<T> {
     }
 
     /// Validates the settings and creates the producer handle and the consumer.
-    pub fn build(self) -> Result<(Batcher<T>, Receiver<T>), BuildError> {
+    pub fn build(self) -> Result<(Batcher<T>, Receiver<T>), BatcherBuildError> {
         if self.max_items == 0 {
-            return Err(BuildError::ZeroMaxItems);
+            return Err(BatcherBuildError::ZeroMaxItems);
         }
         if self.max_bytes == 0 {
-            return Err(BuildError::ZeroMaxBytes);
+            return Err(BatcherBuildError::ZeroMaxBytes);
         }
         let weighted = self.weigh.is_some();
         let (budget, shared) = match self.budget {
@@ -325,11 +325,11 @@ impl<T: Send + 'static> BatcherBuilder<T> {
             }
         };
         if budget.limit_items() == 0 {
-            return Err(BuildError::ZeroBudget);
+            return Err(BatcherBuildError::ZeroBudget);
         }
         let shards = match self.shards {
             Some(n) if (1..=1024).contains(&n) => n.next_power_of_two(),
-            Some(n) => return Err(BuildError::Shards(n)),
+            Some(n) => return Err(BatcherBuildError::Shards(n)),
             None => {
                 let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
                 (cpus * 4).next_power_of_two().clamp(4, 64)

@@ -69,7 +69,7 @@ pub struct Timeout;
 
 /// The configuration given to [`BatcherBuilder::build`](crate::BatcherBuilder::build) is unusable.
 #[derive(Error, Debug, Clone, PartialEq, Eq)]
-pub enum BuildError {
+pub enum BatcherBuildError {
     /// `max_items` must be at least 1.
     #[error("max_items must be at least 1")]
     ZeroMaxItems,

@@ -588,7 +588,7 @@ impl<T: Send> Drop for Shared<T> {
 ///     p.join().expect("producer");
 /// }
 /// assert_eq!(consumer.join().expect("consumer"), 2000);
-/// # Ok::<(), spanflow_batch::BuildError>(())
+/// # Ok::<(), spanflow_batch::BatcherBuildError>(())
 /// ```
 pub struct Batcher<T: Send> {
     shared: Arc<Shared<T>>,

@@ -132,7 +132,9 @@ pub use config::{
     DEFAULT_MAX_ITEMS, DropSite, Policy, Weigh,
 };
 pub use consumer::Receiver;
-pub use error::{BuildError, RecvTimeoutError, SendError, Timeout, TryRecvError, TrySendError};
+pub use error::{
+    BatcherBuildError, RecvTimeoutError, SendError, Timeout, TryRecvError, TrySendError,
+};
 pub use intake::Batcher;
 pub use stats::{Dropped, Refused, Stats};
 #[cfg(feature = "tokio")]

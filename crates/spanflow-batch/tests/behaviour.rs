@@ -7,8 +7,8 @@ use std::thread;
 use std::time::Duration;
 
 use spanflow_batch::{
-    Batcher, BuildError, CutReason, ManualClock, Policy, RecvTimeoutError, SendError, TryRecvError,
-    TrySendError,
+    Batcher, BatcherBuildError, CutReason, ManualClock, Policy, RecvTimeoutError, SendError,
+    TryRecvError, TrySendError,
 };
 
 mod support;
@@ -525,18 +525,18 @@ fn drops_run_for_every_item_exactly_once() {
 fn invalid_configuration_is_an_error() {
     assert_eq!(
         Batcher::<u8>::builder().max_items(0).build().unwrap_err(),
-        BuildError::ZeroMaxItems
+        BatcherBuildError::ZeroMaxItems
     );
     assert_eq!(
         Batcher::<u8>::builder()
             .budget_items(0)
             .build()
             .unwrap_err(),
-        BuildError::ZeroBudget
+        BatcherBuildError::ZeroBudget
     );
     assert_eq!(
         Batcher::<u8>::builder().shards(0).build().unwrap_err(),
-        BuildError::Shards(0)
+        BatcherBuildError::Shards(0)
     );
 }
 

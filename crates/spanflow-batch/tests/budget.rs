@@ -220,5 +220,5 @@ fn a_shared_budget_with_no_items_is_refused() {
         .budget(Budget::with_items(0, 10))
         .build()
         .unwrap_err();
-    assert_eq!(err, spanflow_batch::BuildError::ZeroBudget);
+    assert_eq!(err, spanflow_batch::BatcherBuildError::ZeroBudget);
 }

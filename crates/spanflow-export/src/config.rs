@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::BuildError;
+use crate::error::ExportBuildError;
 use crate::file::{FileExporter, StdoutExporter};
 use crate::grpc::OtlpGrpcExporter;
 use crate::http::{HttpEncoding, OtlpHttpExporter};
@@ -170,15 +170,15 @@ impl Default for ExporterConfig {
 impl ExporterConfig {
     /// Read the `OTEL_EXPORTER_OTLP_*` variables of the process environment (see
     /// [`crate::env`], the one parser of them).
-    pub fn from_env() -> Result<Self, BuildError> {
+    pub fn from_env() -> Result<Self, ExportBuildError> {
         Self::from_env_with(|k| std::env::var(k).ok())
     }
 
     /// Read the `OTEL_EXPORTER_OTLP_*` variables through `get` (testable without touching the
     /// process environment): [`OtlpEnv::from_env`](crate::env::OtlpEnv::from_env), then
     /// [`OtlpEnv::exporter_config`](crate::env::OtlpEnv::exporter_config). A bad value is
-    /// [`BuildError::Environment`], naming the variable.
-    pub fn from_env_with(get: impl Fn(&str) -> Option<String>) -> Result<Self, BuildError> {
+    /// [`ExportBuildError::Environment`], naming the variable.
+    pub fn from_env_with(get: impl Fn(&str) -> Option<String>) -> Result<Self, ExportBuildError> {
         Ok(crate::env::OtlpEnv::from_env(get)?.exporter_config())
     }
 
@@ -192,9 +192,9 @@ impl ExporterConfig {
     }
 
     /// Build the exporter this configuration describes (reading its certificate files).
-    pub fn build(&self) -> Result<AnyExporter, BuildError> {
+    pub fn build(&self) -> Result<AnyExporter, ExportBuildError> {
         let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|source| BuildError::File {
+            std::fs::read(path).map_err(|source| ExportBuildError::File {
                 path: path.display().to_string(),
                 source,
             })
@@ -204,7 +204,7 @@ impl ExporterConfig {
             (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
             (None, None) => None,
             _ => {
-                return Err(BuildError::Tls(
+                return Err(ExportBuildError::Tls(
                     "client_certificate and client_key go together (mTLS)".into(),
                 ));
             }
@@ -277,7 +277,7 @@ pub enum SinkConfig {
 
 impl SinkConfig {
     /// Build the exporter.
-    pub fn build(&self) -> Result<AnyExporter, BuildError> {
+    pub fn build(&self) -> Result<AnyExporter, ExportBuildError> {
         match self {
             SinkConfig::Otlp(c) => c.build(),
             SinkConfig::File(c) => Ok(AnyExporter::File(
@@ -348,7 +348,7 @@ pub struct FanOutConfig {
 
 impl FanOutConfig {
     /// Build every exporter and start the fan-out on `handle`.
-    pub fn build(&self, handle: &tokio::runtime::Handle) -> Result<FanOut, BuildError> {
+    pub fn build(&self, handle: &tokio::runtime::Handle) -> Result<FanOut, ExportBuildError> {
         let mut builder = FanOut::builder();
         for b in &self.backends {
             builder = builder.backend(b.name.clone(), b.sink.build()?, b.delivery.clone());

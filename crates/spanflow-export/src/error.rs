@@ -118,7 +118,7 @@ impl ExportError {
 /// Why an exporter or a configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BuildError {
+pub enum ExportBuildError {
     /// The endpoint is not a valid URL for this exporter.
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::error::BuildError;
+use crate::error::ExportBuildError;
 use crate::{ExportBatch, ExportError, ExportOutcome, Exporter};
 
 /// Default size at which the file exporter rotates (64 MiB).
@@ -120,9 +120,9 @@ impl FileExporterBuilder {
         self
     }
     /// Open (append to) the file, creating it and its directory if they do not exist.
-    pub fn build(self) -> Result<FileExporter, BuildError> {
+    pub fn build(self) -> Result<FileExporter, ExportBuildError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| BuildError::File {
+            std::fs::create_dir_all(dir).map_err(|source| ExportBuildError::File {
                 path: dir.display().to_string(),
                 source,
             })?;
@@ -131,7 +131,7 @@ impl FileExporterBuilder {
             .create(true)
             .append(true)
             .open(&self.path)
-            .map_err(|source| BuildError::File {
+            .map_err(|source| ExportBuildError::File {
                 path: self.path.display().to_string(),
                 source,
             })?;

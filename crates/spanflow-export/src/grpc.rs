@@ -23,7 +23,7 @@ use tonic_types::{ErrorDetails, RpcStatusExt as _, StatusExt as _};
 
 use crate::batch::grpc_prefix;
 use crate::config::{Compression, DEFAULT_GRPC_ENDPOINT, DEFAULT_TIMEOUT};
-use crate::error::BuildError;
+use crate::error::ExportBuildError;
 use crate::{ExportBatch, ExportError, ExportOutcome, Exporter};
 
 /// The gRPC method every OTLP trace receiver serves.
@@ -496,14 +496,14 @@ impl OtlpGrpcExporterBuilder {
     }
 
     /// Validate everything and build the exporter (no connection is made yet).
-    pub fn build(self) -> Result<OtlpGrpcExporter, BuildError> {
+    pub fn build(self) -> Result<OtlpGrpcExporter, ExportBuildError> {
         let raw = self.endpoint.trim();
         let uri = if raw.contains("://") {
             raw.to_string()
         } else {
             format!("http://{raw}")
         };
-        let bad = |reason: String| BuildError::InvalidEndpoint {
+        let bad = |reason: String| ExportBuildError::InvalidEndpoint {
             endpoint: self.endpoint.clone(),
             reason,
         };
@@ -536,7 +536,7 @@ impl OtlpGrpcExporterBuilder {
             "grpc-status",
         ];
         for (k, v) in &self.headers {
-            let invalid = |reason: String| BuildError::InvalidHeader {
+            let invalid = |reason: String| ExportBuildError::InvalidHeader {
                 name: k.clone(),
                 reason,
             };
@@ -588,7 +588,7 @@ fn with_tls(
     endpoint: Endpoint,
     ca_pem: Option<&[u8]>,
     identity: Option<&ClientIdentity>,
-) -> Result<Endpoint, BuildError> {
+) -> Result<Endpoint, ExportBuildError> {
     if let Some(identity) = identity {
         identity.check()?;
     }
@@ -608,7 +608,7 @@ fn with_tls(
     let Some(pem) = ca_pem else {
         return endpoint
             .tls_config(config(true))
-            .map_err(|e| BuildError::Tls(error_chain(&e)));
+            .map_err(|e| ExportBuildError::Tls(error_chain(&e)));
     };
     // tonic skips what is not a certificate: refuse a CA that adds nothing.
     crate::http::ca_certificates(pem)?;
@@ -621,7 +621,7 @@ fn with_tls(
             );
             endpoint
                 .tls_config(config(false))
-                .map_err(|e| BuildError::Tls(error_chain(&e)))
+                .map_err(|e| ExportBuildError::Tls(error_chain(&e)))
         }
     }
 }
@@ -847,7 +847,7 @@ mod tests {
                 .endpoint("https://collector:4317")
                 .ca_certificate_pem(pem.to_vec())
                 .build();
-            assert!(matches!(e, Err(BuildError::Tls(_))), "{pem:?}: {e:?}");
+            assert!(matches!(e, Err(ExportBuildError::Tls(_))), "{pem:?}: {e:?}");
         }
     }
 }

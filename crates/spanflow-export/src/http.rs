@@ -9,7 +9,7 @@ use prost::Message;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Compression, DEFAULT_HTTP_ENDPOINT, DEFAULT_TIMEOUT, append_traces_path};
-use crate::error::BuildError;
+use crate::error::ExportBuildError;
 use crate::grpc::{error_chain, rpc_status_message};
 use crate::{ExportBatch, ExportError, ExportOutcome, Exporter};
 
@@ -187,11 +187,13 @@ fn parse_retry_after_at(v: &str, now: SystemTime) -> Option<Duration> {
 
 /// The certificates of a PEM CA bundle; an error when it holds none (both exporters check
 /// this, so a CA file that is not PEM is refused instead of silently trusting nothing more).
-pub(crate) fn ca_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, BuildError> {
-    let certs =
-        reqwest::Certificate::from_pem_bundle(pem).map_err(|e| BuildError::Tls(error_chain(&e)))?;
+pub(crate) fn ca_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, ExportBuildError> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| ExportBuildError::Tls(error_chain(&e)))?;
     if certs.is_empty() {
-        return Err(BuildError::Tls("no certificate in the given PEM".into()));
+        return Err(ExportBuildError::Tls(
+            "no certificate in the given PEM".into(),
+        ));
     }
     Ok(certs)
 }
@@ -213,12 +215,12 @@ impl std::fmt::Debug for ClientIdentity {
 impl ClientIdentity {
     /// Refuses PEMs without a certificate or without a private key (tonic would only find out
     /// at the first handshake), and gives reqwest's form of the identity.
-    pub(crate) fn check(&self) -> Result<reqwest::Identity, BuildError> {
+    pub(crate) fn check(&self) -> Result<reqwest::Identity, ExportBuildError> {
         if reqwest::Certificate::from_pem_bundle(&self.certificate)
-            .map_err(|e| BuildError::Tls(error_chain(&e)))?
+            .map_err(|e| ExportBuildError::Tls(error_chain(&e)))?
             .is_empty()
         {
-            return Err(BuildError::Tls(
+            return Err(ExportBuildError::Tls(
                 "no certificate in the client certificate PEM".into(),
             ));
         }
@@ -227,7 +229,7 @@ impl ClientIdentity {
         pem.push(b'\n');
         pem.extend_from_slice(&self.certificate);
         reqwest::Identity::from_pem(&pem)
-            .map_err(|e| BuildError::Tls(format!("client key: {}", error_chain(&e))))
+            .map_err(|e| ExportBuildError::Tls(format!("client key: {}", error_chain(&e))))
     }
 }
 
@@ -333,21 +335,22 @@ impl OtlpHttpExporterBuilder {
     }
 
     /// Validate everything and build the exporter.
-    pub fn build(self) -> Result<OtlpHttpExporter, BuildError> {
-        let url =
-            reqwest::Url::parse(self.endpoint.trim()).map_err(|e| BuildError::InvalidEndpoint {
+    pub fn build(self) -> Result<OtlpHttpExporter, ExportBuildError> {
+        let url = reqwest::Url::parse(self.endpoint.trim()).map_err(|e| {
+            ExportBuildError::InvalidEndpoint {
                 endpoint: self.endpoint.clone(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(BuildError::InvalidEndpoint {
+            return Err(ExportBuildError::InvalidEndpoint {
                 endpoint: self.endpoint.clone(),
                 reason: format!("unsupported scheme {:?}", url.scheme()),
             });
         }
         let mut headers = HeaderMap::new();
         for (k, v) in &self.headers {
-            let invalid = |reason: String| BuildError::InvalidHeader {
+            let invalid = |reason: String| ExportBuildError::InvalidHeader {
                 name: k.clone(),
                 reason,
             };
@@ -381,7 +384,7 @@ impl OtlpHttpExporterBuilder {
         }
         if let Some(identity) = &self.identity {
             if url.scheme() != "https" {
-                return Err(BuildError::InvalidEndpoint {
+                return Err(ExportBuildError::InvalidEndpoint {
                     endpoint: self.endpoint.clone(),
                     reason: "a client certificate (mTLS) needs an https endpoint".into(),
                 });
@@ -390,7 +393,7 @@ impl OtlpHttpExporterBuilder {
         }
         let client = client
             .build()
-            .map_err(|e| BuildError::Tls(error_chain(&e)))?;
+            .map_err(|e| ExportBuildError::Tls(error_chain(&e)))?;
         Ok(OtlpHttpExporter {
             name: self.name.unwrap_or_else(|| format!("otlp-http {url}")),
             client,
@@ -537,7 +540,7 @@ mod tests {
             .endpoint(url)
             .ca_certificate_pem(b"not a pem".to_vec())
             .build();
-        assert!(matches!(bad_ca, Err(BuildError::Tls(_))));
+        assert!(matches!(bad_ca, Err(ExportBuildError::Tls(_))));
         assert!(
             OtlpHttpExporter::builder()
                 .header("bad header", "v")

@@ -55,10 +55,11 @@ pub use config::{
     AnyExporter, BackendSpec, Compression, ExporterConfig, FallbackSpec, FanOutConfig, FileConfig,
     Protocol, SinkConfig,
 };
-pub use error::{BuildError, ExportError};
+pub use error::{ExportBuildError, ExportError};
 pub use exporter::{BoxExportFuture, BoxShutdownFuture, DynExporter, Exporter};
 pub use fanout::{
-    BackendConfig, FanOut, FanOutBuilder, FlushError, QueuePolicy, SendError, SettleHook, Settled,
+    BackendConfig, FanOut, FanOutBuilder, FanOutFlushError, QueuePolicy, SendError, SettleHook,
+    Settled,
 };
 pub use file::{FileExporter, StdoutExporter};
 pub use grpc::OtlpGrpcExporter;

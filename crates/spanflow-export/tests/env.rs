@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use spanflow_export::env::{EnvError, OtelEnv, OtlpEnv, TracesExporter};
-use spanflow_export::{BuildError, Compression, ExporterConfig, Protocol, SinkConfig};
+use spanflow_export::{Compression, ExportBuildError, ExporterConfig, Protocol, SinkConfig};
 
 fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
     let map: HashMap<String, String> = pairs
@@ -223,7 +223,9 @@ fn a_missing_certificate_file_is_a_build_error_naming_the_path() {
         ),
     ]);
     let err = c.build().unwrap_err();
-    assert!(matches!(&err, BuildError::File { path, .. } if path.contains("spanflow-ca.pem")));
+    assert!(
+        matches!(&err, ExportBuildError::File { path, .. } if path.contains("spanflow-ca.pem"))
+    );
 }
 
 #[test]
@@ -341,6 +343,6 @@ fn exporter_config_from_env_reports_the_same_error() {
     let get = env(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli")]);
     let via_config = ExporterConfig::from_env_with(&get).unwrap_err();
     let via_env = OtlpEnv::from_env(&get).unwrap_err();
-    assert!(matches!(via_config, BuildError::Environment(_)));
+    assert!(matches!(via_config, ExportBuildError::Environment(_)));
     assert_eq!(via_config.to_string(), via_env.to_string());
 }

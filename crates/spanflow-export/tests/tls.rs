@@ -395,7 +395,7 @@ fn without_system_roots() {
             .endpoint("https://127.0.0.1:4317")
             .build();
         assert!(
-            matches!(no_ca, Err(spanflow_export::BuildError::Tls(_))),
+            matches!(no_ca, Err(spanflow_export::ExportBuildError::Tls(_))),
             "{no_ca:?}"
         );
     });

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use spanflow_otlp::{AnyValueView, KeyValueView, SpanView, TraceRequest};
 
-use crate::error::{ConfigError, ProcessError};
+use crate::error::{ProcessError, ProcessorConfigError};
 use crate::matching::{Value, compile_regex};
 use crate::processor::{Context, Processor};
 use crate::wire_edit::{Edit, Edits, NewValue, apply_edits};
@@ -201,7 +201,7 @@ struct Action {
 ///     AttributeAction::hash("user.email"),
 /// ]))?;
 /// assert_eq!(spanflow_process::Processor::name(&p), "attributes");
-/// # Ok::<(), spanflow_process::ConfigError>(())
+/// # Ok::<(), spanflow_process::ProcessorConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Attributes {
@@ -215,16 +215,16 @@ impl Attributes {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] if an action has neither or both of `key` and
+    /// [`ProcessorConfigError`] if an action has neither or both of `key` and
     /// `pattern`, a `pattern` on a set action, a set action without a value
     /// source (or with both), a value on `delete`/`hash`, or a bad regex.
-    pub fn from_config(config: &AttributesConfig) -> Result<Self, ConfigError> {
+    pub fn from_config(config: &AttributesConfig) -> Result<Self, ProcessorConfigError> {
         let name = config
             .name
             .clone()
             .unwrap_or_else(|| "attributes".to_owned());
         if config.actions.is_empty() {
-            return Err(ConfigError::invalid(
+            return Err(ProcessorConfigError::invalid(
                 &name,
                 "attributes needs at least one action",
             ));
@@ -232,7 +232,8 @@ impl Attributes {
         let mut span_actions = ActionList::default();
         let mut resource_actions = ActionList::default();
         for (i, a) in config.actions.iter().enumerate() {
-            let bad = |msg: &str| ConfigError::invalid(&name, format!("action {i}: {msg}"));
+            let bad =
+                |msg: &str| ProcessorConfigError::invalid(&name, format!("action {i}: {msg}"));
             let target = match (&a.key, &a.pattern) {
                 (Some(k), None) => Target::Key(k.clone()),
                 (None, Some(p)) => {

@@ -11,7 +11,7 @@ use spanflow_otlp::TraceRequest;
 
 use crate::attributes::Attributes;
 use crate::config::ProcessorConfig;
-use crate::error::{ConfigError, ProcessError, panic_message};
+use crate::error::{ProcessError, ProcessorConfigError, panic_message};
 use crate::filter::Filter;
 use crate::processor::{Context, Parallelism, Processor, SpanPredicate};
 use crate::redact::Redact;
@@ -157,7 +157,7 @@ impl fmt::Debug for Chain {
 ///     .parallelism(Parallelism::sequential())
 ///     .build()?;
 /// assert_eq!(chain.names().collect::<Vec<_>>(), ["filter", "probabilistic_sampler"]);
-/// # Ok::<(), spanflow_process::ConfigError>(())
+/// # Ok::<(), spanflow_process::ProcessorConfigError>(())
 /// ```
 #[must_use]
 pub struct ChainBuilder {
@@ -213,12 +213,12 @@ impl ChainBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::DuplicateName`] if two processors share a name.
-    pub fn build(self) -> Result<Chain, ConfigError> {
+    /// [`ProcessorConfigError::DuplicateName`] if two processors share a name.
+    pub fn build(self) -> Result<Chain, ProcessorConfigError> {
         let mut seen = std::collections::HashSet::new();
         for p in &self.processors {
             if !seen.insert(p.name()) {
-                return Err(ConfigError::DuplicateName(p.name().to_owned()));
+                return Err(ProcessorConfigError::DuplicateName(p.name().to_owned()));
             }
         }
         let mut steps: Vec<Step> = Vec::new();
@@ -282,9 +282,9 @@ impl Chain {
     ///
     /// # Errors
     ///
-    /// The first [`ConfigError`] of any processor, or
-    /// [`ConfigError::DuplicateName`].
-    pub fn from_config(configs: &[ProcessorConfig]) -> Result<Chain, ConfigError> {
+    /// The first [`ProcessorConfigError`] of any processor, or
+    /// [`ProcessorConfigError::DuplicateName`].
+    pub fn from_config(configs: &[ProcessorConfig]) -> Result<Chain, ProcessorConfigError> {
         Self::builder_from_config(configs)?.build()
     }
 
@@ -293,8 +293,10 @@ impl Chain {
     ///
     /// # Errors
     ///
-    /// The first [`ConfigError`] of any processor.
-    pub fn builder_from_config(configs: &[ProcessorConfig]) -> Result<ChainBuilder, ConfigError> {
+    /// The first [`ProcessorConfigError`] of any processor.
+    pub fn builder_from_config(
+        configs: &[ProcessorConfig],
+    ) -> Result<ChainBuilder, ProcessorConfigError> {
         let mut builder = Chain::builder();
         for (i, config) in configs.iter().enumerate() {
             let mut config = config.clone();

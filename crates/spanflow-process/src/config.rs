@@ -23,7 +23,7 @@
 use serde::Deserialize;
 
 use crate::attributes::{Attributes, AttributesConfig};
-use crate::error::ConfigError;
+use crate::error::ProcessorConfigError;
 use crate::filter::{Filter, FilterConfig};
 use crate::processor::Processor;
 use crate::redact::{Redact, RedactConfig};
@@ -105,8 +105,8 @@ impl ProcessorConfig {
     ///
     /// # Errors
     ///
-    /// The processor's [`ConfigError`].
-    pub fn build_processor(&self) -> Result<Box<dyn Processor>, ConfigError> {
+    /// The processor's [`ProcessorConfigError`].
+    pub fn build_processor(&self) -> Result<Box<dyn Processor>, ProcessorConfigError> {
         Ok(match self {
             ProcessorConfig::Filter(c) => Box::new(Filter::from_config(c)?),
             ProcessorConfig::Attributes(c) => Box::new(Attributes::from_config(c)?),

@@ -9,9 +9,9 @@ use spanflow_otlp::TraceRequest;
 /// relay can point at the offending entry of its configuration file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum ProcessorConfigError {
     /// A glob pattern did not compile.
-    #[error("processor `{processor}`: invalid glob `{pattern}`: {source}")]
+    #[error("processor `{processor}`: invalid glob `{pattern}`")]
     Glob {
         /// Name of the processor whose configuration holds the pattern.
         processor: String,
@@ -22,7 +22,7 @@ pub enum ConfigError {
         source: globset::Error,
     },
     /// A regular expression did not compile.
-    #[error("processor `{processor}`: invalid regex `{pattern}`: {source}")]
+    #[error("processor `{processor}`: invalid regex `{pattern}`")]
     Regex {
         /// Name of the processor whose configuration holds the pattern.
         processor: String,
@@ -45,9 +45,9 @@ pub enum ConfigError {
     DuplicateName(String),
 }
 
-impl ConfigError {
+impl ProcessorConfigError {
     pub(crate) fn invalid(processor: &str, message: impl Into<String>) -> Self {
-        ConfigError::Invalid {
+        ProcessorConfigError::Invalid {
             processor: processor.to_owned(),
             message: message.into(),
         }
@@ -94,16 +94,16 @@ impl ProcessError {
 /// A batch the [`Scheduler`](crate::Scheduler) refused; the batch is handed back.
 #[derive(thiserror::Error)]
 #[non_exhaustive]
-pub enum SubmitError {
+pub enum ScheduleError {
     /// The scheduler is shutting down or has shut down.
     #[error("scheduler is shut down")]
     ShutDown(TraceRequest),
 }
 
-impl std::fmt::Debug for SubmitError {
+impl std::fmt::Debug for ScheduleError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SubmitError::ShutDown(req) => f
+            ScheduleError::ShutDown(req) => f
                 .debug_struct("ShutDown")
                 .field("spans", &req.span_count())
                 .finish(),
@@ -111,11 +111,11 @@ impl std::fmt::Debug for SubmitError {
     }
 }
 
-impl SubmitError {
+impl ScheduleError {
     /// Takes back the batch that was not accepted.
     pub fn into_inner(self) -> TraceRequest {
         match self {
-            SubmitError::ShutDown(req) => req,
+            ScheduleError::ShutDown(req) => req,
         }
     }
 }

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use spanflow_otlp::{SpanHead, SpanView, TraceRequest};
 
-use crate::error::{ConfigError, ProcessError};
+use crate::error::{ProcessError, ProcessorConfigError};
 use crate::matching::{AttributeMatch, AttributeMatcher, MatchType, StringSet};
 use crate::processor::{Context, Processor, SpanPredicate};
 
@@ -191,7 +191,7 @@ impl FilterConfig {
 ///     &FilterConfig::drop().span_names(MatchType::Glob, ["GET /health*"]),
 /// )?;
 /// assert_eq!(spanflow_process::Processor::name(&filter), "filter");
-/// # Ok::<(), spanflow_process::ConfigError>(())
+/// # Ok::<(), spanflow_process::ProcessorConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Filter {
@@ -208,9 +208,9 @@ pub struct Filter {
     resource_attributes: Vec<AttributeMatcher>,
 }
 
-fn ms_to_ns(processor: &str, what: &str, ms: f64) -> Result<u64, ConfigError> {
+fn ms_to_ns(processor: &str, what: &str, ms: f64) -> Result<u64, ProcessorConfigError> {
     if !(ms.is_finite() && ms >= 0.0) {
-        return Err(ConfigError::invalid(
+        return Err(ProcessorConfigError::invalid(
             processor,
             format!("{what} must be a non-negative number of milliseconds, got {ms}"),
         ));
@@ -223,9 +223,9 @@ impl Filter {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] if a pattern does not compile, a duration is negative
+    /// [`ProcessorConfigError`] if a pattern does not compile, a duration is negative
     /// or not a number, `min > max`, or no condition is set.
-    pub fn from_config(config: &FilterConfig) -> Result<Self, ConfigError> {
+    pub fn from_config(config: &FilterConfig) -> Result<Self, ProcessorConfigError> {
         let name = config.name.clone().unwrap_or_else(|| "filter".to_owned());
         let names = if config.span_names.is_empty() {
             None
@@ -254,7 +254,7 @@ impl Filter {
         if let (Some(min), Some(max)) = (min_ns, max_ns)
             && min > max
         {
-            return Err(ConfigError::invalid(
+            return Err(ProcessorConfigError::invalid(
                 &name,
                 "min_duration_ms is greater than max_duration_ms",
             ));
@@ -288,7 +288,7 @@ impl Filter {
             && filter.attributes.is_empty()
             && filter.resource_attributes.is_empty()
         {
-            return Err(ConfigError::invalid(
+            return Err(ProcessorConfigError::invalid(
                 &filter.name,
                 "a filter needs at least one condition",
             ));
@@ -384,7 +384,7 @@ mod tests {
     fn a_filter_without_conditions_is_rejected() {
         assert!(matches!(
             Filter::from_config(&FilterConfig::drop()),
-            Err(ConfigError::Invalid { .. })
+            Err(ProcessorConfigError::Invalid { .. })
         ));
     }
 

@@ -78,7 +78,7 @@ use spanflow_lockfree::deque;
 pub use attributes::{ActionKind, AttributeAction, Attributes, AttributesConfig, Scope};
 pub use chain::{Chain, ChainBuilder, ChainStats};
 pub use config::ProcessorConfig;
-pub use error::{ConfigError, ProcessError, SubmitError};
+pub use error::{ProcessError, ProcessorConfigError, ScheduleError};
 pub use filter::{Filter, FilterAction, FilterConfig, SpanKind, StatusCode};
 pub use matching::{AttributeMatch, MatchType, Value};
 pub use processor::{Context, DEFAULT_PARALLEL_CUTOFF, Parallelism, Processor, SpanPredicate};

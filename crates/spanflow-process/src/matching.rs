@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use spanflow_otlp::AnyValueView;
 
-use crate::error::ConfigError;
+use crate::error::ProcessorConfigError;
 
 /// How string patterns are interpreted.
 ///
@@ -83,7 +83,7 @@ impl StringSet {
         processor: &str,
         match_type: MatchType,
         patterns: &[String],
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, ProcessorConfigError> {
         match match_type {
             MatchType::Exact => Ok(StringSet::Exact(patterns.iter().cloned().collect())),
             MatchType::Glob => {
@@ -105,7 +105,7 @@ impl StringSet {
                 }
                 builder
                     .build()
-                    .map_err(|source| ConfigError::Glob {
+                    .map_err(|source| ProcessorConfigError::Glob {
                         processor: processor.to_owned(),
                         pattern: patterns.join(", "),
                         source,
@@ -118,7 +118,7 @@ impl StringSet {
                     compile_regex(processor, pattern)?;
                 }
                 regex::RegexSet::new(patterns)
-                    .map_err(|source| ConfigError::Regex {
+                    .map_err(|source| ProcessorConfigError::Regex {
                         processor: processor.to_owned(),
                         pattern: patterns.join(", "),
                         source: Box::new(source),
@@ -138,20 +138,26 @@ impl StringSet {
     }
 }
 
-pub(crate) fn compile_glob(processor: &str, pattern: &str) -> Result<globset::Glob, ConfigError> {
+pub(crate) fn compile_glob(
+    processor: &str,
+    pattern: &str,
+) -> Result<globset::Glob, ProcessorConfigError> {
     globset::GlobBuilder::new(pattern)
         .literal_separator(false)
         .backslash_escape(true)
         .build()
-        .map_err(|source| ConfigError::Glob {
+        .map_err(|source| ProcessorConfigError::Glob {
             processor: processor.to_owned(),
             pattern: pattern.to_owned(),
             source,
         })
 }
 
-pub(crate) fn compile_regex(processor: &str, pattern: &str) -> Result<regex::Regex, ConfigError> {
-    regex::Regex::new(pattern).map_err(|source| ConfigError::Regex {
+pub(crate) fn compile_regex(
+    processor: &str,
+    pattern: &str,
+) -> Result<regex::Regex, ProcessorConfigError> {
+    regex::Regex::new(pattern).map_err(|source| ProcessorConfigError::Regex {
         processor: processor.to_owned(),
         pattern: pattern.to_owned(),
         source: Box::new(source),
@@ -271,7 +277,7 @@ enum ValueMatcher {
 }
 
 impl AttributeMatcher {
-    pub(crate) fn new(processor: &str, m: &AttributeMatch) -> Result<Self, ConfigError> {
+    pub(crate) fn new(processor: &str, m: &AttributeMatch) -> Result<Self, ProcessorConfigError> {
         let value = match (&m.value, m.match_type) {
             (None, _) => ValueMatcher::Any,
             (Some(Value::Bool(b)), _) => ValueMatcher::Bool(*b),
@@ -393,12 +399,12 @@ mod tests {
         let bad = vec!["a[".to_owned()];
         assert!(matches!(
             StringSet::new("p", MatchType::Glob, &bad),
-            Err(ConfigError::Glob { .. })
+            Err(ProcessorConfigError::Glob { .. })
         ));
         let bad = vec!["(".to_owned()];
         assert!(matches!(
             StringSet::new("p", MatchType::Regex, &bad),
-            Err(ConfigError::Regex { .. })
+            Err(ProcessorConfigError::Regex { .. })
         ));
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use spanflow_otlp::{SpanHead, SpanView, TraceRequest};
 
-use crate::error::{ConfigError, ProcessError};
+use crate::error::{ProcessError, ProcessorConfigError};
 
 /// One step of span processing: takes a batch, returns the batch to pass on.
 ///
@@ -173,7 +173,7 @@ const CHUNK_SPANS: usize = 1024;
 /// let par = Parallelism::new(2, 2048)?;
 /// assert_eq!(par.threads(), 2);
 /// assert_eq!(par.cutoff(), 2048);
-/// # Ok::<(), spanflow_process::ConfigError>(())
+/// # Ok::<(), spanflow_process::ProcessorConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Parallelism {
@@ -197,11 +197,11 @@ impl Parallelism {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Invalid`] if `threads` is zero or the pool cannot be
+    /// [`ProcessorConfigError::Invalid`] if `threads` is zero or the pool cannot be
     /// built (the OS refused a thread).
-    pub fn new(threads: usize, cutoff: usize) -> Result<Self, ConfigError> {
+    pub fn new(threads: usize, cutoff: usize) -> Result<Self, ProcessorConfigError> {
         if threads == 0 {
-            return Err(ConfigError::invalid(
+            return Err(ProcessorConfigError::invalid(
                 "parallelism",
                 "threads must be at least 1",
             ));
@@ -219,7 +219,9 @@ impl Parallelism {
                 );
             })
             .build()
-            .map_err(|e| ConfigError::invalid("parallelism", format!("cannot build pool: {e}")))?;
+            .map_err(|e| {
+                ProcessorConfigError::invalid("parallelism", format!("cannot build pool: {e}"))
+            })?;
         Ok(Parallelism {
             pool: Some(Arc::new(pool)),
             cutoff: cutoff.max(1),

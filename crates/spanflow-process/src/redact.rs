@@ -12,7 +12,7 @@ use spanflow_otlp::{
     AnyValueBuf, AnyValueView, SpanView, StoredKeyValue, TraceRequest, ValueFields,
 };
 
-use crate::error::{ConfigError, ProcessError};
+use crate::error::{ProcessError, ProcessorConfigError};
 use crate::matching::compile_regex;
 use crate::processor::{Context, Processor};
 use crate::wire_edit::{Edits, NewValue, apply_edits};
@@ -141,7 +141,7 @@ pub struct RedactCounts {
 /// })?;
 /// assert_eq!(redact.mask_str("card 4111-1111-1111-1111 ok").as_deref(), Some("card **** ok"));
 /// assert_eq!(redact.counts().values_masked, 0); // `mask_str` does not count
-/// # Ok::<(), spanflow_process::ConfigError>(())
+/// # Ok::<(), spanflow_process::ProcessorConfigError>(())
 /// ```
 ///
 /// Strings nested in arrays and key-value lists, and in event attributes,
@@ -218,12 +218,12 @@ impl Redact {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] if a regex does not compile, or if neither
+    /// [`ProcessorConfigError`] if a regex does not compile, or if neither
     /// `allowed_keys` nor `blocked_values` is set.
-    pub fn from_config(config: &RedactConfig) -> Result<Self, ConfigError> {
+    pub fn from_config(config: &RedactConfig) -> Result<Self, ProcessorConfigError> {
         let name = config.name.clone().unwrap_or_else(|| "redact".to_owned());
         if config.allowed_keys.is_none() && config.blocked_values.is_empty() {
-            return Err(ConfigError::invalid(
+            return Err(ProcessorConfigError::invalid(
                 &name,
                 "set allowed_keys or blocked_values (or both)",
             ));
@@ -238,7 +238,7 @@ impl Redact {
         } else {
             Some(
                 regex::RegexSet::new(&config.blocked_values).map_err(|source| {
-                    ConfigError::Regex {
+                    ProcessorConfigError::Regex {
                         processor: name.clone(),
                         pattern: config.blocked_values.join(", "),
                         source: Box::new(source),

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use spanflow_otlp::{SpanHead, SpanView, TraceRequest};
 
-use crate::error::{ConfigError, ProcessError};
+use crate::error::{ProcessError, ProcessorConfigError};
 use crate::processor::{Context, Processor, SpanPredicate};
 
 /// Configuration of a [`ProbabilisticSampler`].
@@ -43,7 +43,7 @@ pub struct SamplerConfig {
 /// high[8] = 0xff;
 /// assert!(sampler.keeps_trace(&low));
 /// assert!(!sampler.keeps_trace(&high));
-/// # Ok::<(), spanflow_process::ConfigError>(())
+/// # Ok::<(), spanflow_process::ProcessorConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct ProbabilisticSampler {
@@ -88,8 +88,8 @@ impl ProbabilisticSampler {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Invalid`] if `ratio` is not a number in `[0, 1]`.
-    pub fn new(ratio: f64) -> Result<Self, ConfigError> {
+    /// [`ProcessorConfigError::Invalid`] if `ratio` is not a number in `[0, 1]`.
+    pub fn new(ratio: f64) -> Result<Self, ProcessorConfigError> {
         Self::from_config(&SamplerConfig { name: None, ratio })
     }
 
@@ -97,14 +97,14 @@ impl ProbabilisticSampler {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Invalid`] if `ratio` is not a number in `[0, 1]`.
-    pub fn from_config(config: &SamplerConfig) -> Result<Self, ConfigError> {
+    /// [`ProcessorConfigError::Invalid`] if `ratio` is not a number in `[0, 1]`.
+    pub fn from_config(config: &SamplerConfig) -> Result<Self, ProcessorConfigError> {
         let name = config
             .name
             .clone()
             .unwrap_or_else(|| "probabilistic_sampler".to_owned());
         if !(0.0..=1.0).contains(&config.ratio) {
-            return Err(ConfigError::invalid(
+            return Err(ProcessorConfigError::invalid(
                 &name,
                 format!("ratio must be in [0, 1], got {}", config.ratio),
             ));

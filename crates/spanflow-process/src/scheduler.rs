@@ -19,7 +19,7 @@ use spanflow_otlp::TraceRequest;
 
 use crate::chain::{Chain, ChainStats};
 use crate::deque::{Injector, Steal, Stealer, Worker};
-use crate::error::{ConfigError, ProcessError, SubmitError, panic_message};
+use crate::error::{ProcessError, ProcessorConfigError, ScheduleError, panic_message};
 
 /// Called once with the outcome of a submitted batch, on a worker thread.
 pub type OnDone = Box<dyn FnOnce(Result<TraceRequest, ProcessError>) + Send + 'static>;
@@ -100,11 +100,14 @@ impl Scheduler {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Invalid`] if `workers` is zero or a thread cannot be
+    /// [`ProcessorConfigError::Invalid`] if `workers` is zero or a thread cannot be
     /// spawned.
-    pub fn new(chain: impl Into<Arc<Chain>>, workers: usize) -> Result<Scheduler, ConfigError> {
+    pub fn new(
+        chain: impl Into<Arc<Chain>>,
+        workers: usize,
+    ) -> Result<Scheduler, ProcessorConfigError> {
         if workers == 0 {
-            return Err(ConfigError::invalid(
+            return Err(ProcessorConfigError::invalid(
                 "scheduler",
                 "workers must be at least 1",
             ));
@@ -134,7 +137,7 @@ impl Scheduler {
                 .name(format!("spanflow-proc-{index}"))
                 .spawn(move || run_worker(&shared, index, &local))
                 .map_err(|e| {
-                    ConfigError::invalid("scheduler", format!("cannot spawn worker: {e}"))
+                    ProcessorConfigError::invalid("scheduler", format!("cannot spawn worker: {e}"))
                 })?;
             scheduler.threads.lock().push(handle);
         }
@@ -146,9 +149,9 @@ impl Scheduler {
     ///
     /// # Errors
     ///
-    /// [`SubmitError::ShutDown`] (with the batch) after
+    /// [`ScheduleError::ShutDown`] (with the batch) after
     /// [`Scheduler::shutdown`]; `on_done` is then not called.
-    pub fn submit<F>(&self, batch: TraceRequest, on_done: F) -> Result<(), SubmitError>
+    pub fn submit<F>(&self, batch: TraceRequest, on_done: F) -> Result<(), ScheduleError>
     where
         F: FnOnce(Result<TraceRequest, ProcessError>) + Send + 'static,
     {
@@ -159,8 +162,8 @@ impl Scheduler {
     ///
     /// # Errors
     ///
-    /// [`SubmitError::ShutDown`] after [`Scheduler::shutdown`].
-    pub fn submit_boxed(&self, batch: TraceRequest, on_done: OnDone) -> Result<(), SubmitError> {
+    /// [`ScheduleError::ShutDown`] after [`Scheduler::shutdown`].
+    pub fn submit_boxed(&self, batch: TraceRequest, on_done: OnDone) -> Result<(), ScheduleError> {
         let s = &*self.shared;
         // SeqCst pair with `shutdown`: either this load sees the flag, or the
         // workers' final `in_flight` check sees this increment and keeps
@@ -168,7 +171,7 @@ impl Scheduler {
         s.in_flight.fetch_add(1, Ordering::SeqCst);
         if s.shutdown.load(Ordering::SeqCst) {
             finish_one(s);
-            return Err(SubmitError::ShutDown(batch));
+            return Err(ScheduleError::ShutDown(batch));
         }
         s.submitted.fetch_add(1, Ordering::Relaxed);
         s.injector.push(Job { batch, on_done });
@@ -180,8 +183,8 @@ impl Scheduler {
     ///
     /// # Errors
     ///
-    /// [`SubmitError::ShutDown`] after [`Scheduler::shutdown`].
-    pub fn submit_ticket(&self, batch: TraceRequest) -> Result<Ticket, SubmitError> {
+    /// [`ScheduleError::ShutDown`] after [`Scheduler::shutdown`].
+    pub fn submit_ticket(&self, batch: TraceRequest) -> Result<Ticket, ScheduleError> {
         let slot = Arc::new(TicketSlot {
             result: Mutex::new(None),
             ready: Condvar::new(),

@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 use serde::Deserialize;
 use spanflow_otlp::{SpanView, TraceRequest};
 
-use crate::error::{ConfigError, ProcessError};
+use crate::error::{ProcessError, ProcessorConfigError};
 use crate::processor::{Context, Processor};
 
 /// OTLP `STATUS_CODE_ERROR`.
@@ -164,14 +164,17 @@ impl SpanStats {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Invalid`] if `max_keys` is zero.
-    pub fn from_config(config: &SpanStatsConfig) -> Result<Self, ConfigError> {
+    /// [`ProcessorConfigError::Invalid`] if `max_keys` is zero.
+    pub fn from_config(config: &SpanStatsConfig) -> Result<Self, ProcessorConfigError> {
         let name = config
             .name
             .clone()
             .unwrap_or_else(|| "span_stats".to_owned());
         if config.max_keys == 0 {
-            return Err(ConfigError::invalid(&name, "max_keys must be at least 1"));
+            return Err(ProcessorConfigError::invalid(
+                &name,
+                "max_keys must be at least 1",
+            ));
         }
         Ok(Self::build(config, name))
     }

@@ -80,7 +80,9 @@ fn duplicate_names_are_rejected() {
         r#"[{"type": "span_stats", "name": "x"}, {"type": "probabilistic_sampler", "name": "x", "ratio": 0.5}]"#,
     )
     .expect("json");
-    assert!(matches!(Chain::from_config(&configs), Err(ConfigError::DuplicateName(n)) if n == "x"));
+    assert!(
+        matches!(Chain::from_config(&configs), Err(ProcessorConfigError::DuplicateName(n)) if n == "x")
+    );
 }
 
 /// Panics on any batch containing a span named "boom".

@@ -8,7 +8,7 @@ use spanflow::{
     ShutdownError, SubmitError,
 };
 
-use crate::sink::{Accepted, FlushError, Refused, Sink, Tracked};
+use crate::sink::{Accepted, Refused, Sink, SinkFlushError, Tracked};
 use crate::wire::TraceRequest;
 
 /// A running `spanflow::Pipeline` as the relay's [`Sink`].
@@ -28,7 +28,7 @@ pub enum PipelineError {
         /// The exporter's name.
         name: String,
         /// Why.
-        source: spanflow::export::BuildError,
+        source: spanflow::export::ExportBuildError,
     },
     /// The pipeline refused the configuration.
     #[error(transparent)]
@@ -108,14 +108,14 @@ impl Sink for PipelineSink {
             .map_err(refused)
     }
 
-    fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+    fn flush(&self, timeout: Duration) -> Result<(), SinkFlushError> {
         self.pipeline.flush(timeout).map_err(|e| match e {
-            PipelineFlushError::Undelivered(u) => FlushError::Undelivered(u.to_string()),
-            e => FlushError::Timeout(e.to_string()),
+            PipelineFlushError::Undelivered(u) => SinkFlushError::Undelivered(u.to_string()),
+            e => SinkFlushError::Timeout(e.to_string()),
         })
     }
 
-    fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
+    fn shutdown(&self, timeout: Duration) -> Result<(), SinkFlushError> {
         if self.pipeline.is_shut_down() {
             return Ok(());
         }
@@ -124,9 +124,9 @@ impl Sink for PipelineSink {
             .map(|_| ())
             .map_err(|e| match e {
                 ShutdownError::Undelivered { undelivered, .. } => {
-                    FlushError::Undelivered(undelivered.to_string())
+                    SinkFlushError::Undelivered(undelivered.to_string())
                 }
-                e => FlushError::Timeout(e.to_string()),
+                e => SinkFlushError::Timeout(e.to_string()),
             })
     }
 

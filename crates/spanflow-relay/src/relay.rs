@@ -16,7 +16,7 @@ use crate::receiver::reload::LoadError;
 use crate::receiver::server::{Server, ServerSettings, Versions};
 use crate::receiver::tls::{ALPN_H2, ALPN_HTTP, Tls};
 use crate::receiver::{self, Shared};
-use crate::sink::{FlushError, Sink};
+use crate::sink::{Sink, SinkFlushError};
 use spanflow::PipelineStats;
 
 /// Why the relay could not start.
@@ -363,7 +363,7 @@ impl RunningRelay {
         let sink = self.sink.clone();
         let flushed = match tokio::task::spawn_blocking(move || sink.shutdown(remaining)).await {
             Ok(Ok(())) => true,
-            Ok(Err(FlushError::Undelivered(what))) => {
+            Ok(Err(SinkFlushError::Undelivered(what))) => {
                 tracing::warn!(%what, "not everything accepted was delivered");
                 true
             }

@@ -40,7 +40,7 @@ pub enum Refused {
 
 /// Error from [`Sink::flush`] or [`Sink::shutdown`].
 #[derive(Debug, thiserror::Error)]
-pub enum FlushError {
+pub enum SinkFlushError {
     /// The deadline passed with spans not settled (shutdown settles them at the deadline as
     /// dropped or unconfirmed).
     #[error("did not finish in time: {0}")]
@@ -106,9 +106,9 @@ pub trait Sink: Send + Sync + 'static {
     /// settled.
     fn submit_tracked(&self, request: TraceRequest) -> Result<Tracked, Refused>;
     /// Blocks until everything accepted so far is exported or finally failed, or `timeout` passes.
-    fn flush(&self, timeout: Duration) -> Result<(), FlushError>;
+    fn flush(&self, timeout: Duration) -> Result<(), SinkFlushError>;
     /// Stops the sink after flushing, waiting at most `timeout`.
-    fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
+    fn shutdown(&self, timeout: Duration) -> Result<(), SinkFlushError> {
         self.flush(timeout)
     }
     /// The books now (see [`PipelineStats`]).
@@ -122,10 +122,10 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
     fn submit_tracked(&self, request: TraceRequest) -> Result<Tracked, Refused> {
         (**self).submit_tracked(request)
     }
-    fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+    fn flush(&self, timeout: Duration) -> Result<(), SinkFlushError> {
         (**self).flush(timeout)
     }
-    fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
+    fn shutdown(&self, timeout: Duration) -> Result<(), SinkFlushError> {
         (**self).shutdown(timeout)
     }
     fn stats(&self) -> PipelineStats {
@@ -229,7 +229,7 @@ impl Sink for MemorySink {
         }))
     }
 
-    fn flush(&self, _timeout: Duration) -> Result<(), FlushError> {
+    fn flush(&self, _timeout: Duration) -> Result<(), SinkFlushError> {
         Ok(())
     }
     fn stats(&self) -> PipelineStats {

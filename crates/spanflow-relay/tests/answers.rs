@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use spanflow_relay::config::{ByteSize, HumanDuration};
-use spanflow_relay::metrics::{Outcome, Protocol};
+use spanflow_relay::metrics::{Outcome, ReceiverProtocol};
 use spanflow_relay::relay::RunningRelay;
 use spanflow_relay::sink::{MemorySink, Sink};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,7 +65,7 @@ async fn malformed_grpc_framing_and_compression_is_invalid_argument() {
     assert_eq!(
         relay
             .metrics()
-            .requests_with(Protocol::Grpc, Outcome::Malformed),
+            .requests_with(ReceiverProtocol::Grpc, Outcome::Malformed),
         cases.len() as u64
     );
     assert_eq!(sink.stats().accepted, payload().spans as u64);
@@ -115,7 +115,7 @@ async fn a_unary_call_with_two_messages_is_refused_and_counted() {
     assert_eq!(
         relay
             .metrics()
-            .requests_with(Protocol::Grpc, Outcome::Malformed),
+            .requests_with(ReceiverProtocol::Grpc, Outcome::Malformed),
         3
     );
     relay.shutdown(DEADLINE).await;
@@ -193,8 +193,8 @@ async fn a_body_that_does_not_arrive_in_time() {
     let (_, code, _) = grpc_status(response).await;
     assert_eq!(code, Code::DeadlineExceeded as i32);
     let m = relay.metrics();
-    assert_eq!(m.requests_with(Protocol::Http, Outcome::Timeout), 1);
-    assert_eq!(m.requests_with(Protocol::Grpc, Outcome::Timeout), 1);
+    assert_eq!(m.requests_with(ReceiverProtocol::Http, Outcome::Timeout), 1);
+    assert_eq!(m.requests_with(ReceiverProtocol::Grpc, Outcome::Timeout), 1);
     eventually(DEADLINE, "reservations released", || {
         relay.in_flight().used == 0
     })

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
 use spanflow_relay::config::{AuthConfig, AuthScheme, HumanDuration, RelayConfig};
-use spanflow_relay::metrics::{Outcome, Protocol};
+use spanflow_relay::metrics::{Outcome, ReceiverProtocol};
 use spanflow_relay::relay::RunningRelay;
 use spanflow_relay::sink::{MemorySink, Sink};
 use std::sync::Arc;
@@ -89,8 +89,14 @@ async fn bearer_tokens_from_a_file_guard_both_receivers() {
     let spans = payload().spans as u64;
     assert_eq!(sink.stats().accepted, 4 * spans);
     let m = relay.metrics();
-    assert_eq!(m.requests_with(Protocol::Grpc, Outcome::Unauthenticated), 3);
-    assert_eq!(m.requests_with(Protocol::Http, Outcome::Unauthenticated), 3);
+    assert_eq!(
+        m.requests_with(ReceiverProtocol::Grpc, Outcome::Unauthenticated),
+        3
+    );
+    assert_eq!(
+        m.requests_with(ReceiverProtocol::Http, Outcome::Unauthenticated),
+        3
+    );
 
     // A new token file is used without a restart; the old tokens stop working.
     std::fs::write(&tokens, "gamma-token\n").unwrap();

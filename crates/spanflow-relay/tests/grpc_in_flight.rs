@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use spanflow_relay::config::{ByteSize, RelayConfig};
-use spanflow_relay::metrics::{Outcome, Protocol};
+use spanflow_relay::metrics::{Outcome, ReceiverProtocol};
 use spanflow_relay::relay::RunningRelay;
 use spanflow_relay::sink::{MemorySink, Sink};
 use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
@@ -97,11 +97,11 @@ async fn concurrent_large_grpc_requests_stay_within_the_in_flight_bound() {
     assert_eq!(without_info, 0, "backpressure answers carry RetryInfo");
     let metrics = relay.metrics();
     assert_eq!(
-        metrics.requests_with(Protocol::Grpc, Outcome::Backpressure),
+        metrics.requests_with(ReceiverProtocol::Grpc, Outcome::Backpressure),
         with_info
     );
     assert_eq!(
-        metrics.requests_with(Protocol::Grpc, Outcome::Accepted),
+        metrics.requests_with(ReceiverProtocol::Grpc, Outcome::Accepted),
         accepted
     );
 

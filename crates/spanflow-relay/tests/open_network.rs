@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use spanflow_relay::config::{ByteSize, HumanDuration};
-use spanflow_relay::metrics::{Closed, Listener, Outcome, Protocol};
+use spanflow_relay::metrics::{Closed, Listener, Outcome, ReceiverProtocol};
 use spanflow_relay::sink::Sink;
 use spanflow_relay::tools::client::Transport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,7 +65,7 @@ async fn slow_http_bodies_hold_no_reservation_and_time_out() {
     assert_eq!(
         relay
             .metrics()
-            .requests_with(Protocol::Http, Outcome::Timeout),
+            .requests_with(ReceiverProtocol::Http, Outcome::Timeout),
         64
     );
     eventually(DEADLINE, "reservations released", || {
@@ -113,7 +113,7 @@ async fn stalled_grpc_streams_hold_what_they_sent_and_time_out() {
     assert_eq!(
         relay
             .metrics()
-            .requests_with(Protocol::Grpc, Outcome::Timeout),
+            .requests_with(ReceiverProtocol::Grpc, Outcome::Timeout),
         64
     );
     eventually(DEADLINE, "reservations released", || {

@@ -20,7 +20,7 @@ use spanflow::{Pipeline, SpanProcessor};
 
 const SPANS: u64 = 10_000;
 
-fn grpc(sink: &common::Sink) -> Result<OtlpGrpcExporter, spanflow::export::BuildError> {
+fn grpc(sink: &common::Sink) -> Result<OtlpGrpcExporter, spanflow::export::ExportBuildError> {
     OtlpGrpcExporter::builder()
         .endpoint(sink.endpoint())
         .build()

@@ -279,7 +279,10 @@ impl PipelineBuilder {
         {
             let exporter = sink
                 .build()
-                .map_err(|err| BuildError::Export(format!("{name}: {err}")))?;
+                .map_err(|source| BuildError::Exporter {
+                    name: name.clone(),
+                    source,
+                })?;
             backends.push(CodeBackend {
                 name: name.clone(),
                 role: *role,
@@ -307,7 +310,10 @@ impl PipelineBuilder {
             for (name, sink) in env.sinks() {
                 let exporter = sink
                     .build()
-                    .map_err(|err| BuildError::Export(format!("{name}: {err}")))?;
+                    .map_err(|source| BuildError::Exporter {
+                    name: name.clone(),
+                    source,
+                })?;
                 backends.push(CodeBackend {
                     name,
                     role: BackendRole::Primary,
@@ -326,14 +332,14 @@ impl PipelineBuilder {
             (Some(chain), _) => Some(Arc::new(chain)),
             (None, false) => Some(Arc::new(
                 Chain::from_config(&config.processors)
-                    .map_err(|err| BuildError::Process(err.to_string()))?,
+                    .map_err(BuildError::Process)?,
             )),
             (None, true) => None,
         };
         let scheduler = match (&chain, config.processing.threads) {
             (Some(chain), threads) if threads > 0 => Some(
                 Scheduler::new(Arc::clone(chain), threads)
-                    .map_err(|err| BuildError::Process(err.to_string()))?,
+                    .map_err(BuildError::Process)?,
             ),
             _ => None,
         };
@@ -358,7 +364,7 @@ impl PipelineBuilder {
             // Only `try_send` is used; the overflow policy is applied in `wait_for_room`.
             .policy(Policy::DropNewest)
             .build()
-            .map_err(|err| BuildError::Config(err.to_string()))?;
+            .map_err(BuildError::Batch)?;
         // Submitted requests are merged only with what already queued up: no added latency.
         let (requests, request_receiver) = Batcher::<Submitted>::builder()
             .max_items(64)
@@ -368,7 +374,7 @@ impl PipelineBuilder {
             .budget(Arc::clone(&budget))
             .policy(Policy::DropNewest)
             .build()
-            .map_err(|err| BuildError::Config(err.to_string()))?;
+            .map_err(BuildError::Batch)?;
 
         let runtime = OwnedRuntime::start(
             config.export.resolved_runtime_threads(),
@@ -397,7 +403,7 @@ impl PipelineBuilder {
                 .map(|(name, _)| name.as_str())
                 .collect();
             let spool = Spool::open(spool_config.clone(), &primaries)
-                .map_err(|err| BuildError::Queue(err.to_string()))?;
+                .map_err(BuildError::Queue)?;
             let report = spool.recovery();
             tracing::info!(
                 dir = %spool_config.dir.display(),
@@ -410,7 +416,7 @@ impl PipelineBuilder {
         }
         let fanout = fanout
             .build(runtime.handle())
-            .map_err(|err| BuildError::Export(err.to_string()))?;
+            .map_err(BuildError::FanOut)?;
 
         let shared = Arc::new(Shared::new(Parts {
             config,

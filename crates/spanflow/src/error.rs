@@ -111,27 +111,41 @@ impl ShutdownError {
     }
 }
 
-/// Why [`crate::PipelineBuilder::build`] failed.
+/// Why [`crate::PipelineBuilder::build`] failed. Each variant keeps the error of the layer that
+/// refused as its [`source`](std::error::Error::source), so a caller can match on it and a
+/// logger that prints the chain prints every cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// A setting is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A batcher refused its settings.
+    #[error("invalid batch settings")]
+    Batch(#[source] spanflow_batch::BatcherBuildError),
     /// The export runtime or a worker thread could not be started.
     #[error("cannot start pipeline threads")]
     Threads(#[source] std::io::Error),
-    /// An exporter or the fan-out could not be built.
-    #[error("cannot build exporters: {0}")]
-    Export(String),
-    /// A processor could not be built.
-    #[error("cannot build processors: {0}")]
-    Process(String),
+    /// An exporter could not be built from its configuration.
+    #[error("cannot build exporter `{name}`")]
+    Exporter {
+        /// The exporter's name in the configuration.
+        name: String,
+        /// Why.
+        #[source]
+        source: spanflow_export::ExportBuildError,
+    },
+    /// The fan-out over the exporters could not be built.
+    #[error("cannot build the export fan-out")]
+    FanOut(#[source] spanflow_export::ExportBuildError),
+    /// A processor, or the scheduler that runs them, could not be built.
+    #[error("cannot build processors")]
+    Process(#[source] spanflow_process::ProcessorConfigError),
     /// An OpenTelemetry variable (`OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_*`, `OTEL_TRACES_EXPORTER`,
     /// `OTEL_SDK_DISABLED`) has a bad value. The message is the one parser's
     /// ([`spanflow_export::env`]), the same the relay gives for the same value.
     #[error(transparent)]
     Environment(#[from] spanflow_export::env::EnvError),
     /// The disk queue could not be opened (bad settings, locked by another process, I/O).
-    #[error("cannot open the disk queue: {0}")]
-    Queue(String),
+    #[error("cannot open the disk queue")]
+    Queue(#[source] spanflow_spool::OpenError),
 }

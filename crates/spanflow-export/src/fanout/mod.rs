@@ -22,7 +22,7 @@ use spanflow_spool::{Append, Reader, Spool};
 pub use settle::{SettleHook, Settled};
 
 use crate::config::duration_serde;
-use crate::error::BuildError;
+use crate::error::ExportBuildError;
 use crate::exporter::DynExporter;
 use crate::stats::{BackendHealth, Counters, FanOutStats, Health, Role};
 use crate::{ExportBatch, Exporter, RetryConfig};
@@ -100,7 +100,7 @@ pub enum SendError {
 /// Why [`FanOut::flush`] returned before everything was finished.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum FlushError {
+pub enum FanOutFlushError {
     /// The deadline passed with batches still queued or in flight.
     #[error("flush deadline passed with {pending} batches unfinished")]
     Timeout {
@@ -302,22 +302,22 @@ impl FanOutBuilder {
     }
 
     /// Start every backend's dispatcher on `handle`.
-    pub fn build(self, handle: &Handle) -> Result<FanOut, BuildError> {
+    pub fn build(self, handle: &Handle) -> Result<FanOut, ExportBuildError> {
         if let Some(e) = self.error {
-            return Err(BuildError::FanOut(e));
+            return Err(ExportBuildError::FanOut(e));
         }
         if !self.specs.iter().any(|s| s.fallback_of.is_none()) {
-            return Err(BuildError::FanOut("no backend".into()));
+            return Err(ExportBuildError::FanOut("no backend".into()));
         }
         for (i, s) in self.specs.iter().enumerate() {
             if self.specs[..i].iter().any(|o| o.name == s.name) {
-                return Err(BuildError::FanOut(format!(
+                return Err(ExportBuildError::FanOut(format!(
                     "duplicate backend name {:?}",
                     s.name
                 )));
             }
             if s.config.queue == 0 || s.config.concurrency == 0 {
-                return Err(BuildError::FanOut(format!(
+                return Err(ExportBuildError::FanOut(format!(
                     "backend {:?}: queue and concurrency must be at least 1",
                     s.name
                 )));
@@ -337,7 +337,7 @@ impl FanOutBuilder {
             readers.push(match (&self.spool, s.fallback_of) {
                 (Some(spool), None) => {
                     let reader = spool.reader(&s.name).map_err(|_| {
-                        BuildError::FanOut(format!(
+                        ExportBuildError::FanOut(format!(
                             "backend {:?} has no reader in the spool (open it with every primary's name)",
                             s.name
                         ))
@@ -514,11 +514,11 @@ impl FanOut {
     /// Wait until every batch sent before this call has finished on every backend (exported,
     /// or finally failed or dropped and counted), including the fallback attempts of
     /// those that failed on a primary.
-    pub async fn flush(&self, deadline: Instant) -> Result<(), FlushError> {
+    pub async fn flush(&self, deadline: Instant) -> Result<(), FanOutFlushError> {
         self.shared
             .wait_finished(deadline, false)
             .await
-            .map_err(|pending| FlushError::Timeout { pending })
+            .map_err(|pending| FanOutFlushError::Timeout { pending })
     }
 
     /// Stop accepting batches, let queued and in-flight ones finish until `deadline`, then

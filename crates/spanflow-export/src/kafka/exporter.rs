@@ -12,7 +12,7 @@ use spanflow_otlp::TraceRequest;
 
 use super::split::{self, TraceRecord};
 use super::{KafkaConfig, KafkaEncoding, Partitioning};
-use crate::{BuildError, ExportBatch, ExportError, ExportOutcome, Exporter};
+use crate::{ExportBatch, ExportBuildError, ExportError, ExportOutcome, Exporter};
 
 /// Settings the delivery contract rests on; `properties` may not change them.
 const FIXED: [(&str, &str); 3] = [
@@ -50,8 +50,8 @@ impl std::fmt::Debug for KafkaExporter {
 impl KafkaExporter {
     /// Creates the producer `config` describes. It connects in the background; nothing is
     /// checked against the brokers here.
-    pub fn from_config(config: &KafkaConfig) -> Result<Self, BuildError> {
-        let invalid = |key: &str, value: &str, reason: &str| BuildError::InvalidValue {
+    pub fn from_config(config: &KafkaConfig) -> Result<Self, ExportBuildError> {
+        let invalid = |key: &str, value: &str, reason: &str| ExportBuildError::InvalidValue {
             key: key.to_owned(),
             value: value.to_owned(),
             reason: reason.to_owned(),

@@ -13,19 +13,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The receiving protocol of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub enum ReceiverProtocol {
     /// OTLP/gRPC.
     Grpc,
     /// OTLP/HTTP.
     Http,
 }
 
-impl Protocol {
-    const ALL: [Protocol; 2] = [Protocol::Grpc, Protocol::Http];
+impl ReceiverProtocol {
+    const ALL: [ReceiverProtocol; 2] = [ReceiverProtocol::Grpc, ReceiverProtocol::Http];
     fn label(self) -> &'static str {
         match self {
-            Protocol::Grpc => "grpc",
-            Protocol::Http => "http",
+            ReceiverProtocol::Grpc => "grpc",
+            ReceiverProtocol::Http => "http",
         }
     }
 }
@@ -275,21 +275,21 @@ pub struct RelayCounts {
     pub spans_refused_invalid: u64,
 }
 
-fn pidx(p: Protocol) -> usize {
+fn pidx(p: ReceiverProtocol) -> usize {
     p as usize
 }
 
 impl RelayMetrics {
     /// Counts a finished request.
-    pub fn request(&self, protocol: Protocol, outcome: Outcome) {
+    pub fn request(&self, protocol: ReceiverProtocol, outcome: Outcome) {
         self.requests[pidx(protocol)][outcome.index()].fetch_add(1, Ordering::Relaxed);
     }
     /// Counts spans in a well-formed request.
-    pub fn received(&self, protocol: Protocol, spans: usize) {
+    pub fn received(&self, protocol: ReceiverProtocol, spans: usize) {
         self.spans_received[pidx(protocol)].fetch_add(spans as u64, Ordering::Relaxed);
     }
     /// Counts spans the pipeline accepted.
-    pub fn accepted(&self, protocol: Protocol, spans: usize) {
+    pub fn accepted(&self, protocol: ReceiverProtocol, spans: usize) {
         self.spans_accepted[pidx(protocol)].fetch_add(spans as u64, Ordering::Relaxed);
     }
     /// Counts spans refused for backpressure.
@@ -373,7 +373,7 @@ impl RelayMetrics {
         &self.kafka
     }
     /// Requests with `outcome` on `protocol`.
-    pub fn requests_with(&self, protocol: Protocol, outcome: Outcome) -> u64 {
+    pub fn requests_with(&self, protocol: ReceiverProtocol, outcome: Outcome) -> u64 {
         self.requests[pidx(protocol)][outcome.index()].load(Ordering::Relaxed)
     }
 }

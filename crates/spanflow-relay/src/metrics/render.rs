@@ -7,7 +7,7 @@ use spanflow::export::LatencyHistogram;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Closed, Listener, Outcome, Protocol, RelayMetrics, pidx};
+use super::{Closed, Listener, Outcome, ReceiverProtocol, RelayMetrics, pidx};
 
 impl RelayMetrics {
     /// Renders the relay's and the sink's counters in the Prometheus text format (0.0.4).
@@ -24,7 +24,7 @@ impl RelayMetrics {
             "Export requests received, by protocol and outcome.",
         );
         let mut lines = String::new();
-        for p in Protocol::ALL {
+        for p in ReceiverProtocol::ALL {
             for o in Outcome::ALL {
                 let _ = writeln!(
                     lines,
@@ -39,7 +39,7 @@ impl RelayMetrics {
         lines.clear();
         let simple = write_family;
         let per_proto = |a: &[AtomicU64; 2]| -> Vec<(String, f64)> {
-            Protocol::ALL
+            ReceiverProtocol::ALL
                 .iter()
                 .map(|p| {
                     (
@@ -528,9 +528,9 @@ mod tests {
     #[test]
     fn render_has_every_family_and_counts() {
         let m = RelayMetrics::default();
-        m.request(Protocol::Grpc, Outcome::Accepted);
-        m.received(Protocol::Grpc, 10);
-        m.accepted(Protocol::Grpc, 10);
+        m.request(ReceiverProtocol::Grpc, Outcome::Accepted);
+        m.received(ReceiverProtocol::Grpc, 10);
+        m.accepted(ReceiverProtocol::Grpc, 10);
         m.refused_backpressure(3);
         let stats = PipelineStats {
             dropped: spanflow::DroppedSpans {

@@ -28,7 +28,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use super::{NotTaken, Shared, ingest};
-use crate::metrics::{Outcome, Protocol};
+use crate::metrics::{Outcome, ReceiverProtocol};
 use crate::wire::TraceRequest;
 
 /// The gRPC path of the one method the receiver serves.
@@ -83,27 +83,27 @@ where
         let metrics = shared.metrics().clone();
         // Credentials first, from the headers alone: nothing of the body is read for a client
         // that may not send.
-        if let Err((failure, _)) = shared.authenticate(Protocol::Grpc, req.headers()) {
+        if let Err((failure, _)) = shared.authenticate(ReceiverProtocol::Grpc, req.headers()) {
             let status = Status::unauthenticated(failure.message());
             return Box::pin(ready(Ok(status.into_http())));
         }
         if let Err(message) = check_content_type(req.headers()) {
             // As grpc-go answers: HTTP 415, so no HTTP client mistakes it for success, with a
             // gRPC status for gRPC clients.
-            metrics.request(Protocol::Grpc, Outcome::UnsupportedMediaType);
+            metrics.request(ReceiverProtocol::Grpc, Outcome::UnsupportedMediaType);
             let mut response = Status::invalid_argument(message).into_http();
             *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
             return Box::pin(ready(Ok(response)));
         }
         if !shared.is_accepting() {
-            metrics.request(Protocol::Grpc, Outcome::Closed);
+            metrics.request(ReceiverProtocol::Grpc, Outcome::Closed);
             return Box::pin(ready(Ok(closed().into_http())));
         }
         let max = self.max_message_size;
         // Request bytes are reserved as they arrive and held until the answer: across every
         // stream the receivers hold at most the allowance.
         let Some(reservation) = shared.reserve(0) else {
-            metrics.request(Protocol::Grpc, Outcome::Backpressure);
+            metrics.request(ReceiverProtocol::Grpc, Outcome::Backpressure);
             return Box::pin(ready(Ok(in_flight_full().into_http())));
         };
         let compressed = req
@@ -135,7 +135,7 @@ where
             // by their outcome; the rest are tonic's answers, mapped to OTLP's codes.
             let refused = verdict.lock().take();
             if let Some(outcome) = refused {
-                metrics.request(Protocol::Grpc, outcome);
+                metrics.request(ReceiverProtocol::Grpc, outcome);
                 return Ok(response);
             }
             Ok(library_status_to_otlp(&shared, response))
@@ -466,7 +466,7 @@ fn library_status_to_otlp(
         response
             .headers_mut()
             .insert("grpc-status", HeaderValue::from(code as i32));
-        shared.metrics().request(Protocol::Grpc, outcome);
+        shared.metrics().request(ReceiverProtocol::Grpc, outcome);
     };
     match code.map(Code::from_i32) {
         Some(Code::OutOfRange) => set(Code::ResourceExhausted, Outcome::TooLarge),
@@ -501,12 +501,14 @@ async fn export(shared: &Shared, body: Bytes) -> Result<Bytes, Status> {
     let request = match TraceRequest::parse(body) {
         Ok(r) => r,
         Err(e) => {
-            shared.metrics().request(Protocol::Grpc, Outcome::Malformed);
+            shared
+                .metrics()
+                .request(ReceiverProtocol::Grpc, Outcome::Malformed);
             tracing::debug!(error = %e, "malformed grpc export request");
             return Err(Status::invalid_argument(e.to_string()));
         }
     };
-    match ingest(shared, Protocol::Grpc, request).await {
+    match ingest(shared, ReceiverProtocol::Grpc, request).await {
         Ok(ingested) => {
             let partial_success = (ingested.rejected > 0).then_some(ExportTracePartialSuccess {
                 rejected_spans: ingested.rejected as i64,

@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 
 use super::{NotTaken, Shared, ingest, retry_after_secs};
-use crate::metrics::{Outcome, Protocol};
+use crate::metrics::{Outcome, ReceiverProtocol};
 use crate::wire::{TraceRequest, json};
 
 /// The path of the traces endpoint.
@@ -117,7 +117,7 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
     let metrics = state.shared.metrics().clone();
     // Credentials first, from the headers alone: nothing of the body is read for a client
     // that may not send.
-    if let Err((failure, challenge)) = state.shared.authenticate(Protocol::Http, &headers) {
+    if let Err((failure, challenge)) = state.shared.authenticate(ReceiverProtocol::Http, &headers) {
         let mut resp = match kind_of(&headers) {
             Ok(kind) => error_response(kind, StatusCode::UNAUTHORIZED, failure.message()),
             Err(_) => (StatusCode::UNAUTHORIZED, failure.message()).into_response(),
@@ -131,7 +131,7 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
     let kind = match kind_of(&headers) {
         Ok(k) => k,
         Err(message) => {
-            metrics.request(Protocol::Http, Outcome::UnsupportedMediaType);
+            metrics.request(ReceiverProtocol::Http, Outcome::UnsupportedMediaType);
             return (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -141,11 +141,11 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
         }
     };
     let fail = |status: StatusCode, outcome: Outcome, message: String| {
-        metrics.request(Protocol::Http, outcome);
+        metrics.request(ReceiverProtocol::Http, outcome);
         error_response(kind, status, &message)
     };
     let retry_later = |outcome: Outcome, message: &str, after: u64| {
-        metrics.request(Protocol::Http, outcome);
+        metrics.request(ReceiverProtocol::Http, outcome);
         let mut resp = error_response(kind, StatusCode::SERVICE_UNAVAILABLE, message);
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(after));
@@ -245,7 +245,7 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
             return fail(StatusCode::BAD_REQUEST, Outcome::Malformed, message);
         }
     };
-    match ingest(&state.shared, Protocol::Http, request).await {
+    match ingest(&state.shared, ReceiverProtocol::Http, request).await {
         Ok(ingested) => {
             let partial = (ingested.rejected > 0).then_some(ExportTracePartialSuccess {
                 rejected_spans: ingested.rejected as i64,

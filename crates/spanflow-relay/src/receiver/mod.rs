@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::metrics::{Outcome, Protocol, RelayMetrics};
+use crate::metrics::{Outcome, ReceiverProtocol, RelayMetrics};
 use crate::sink::{Accepted, Refused, Sink};
 use crate::wire::{self, TraceRequest};
 
@@ -148,7 +148,7 @@ impl Shared {
     /// counted.
     pub(crate) fn authenticate(
         &self,
-        protocol: Protocol,
+        protocol: ReceiverProtocol,
         headers: &::http::HeaderMap,
     ) -> Result<(), (auth::AuthFailure, &'static str)> {
         let Some(auth) = &self.auth else {
@@ -209,7 +209,7 @@ pub(crate) enum NotTaken {
 /// once the request is written (the client is answered only then).
 pub(crate) async fn ingest(
     shared: &Shared,
-    protocol: Protocol,
+    protocol: ReceiverProtocol,
     request: TraceRequest,
 ) -> Result<Ingested, NotTaken> {
     let metrics = &shared.metrics;
