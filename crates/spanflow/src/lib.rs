@@ -11,7 +11,8 @@
 //! use opentelemetry_sdk::trace::SdkTracerProvider;
 //! use spanflow::{NullExporter, SpanProcessor};
 //!
-//! // Real services add `spanflow::export` exporters (OTLP gRPC/HTTP) instead of `NullExporter`.
+//! // `NullExporter` keeps this example off the network. Real services give no exporter (OTLP as
+//! // the environment says) or a `spanflow::export` one: see the crate's README.md.
 //! let processor = SpanProcessor::builder()
 //!     .pipeline(|p| p.exporter("backend", NullExporter::default()))
 //!     .build()?;
@@ -34,6 +35,11 @@
 //! a bad value is a [`BuildError::Environment`] naming the variable (see
 //! [`PipelineBuilder::build`] and [`PipelineConfig::apply_env`]).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+/// The README's Rust blocks, compiled and run as doctests so the page users follow stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 mod books;
 mod builder;

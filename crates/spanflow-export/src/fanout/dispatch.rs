@@ -127,7 +127,31 @@ impl AttemptObserver for Observer<'_> {
         } else {
             Health::Degraded
         };
-        self.shared.set_health(self.index, health);
+        // The change is read and made under the channel's lock, so of several attempts failing
+        // at once exactly one sees the backend turn degraded and logs it.
+        let mut before = None;
+        self.shared.health.send_if_modified(|all| {
+            let entry = &mut all[self.index].health;
+            let changed = *entry != health && *entry != Health::Stopped;
+            if changed {
+                before = Some(*entry);
+                *entry = health;
+            }
+            changed
+        });
+        // Logged on the change only: the first failure of a healthy (or new) backend at once,
+        // then nothing more until it recovers, however long the outage and its retries last
+        // (each retry is at debug level in `retry`).
+        match (before, result) {
+            (Some(Health::Idle | Health::Running), Err(error)) => {
+                tracing::warn!(backend = %b.name, %error, retryable = error.is_retryable(),
+                    "export to backend failed (logged once until it recovers)");
+            }
+            (Some(Health::Degraded), Ok(_)) => {
+                tracing::info!(backend = %b.name, "backend recovered: export succeeded");
+            }
+            _ => {}
+        }
     }
     fn retry(&self, _error: &ExportError, _delay: Duration) {
         Counters::add(&self.shared.backends[self.index].counters.retries, 1);

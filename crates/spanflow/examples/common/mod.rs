@@ -1,13 +1,16 @@
 //! A small in-process OTLP/gRPC trace receiver for the examples, tests and benches: it listens on
 //! 127.0.0.1:0, counts the spans it receives, and can be told to fail or hang.
 //!
+//! With [`Sink::record_spans`] it also keeps each span's identity (trace id, span id, parent span
+//! id, name), so an example can check that parent links survived the pipeline.
+//!
 //! It runs on its own thread with its own tokio runtime, so it can be started from `main`, from a
 //! test, or from inside any runtime without interfering with the code under test.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -37,6 +40,24 @@ struct Counts {
     behaviour: AtomicU8,
     /// Spans per service.name, for the multi-service example.
     services: parking_lot::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Whether to keep every span's identity in `spans_seen` (off by default: the throughput
+    /// examples and tests send millions of spans).
+    recording: AtomicBool,
+    spans_seen: parking_lot::Mutex<Vec<SpanRecord>>,
+}
+
+/// The identity of one received span, as it was on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanRecord {
+    /// 16 bytes.
+    pub trace_id: Vec<u8>,
+    /// 8 bytes.
+    pub span_id: Vec<u8>,
+    /// Empty for a root span.
+    pub parent_span_id: Vec<u8>,
+    pub name: String,
+    /// The `service.name` of its resource (empty if none).
+    pub service: String,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +99,18 @@ impl TraceService for Service {
                     _ => None,
                 })
                 .unwrap_or_default();
+            if self.counts.recording.load(Ordering::Relaxed) {
+                let mut seen = self.counts.spans_seen.lock();
+                for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
+                    seen.push(SpanRecord {
+                        trace_id: span.trace_id.clone(),
+                        span_id: span.span_id.clone(),
+                        parent_span_id: span.parent_span_id.clone(),
+                        name: span.name.clone(),
+                        service: service.clone(),
+                    });
+                }
+            }
             *services.entry(service).or_default() += n;
         }
         drop(services);
@@ -175,6 +208,16 @@ impl Sink {
     /// Spans received per `service.name`.
     pub fn spans_by_service(&self) -> std::collections::BTreeMap<String, u64> {
         self.counts.services.lock().clone()
+    }
+
+    /// Keeps the identity of every span received from now on (see [`Sink::spans_seen`]).
+    pub fn record_spans(&self) {
+        self.counts.recording.store(true, Ordering::Relaxed);
+    }
+
+    /// The spans received since [`Sink::record_spans`], in arrival order.
+    pub fn spans_seen(&self) -> Vec<SpanRecord> {
+        self.counts.spans_seen.lock().clone()
     }
 
     /// Changes what the sink answers from now on.
