@@ -31,7 +31,8 @@ const QUICK_ARGS: [&str; 6] = [
 struct BenchTarget {
     package: String,
     bench: String,
-    features: Option<&'static str>,
+    /// Comma-separated; empty for none.
+    features: String,
 }
 
 /// Bench targets that run a second time with extra features; the build with the features
@@ -65,20 +66,27 @@ fn select_targets(metadata: &Metadata, requested: &[String]) -> Result<Vec<Bench
         .filter(|p| requested.is_empty() || requested.contains(&p.name))
         .flat_map(|p| {
             p.benches().flat_map(|bench| {
+                // A target with `required-features` (the Kafka bench) runs with them: cargo
+                // would refuse `--bench` without.
                 let plain = BenchTarget {
                     package: p.name.clone(),
-                    bench: bench.to_owned(),
-                    features: None,
+                    bench: bench.name.clone(),
+                    features: bench.required_features.join(","),
                 };
                 let extra = EXTRA_RUNS
                     .iter()
-                    .filter(|(package, b, _)| *package == p.name && *b == bench)
+                    .filter(|(package, b, _)| *package == p.name && *b == bench.name)
                     .map(|(_, _, features)| BenchTarget {
-                        package: p.name.clone(),
-                        bench: bench.to_owned(),
-                        features: Some(features),
+                        features: [plain.features.as_str(), features]
+                            .into_iter()
+                            .filter(|f| !f.is_empty())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        ..plain.clone()
                     });
-                std::iter::once(plain).chain(extra).collect::<Vec<_>>()
+                std::iter::once(plain.clone())
+                    .chain(extra)
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
@@ -111,8 +119,8 @@ pub(crate) fn run(args: &BenchArgs, root: &Path) -> Result<()> {
             "--bench",
             &target.bench,
         ]);
-        if let Some(features) = target.features {
-            cmd = cmd.args(["--features", features]);
+        if !target.features.is_empty() {
+            cmd = cmd.args(["--features", &target.features]);
         }
         if args.quick {
             cmd = cmd.arg("--").args(QUICK_ARGS);
@@ -284,8 +292,27 @@ mod tests {
             ]
         );
         // The second e2e run is the mimalloc build.
-        let features: Vec<_> = targets.iter().map(|t| t.features).collect();
-        assert_eq!(features, [None, None, None, Some("mimalloc")]);
+        let features: Vec<_> = targets.iter().map(|t| t.features.as_str()).collect();
+        assert_eq!(features, ["", "", "", "mimalloc"]);
+    }
+
+    #[test]
+    fn a_bench_with_required_features_runs_with_them() {
+        let metadata = Metadata::parse(
+            r#"{"packages":[{"name":"spanflow-relay","manifest_path":"/ws/relay/Cargo.toml",
+                "targets":[
+                  {"name":"relay","kind":["bench"],"src_path":"/ws/relay/benches/relay.rs"},
+                  {"name":"kafka","kind":["bench"],"src_path":"/ws/relay/benches/kafka.rs",
+                   "required-features":["kafka"]}]}],
+               "target_directory":"/ws/target"}"#,
+        )
+        .unwrap();
+        let targets = select_targets(&metadata, &[]).unwrap();
+        let runs: Vec<_> = targets
+            .iter()
+            .map(|t| (t.bench.as_str(), t.features.as_str()))
+            .collect();
+        assert_eq!(runs, [("relay", ""), ("kafka", "kafka")]);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub(crate) struct Target {
     pub(crate) name: String,
     pub(crate) kind: Vec<String>,
     pub(crate) src_path: PathBuf,
+    /// `required-features`: cargo skips the target (and refuses `--bench <it>`) without them.
+    #[serde(default, rename = "required-features")]
+    pub(crate) required_features: Vec<String>,
 }
 
 impl Target {
@@ -42,12 +45,9 @@ impl Package {
         self.manifest_path.parent().unwrap_or(Path::new("."))
     }
 
-    /// Names of this package's bench targets.
-    pub(crate) fn benches(&self) -> impl Iterator<Item = &str> {
-        self.targets
-            .iter()
-            .filter(|t| t.is("bench"))
-            .map(|t| t.name.as_str())
+    /// This package's bench targets.
+    pub(crate) fn benches(&self) -> impl Iterator<Item = &Target> {
+        self.targets.iter().filter(|t| t.is("bench"))
     }
 }
 

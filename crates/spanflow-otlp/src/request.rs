@@ -588,6 +588,45 @@ impl TraceRequest {
         plan.assemble(&[&self.bytes])
     }
 
+    /// [`select`](Self::select) by span indices instead of a mask: keeps the spans at
+    /// `indices`, which must be strictly ascending (indices at or past
+    /// [`span_count`](Self::span_count) are ignored). It costs O(`indices.len()`), where a mask
+    /// costs O(`span_count()`), so cutting a batch into many small groups (a Kafka record per
+    /// trace) stays linear in the batch.
+    ///
+    /// ```
+    /// let spans = spanflow_otlp::testing::span_batch(3, 1);
+    /// let request =
+    ///     spanflow_otlp::Encoder::new().encode(&spans, &spanflow_otlp::testing::resource());
+    /// let first_and_last = request.select_indices(&[0, 2]);
+    /// assert_eq!(first_and_last.as_bytes(), request.select(&[true, false, true]).as_bytes());
+    /// ```
+    pub fn select_indices(&self, indices: &[u32]) -> TraceRequest {
+        debug_assert!(
+            indices.windows(2).all(|w| w[0] < w[1]),
+            "select_indices needs strictly ascending indices"
+        );
+        let n = self.span_count();
+        // Ascending: the indices below n come first, and as many of them as there are spans
+        // means every span (the same fast path as `select`, so both give the same bytes).
+        let kept = indices.partition_point(|&i| (i as usize) < n);
+        if kept == n {
+            return self.clone();
+        }
+        let mut plan = Plan::default();
+        let mut current = Position::default();
+        for &i in &indices[..kept] {
+            let i = i as usize;
+            // Only out-of-order indices (a broken precondition) can miss here.
+            let Some(entry) = self.index.spans.get(i) else {
+                continue;
+            };
+            current.enter(self, &mut plan, entry.scope);
+            plan.push_span(self.span_piece(i, 0));
+        }
+        plan.assemble(&[&self.bytes])
+    }
+
     /// Splits the request into requests of at most `max_spans` spans and at most
     /// `max_bytes` bytes each (0 means no limit), in span order. A span that alone
     /// exceeds `max_bytes` travels alone. Spans are never decoded.

@@ -99,6 +99,26 @@ proptest! {
     }
 
     #[test]
+    fn select_indices_equals_select_with_the_same_mask(
+        original in request(),
+        mask_bits in prop::collection::vec(any::<bool>(), 64),
+    ) {
+        let request = TraceRequest::from_proto(&original);
+        let n = request.span_count();
+        let keep: Vec<bool> = (0..n).map(|i| mask_bits[i % 64]).collect();
+        let indices: Vec<u32> = (0..n as u32).filter(|&i| keep[i as usize]).collect();
+        let by_indices = request.select_indices(&indices);
+        let by_mask = request.select(&keep);
+        prop_assert_eq!(by_indices.as_bytes(), by_mask.as_bytes());
+        prop_assert_eq!(by_indices.span_count(), indices.len());
+        // Indices past the end are ignored.
+        let mut past = indices.clone();
+        past.push(n as u32 + 3);
+        let past_end = request.select_indices(&past);
+        prop_assert_eq!(past_end.as_bytes(), by_indices.as_bytes());
+    }
+
+    #[test]
     fn splicing_every_span_decodes_equal(original in request()) {
         let request = TraceRequest::from_proto(&original);
         let n = request.span_count();

@@ -13,6 +13,14 @@
 //! included) minus the registered threads, which covers its receiver runtime and whatever
 //! threads its pipeline starts. The "idle" line shows what that remainder is while the peer
 //! runs (the idle spanflow relay plus criterion's own bookkeeping), so it can be judged.
+//!
+//! `relay/queue` (issue 20) runs the same workload through the spanflow relay three times in one
+//! run: with the memory queue, and with the disk queue (`[pipeline.queue] type = "disk"`, a fresh
+//! temporary directory each) under `fsync = "interval"` and `fsync = "always"`. With a disk
+//! queue the relay answers a request only once its batch is written (under `always`: fsynced),
+//! so the senders wait for the disk; it runs with 4 and with 16 concurrent senders. After the
+//! group it prints each queue's throughput as a ratio of the memory queue's at the same
+//! senders, and the spool's data fsyncs per second and batches (records) per fsync.
 
 #![allow(missing_docs)]
 
@@ -26,7 +34,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::uri::PathAndQuery;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -305,11 +313,12 @@ impl CpuSpent {
 /// `target` spans.
 async fn push(clients: &[OtlpClient], payloads: &Arc<Vec<Payload>>, sink: &AtomicU64, target: u64) {
     let mut tasks = Vec::new();
+    let senders = clients.len();
     for (s, client) in clients.iter().enumerate() {
         let client = client.clone();
         let payloads = payloads.clone();
         tasks.push(tokio::spawn(async move {
-            for p in payloads.iter().skip(s).step_by(SENDERS) {
+            for p in payloads.iter().skip(s).step_by(senders) {
                 // Bounded retries: the relays answer "retry" only under backpressure.
                 for _ in 0..10_000 {
                     match client.send(p, Duration::from_secs(30)).await {
@@ -334,6 +343,50 @@ async fn push(clients: &[OtlpClient], payloads: &Arc<Vec<Payload>>, sink: &Atomi
         sink.load(Ordering::Relaxed) >= target,
         "sink did not see every span"
     );
+}
+
+/// The bench relay's `[pipeline]`: the relay's default but for a short max age, so the last
+/// partial batch of a run does not wait 200 ms.
+const DEFAULT_PIPELINE: &str = "[pipeline.batch]\nmax_age_ms = 5\n";
+
+/// The traffic of every group: `REQUESTS` requests of `SPANS_PER_REQUEST` spans, 8 attributes
+/// of 24-byte strings each.
+fn payloads() -> Arc<Vec<Payload>> {
+    let mut rng = rand::rng();
+    let mix = AttributeMix {
+        count: 8,
+        string_len: 24,
+    };
+    Arc::new(
+        (0..REQUESTS)
+            .map(|_| {
+                Payload::protobuf_only(&load_request(&mut rng, "bench", SPANS_PER_REQUEST, mix))
+            })
+            .collect(),
+    )
+}
+
+/// The spanflow relay on `rt`: OTLP/gRPC in, `pipeline` (TOML under `[pipeline]`), and one
+/// OTLP/gRPC exporter to the counting sink at `sink`.
+fn spanflow_relay(
+    rt: &tokio::runtime::Runtime,
+    sink: SocketAddr,
+    pipeline: &str,
+) -> (RunningRelay, Arc<PipelineSink>) {
+    let text = format!(
+        "[receivers.http]\nenabled = false\n[telemetry]\nmetrics_enabled = false\n\
+         [receivers.grpc]\nendpoint = \"127.0.0.1:0\"\n{pipeline}\n\
+         [[pipeline.exporters]]\nname = \"sink\"\n\
+         sink = {{ type = \"otlp\", protocol = \"grpc\", endpoint = \"http://{sink}\" }}\n"
+    );
+    let cfg = RelayConfig::from_toml_str(&text).expect("bench config");
+    rt.block_on(async {
+        let sink = Arc::new(PipelineSink::build(&cfg.pipeline).expect("pipeline"));
+        let relay = RunningRelay::start(&cfg, sink.clone())
+            .await
+            .expect("relay");
+        (relay, sink)
+    })
 }
 
 /// What one function's runs added up to.
@@ -364,18 +417,7 @@ fn relay_passthrough(c: &mut Criterion) {
         .expect("runtime");
     let peer_rt = runtime("relay-prost", 2, &peer_threads);
 
-    let mut rng = rand::rng();
-    let mix = AttributeMix {
-        count: 8,
-        string_len: 24,
-    };
-    let payloads: Arc<Vec<Payload>> = Arc::new(
-        (0..REQUESTS)
-            .map(|_| {
-                Payload::protobuf_only(&load_request(&mut rng, "bench", SPANS_PER_REQUEST, mix))
-            })
-            .collect(),
-    );
+    let payloads = payloads();
 
     // Counting sinks, one per relay, on the same runtime.
     let ours_count = Arc::new(AtomicU64::new(0));
@@ -400,18 +442,8 @@ fn relay_passthrough(c: &mut Criterion) {
     // relay's default but for a short max age, so the last partial batch of a run does not
     // wait 200 ms; SPANFLOW_RELAY_BENCH_PIPELINE replaces that TOML to try other settings.
     let pipeline = std::env::var("SPANFLOW_RELAY_BENCH_PIPELINE")
-        .unwrap_or_else(|_| "[pipeline.batch]\nmax_age_ms = 5\n".to_owned());
-    let text = format!(
-        "[receivers.http]\nenabled = false\n[telemetry]\nmetrics_enabled = false\n\
-         [receivers.grpc]\nendpoint = \"127.0.0.1:0\"\n{pipeline}\n\
-         [[pipeline.exporters]]\nname = \"sink\"\n\
-         sink = {{ type = \"otlp\", protocol = \"grpc\", endpoint = \"http://{ours_sink}\" }}\n"
-    );
-    let cfg = RelayConfig::from_toml_str(&text).expect("bench config");
-    let relay = ours_rt.block_on(async {
-        let sink = Arc::new(PipelineSink::build(&cfg.pipeline).expect("pipeline"));
-        RunningRelay::start(&cfg, sink).await.expect("relay")
-    });
+        .unwrap_or_else(|_| DEFAULT_PIPELINE.to_owned());
+    let (relay, _) = spanflow_relay(&ours_rt, ours_sink, &pipeline);
     let ours_endpoint = format!("http://{}", relay.addresses().grpc.expect("grpc"));
 
     // prost_relay: decode, re-encode, forward; its client channel lives on its runtime too.
@@ -510,5 +542,174 @@ impl Totals {
     }
 }
 
-criterion_group!(benches, relay_passthrough);
+/// The queues `relay/queue` compares: function name and the `[pipeline.queue]` fsync policy
+/// (`None`: the memory queue).
+const QUEUES: [(&str, Option<&str>); 3] = [
+    ("memory", None),
+    ("disk_interval", Some("interval")),
+    ("disk_always", Some("always")),
+];
+
+/// Concurrent senders in `relay/queue`. With a disk queue a sender waits for the write (and
+/// under `always` the fsync) before it sends again, so 4 senders measure how the relay does
+/// when few clients wait on it; 16 keep it busy, which is what a throughput figure asks.
+const QUEUE_SENDERS: [usize; 2] = [4, 16];
+
+/// What the spool did during one function's runs.
+#[derive(Default, Clone, Copy)]
+struct SpoolWork {
+    batches: u64,
+    fsyncs: u64,
+    fsync_time: Duration,
+    appends: u64,
+}
+
+impl SpoolWork {
+    fn of(sink: &PipelineSink) -> Self {
+        let stats = sink.pipeline().stats();
+        let batches = stats.backends.iter().map(|b| b.exported_batches).sum();
+        stats.spool.map_or(
+            Self {
+                batches,
+                ..Self::default()
+            },
+            |s| Self {
+                batches,
+                fsyncs: s.fsync.count,
+                fsync_time: s.fsync.total,
+                appends: s.appended,
+            },
+        )
+    }
+    fn since(self, before: Self) -> Self {
+        Self {
+            batches: self.batches - before.batches,
+            fsyncs: self.fsyncs - before.fsyncs,
+            fsync_time: self.fsync_time.saturating_sub(before.fsync_time),
+            appends: self.appends - before.appends,
+        }
+    }
+    fn add(&mut self, o: Self) {
+        self.batches += o.batches;
+        self.fsyncs += o.fsyncs;
+        self.fsync_time += o.fsync_time;
+        self.appends += o.appends;
+    }
+}
+
+/// Issue 20: the relay's throughput with the disk queue against the memory queue, same run.
+fn relay_queue(c: &mut Criterion) {
+    let harness = Arc::new(Threads::default());
+    harness.register_current();
+    let meter = Meter {
+        harness: harness.clone(),
+        peer: Arc::new(Threads::default()),
+    };
+    let load_rt = runtime("bench-load", 2, &harness);
+    let sink_rt = runtime("bench-sink", 1, &harness);
+    let ours_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("relay-spanflow")
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let payloads = payloads();
+    let count = Arc::new(AtomicU64::new(0));
+    let sink_addr = sink_rt.block_on(serve(Service {
+        handler: Counting {
+            spans: count.clone(),
+        },
+    }));
+
+    let mut group = c.benchmark_group("relay/queue");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_millis(500))
+        .throughput(Throughput::Elements(SPANS));
+    let mut totals = Vec::new();
+    for senders in QUEUE_SENDERS {
+        for (name, fsync) in QUEUES {
+            // A fresh directory per run, removed when the relay is done with it.
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let mut pipeline = std::env::var("SPANFLOW_RELAY_BENCH_PIPELINE")
+                .unwrap_or_else(|_| DEFAULT_PIPELINE.to_owned());
+            if let Some(fsync) = fsync {
+                let dir = toml::Value::String(dir.path().display().to_string());
+                pipeline.push_str(&format!(
+                    "[pipeline.queue]\ntype = \"disk\"\ndir = {dir}\nfsync = \"{fsync}\"\n"
+                ));
+            }
+            let (relay, sink) = spanflow_relay(&ours_rt, sink_addr, &pipeline);
+            let endpoint = format!("http://{}", relay.addresses().grpc.expect("grpc"));
+            let clients: Vec<OtlpClient> = load_rt.block_on(async {
+                (0..senders)
+                    .map(|_| OtlpClient::new(Transport::Grpc, &endpoint, false).expect("client"))
+                    .collect()
+            });
+            let mut total = Totals::default();
+            let mut spool = SpoolWork::default();
+            group.bench_function(BenchmarkId::new(name, senders), |b| {
+                b.iter_custom(|iters| {
+                    let spool_before = SpoolWork::of(&sink);
+                    let elapsed = load_rt.block_on(async {
+                        let before = meter.read();
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            let target = count.load(Ordering::Relaxed) + SPANS;
+                            push(&clients, &payloads, &count, target).await;
+                        }
+                        let elapsed = started.elapsed();
+                        total.cpu.add(CpuSpent::between(before, meter.read()));
+                        elapsed
+                    });
+                    spool.add(SpoolWork::of(&sink).since(spool_before));
+                    total.spans += iters * SPANS;
+                    total.wall += elapsed;
+                    elapsed
+                });
+            });
+            drop(clients);
+            let shutdown = ours_rt.block_on(relay.shutdown(Duration::from_secs(10)));
+            assert_eq!(shutdown.sink.failed, 0, "{name}/{senders}: failed spans");
+            totals.push((name, senders, total, spool));
+        }
+    }
+    group.finish();
+
+    let rate = |t: &Totals| t.spans as f64 / t.wall.as_secs_f64().max(1e-9);
+    for (name, senders, t, spool) in &totals {
+        if t.spans == 0 {
+            continue; // filtered out
+        }
+        let secs = t.wall.as_secs_f64().max(1e-9);
+        let mut line = format!(
+            "relay/queue {name}/{senders}: {:.0} spans/s, {:.0} ns relay CPU per span, \
+             {:.0} spans per exported batch",
+            rate(t),
+            t.cpu.ours as f64 / t.spans as f64,
+            t.spans as f64 / spool.batches.max(1) as f64,
+        );
+        let memory = totals
+            .iter()
+            .find(|(n, s, m, _)| *n == "memory" && s == senders && m.spans > 0);
+        if let Some((_, _, memory, _)) = memory {
+            line.push_str(&format!(
+                ", {:.2}x the memory queue's spans/s",
+                rate(t) / rate(memory)
+            ));
+        }
+        if spool.appends > 0 {
+            line.push_str(&format!(
+                ", {:.1} fsyncs/s ({:.1} batches per fsync, mean fsync {:.2} ms)",
+                spool.fsyncs as f64 / secs,
+                spool.appends as f64 / spool.fsyncs.max(1) as f64,
+                spool.fsync_time.as_secs_f64() * 1e3 / spool.fsyncs.max(1) as f64,
+            ));
+        }
+        println!("{line}");
+    }
+}
+
+criterion_group!(benches, relay_passthrough, relay_queue);
 criterion_main!(benches);

@@ -3,9 +3,10 @@
 //! restarts and long backend outages.
 //!
 //! Storage layer beside the export layer: it knows nothing of spans or OTLP. A record is bytes
-//! plus a `u64` of caller metadata (a span count, say). The relay appends each accepted request
-//! (answering OK once the append completed) and each backend of the export fan-out is a named
-//! [`Reader`] with its own committed cursor, so one copy on disk serves every backend.
+//! plus a `u64` of caller metadata (a span count, say). spanflow's pipeline appends each
+//! processed batch (the relay answers OK once the append of the batch carrying the request
+//! completed) and each primary backend of the export fan-out is a named [`Reader`] with its own
+//! committed cursor, so one copy on disk serves every backend.
 //!
 //! ```
 //! use spanflow_spool::{Fsync, Spool, SpoolConfig, WhenFull};

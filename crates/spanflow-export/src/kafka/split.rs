@@ -2,7 +2,7 @@
 //!
 //! spanflow-otlp has no "group by trace" operation, so this is built here from its public
 //! API: one indexing pass (`TraceRequest::parse`), the trace id of each span read in place
-//! (`SpanView::trace_id`), and one `select` keep-mask per trace, which copies the trace's span
+//! (`SpanView::trace_id`), and one `select_indices` per trace, which copies the trace's span
 //! bytes under their own `ResourceSpans`/`ScopeSpans` headers.
 
 use std::collections::HashMap;
@@ -44,16 +44,16 @@ pub(crate) fn by_trace(request: &TraceRequest, max_bytes: usize) -> Vec<TraceRec
         push_bounded(&mut out, Some(groups[0].0), request.clone(), max_bytes);
         return out;
     }
-    // One mask reused for every trace: set a trace's entries, select, clear them again.
-    let mut keep = vec![false; n];
+    // By indices, not by a mask: a mask per trace would walk the whole batch once per trace
+    // (quadratic: a 2048-span batch of 10-span traces walked 205 times). Members are
+    // ascending: spans are visited in order.
     for (id, members) in &groups {
-        for &i in members {
-            keep[i as usize] = true;
-        }
-        push_bounded(&mut out, Some(*id), request.select(&keep), max_bytes);
-        for &i in members {
-            keep[i as usize] = false;
-        }
+        push_bounded(
+            &mut out,
+            Some(*id),
+            request.select_indices(members),
+            max_bytes,
+        );
     }
     out
 }
