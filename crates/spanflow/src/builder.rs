@@ -277,12 +277,10 @@ impl PipelineBuilder {
             backend,
         } in &config.exporters
         {
-            let exporter = sink
-                .build()
-                .map_err(|source| BuildError::Exporter {
-                    name: name.clone(),
-                    source,
-                })?;
+            let exporter = sink.build().map_err(|source| BuildError::Exporter {
+                name: name.clone(),
+                source,
+            })?;
             backends.push(CodeBackend {
                 name: name.clone(),
                 role: *role,
@@ -308,9 +306,7 @@ impl PipelineBuilder {
                 });
             }
             for (name, sink) in env.sinks() {
-                let exporter = sink
-                    .build()
-                    .map_err(|source| BuildError::Exporter {
+                let exporter = sink.build().map_err(|source| BuildError::Exporter {
                     name: name.clone(),
                     source,
                 })?;
@@ -331,16 +327,14 @@ impl PipelineBuilder {
         let chain = match (self.chain, config.processors.is_empty()) {
             (Some(chain), _) => Some(Arc::new(chain)),
             (None, false) => Some(Arc::new(
-                Chain::from_config(&config.processors)
-                    .map_err(BuildError::Process)?,
+                Chain::from_config(&config.processors).map_err(BuildError::Process)?,
             )),
             (None, true) => None,
         };
         let scheduler = match (&chain, config.processing.threads) {
-            (Some(chain), threads) if threads > 0 => Some(
-                Scheduler::new(Arc::clone(chain), threads)
-                    .map_err(BuildError::Process)?,
-            ),
+            (Some(chain), threads) if threads > 0 => {
+                Some(Scheduler::new(Arc::clone(chain), threads).map_err(BuildError::Process)?)
+            }
             _ => None,
         };
 
@@ -402,8 +396,7 @@ impl PipelineBuilder {
                 .filter(|(_, role)| *role == BackendRole::Primary)
                 .map(|(name, _)| name.as_str())
                 .collect();
-            let spool = Spool::open(spool_config.clone(), &primaries)
-                .map_err(BuildError::Queue)?;
+            let spool = Spool::open(spool_config.clone(), &primaries).map_err(BuildError::Queue)?;
             let report = spool.recovery();
             tracing::info!(
                 dir = %spool_config.dir.display(),
@@ -414,9 +407,7 @@ impl PipelineBuilder {
             );
             fanout = fanout.spool(Arc::new(spool));
         }
-        let fanout = fanout
-            .build(runtime.handle())
-            .map_err(BuildError::FanOut)?;
+        let fanout = fanout.build(runtime.handle()).map_err(BuildError::FanOut)?;
 
         let shared = Arc::new(Shared::new(Parts {
             config,
