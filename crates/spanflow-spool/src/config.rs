@@ -124,7 +124,7 @@ impl SpoolConfig {
     ///
     /// ```
     /// use spanflow_spool::{Fsync, SpoolConfig};
-    /// let config = SpoolConfig { fsync: Fsync::Always, ..SpoolConfig::new("/tmp/spool") };
+    /// let config = SpoolConfig { fsync: Fsync::Always, ..SpoolConfig::new("spanflow-spool") };
     /// assert_eq!(config.segment_bytes.0, 64 << 20);
     /// ```
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -184,12 +184,9 @@ impl FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("expected a byte size like 4096 or \"64MiB\", got {s:?}"))?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        let (n, unit) = number_and_unit(s)
+            .ok_or_else(|| format!("expected a byte size like 4096 or \"64MiB\", got {s:?}"))?;
+        let mult: u64 = match unit.to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1_000,
             "kib" => 1 << 10,
@@ -260,12 +257,9 @@ impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("expected a duration like \"100ms\" or \"5s\", got {s:?}"))?;
-        let d = match unit.trim() {
+        let (n, unit) = number_and_unit(s)
+            .ok_or_else(|| format!("expected a duration like \"100ms\" or \"5s\", got {s:?}"))?;
+        let d = match unit {
             "" | "ms" => Duration::from_millis(n),
             "us" => Duration::from_micros(n),
             "s" => Duration::from_secs(n),
@@ -307,6 +301,13 @@ impl<'de> Deserialize<'de> for HumanDuration {
             IntOrText::Text(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
+}
+
+/// Splits `"64MiB"` / `"100 ms"` into the leading integer and the (trimmed) unit after it.
+fn number_and_unit(s: &str) -> Option<(u64, &str)> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    Some((num.parse().ok()?, unit.trim()))
 }
 
 #[derive(Deserialize)]

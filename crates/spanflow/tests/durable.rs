@@ -195,7 +195,7 @@ fn a_slow_backend_holds_back_only_its_own_cursor() {
 #[test]
 fn the_queue_settings_read_from_toml() {
     let config: spanflow::PipelineConfig = toml::from_str(
-        "[queue]\ntype = \"disk\"\ndir = \"/tmp/q\"\nfsync = \"always\"\nmax_bytes = \"64MiB\"\n",
+        "[queue]\ntype = \"disk\"\ndir = \"spanflow-queue\"\nfsync = \"always\"\nmax_bytes = \"64MiB\"\n",
     )
     .expect("valid");
     let QueueSettings::Disk(spool) = config.queue else {
