@@ -25,6 +25,8 @@ mod proc;
 #[allow(dead_code)]
 #[path = "../tests/kafka/broker.rs"]
 mod broker;
+#[path = "common/cpu.rs"]
+mod cpu;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -43,6 +45,8 @@ use spanflow_relay::relay::RunningRelay;
 use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
 use spanflow_relay::tools::traffic::{AttributeMix, Payload, load_request};
 use tonic::server::{Grpc, NamedService, UnaryService};
+
+use cpu::{Threads, process_cpu_ns, runtime};
 
 const SPANS_PER_REQUEST: usize = 100;
 const SPANS_PER_TRACE: usize = 10;
@@ -108,74 +112,9 @@ async fn serve(service: Counting) -> SocketAddr {
     addr
 }
 
-/// Threads whose CPU is not the relay's (load generator, sink, this thread).
-#[derive(Default)]
-struct Harness {
-    inner: parking_lot::Mutex<(Vec<u32>, u64)>,
-}
-
-fn current_tid() -> Option<u32> {
-    std::fs::read_link("/proc/thread-self")
-        .ok()?
-        .file_name()?
-        .to_str()?
-        .parse()
-        .ok()
-}
-
-fn thread_cpu_ns(tid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn process_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the call; every Linux kernel has
-    // CLOCK_PROCESS_CPUTIME_ID.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-impl Harness {
-    fn register(&self) {
-        if let Some(tid) = current_tid() {
-            self.inner.lock().0.push(tid);
-        }
-    }
-    fn exiting(&self) {
-        if let Some(tid) = current_tid() {
-            let mut inner = self.inner.lock();
-            inner.1 += thread_cpu_ns(tid);
-            inner.0.retain(|t| *t != tid);
-        }
-    }
-    fn cpu_ns(&self) -> u64 {
-        let inner = self.inner.lock();
-        inner.1 + inner.0.iter().map(|t| thread_cpu_ns(*t)).sum::<u64>()
-    }
-    /// CPU of everything else in the process so far.
-    fn relay_cpu_ns(&self) -> u64 {
-        let harness = self.cpu_ns();
-        process_cpu_ns().saturating_sub(harness)
-    }
-}
-
-fn harness_runtime(name: &str, workers: usize, harness: &Arc<Harness>) -> tokio::runtime::Runtime {
-    let (start, stop) = (harness.clone(), harness.clone());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name(name)
-        .enable_all()
-        .on_thread_start(move || start.register())
-        .on_thread_stop(move || stop.exiting())
-        .build()
-        .expect("runtime")
+/// CPU of everything in the process but `harness` (load generator, sink, this thread).
+fn relay_cpu_ns(harness: &Threads) -> u64 {
+    process_cpu_ns().saturating_sub(harness.cpu_ns())
 }
 
 fn traffic() -> Arc<Vec<Payload>> {
@@ -277,10 +216,10 @@ fn kafka(c: &mut Criterion) {
     };
     let topic = "otlp_spans";
     broker.create_topic(topic, 4);
-    let harness = Arc::new(Harness::default());
-    harness.register();
-    let load_rt = harness_runtime("bench-load", 2, &harness);
-    let sink_rt = harness_runtime("bench-sink", 1, &harness);
+    let harness = Arc::new(Threads::default());
+    harness.register_current();
+    let load_rt = runtime("bench-load", 2, &harness);
+    let sink_rt = runtime("bench-sink", 1, &harness);
     let ours_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("relay-spanflow")
@@ -318,7 +257,7 @@ fn kafka(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 load_rt.block_on(async {
-                    let cpu = harness.relay_cpu_ns();
+                    let cpu = relay_cpu_ns(&harness);
                     let started = Instant::now();
                     for _ in 0..iters {
                         let target = sink.pipeline().stats().exported + SPANS;
@@ -329,7 +268,7 @@ fn kafka(c: &mut Criterion) {
                         .await;
                     }
                     let elapsed = started.elapsed();
-                    total.relay_cpu += harness.relay_cpu_ns().saturating_sub(cpu);
+                    total.relay_cpu += relay_cpu_ns(&harness).saturating_sub(cpu);
                     total.spans += iters * SPANS;
                     total.wall += elapsed;
                     elapsed
@@ -338,10 +277,10 @@ fn kafka(c: &mut Criterion) {
         });
         // The relay's CPU while nothing is sent: what a span's share of it depends on the
         // throughput (librdkafka's threads wake on their own timers, for one).
-        let cpu = harness.relay_cpu_ns();
+        let cpu = relay_cpu_ns(&harness);
         std::thread::sleep(IDLE_PROBE);
         total.idle_cpu_per_s =
-            harness.relay_cpu_ns().saturating_sub(cpu) as f64 / IDLE_PROBE.as_secs_f64();
+            relay_cpu_ns(&harness).saturating_sub(cpu) as f64 / IDLE_PROBE.as_secs_f64();
         let stats = ours_rt.block_on(relay.shutdown(Duration::from_secs(10)));
         assert_eq!(stats.sink.failed, 0, "{name}: failed spans");
         totals.push((name, total, stats.sink.exported));
@@ -385,7 +324,7 @@ fn kafka(c: &mut Criterion) {
 /// Reads back everything the `kafka` runs wrote, once, through a relay's Kafka receiver.
 fn consume(
     rt: &tokio::runtime::Runtime,
-    harness: &Harness,
+    harness: &Threads,
     broker: &broker::Broker,
     topic: &str,
     grpc_sink: &str,
@@ -398,14 +337,14 @@ fn consume(
         broker.bootstrap()
     );
     let before = counted.load(Ordering::Relaxed);
-    let cpu = harness.relay_cpu_ns();
+    let cpu = relay_cpu_ns(harness);
     let started = Instant::now();
     let (relay, _sink) = relay(rt, grpc_sink, &receiver);
     rt.block_on(wait_for("every span read back", || {
         counted.load(Ordering::Relaxed) >= before + written
     }));
     let wall = started.elapsed();
-    let relay_cpu = harness.relay_cpu_ns().saturating_sub(cpu);
+    let relay_cpu = relay_cpu_ns(harness).saturating_sub(cpu);
     let k = relay.metrics().kafka().counts();
     rt.block_on(relay.shutdown(Duration::from_secs(10)));
     println!(
