@@ -127,18 +127,8 @@ impl AttemptObserver for Observer<'_> {
         } else {
             Health::Degraded
         };
-        // The change is read and made under the channel's lock, so of several attempts failing
-        // at once exactly one sees the backend turn degraded and logs it.
-        let mut before = None;
-        self.shared.health.send_if_modified(|all| {
-            let entry = &mut all[self.index].health;
-            let changed = *entry != health && *entry != Health::Stopped;
-            if changed {
-                before = Some(*entry);
-                *entry = health;
-            }
-            changed
-        });
+        // Of several attempts failing at once, exactly one sees the backend turn degraded.
+        let before = self.shared.set_health(self.index, health);
         // Logged on the change only: the first failure of a healthy (or new) backend at once,
         // then nothing more until it recovers, however long the outage and its retries last
         // (each retry is at debug level in `retry`).

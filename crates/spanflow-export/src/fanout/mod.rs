@@ -733,15 +733,21 @@ impl Shared {
         self.backends[index].state.lock().finish(seq);
     }
 
-    fn set_health(&self, index: usize, health: Health) {
+    /// Sets a backend's health (a stopped backend stays stopped) and returns what it was, if
+    /// this call changed it. The change is read and made under the channel's lock, so of
+    /// several callers moving a backend to the same health exactly one sees the change.
+    fn set_health(&self, index: usize, health: Health) -> Option<Health> {
+        let mut before = None;
         self.health.send_if_modified(|all| {
             let entry = &mut all[index].health;
             let changed = *entry != health && *entry != Health::Stopped;
             if changed {
+                before = Some(*entry);
                 *entry = health;
             }
             changed
         });
+        before
     }
 
     /// Wait for every batch queued so far: primaries first, then fallbacks (which receive
