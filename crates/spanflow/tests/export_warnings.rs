@@ -1,6 +1,6 @@
 //! A backend that cannot be reached is reported at once: one WARN on its first failed export
 //! attempt (naming the backend and the error), nothing more while it stays down, one INFO when
-//! it recovers.
+//! it recovers. A backend that flaps logs the start of an outage at most once per 10 s.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -212,4 +212,45 @@ fn recovery_is_logged_once_at_info() {
         .shutdown_with_timeout(Duration::from_secs(5))
         .expect("shutdown");
     assert_eq!(pipeline.stats().exported, 2);
+}
+
+#[test]
+fn a_flapping_backend_warns_once_per_interval() {
+    events();
+    let exporter = Switchable::default();
+    let pipeline = quick(Pipeline::builder())
+        .exporter("flapping", exporter.clone())
+        .build()
+        .expect("pipeline");
+    let provider = provider(&pipeline);
+    let started = Instant::now();
+    // Five outages, each seen by a failed attempt and ended by a delivered span.
+    for _ in 0..5 {
+        exporter.down.store(true, Ordering::Relaxed);
+        let failed_before = pipeline.stats().retried;
+        end_one_span(&provider);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pipeline.stats().retried == failed_before {
+            assert!(Instant::now() < deadline, "no failed attempt within 5 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        exporter.down.store(false, Ordering::Relaxed);
+        pipeline
+            .flush(Duration::from_secs(5))
+            .expect("delivered once the backend is back");
+    }
+    // The loop takes well under the 10 s interval (a second on a quiet machine): one WARN and
+    // its one INFO. A machine slow enough to pass an interval may log one more pair per 10 s.
+    let intervals = 1 + started.elapsed().as_secs() as usize / 10;
+    let warnings = about("flapping", tracing::Level::WARN).len();
+    assert!(
+        (1..=intervals).contains(&warnings),
+        "{warnings} WARNs in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(about("flapping", tracing::Level::INFO).len(), warnings);
+    provider
+        .shutdown_with_timeout(Duration::from_secs(5))
+        .expect("shutdown");
+    assert_eq!(pipeline.stats().exported, 5);
 }

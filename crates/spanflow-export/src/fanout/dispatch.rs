@@ -2,6 +2,7 @@
 //! with retry, ending in its fate at this destination.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::queue::{Item, Parcel};
@@ -131,13 +132,25 @@ impl AttemptObserver for Observer<'_> {
         let before = self.shared.set_health(self.index, health);
         // Logged on the change only: the first failure of a healthy (or new) backend at once,
         // then nothing more until it recovers, however long the outage and its retries last
-        // (each retry is at debug level in `retry`).
+        // (each retry is at debug level in `retry`). A flapping backend logs the start of an
+        // outage at most once per `WARN_EVERY`, with the count of outages it held back, and
+        // its recovery only when that outage's WARN was logged.
         match (before, result) {
             (Some(Health::Idle | Health::Running), Err(error)) => {
-                tracing::warn!(backend = %b.name, %error, retryable = error.is_retryable(),
-                    "export to backend failed (logged once until it recovers)");
+                let logged = b.logs.outage.admit().inspect(|&held_back| {
+                    tracing::warn!(backend = %b.name, %error, retryable = error.is_retryable(),
+                        outages_not_logged = held_back,
+                        "export to backend failed (logged once until it recovers)");
+                });
+                // Relaxed: it only decides whether a log line is written; a recovery racing
+                // this store can at worst leave out one INFO line.
+                b.logs
+                    .outage_logged
+                    .store(logged.is_some(), Ordering::Relaxed);
             }
-            (Some(Health::Degraded), Ok(_)) => {
+            (Some(Health::Degraded), Ok(_))
+                if b.logs.outage_logged.swap(false, Ordering::Relaxed) =>
+            {
                 tracing::info!(backend = %b.name, "backend recovered: export succeeded");
             }
             _ => {}
@@ -172,9 +185,12 @@ async fn run(shared: &Shared, index: usize, item: Item) {
             Counters::add(&c.exported_batches, 1);
             Counters::add(&c.accepted_spans, outcome.accepted);
             Counters::add(&c.rejected_spans, outcome.rejected);
-            if outcome.rejected > 0 {
+            if outcome.rejected > 0
+                && let Some(held_back) = b.logs.rejected.admit()
+            {
                 tracing::warn!(backend = %b.name, rejected = outcome.rejected,
-                    message = outcome.message.as_deref().unwrap_or(""), "backend rejected spans");
+                    message = outcome.message.as_deref().unwrap_or(""),
+                    similar_not_logged = held_back, "backend rejected spans");
             }
             // A success settles even a batch an earlier attempt may have delivered: it arrived.
             parcel.in_doubt = false;
@@ -206,8 +222,12 @@ async fn run(shared: &Shared, index: usize, item: Item) {
             if !error.is_retryable() {
                 Counters::add(&c.permanent_errors, 1);
             }
-            tracing::warn!(backend = %b.name, spans, %error, in_doubt = parcel.in_doubt,
-                "export failed");
+            match b.logs.gave_up.admit() {
+                Some(held_back) => tracing::warn!(backend = %b.name, spans, %error,
+                    in_doubt = parcel.in_doubt, similar_not_logged = held_back, "export failed"),
+                None => tracing::debug!(backend = %b.name, spans, %error,
+                    in_doubt = parcel.in_doubt, "export failed"),
+            }
             shared.to_fallback_or(b, parcel, |_| Fate::Failed);
         }
     }

@@ -2,6 +2,7 @@
 //! backend, and the settlement of every batch once all its destinations are done with it.
 
 mod dispatch;
+mod log_limit;
 mod queue;
 mod settle;
 
@@ -119,6 +120,8 @@ struct Backend {
     available: Notify,
     semaphore: Arc<Semaphore>,
     counters: Counters,
+    /// Rate limits of this backend's WARN lines.
+    logs: log_limit::BackendLogs,
     fallback: Option<usize>,
     /// Durable mode, primaries only: where this backend reads its batches, and its committed
     /// cursor when the spool was opened (records below it were settled here in an earlier run).
@@ -374,6 +377,7 @@ impl FanOutBuilder {
                 config: s.config,
                 available: Notify::new(),
                 counters: Counters::default(),
+                logs: log_limit::BackendLogs::new(),
                 fallback: fallbacks[index],
                 durable,
             })
