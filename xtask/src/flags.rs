@@ -71,10 +71,10 @@ pub(crate) struct BenchArgs {
 /// Flags of `cargo xtask bench-report`.
 #[derive(Debug, Args)]
 pub(crate) struct ReportArgs {
-    /// Criterion's output directory (default: $CRITERION_HOME, else <target dir>/criterion).
+    /// Criterion's output directory (default: $CRITERION_HOME, else criterion/ in the target directory).
     #[arg(long, value_name = "DIR")]
     pub(crate) criterion_dir: Option<PathBuf>,
-    /// Where BENCHMARKS.md and benchmarks.svg are written (default: <workspace>/docs).
+    /// Where BENCHMARKS.md and benchmarks.svg are written (default: docs/ in the workspace).
     #[arg(long, value_name = "DIR")]
     pub(crate) out_dir: Option<PathBuf>,
 }

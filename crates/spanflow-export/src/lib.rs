@@ -14,7 +14,7 @@
 //! - `kafka::KafkaExporter` (cargo feature `kafka`): OTLP records on a Kafka topic, one per
 //!   trace, keyed by trace id, from an idempotent `acks=all` producer.
 //! - [`ExporterConfig`] / [`SinkConfig`] / [`FanOutConfig`]: serde (TOML) configuration.
-//! - [`env`]: the one parser of the OpenTelemetry environment (`OTEL_EXPORTER_OTLP_*`,
+//! - [`env`](mod@env): the one parser of the OpenTelemetry environment (`OTEL_EXPORTER_OTLP_*`,
 //!   `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED`), shared by the `spanflow` facade and the
 //!   relay: unset or empty means unset, a bad value is an [`env::EnvError`] naming the variable.
 //!
