@@ -204,6 +204,12 @@ impl SpanProcessorBuilder {
         self
     }
 
+    /// Reports the pipeline's own health through `meter` (see [`PipelineBuilder::meter`]).
+    pub fn meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
+        self.pipeline = self.pipeline.meter(meter);
+        self
+    }
+
     /// The timeout `force_flush()` (which takes none) uses.
     pub fn force_flush_timeout(mut self, timeout: Duration) -> Self {
         self.force_flush_timeout = timeout;
