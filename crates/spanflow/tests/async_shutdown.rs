@@ -35,6 +35,7 @@ fn ticker() -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
     let task = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(5)).await;
+            // Relaxed: a count read by the same runtime thread, nothing else ordered by it.
             counted.fetch_add(1, Ordering::Relaxed);
         }
     });
@@ -141,6 +142,7 @@ async fn shutdown_async_with_the_backend_down_names_the_undelivered_spans_by_its
         "{message}"
     );
     // The runtime's only thread kept running other tasks the whole time.
+    // Relaxed: written on this very thread (the ticker is a task of this runtime).
     let ticks = ticks.load(Ordering::Relaxed);
     assert!(
         ticks >= 20,
@@ -178,6 +180,7 @@ async fn flush_async_completes_when_the_exporter_needs_the_callers_current_threa
     let counted = Arc::clone(&answered);
     let answering = tokio::spawn(async move {
         while let Some((spans, reply)) = incoming.recv().await {
+            // Relaxed: read on this same runtime thread, after the flush that waited for it.
             counted.fetch_add(spans as u64, Ordering::Relaxed);
             let _ = reply.send(());
         }
