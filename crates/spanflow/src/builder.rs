@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use opentelemetry::metrics::Meter;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 use spanflow_batch::{Batcher, Budget, DropSite, Policy};
@@ -22,6 +23,7 @@ use crate::encode::estimate_span_bytes;
 use crate::error::BuildError;
 use crate::pipeline::{Owner, Pipeline};
 use crate::runtime::{OwnedRuntime, lower_current_thread_priority};
+use crate::self_metrics::SelfMetrics;
 use crate::workers::{Parts, Shared, Submitted, Work};
 
 /// How the builder reads the OpenTelemetry environment.
@@ -59,6 +61,8 @@ pub struct PipelineBuilder {
     env: Option<Lookup>,
     /// The first bad `OTEL_BSP_*` value met by `from_env`, returned by `build`.
     env_error: Option<EnvError>,
+    /// Where the pipeline reports its own health (see [`PipelineBuilder::meter`]).
+    meter: Option<Meter>,
 }
 
 impl std::fmt::Debug for PipelineBuilder {
@@ -200,6 +204,36 @@ impl PipelineBuilder {
     /// The resource SDK spans are encoded under until the tracer provider sets its own.
     pub fn resource(mut self, resource: Resource) -> Self {
         self.resource = Some(resource);
+        self
+    }
+
+    /// Reports the pipeline's own health through `meter`, into your metrics backend: queued
+    /// spans and bytes, spans exported, failed, dropped and refused (by reason), and per
+    /// backend retries and export attempts and time (see the crate's README for the list).
+    ///
+    /// The instruments are asynchronous: their callbacks read the same books as
+    /// [`Pipeline::stats`] when your metric reader collects, so spans pay nothing for them.
+    /// They hold no strong reference to the pipeline: a meter provider that outlives it keeps
+    /// nothing alive and, once it is gone, reports nothing for it. Give each pipeline its own
+    /// meter (a different scope name) when several report to one provider.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use opentelemetry::metrics::MeterProvider as _;
+    /// use opentelemetry_sdk::metrics::SdkMeterProvider;
+    /// use spanflow::{NullExporter, Pipeline};
+    ///
+    /// // Your application's provider, with its own reader and exporter.
+    /// let meter_provider = SdkMeterProvider::builder().build();
+    /// let pipeline = Pipeline::builder()
+    ///     .exporter("backend", NullExporter::default())
+    ///     .meter(meter_provider.meter("spanflow"))
+    ///     .build()?;
+    /// pipeline.shutdown(Duration::from_secs(5))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn meter(mut self, meter: Meter) -> Self {
+        self.meter = Some(meter);
         self
     }
 
@@ -423,6 +457,12 @@ impl PipelineBuilder {
             books: Books::new(budget),
             export_disabled,
         }));
+        if let Some(meter) = &self.meter {
+            // Set once, here, before any handle exists: `set` cannot find it taken.
+            let _ = shared
+                .self_metrics
+                .set(SelfMetrics::register(meter, &shared));
+        }
         let mut workers = Vec::with_capacity(2);
         for (name, work) in [
             ("spanflow-encode", Work::Spans(span_receiver)),

@@ -65,6 +65,10 @@ pub enum FlushError {
     /// dropped or are unconfirmed (or SDK spans were lost at the intake) while the flush ran.
     #[error("flush finished but spans were not delivered: {0}")]
     Undelivered(Undelivered),
+    /// [`crate::Pipeline::flush_async`] could not start the thread its wait runs on (the
+    /// system is out of threads); nothing was flushed. The message says why.
+    #[error("flush did not start: {0}")]
+    WaiterThread(String),
 }
 
 /// Why [`crate::Pipeline::shutdown`] did not finish cleanly.
@@ -97,6 +101,11 @@ pub enum ShutdownError {
     /// Already shut down (by this or another handle).
     #[error("pipeline was already shut down")]
     AlreadyShutDown,
+    /// [`crate::Pipeline::shutdown_async`] could not start the thread its shutdown runs on (the
+    /// system is out of threads); shutdown did not begin and may be tried again. The message
+    /// says why.
+    #[error("shutdown did not start: {0}")]
+    WaiterThread(String),
 }
 
 impl ShutdownError {
@@ -106,7 +115,9 @@ impl ShutdownError {
             ShutdownError::Timeout { stats, .. } | ShutdownError::Undelivered { stats, .. } => {
                 Some(stats)
             }
-            ShutdownError::OnPipelineThread | ShutdownError::AlreadyShutDown => None,
+            ShutdownError::OnPipelineThread
+            | ShutdownError::AlreadyShutDown
+            | ShutdownError::WaiterThread(_) => None,
         }
     }
 }

@@ -49,6 +49,7 @@ mod error;
 mod pipeline;
 mod processor;
 mod runtime;
+mod self_metrics;
 mod stats;
 mod workers;
 

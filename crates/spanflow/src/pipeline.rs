@@ -3,7 +3,8 @@
 //! Nothing ever calls `block_on` from inside a runtime: the pipeline's worker threads are plain
 //! std threads (see [`crate::workers`]), and `flush`/`shutdown` wait on a condition variable or
 //! a std channel with a deadline, while the async part of their work runs as a task on the
-//! pipeline's own runtime.
+//! pipeline's own runtime. `flush_async`/`shutdown_async` run those same blocking calls on a
+//! thread of their own and await the answer, so async callers never block their executor.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -180,7 +181,8 @@ impl Pipeline {
     /// without being delivered make it return [`FlushError::Undelivered`].
     ///
     /// Safe from any thread, inside or outside any runtime: it waits on std primitives while the
-    /// pipeline's own threads and runtime do the work. Refused with
+    /// pipeline's own threads and runtime do the work. It does block the calling thread, though:
+    /// in async code await [`Pipeline::flush_async`] instead. Refused with
     /// [`FlushError::OnPipelineThread`] on the pipeline's own threads (inside an exporter, say).
     pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
         let shared = self.shared();
@@ -246,7 +248,8 @@ impl Pipeline {
     /// pipeline or never sent counts as `dropped.shutdown_deadline`, in flight as
     /// `unconfirmed`; the error then carries the final books. Spans that failed or were
     /// dropped while shutdown ran make it return [`ShutdownError::Undelivered`], also with the
-    /// final books. Refused on the pipeline's own threads.
+    /// final books. Refused on the pipeline's own threads. It blocks the calling thread until
+    /// done: in async code await [`Pipeline::shutdown_async`] instead.
     pub fn shutdown(&self, timeout: Duration) -> Result<PipelineStats, ShutdownError> {
         let shared = self.shared();
         if shared.on_own_thread() {
@@ -282,6 +285,94 @@ impl Pipeline {
         }
     }
 
+    /// [`Pipeline::flush`] for async callers: the same wait, the same result, without blocking
+    /// the executor thread.
+    ///
+    /// The returned future does nothing until polled; then it runs [`Pipeline::flush`] on a
+    /// thread of its own and resolves with its result. It needs no particular runtime (any
+    /// executor, including a tokio `current_thread` runtime whose only thread may also be
+    /// driving your exporter's work) and never holds up the thread polling it. Dropping it
+    /// before it resolves abandons the wait, not the flush: that thread still runs it to the
+    /// deadline. Refused with [`FlushError::OnPipelineThread`] when polled on the pipeline's own
+    /// threads (inside an exporter), as `flush` is; [`FlushError::WaiterThread`] when that
+    /// thread cannot be started (nothing was flushed).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use spanflow::{NullExporter, Pipeline};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// runtime.block_on(async {
+    ///     let exporter = NullExporter::default();
+    ///     let pipeline = Pipeline::builder().exporter("null", exporter.clone()).build()?;
+    ///     let spans = spanflow::otlp::testing::span_batch(3, 1);
+    ///     let request = spanflow::otlp::Encoder::new().encode(&spans, &spanflow::otlp::testing::resource());
+    ///     pipeline.try_submit(request).expect("room in an empty pipeline");
+    ///     pipeline.flush_async(Duration::from_secs(5)).await?;
+    ///     assert_eq!(exporter.spans(), 3);
+    ///     let stats = pipeline.shutdown_async(Duration::from_secs(5)).await?;
+    ///     assert_eq!((stats.exported, stats.unaccounted()), (3, 0));
+    ///     Ok::<(), Box<dyn std::error::Error>>(())
+    /// })
+    /// # }
+    /// ```
+    pub fn flush_async(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), FlushError>> + Send + 'static {
+        let pipeline = self.clone();
+        async move {
+            if pipeline.shared().on_own_thread() {
+                return Err(FlushError::OnPipelineThread);
+            }
+            match off_thread("spanflow-flush", pipeline, move |p| p.flush(timeout)).await {
+                Ok(result) => result,
+                Err(why) => Err(FlushError::WaiterThread(why)),
+            }
+        }
+    }
+
+    /// [`Pipeline::shutdown`] for async callers: the same shutdown, the same deadline, the same
+    /// final books or errors, without blocking the executor thread.
+    ///
+    /// Like [`Pipeline::flush_async`], it does nothing until polled, then runs
+    /// [`Pipeline::shutdown`] on a thread of its own, so it works on any executor (a tokio
+    /// `current_thread` runtime included). Once polled, shutdown has begun: dropping the future
+    /// abandons the wait, not the shutdown, which still finishes by its deadline. Refused with
+    /// [`ShutdownError::OnPipelineThread`] when polled on the pipeline's own threads;
+    /// [`ShutdownError::WaiterThread`] when its thread cannot be started (shutdown did not
+    /// begin, so it may be tried again).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use spanflow::{NullExporter, Pipeline};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// let pipeline = Pipeline::builder().exporter("null", NullExporter::default()).build()?;
+    /// let stats = runtime.block_on(pipeline.shutdown_async(Duration::from_secs(5)))?;
+    /// assert_eq!(stats.unaccounted(), 0);
+    /// assert!(pipeline.is_shut_down());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn shutdown_async(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<PipelineStats, ShutdownError>> + Send + 'static {
+        let pipeline = self.clone();
+        async move {
+            if pipeline.shared().on_own_thread() {
+                return Err(ShutdownError::OnPipelineThread);
+            }
+            match off_thread("spanflow-shutdown", pipeline, move |p| p.shutdown(timeout)).await {
+                Ok(result) => result,
+                Err(why) => Err(ShutdownError::WaiterThread(why)),
+            }
+        }
+    }
+
     /// The books now (after shutdown: the final books).
     pub fn stats(&self) -> PipelineStats {
         self.shared().stats()
@@ -300,6 +391,36 @@ impl Pipeline {
     /// The live health of every backend, from the fan-out.
     pub fn health(&self) -> tokio::sync::watch::Receiver<Vec<spanflow_export::BackendHealth>> {
         self.shared().fanout.health()
+    }
+}
+
+/// Runs `wait` (the blocking [`Pipeline::flush`] or [`Pipeline::shutdown`], the one home of
+/// their logic) on a new thread named `name` and resolves with what it returned, awaiting a
+/// oneshot channel: the polling executor thread never blocks, whatever the executor. A panic in
+/// `wait` is resumed in the awaiting task, as the blocking call would have panicked in its
+/// caller. `Err` carries why the thread could not be started or did not answer.
+async fn off_thread<T: Send + 'static>(
+    name: &str,
+    pipeline: Pipeline,
+    wait: impl FnOnce(&Pipeline) -> T + Send + 'static,
+) -> Result<T, String> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            // AssertUnwindSafe: the pipeline's state is atomics and locks that stay consistent
+            // across a panic in a wait, and the panic is resumed in the caller below.
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait(&pipeline)));
+            // The caller may have dropped the future: nobody left to tell.
+            let _ = answer.send(outcome);
+        })
+        .map_err(|err| format!("cannot start the `{name}` thread: {err}"))?;
+    match answered.await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        // Only a thread that died without unwinding (never with `catch_unwind` above) gets here.
+        Err(_) => Err(format!("the `{name}` thread ended without an answer")),
     }
 }
 

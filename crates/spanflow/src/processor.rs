@@ -10,6 +10,7 @@ use opentelemetry_sdk::trace::{Span, SpanData};
 use crate::builder::PipelineBuilder;
 use crate::error::{BuildError, FlushError, ShutdownError};
 use crate::pipeline::Pipeline;
+use crate::stats::PipelineStats;
 
 /// Default for [`SpanProcessorBuilder::force_flush_timeout`]: the SDK's `force_flush()` takes no
 /// timeout, so the processor carries one. Unlike `BatchSpanProcessor`'s hard-coded 5 s it is
@@ -69,13 +70,88 @@ impl SpanProcessor {
 
     /// Flushes with the caller's timeout; `Err(OTelSdkError::Timeout(timeout))` when it passes.
     pub fn force_flush_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.pipeline.flush(timeout).map_err(|err| match err {
-            FlushError::Timeout { timeout, .. } => OTelSdkError::Timeout(timeout),
-            FlushError::Closed => OTelSdkError::AlreadyShutdown,
-            FlushError::OnPipelineThread | FlushError::Undelivered(_) => {
-                OTelSdkError::InternalFailure(err.to_string())
-            }
-        })
+        flush_result(self.pipeline.flush(timeout))
+    }
+
+    /// [`SpanProcessor::force_flush_with_timeout`] for async callers, with the same result: it
+    /// awaits [`Pipeline::flush_async`], so the executor thread never blocks (any runtime,
+    /// tokio's `current_thread` included).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use opentelemetry_sdk::trace::SpanProcessor as _;
+    /// use spanflow::{NullExporter, SpanProcessor};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let processor = SpanProcessor::builder()
+    ///     .pipeline(|p| p.exporter("null", NullExporter::default()))
+    ///     .build()?;
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// runtime.block_on(async {
+    ///     for span in spanflow::otlp::testing::span_batch(5, 1) {
+    ///         processor.on_end(span);
+    ///     }
+    ///     processor.force_flush_async(Duration::from_secs(5)).await?;
+    ///     assert_eq!(processor.pipeline().stats().exported, 5);
+    ///     processor.shutdown_async(Duration::from_secs(5)).await
+    /// })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn force_flush_async(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = OTelSdkResult> + Send + 'static {
+        let flushed = self.pipeline.flush_async(timeout);
+        async move { flush_result(flushed.await) }
+    }
+
+    /// The SDK's `shutdown_with_timeout` for async callers, with the same result: it awaits
+    /// [`Pipeline::shutdown_async`], so the executor thread never blocks. (The tracer provider
+    /// itself only calls the blocking one: use this when you own the processor's shutdown.)
+    pub fn shutdown_async(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = OTelSdkResult> + Send + 'static {
+        let shut_down = self.pipeline.shutdown_async(timeout);
+        async move { shutdown_result(shut_down.await) }
+    }
+}
+
+/// What the SDK is told of a flush.
+fn flush_result(result: Result<(), FlushError>) -> OTelSdkResult {
+    result.map_err(|err| match err {
+        FlushError::Timeout { timeout, .. } => OTelSdkError::Timeout(timeout),
+        FlushError::Closed => OTelSdkError::AlreadyShutdown,
+        FlushError::OnPipelineThread | FlushError::Undelivered(_) | FlushError::WaiterThread(_) => {
+            OTelSdkError::InternalFailure(err.to_string())
+        }
+    })
+}
+
+/// What the SDK is told of a shutdown (problems are logged here: the SDK drops the details).
+fn shutdown_result(result: Result<PipelineStats, ShutdownError>) -> OTelSdkResult {
+    match result {
+        Ok(stats) => {
+            tracing::debug!(?stats, "spanflow span processor shut down");
+            Ok(())
+        }
+        Err(ShutdownError::Timeout {
+            timeout,
+            undelivered,
+            ..
+        }) => {
+            tracing::warn!(%undelivered, "spanflow span processor shutdown timed out");
+            Err(OTelSdkError::Timeout(timeout))
+        }
+        Err(err @ ShutdownError::Undelivered { .. }) => {
+            tracing::warn!(error = %err, "spanflow span processor shut down");
+            Err(OTelSdkError::InternalFailure(err.to_string()))
+        }
+        Err(ShutdownError::AlreadyShutDown) => Err(OTelSdkError::AlreadyShutdown),
+        Err(err @ (ShutdownError::OnPipelineThread | ShutdownError::WaiterThread(_))) => {
+            Err(OTelSdkError::InternalFailure(err.to_string()))
+        }
     }
 }
 
@@ -94,28 +170,7 @@ impl opentelemetry_sdk::trace::SpanProcessor for SpanProcessor {
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        match self.pipeline.shutdown(timeout) {
-            Ok(stats) => {
-                tracing::debug!(?stats, "spanflow span processor shut down");
-                Ok(())
-            }
-            Err(ShutdownError::Timeout {
-                timeout,
-                undelivered,
-                ..
-            }) => {
-                tracing::warn!(%undelivered, "spanflow span processor shutdown timed out");
-                Err(OTelSdkError::Timeout(timeout))
-            }
-            Err(err @ ShutdownError::Undelivered { .. }) => {
-                tracing::warn!(error = %err, "spanflow span processor shut down");
-                Err(OTelSdkError::InternalFailure(err.to_string()))
-            }
-            Err(ShutdownError::AlreadyShutDown) => Err(OTelSdkError::AlreadyShutdown),
-            Err(err @ ShutdownError::OnPipelineThread) => {
-                Err(OTelSdkError::InternalFailure(err.to_string()))
-            }
-        }
+        shutdown_result(self.pipeline.shutdown(timeout))
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -146,6 +201,12 @@ impl SpanProcessorBuilder {
     /// Configures the pipeline.
     pub fn pipeline(mut self, configure: impl FnOnce(PipelineBuilder) -> PipelineBuilder) -> Self {
         self.pipeline = configure(self.pipeline);
+        self
+    }
+
+    /// Reports the pipeline's own health through `meter` (see [`PipelineBuilder::meter`]).
+    pub fn meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
+        self.pipeline = self.pipeline.meter(meter);
         self
     }
 

@@ -29,6 +29,7 @@ use spanflow_spool::AppendError;
 use crate::books::Books;
 use crate::config::{OverflowPolicy, PipelineConfig};
 use crate::runtime::OwnedRuntime;
+use crate::self_metrics::SelfMetrics;
 use crate::stats::PipelineStats;
 
 pub(crate) const RUNNING: u8 = 0;
@@ -110,6 +111,9 @@ pub(crate) struct Shared {
     pub(crate) live_workers: AtomicUsize,
     pub(crate) workers: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) final_stats: OnceLock<PipelineStats>,
+    /// The self-metrics instruments, when the builder was given a meter; held for the
+    /// pipeline's life (their callbacks hold only a `Weak` to this).
+    pub(crate) self_metrics: OnceLock<SelfMetrics>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -191,6 +195,7 @@ impl Shared {
             live_workers: AtomicUsize::new(0),
             workers: Mutex::new(Vec::new()),
             final_stats: OnceLock::new(),
+            self_metrics: OnceLock::new(),
         }
     }
 
