@@ -140,7 +140,7 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
 /// against the budget until [`MemorySink::release`].
 ///
 /// ```
-/// use spanflow_relay::sink::{MemorySink, Sink};
+/// use spanflow_relay::{MemorySink, Sink};
 /// let sink = MemorySink::new(1 << 20);
 /// assert_eq!(sink.stats().accepted, 0);
 /// ```
