@@ -27,7 +27,7 @@ use spanflow::export::{FileConfig, SinkConfig};
 use spanflow::{ExporterSpec, PipelineConfig};
 
 /// The configuration embedded in the binary: what `serve` runs with when nothing is given.
-pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+pub(crate) const DEFAULT_TOML: &str = include_str!("../default.toml");
 
 /// An invalid configuration; the message names the file key, variable or flag at fault.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,8 @@ mod overrides;
 mod receivers;
 mod redact;
 
-pub use overrides::{OtelExporterEnv, Overrides};
+pub(crate) use overrides::OtelExporterEnv;
+pub use overrides::Overrides;
 use receivers::validate_kafka;
 pub use receivers::{
     AuthConfig, AuthScheme, GrpcReceiverConfig, HttpReceiverConfig, KafkaReceiverConfig,
@@ -138,17 +139,17 @@ fn merge_tables(base: &mut toml::Table, over: toml::Table) {
 }
 
 /// How long a signal waits for the flush by default.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The relay's default memory budget: 64 MiB of accepted, not yet exported requests.
-pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
+pub(crate) const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
 
 /// The file the default exporter writes in `data_dir` (rotated files get `.1`, `.2`, …).
-pub const DEFAULT_DATA_FILE: &str = "spans.jsonl";
+pub(crate) const DEFAULT_DATA_FILE: &str = "spans.jsonl";
 
 /// The name of the exporter the relay adds when none is configured, and the one
 /// `OTEL_EXPORTER_OTLP_*` configure.
-pub const DEFAULT_EXPORTER_NAME: &str = "default";
+pub(crate) const DEFAULT_EXPORTER_NAME: &str = "default";
 
 /// `[telemetry]`: the relay's own metrics and logs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -113,12 +113,12 @@ where
 ///
 /// The relay is not an SDK: `OTEL_SDK_DISABLED` and `OTEL_TRACES_EXPORTER` are not read.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct OtelExporterEnv(pub OtlpEnv);
+pub(crate) struct OtelExporterEnv(pub OtlpEnv);
 
 impl OtelExporterEnv {
     /// Reads the variables through `get`; a bad value is [`ConfigError::Environment`], with
     /// the same message the facade gives for it.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Self(OtlpEnv::from_env(get)?))
     }
 

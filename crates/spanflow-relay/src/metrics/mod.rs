@@ -7,7 +7,7 @@
 mod render;
 mod server;
 
-pub use server::{describe, router};
+pub(crate) use server::{describe, router};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

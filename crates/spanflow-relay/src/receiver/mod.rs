@@ -10,13 +10,13 @@
 //! client declares; the metrics only report the allowance's gauges.
 
 pub(crate) mod admission;
-pub mod auth;
-pub mod grpc;
-pub mod http;
+pub(crate) mod auth;
+pub(crate) mod grpc;
+pub(crate) mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub(crate) mod limits;
-pub mod reload;
+pub(crate) mod reload;
 pub(crate) mod server;
 pub(crate) mod tls;
 
@@ -31,7 +31,7 @@ use crate::wire::{self, TraceRequest};
 
 /// State shared by every receiver of one relay.
 #[derive(Clone)]
-pub struct Shared {
+pub(crate) struct Shared {
     sink: Arc<dyn Sink>,
     metrics: Arc<RelayMetrics>,
     admission: Arc<Admission>,
@@ -51,7 +51,11 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     /// Receivers feeding `sink`, counting into `metrics`, holding at most `in_flight_limit`
     /// bytes of request bodies at once (see [`RelayMetrics::in_flight`]).
-    pub fn new(sink: Arc<dyn Sink>, metrics: Arc<RelayMetrics>, in_flight_limit: u64) -> Self {
+    pub(crate) fn new(
+        sink: Arc<dyn Sink>,
+        metrics: Arc<RelayMetrics>,
+        in_flight_limit: u64,
+    ) -> Self {
         let admission = Arc::new(Admission::new(in_flight_limit));
         metrics.report_in_flight(&admission);
         Self {
@@ -71,7 +75,7 @@ impl Shared {
     }
 
     /// Bounds the time a request's body may take to arrive after its headers.
-    pub fn with_body_read_timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn with_body_read_timeout(mut self, timeout: Duration) -> Self {
         self.body_read_timeout = timeout;
         self
     }
@@ -109,11 +113,11 @@ impl Shared {
         self.admission.reserve(bytes)
     }
     /// From now on every request is answered with "retry later" (shutdown).
-    pub fn stop_accepting(&self) {
+    pub(crate) fn stop_accepting(&self) {
         self.accepting.store(false, Ordering::Relaxed);
     }
     /// The counters.
-    pub fn metrics(&self) -> &Arc<RelayMetrics> {
+    pub(crate) fn metrics(&self) -> &Arc<RelayMetrics> {
         &self.metrics
     }
 }
