@@ -44,7 +44,7 @@ pub use metrics::{Closed, InFlightBytes, Listener, Outcome, ReceiverProtocol, Re
 pub use pipeline::PipelineSink;
 pub use receiver::grpc::{BytesCodec, EXPORT_PATH};
 #[cfg(feature = "kafka")]
-pub use receiver::kafka::rdkafka;
+pub use receiver::kafka::{KafkaStartError, rdkafka};
 pub use relay::{Addresses, FinalStats, RunningRelay, StartError};
 pub use sink::{Accepted, MemorySink, Refused, Sink};
 pub use wire::TraceRequest;

@@ -14,7 +14,7 @@ pub(crate) mod auth;
 pub(crate) mod grpc;
 pub(crate) mod http;
 #[cfg(feature = "kafka")]
-pub mod kafka;
+pub(crate) mod kafka;
 pub(crate) mod limits;
 pub(crate) mod reload;
 pub(crate) mod server;
