@@ -534,13 +534,13 @@ mod tests {
         actions = [
           { key = "env", action = "insert", value = "prod", scope = "resource" },
           { key = "ratio", action = "upsert", value = 0.25 },
-          { pattern = "^secret\.", action = "delete" },
+          { pattern = '^secret\.', action = "delete" },
         ]
 
         [[processors]]
         type = "redact"
         allowed_keys = ["http.method"]
-        blocked_values = ["\d{16}"]
+        blocked_values = ['\d{16}']
 
         [[processors]]
         type = "probabilistic_sampler"
