@@ -46,5 +46,5 @@ pub use receiver::grpc::{BytesCodec, EXPORT_PATH};
 #[cfg(feature = "kafka")]
 pub use receiver::kafka::{KafkaStartError, rdkafka};
 pub use relay::{Addresses, FinalStats, RunningRelay, StartError};
-pub use sink::{Accepted, MemorySink, Refused, Sink};
+pub use sink::{Accepted, MemorySink, Refused, Sink, SinkFlushError, Tracked};
 pub use wire::TraceRequest;

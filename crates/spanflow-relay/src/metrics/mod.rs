@@ -239,7 +239,7 @@ impl Closed {
     }
 }
 
-/// A point-in-time copy of [`RelayMetrics`].
+/// A point-in-time copy of the relay's request and span counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RelayCounts {
     /// Requests received, any outcome.
