@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ExportBuildError;
 use crate::file::{FileExporter, StdoutExporter};
@@ -20,7 +20,7 @@ pub const DEFAULT_HTTP_ENDPOINT: &str = "http://localhost:4318/v1/traces";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Request body compression.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// No compression.
@@ -55,7 +55,7 @@ impl Compression {
 }
 
 /// OTLP transport protocol (`OTEL_EXPORTER_OTLP_PROTOCOL`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub enum Protocol {
     /// OTLP/gRPC.
     #[default]
@@ -115,7 +115,7 @@ impl Protocol {
 /// let toml_like: ExporterConfig = serde_json::from_str(r#"{"endpoint": "http://c:4317", "timeout": "2s"}"#).unwrap();
 /// assert_eq!(toml_like.timeout, std::time::Duration::from_secs(2));
 /// ```
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExporterConfig {
     /// Transport protocol.
@@ -261,7 +261,7 @@ pub fn append_traces_path(base: &str) -> String {
 /// assert!(matches!(c, SinkConfig::File(_)));
 /// assert!(serde_json::from_str::<SinkConfig>(r#"{"type": "otlp", "endpont": "x"}"#).is_err());
 /// ```
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SinkConfig {
     /// An OTLP/gRPC or OTLP/HTTP backend.
@@ -297,7 +297,7 @@ impl SinkConfig {
 
 /// One backend of a [`FanOutConfig`]: what to export to, how to deliver, and an optional
 /// fallback for the batches that finally fail there.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
     /// Unique backend name (stats, health, logs).
@@ -313,7 +313,7 @@ pub struct BackendSpec {
 }
 
 /// The fallback of a [`BackendSpec`].
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackSpec {
     /// Unique backend name.
@@ -339,7 +339,7 @@ pub struct FallbackSpec {
 /// let fan = config.build(rt.handle()).unwrap();
 /// assert_eq!(fan.stats().backends.len(), 2);
 /// ```
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FanOutConfig {
     /// The primary backends, each with its optional fallback.
@@ -361,7 +361,7 @@ impl FanOutConfig {
 }
 
 /// Configuration of a [`FileExporter`].
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// The file written; rotated files get `.1`, `.2`, … appended.
@@ -434,11 +434,31 @@ impl Exporter for AnyExporter {
 }
 
 /// Serde helper: a [`Duration`] written as integer milliseconds or a string with a unit
-/// (`"250ms"`, `"10s"`, `"2m"`, `"1h"`).
+/// (`"250ms"`, `"10s"`, `"2m"`, `"1h"`); serialized in that same form ([`format`]), so a
+/// configuration printed from its typed form reads back to the same value.
 pub mod duration_serde {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialize a duration as [`format`] spells it.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*d))
+    }
+
+    /// The form [`parse`] reads back to the same duration: whole seconds as `"10s"`, whole
+    /// milliseconds as `"250ms"`, anything finer as decimal seconds (`"0.000250001s"`).
+    pub fn format(d: Duration) -> String {
+        let nanos = d.subsec_nanos();
+        if nanos == 0 {
+            format!("{}s", d.as_secs())
+        } else if nanos.is_multiple_of(1_000_000) {
+            format!("{}ms", d.as_millis())
+        } else {
+            let fraction = format!("{nanos:09}");
+            format!("{}.{}s", d.as_secs(), fraction.trim_end_matches('0'))
+        }
+    }
 
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -459,22 +479,44 @@ pub mod duration_serde {
         }
     }
 
-    /// Parse `"250ms"`, `"1.5s"`, `"2m"`, `"1h"` or a bare number of milliseconds.
+    /// Parse `"250ms"`, `"1.5s"`, `"2m"`, `"1h"` or a bare number of milliseconds, exactly to
+    /// the nanosecond (decimals are read as decimals, not through a float).
     pub fn parse(s: &str) -> Option<Duration> {
         let s = s.trim();
         let split = s
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: f64 = num.parse().ok()?;
-        let secs = match unit.trim() {
-            "" | "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
+        let unit_nanos: u128 = match unit.trim() {
+            "" | "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return None,
         };
-        Duration::try_from_secs_f64(secs).ok()
+        let (whole, fraction) = num.split_once('.').unwrap_or((num, ""));
+        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+            return None;
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().ok()?
+        };
+        // Digits past the 18th cannot move the result by a nanosecond.
+        let fraction = &fraction[..fraction.len().min(18)];
+        let scale = 10u128.pow(u32::try_from(fraction.len()).ok()?);
+        let fraction: u128 = if fraction.is_empty() {
+            0
+        } else {
+            fraction.parse().ok()?
+        };
+        let nanos = whole
+            .checked_mul(unit_nanos)?
+            .checked_add(fraction * unit_nanos / scale)?;
+        let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
+        let subsec = u32::try_from(nanos % 1_000_000_000).ok()?;
+        Some(Duration::new(secs, subsec))
     }
 }
 
@@ -583,5 +625,37 @@ mod tests {
         assert_eq!(duration_serde::parse("2m"), Some(Duration::from_secs(120)));
         assert_eq!(duration_serde::parse("7"), Some(Duration::from_millis(7)));
         assert_eq!(duration_serde::parse("7 weeks"), None);
+    }
+
+    #[test]
+    fn durations_format_to_what_they_parse_from() {
+        for (d, text) in [
+            (Duration::from_secs(10), "10s"),
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_millis(1001), "1001ms"),
+            (Duration::from_micros(1500), "0.0015s"),
+            (Duration::new(3, 1), "3.000000001s"),
+        ] {
+            assert_eq!(duration_serde::format(d), text);
+            assert_eq!(duration_serde::parse(text), Some(d), "{text}");
+        }
+        for ms in (0..100_000u64).step_by(997) {
+            let d = Duration::from_millis(ms);
+            assert_eq!(duration_serde::parse(&duration_serde::format(d)), Some(d));
+        }
+    }
+
+    #[test]
+    fn sink_config_round_trips_through_serde() {
+        let text = r#"{"type": "otlp", "protocol": "http/json", "endpoint": "http://c:4318/v1/traces",
+            "headers": {"api-key": "k"}, "timeout": "2500ms", "compression": "gzip"}"#;
+        let config: SinkConfig = serde_json::from_str(text).unwrap();
+        let printed = serde_json::to_string(&config).unwrap();
+        assert!(printed.contains(r#""timeout":"2500ms""#), "{printed}");
+        assert_eq!(
+            serde_json::from_str::<SinkConfig>(&printed).unwrap(),
+            config
+        );
     }
 }

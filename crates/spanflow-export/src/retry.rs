@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::duration_serde;
@@ -29,7 +29,7 @@ use crate::{ExportBatch, ExportError, ExportOutcome};
 /// assert!(r.backoff(30) <= r.max_backoff);
 /// assert_eq!(RetryConfig::disabled().max_elapsed, Duration::ZERO);
 /// ```
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Delay before the first retry.

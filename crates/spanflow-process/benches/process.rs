@@ -36,7 +36,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use parking_lot::{Condvar, Mutex};
 use prost::Message;
 use spanflow_process::{
-    AttributeAction, Attributes, AttributesConfig, Chain, Filter, FilterConfig, MatchType,
+    AttributeAction, AttributesConfig, AttributesProcessor, Chain, Filter, FilterConfig, MatchType,
     Parallelism, ProbabilisticSampler, Redact, RedactConfig, Scheduler, SpanStats, TraceRequest,
 };
 
@@ -141,7 +141,7 @@ fn chain(parallelism: Parallelism) -> Chain {
             .unwrap(),
         )
         .processor(
-            Attributes::from_config(&AttributesConfig::new([
+            AttributesProcessor::from_config(&AttributesConfig::new([
                 AttributeAction::upsert("deployment.environment", "prod"),
                 AttributeAction::delete("thread.id"),
             ]))

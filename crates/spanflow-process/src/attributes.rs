@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use spanflow_otlp::{AnyValueView, KeyValueView, SpanView, TraceRequest};
 
@@ -13,7 +13,7 @@ use crate::wire_edit::{Edit, Edits, NewValue, apply_edits};
 
 /// What an [`AttributeAction`] does, as in the OpenTelemetry Collector's
 /// attributes processor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     /// Set the key only if it is absent.
@@ -25,12 +25,12 @@ pub enum ActionKind {
     /// Remove the key (or every key matching `pattern`).
     Delete,
     /// Replace the value by the lowercase hex SHA-256 of its bytes (see
-    /// [`Attributes`]); absent keys stay absent.
+    /// [`AttributesProcessor`]); absent keys stay absent.
     Hash,
 }
 
 /// Which attributes an action edits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// The span's own attributes.
@@ -41,14 +41,14 @@ pub enum Scope {
     Resource,
 }
 
-/// One edit of an [`Attributes`] processor.
+/// One edit of an [`AttributesProcessor`].
 ///
 /// Exactly one of `key` and `pattern` is set; `pattern` (a regex over keys)
 /// is allowed for `delete` and `hash` only. `insert`, `update` and `upsert`
 /// take the new value from `value` or, if `from_attribute` is set, from
 /// that attribute of the same span or resource (nothing happens when it is
 /// absent).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttributeAction {
     /// The attribute key.
@@ -130,7 +130,7 @@ impl AttributeAction {
     }
 }
 
-/// Configuration of an [`Attributes`] processor.
+/// Configuration of an [`AttributesProcessor`].
 ///
 /// ```toml
 /// [[processors]]
@@ -141,7 +141,7 @@ impl AttributeAction {
 ///   { pattern = "^internal\\.", action = "delete" },
 /// ]
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttributesConfig {
     /// Name in logs and panic counts; defaults to `attributes`.
@@ -194,9 +194,9 @@ struct Action {
 /// are left as they are.
 ///
 /// ```
-/// use spanflow_process::{AttributeAction, Attributes, AttributesConfig};
+/// use spanflow_process::{AttributeAction, AttributesProcessor, AttributesConfig};
 ///
-/// let p = Attributes::from_config(&AttributesConfig::new([
+/// let p = AttributesProcessor::from_config(&AttributesConfig::new([
 ///     AttributeAction::upsert("env", "prod").on_resource(),
 ///     AttributeAction::hash("user.email"),
 /// ]))?;
@@ -204,13 +204,13 @@ struct Action {
 /// # Ok::<(), spanflow_process::ProcessorConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct Attributes {
+pub struct AttributesProcessor {
     name: String,
     span_actions: ActionList,
     resource_actions: ActionList,
 }
 
-impl Attributes {
+impl AttributesProcessor {
     /// Builds the processor from its configuration.
     ///
     /// # Errors
@@ -266,7 +266,7 @@ impl Attributes {
                 Scope::Resource => resource_actions.push(action),
             }
         }
-        Ok(Attributes {
+        Ok(AttributesProcessor {
             name,
             span_actions,
             resource_actions,
@@ -458,7 +458,7 @@ impl ActionList {
     }
 }
 
-impl Attributes {
+impl AttributesProcessor {
     /// The edits of every resource of `batch`, by resource index (empty when
     /// there are no resource actions).
     pub(crate) fn resource_plans<'a>(&'a self, batch: &'a TraceRequest) -> Vec<Edits<'a>> {
@@ -480,7 +480,7 @@ impl Attributes {
     }
 }
 
-impl Processor for Attributes {
+impl Processor for AttributesProcessor {
     fn name(&self) -> &str {
         &self.name
     }

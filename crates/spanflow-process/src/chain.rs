@@ -9,7 +9,7 @@ use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use spanflow_otlp::TraceRequest;
 
-use crate::attributes::Attributes;
+use crate::attributes::AttributesProcessor;
 use crate::config::ProcessorConfig;
 use crate::error::{ProcessError, ProcessorConfigError, panic_message};
 use crate::filter::Filter;
@@ -75,14 +75,14 @@ enum Step {
 /// A built-in processor whose work is a per-span attribute plan.
 #[derive(Debug, Clone)]
 enum Editor {
-    Attributes(Attributes),
+    Attributes(AttributesProcessor),
     Redact(Redact),
 }
 
 impl Editor {
     fn of<P: Processor + 'static>(p: &P) -> Option<Editor> {
         let any: &dyn std::any::Any = p;
-        if let Some(a) = any.downcast_ref::<Attributes>() {
+        if let Some(a) = any.downcast_ref::<AttributesProcessor>() {
             Some(Editor::Attributes(a.clone()))
         } else {
             any.downcast_ref::<Redact>()
@@ -315,7 +315,9 @@ impl Chain {
             }
             builder = match &config {
                 ProcessorConfig::Filter(c) => builder.processor(Filter::from_config(c)?),
-                ProcessorConfig::Attributes(c) => builder.processor(Attributes::from_config(c)?),
+                ProcessorConfig::Attributes(c) => {
+                    builder.processor(AttributesProcessor::from_config(c)?)
+                }
                 ProcessorConfig::Redact(c) => builder.processor(Redact::from_config(c)?),
                 ProcessorConfig::ProbabilisticSampler(c) => {
                     builder.processor(ProbabilisticSampler::from_config(c)?)

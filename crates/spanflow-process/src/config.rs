@@ -20,9 +20,9 @@
 //! ratio = 0.1
 //! ```
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::attributes::{Attributes, AttributesConfig};
+use crate::attributes::{AttributesConfig, AttributesProcessor};
 use crate::error::ProcessorConfigError;
 use crate::filter::{Filter, FilterConfig};
 use crate::processor::Processor;
@@ -50,12 +50,12 @@ use crate::span_stats::{SpanStats, SpanStatsConfig};
 /// assert!(toml::from_str::<File>("[[processors]]\ntype = \"sampler\"\nratio = 0.5").is_err());
 /// # Ok::<(), toml::de::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ProcessorConfig {
     /// A [`Filter`].
     Filter(FilterConfig),
-    /// An [`Attributes`] processor.
+    /// An [`AttributesProcessor`].
     Attributes(AttributesConfig),
     /// A [`Redact`] processor.
     Redact(RedactConfig),
@@ -109,7 +109,7 @@ impl ProcessorConfig {
     pub fn build_processor(&self) -> Result<Box<dyn Processor>, ProcessorConfigError> {
         Ok(match self {
             ProcessorConfig::Filter(c) => Box::new(Filter::from_config(c)?),
-            ProcessorConfig::Attributes(c) => Box::new(Attributes::from_config(c)?),
+            ProcessorConfig::Attributes(c) => Box::new(AttributesProcessor::from_config(c)?),
             ProcessorConfig::Redact(c) => Box::new(Redact::from_config(c)?),
             ProcessorConfig::ProbabilisticSampler(c) => {
                 Box::new(ProbabilisticSampler::from_config(c)?)
@@ -182,6 +182,63 @@ mod tests {
         for p in &file.processors {
             p.build_processor().expect("builds");
         }
+    }
+
+    #[derive(Debug, Deserialize, Serialize, PartialEq)]
+    struct Chain {
+        processors: Vec<ProcessorConfig>,
+    }
+
+    #[test]
+    fn every_processor_config_round_trips_and_keeps_its_type_tag() {
+        let chain: Chain = toml::from_str(
+            r#"
+            [[processors]]
+            type = "filter"
+            match_type = "regex"
+            span_names = ["^GET"]
+            statuses = ["error"]
+            max_duration_ms = 12.5
+            attributes = [{ key = "n", value = 3 }, { key = "s", value = "x", match_type = "glob" }]
+
+            [[processors]]
+            type = "attributes"
+            name = "edit"
+            actions = [
+              { key = "env", action = "insert", value = "prod", scope = "resource" },
+              { key = "b", action = "upsert", value = false },
+              { key = "copy", action = "upsert", from_attribute = "orig" },
+            ]
+
+            [[processors]]
+            type = "redact"
+            ignored_keys = ["note"]
+            mask = "***"
+            summary = true
+
+            [[processors]]
+            type = "probabilistic_sampler"
+            ratio = 0.125
+
+            [[processors]]
+            type = "span_stats"
+            max_keys = 7
+            "#,
+        )
+        .expect("valid config");
+        let printed = toml::to_string(&chain).expect("serializes");
+        // The attributes processor's type is still spelled `attributes` (the Rust type is
+        // `AttributesProcessor`, the configuration's word is the Collector's).
+        assert!(printed.contains("type = \"attributes\""), "{printed}");
+        assert_eq!(
+            toml::from_str::<Chain>(&printed).expect("reads back"),
+            chain
+        );
+        let json = serde_json::to_string(&chain).expect("serializes");
+        assert_eq!(
+            serde_json::from_str::<Chain>(&json).expect("reads back"),
+            chain
+        );
     }
 
     #[test]

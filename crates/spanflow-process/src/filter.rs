@@ -1,6 +1,6 @@
 //! Keep or drop spans by name, kind, status, duration and attributes.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use spanflow_otlp::{SpanHead, SpanView, TraceRequest};
 
 use crate::error::{ProcessError, ProcessorConfigError};
@@ -8,7 +8,7 @@ use crate::matching::{AttributeMatch, AttributeMatcher, MatchType, StringSet};
 use crate::processor::{Context, Processor, SpanPredicate};
 
 /// What a [`Filter`] does with the spans its conditions match.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FilterAction {
     /// Drop matching spans, keep the rest.
@@ -19,7 +19,7 @@ pub enum FilterAction {
 }
 
 /// A span kind as written in configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SpanKind {
     /// `SPAN_KIND_UNSPECIFIED` (0).
@@ -44,7 +44,7 @@ impl SpanKind {
 }
 
 /// A span status code as written in configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StatusCode {
     /// `STATUS_CODE_UNSET` (0).
@@ -78,7 +78,7 @@ impl StatusCode {
 /// span_names = ["GET /health*", "GET /metrics"]
 /// kinds = ["server"]
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// Name in logs and panic counts; defaults to `filter`.

@@ -15,7 +15,7 @@
 //! those [`Redact`] must mask inside an event or link.
 //!
 //! * [`Processor`]: takes a batch ([`TraceRequest`]), returns the batch to
-//!   pass on. Built-ins: [`Filter`], [`Attributes`], [`Redact`],
+//!   pass on. Built-ins: [`Filter`], [`AttributesProcessor`], [`Redact`],
 //!   [`ProbabilisticSampler`], [`SpanStats`]; each is built from code or from
 //!   serde configuration ([`ProcessorConfig`], tagged by `type`).
 //! * [`Chain`]: processors in order, `Send + Sync`, with per-processor panic
@@ -75,7 +75,7 @@ mod wire_edit;
 /// The work-stealing deque the scheduler is built on.
 use spanflow_lockfree::deque;
 
-pub use attributes::{ActionKind, AttributeAction, Attributes, AttributesConfig, Scope};
+pub use attributes::{ActionKind, AttributeAction, AttributesConfig, AttributesProcessor, Scope};
 pub use chain::{Chain, ChainBuilder, ChainStats};
 pub use config::ProcessorConfig;
 pub use error::{ProcessError, ProcessorConfigError, ScheduleError};

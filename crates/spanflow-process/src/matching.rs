@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use spanflow_otlp::AnyValueView;
 
 use crate::error::ProcessorConfigError;
@@ -16,7 +16,7 @@ use crate::error::ProcessorConfigError;
 /// also matches `/` (so `GET /api/*` matches `GET /api/v1/users`); `regex` uses
 /// the `regex` crate's syntax and is **unanchored**, as in the OpenTelemetry
 /// Collector: write `^…$` to match whole strings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchType {
     /// Whole-string equality.
@@ -165,7 +165,7 @@ pub(crate) fn compile_regex(
 }
 
 /// A literal attribute value in a configuration: `true`, `42`, `1.5` or `"text"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Value {
     /// A boolean.
@@ -209,7 +209,7 @@ impl From<bool> for Value {
 ///
 /// String values are compared with `match_type`; numbers and booleans by
 /// equality (an integer pattern also matches an equal double).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttributeMatch {
     /// Attribute key, compared exactly.

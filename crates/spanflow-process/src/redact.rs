@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use spanflow_otlp::proto::common::v1::{AnyValue, any_value};
 use spanflow_otlp::proto::trace::v1::Span;
 use spanflow_otlp::{
@@ -50,7 +50,7 @@ fn default_mask() -> String {
 /// mask = "****"
 /// summary = true
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedactConfig {
     /// Name in logs and panic counts; defaults to `redact`.

@@ -1,6 +1,6 @@
 //! Consistent probabilistic sampling by trace id.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use spanflow_otlp::{SpanHead, SpanView, TraceRequest};
 
 use crate::error::{ProcessError, ProcessorConfigError};
@@ -13,7 +13,7 @@ use crate::processor::{Context, Processor, SpanPredicate};
 /// type = "probabilistic_sampler"
 /// ratio = 0.25
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SamplerConfig {
     /// Name in logs and panic counts; defaults to `probabilistic_sampler`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use parking_lot::RwLock;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use spanflow_otlp::{SpanView, TraceRequest};
 
 use crate::error::{ProcessError, ProcessorConfigError};
@@ -30,7 +30,7 @@ pub const OVERFLOW_KEY: &str = "_overflow";
 /// type = "span_stats"
 /// max_keys = 10000
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpanStatsConfig {
     /// Name in logs and panic counts and for [`Chain::span_stats`](crate::Chain::span_stats);

@@ -172,7 +172,7 @@ fn editor_chain_matches_one_by_one(
 ) {
     let filter = Filter::from_config(&FilterConfig::drop().span_names(MatchType::Glob, ["GET *"]))
         .expect("valid");
-    let attributes = Attributes::from_config(&AttributesConfig::new([
+    let attributes = AttributesProcessor::from_config(&AttributesConfig::new([
         AttributeAction::upsert("env", "prod"),
         AttributeAction::delete("k"),
         AttributeAction::hash("user"),

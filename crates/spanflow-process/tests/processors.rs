@@ -134,7 +134,7 @@ fn every_processor_accepts_an_empty_batch() {
             FilterConfig::drop().span_names(MatchType::Exact, ["x"]),
         )),
         Box::new(
-            Attributes::from_config(&AttributesConfig::new([
+            AttributesProcessor::from_config(&AttributesConfig::new([
                 AttributeAction::upsert("k", "v"),
                 AttributeAction::upsert("r", "v").on_resource(),
             ]))
@@ -160,8 +160,8 @@ fn every_processor_accepts_an_empty_batch() {
 
 // ---------------------------------------------------------------- attributes
 
-fn attributes(actions: Vec<AttributeAction>) -> Attributes {
-    Attributes::from_config(&AttributesConfig::new(actions)).expect("valid attributes")
+fn attributes(actions: Vec<AttributeAction>) -> AttributesProcessor {
+    AttributesProcessor::from_config(&AttributesConfig::new(actions)).expect("valid attributes")
 }
 
 #[test]
@@ -294,7 +294,7 @@ fn attribute_configs_are_validated() {
         AttributesConfig::new([AttributeAction::delete_matching("(")]),
     ];
     for cfg in bad {
-        assert!(Attributes::from_config(&cfg).is_err(), "{cfg:?}");
+        assert!(AttributesProcessor::from_config(&cfg).is_err(), "{cfg:?}");
     }
 }
 

@@ -38,10 +38,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use spanflow_relay::config::RelayConfig;
-use spanflow_relay::pipeline::PipelineSink;
-use spanflow_relay::receiver::grpc::BytesCodec;
-use spanflow_relay::relay::RunningRelay;
+use spanflow_relay::BytesCodec;
+use spanflow_relay::PipelineSink;
+use spanflow_relay::RelayConfig;
+use spanflow_relay::RunningRelay;
 use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
 use spanflow_relay::tools::traffic::{AttributeMix, Payload, load_request};
 use tonic::server::{Grpc, NamedService, UnaryService};
@@ -68,8 +68,8 @@ impl UnaryService<Bytes> for Counting {
     type Response = Bytes;
     type Future = std::future::Ready<Result<tonic::Response<Bytes>, tonic::Status>>;
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let n = spanflow_relay::wire::TraceRequest::parse(request.into_inner())
-            .map_or(0, |r| r.span_count());
+        let n =
+            spanflow_relay::TraceRequest::parse(request.into_inner()).map_or(0, |r| r.span_count());
         self.spans.fetch_add(n as u64, Ordering::Relaxed);
         std::future::ready(Ok(tonic::Response::new(Bytes::new())))
     }

@@ -42,12 +42,12 @@ use http::uri::PathAndQuery;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use spanflow_relay::config::RelayConfig;
-use spanflow_relay::pipeline::PipelineSink;
-use spanflow_relay::receiver::grpc::{BytesCodec, EXPORT_PATH};
-use spanflow_relay::relay::RunningRelay;
+use spanflow_relay::PipelineSink;
+use spanflow_relay::RelayConfig;
+use spanflow_relay::RunningRelay;
 use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
 use spanflow_relay::tools::traffic::{AttributeMix, Payload, load_request};
+use spanflow_relay::{BytesCodec, EXPORT_PATH};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::Channel;
 

@@ -9,7 +9,7 @@
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
 //! use std::sync::Arc;
-//! use spanflow_relay::{config::RelayConfig, relay::RunningRelay, sink::MemorySink};
+//! use spanflow_relay::{MemorySink, RelayConfig, RunningRelay};
 //! let mut cfg = RelayConfig::default();
 //! cfg.receivers.grpc.endpoint = "127.0.0.1:0".parse()?;
 //! cfg.receivers.http.endpoint = "127.0.0.1:0".parse()?;
@@ -21,13 +21,30 @@
 //! assert_eq!(stats.sink.exported, stats.relay.spans_accepted);
 //! # Ok(()) }
 //! ```
+//!
+//! The server's modules are private; what the binary, the tests and the benches need is
+//! re-exported here. [`tools`] (the OTLP client, load generator and demo) is a public module.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod config;
-pub mod metrics;
-pub mod pipeline;
-pub mod receiver;
-pub mod relay;
-pub mod sink;
+mod config;
+mod metrics;
+mod pipeline;
+mod receiver;
+mod relay;
+mod sink;
 pub mod tools;
-pub mod wire;
+mod wire;
+
+pub use config::{
+    AuthConfig, AuthScheme, ByteSize, ConfigError, GrpcReceiverConfig, HttpReceiverConfig,
+    HumanDuration, KafkaReceiverConfig, KafkaRecordEncoding, Overrides, REDACTED, ReceiversConfig,
+    RelayConfig, StartFrom, TelemetryConfig, TlsConfig,
+};
+pub use metrics::{Closed, InFlightBytes, Listener, Outcome, ReceiverProtocol, RelayCounts};
+pub use pipeline::PipelineSink;
+pub use receiver::grpc::{BytesCodec, EXPORT_PATH};
+#[cfg(feature = "kafka")]
+pub use receiver::kafka::{KafkaStartError, rdkafka};
+pub use relay::{Addresses, FinalStats, RunningRelay, StartError};
+pub use sink::{Accepted, MemorySink, Refused, Sink, SinkFlushError, Tracked};
+pub use wire::TraceRequest;

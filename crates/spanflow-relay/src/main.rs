@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use spanflow_relay::config::{ByteSize, HumanDuration, Overrides, RelayConfig};
-use spanflow_relay::pipeline::PipelineSink;
-use spanflow_relay::relay::RunningRelay;
+use spanflow_relay::PipelineSink;
+use spanflow_relay::RunningRelay;
 use spanflow_relay::tools::client::Transport;
 use spanflow_relay::tools::demo::{self, DemoOptions};
 use spanflow_relay::tools::load::{self, LoadOptions, Progress, RetryPolicy};
 use spanflow_relay::tools::traffic::AttributeMix;
+use spanflow_relay::{ByteSize, HumanDuration, Overrides, RelayConfig};
 
 /// An OTLP relay: receives OTLP/gRPC and OTLP/HTTP, batches, processes and exports with spanflow.
 #[derive(Debug, Parser)]

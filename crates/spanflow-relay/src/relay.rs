@@ -88,7 +88,7 @@ impl std::fmt::Display for FinalStats {
 /// ```no_run
 /// # async fn run() -> anyhow::Result<()> {
 /// use std::sync::Arc;
-/// use spanflow_relay::{config::RelayConfig, relay::RunningRelay, sink::MemorySink};
+/// use spanflow_relay::{MemorySink, RelayConfig, RunningRelay};
 /// let mut cfg = RelayConfig::default();
 /// cfg.receivers.grpc.endpoint = "127.0.0.1:0".parse()?;
 /// cfg.receivers.http.endpoint = "127.0.0.1:0".parse()?;

@@ -136,11 +136,11 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
 /// An in-process sink that keeps every request it accepts, up to a byte budget.
 ///
 /// Used by tests and benches: it "exports" at once, so `exported == accepted` unless
-/// [`MemorySink::hold`] is set, in which case accepted requests stay queued and count
+/// [`MemorySink::set_hold`] is on, in which case accepted requests stay queued and count
 /// against the budget until [`MemorySink::release`].
 ///
 /// ```
-/// use spanflow_relay::sink::{MemorySink, Sink};
+/// use spanflow_relay::{MemorySink, Sink};
 /// let sink = MemorySink::new(1 << 20);
 /// assert_eq!(sink.stats().accepted, 0);
 /// ```

@@ -1,11 +1,10 @@
 //! The wire model the receivers use: `spanflow_otlp`'s [`TraceRequest`] (protobuf bytes plus an
 //! index), and the receiver-side checks on it.
 
-pub use spanflow_otlp::{DecodeError, TraceRequest};
+pub use spanflow_otlp::TraceRequest;
 
-pub use spanflow_otlp::JsonError;
 /// OTLP/JSON bodies (`from_json` for the HTTP receiver, `to_json` for tools).
-pub use spanflow_otlp::json;
+pub(crate) use spanflow_otlp::json;
 
 /// Removes spans whose trace id or span id is invalid (absent, the wrong length or all zero,
 /// which the OTLP spec calls invalid), returning the rest, how many were removed and a message

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use spanflow_relay::config::{ByteSize, HumanDuration};
-use spanflow_relay::metrics::{Outcome, ReceiverProtocol};
-use spanflow_relay::relay::RunningRelay;
-use spanflow_relay::sink::{MemorySink, Sink};
+use spanflow_relay::RunningRelay;
+use spanflow_relay::{ByteSize, HumanDuration};
+use spanflow_relay::{MemorySink, Sink};
+use spanflow_relay::{Outcome, ReceiverProtocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
-use spanflow_relay::config::{AuthConfig, AuthScheme, HumanDuration, RelayConfig};
-use spanflow_relay::metrics::{Outcome, ReceiverProtocol};
-use spanflow_relay::relay::RunningRelay;
-use spanflow_relay::sink::{MemorySink, Sink};
+use spanflow_relay::RunningRelay;
+use spanflow_relay::{AuthConfig, AuthScheme, HumanDuration, RelayConfig};
+use spanflow_relay::{MemorySink, Sink};
+use spanflow_relay::{Outcome, ReceiverProtocol};
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 

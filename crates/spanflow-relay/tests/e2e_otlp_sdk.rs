@@ -9,9 +9,9 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithTonicConfig};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use spanflow_otlp::Encoder;
-use spanflow_relay::config::RelayConfig;
-use spanflow_relay::relay::RunningRelay;
-use spanflow_relay::sink::MemorySink;
+use spanflow_relay::MemorySink;
+use spanflow_relay::RelayConfig;
+use spanflow_relay::RunningRelay;
 
 fn config() -> RelayConfig {
     let mut cfg = RelayConfig::default();

@@ -732,7 +732,7 @@ fn int(table: &toml::Table, path: &[&str]) -> Option<i64> {
     match value(table, path)? {
         toml::Value::Integer(n) => Some(*n),
         toml::Value::String(s) => s
-            .parse::<spanflow_relay::config::ByteSize>()
+            .parse::<spanflow_relay::ByteSize>()
             .ok()
             .map(|b| b.0 as i64),
         _ => None,
@@ -848,7 +848,7 @@ fn config_shutdown_timeout_from_file_env_and_flag() {
         let cfg: toml::Table = text.parse().expect("valid TOML");
         let got = value(&cfg, &["shutdown_timeout"])
             .and_then(|t| t.as_str())
-            .and_then(|t| t.parse::<spanflow_relay::config::HumanDuration>().ok())
+            .and_then(|t| t.parse::<spanflow_relay::HumanDuration>().ok())
             .map(|d| d.0);
         v.expect(got == Some(Duration::from_secs(want)), || {
             format!("with {env:?} {args:?}: shutdown_timeout = {got:?}, want {want}s")

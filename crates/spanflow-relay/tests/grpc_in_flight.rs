@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use spanflow_relay::config::{ByteSize, RelayConfig};
-use spanflow_relay::metrics::{Outcome, ReceiverProtocol};
-use spanflow_relay::relay::RunningRelay;
-use spanflow_relay::sink::{MemorySink, Sink};
+use spanflow_relay::RunningRelay;
 use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
 use spanflow_relay::tools::traffic::{AttributeMix, Payload, load_request};
+use spanflow_relay::{ByteSize, RelayConfig};
+use spanflow_relay::{MemorySink, Sink};
+use spanflow_relay::{Outcome, ReceiverProtocol};
 
 const MAX_MESSAGE: u64 = 1 << 20;
 const SENDERS: u64 = 24;

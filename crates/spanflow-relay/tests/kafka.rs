@@ -34,13 +34,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use spanflow::export::kafka::{KafkaConfig, KafkaEncoding, KafkaExporter};
 use spanflow::export::{ExportBatch, Exporter};
-use spanflow_relay::config::RelayConfig;
-use spanflow_relay::receiver::kafka::rdkafka;
-use spanflow_relay::relay::RunningRelay;
-use spanflow_relay::sink::MemorySink;
+use spanflow_relay::MemorySink;
+use spanflow_relay::RelayConfig;
+use spanflow_relay::RunningRelay;
+use spanflow_relay::TraceRequest;
+use spanflow_relay::rdkafka;
 use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
 use spanflow_relay::tools::traffic::Payload;
-use spanflow_relay::wire::TraceRequest;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;

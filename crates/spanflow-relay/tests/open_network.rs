@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use spanflow_relay::config::{ByteSize, HumanDuration};
-use spanflow_relay::metrics::{Closed, Listener, Outcome, ReceiverProtocol};
-use spanflow_relay::sink::Sink;
+use spanflow_relay::Sink;
 use spanflow_relay::tools::client::Transport;
+use spanflow_relay::{ByteSize, HumanDuration};
+use spanflow_relay::{Closed, Listener, Outcome, ReceiverProtocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -13,12 +13,12 @@ use parking_lot::Mutex;
 use prost::Message;
 use spanflow::export::{ExportBatch, ExportError, ExportOutcome, Exporter};
 use spanflow_otlp::Encoder;
-use spanflow_relay::config::{ByteSize, RelayConfig};
-use spanflow_relay::pipeline::PipelineSink;
-use spanflow_relay::relay::RunningRelay;
-use spanflow_relay::sink::Sink;
+use spanflow_relay::PipelineSink;
+use spanflow_relay::RunningRelay;
+use spanflow_relay::Sink;
 use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
 use spanflow_relay::tools::traffic::{Payload, demo_traces};
+use spanflow_relay::{ByteSize, RelayConfig};
 use tokio::sync::watch;
 
 /// Keeps every batch; while `open` is false, exports wait.

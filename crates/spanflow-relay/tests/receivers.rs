@@ -10,11 +10,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use spanflow_relay::config::{ByteSize, RelayConfig};
-use spanflow_relay::relay::RunningRelay;
-use spanflow_relay::sink::{MemorySink, Sink};
+use spanflow_relay::RunningRelay;
 use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
 use spanflow_relay::tools::traffic::{Payload, demo_traces};
+use spanflow_relay::{ByteSize, RelayConfig};
+use spanflow_relay::{MemorySink, Sink};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use http::uri::PathAndQuery;
-use spanflow_relay::config::{HumanDuration, RelayConfig, TlsConfig};
-use spanflow_relay::receiver::grpc::BytesCodec;
-use spanflow_relay::sink::Sink;
+use spanflow_relay::BytesCodec;
+use spanflow_relay::Sink;
+use spanflow_relay::{HumanDuration, RelayConfig, TlsConfig};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 struct Files {

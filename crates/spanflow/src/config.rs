@@ -34,14 +34,19 @@ pub const AVERAGE_SPAN_BYTES: usize = 512;
 /// Everything a [`crate::Pipeline`] can be told, as one serde document.
 ///
 /// Unknown fields are an error so a typo in a config file cannot silently fall back to a default.
+/// It serializes too, every value included (defaults as well), with durations and sizes in the
+/// form the configuration accepts, so a printed configuration reads back to the same value.
 ///
 /// ```
 /// let config: spanflow::PipelineConfig =
 ///     serde_json::from_str(r#"{ "batch": { "max_spans": 1024 } }"#).unwrap();
 /// assert_eq!(config.batch.max_spans, 1024);
 /// assert_eq!(config.export.concurrency, spanflow::PipelineConfig::default().export.concurrency);
+///
+/// let printed = toml::to_string(&config).unwrap();
+/// assert_eq!(toml::from_str::<spanflow::PipelineConfig>(&printed).unwrap(), config);
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// How spans are grouped into export requests.
@@ -75,7 +80,7 @@ pub struct PipelineConfig {
 /// let spanflow::QueueSettings::Disk(spool) = &config.queue else { panic!() };
 /// assert_eq!(spool.max_bytes.0, 2 << 30);
 /// ```
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum QueueSettings {
     /// In memory, bounded by the memory budget: lost if the process dies.
@@ -130,7 +135,7 @@ pub enum BackendRole {
 /// "#).unwrap();
 /// assert_eq!(spec.role, spanflow::BackendRole::Primary);
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExporterSpec {
     /// Unique name, used in stats and logs.
@@ -486,6 +491,154 @@ mod tests {
                 "{name}={value}: {text}"
             );
             assert_eq!(config, PipelineConfig::default(), "{name}={value}");
+        }
+    }
+
+    /// Serializes `config` to TOML and JSON and reads both back.
+    fn assert_round_trips(config: &PipelineConfig) {
+        let text = toml::to_string(config).unwrap();
+        let back: PipelineConfig = toml::from_str(&text).unwrap();
+        assert_eq!(&back, config, "{text}");
+        let json = serde_json::to_string(config).unwrap();
+        let back: PipelineConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, config, "{json}");
+    }
+
+    const FULL: &str = r#"
+        [batch]
+        max_spans = 512
+        [memory]
+        budget_bytes = 1048576
+        free_spans_on = "pipeline"
+        [memory.overflow.block]
+        max_wait_ms = 5
+        [processing]
+        threads = 2
+        [queue]
+        type = "disk"
+        dir = "/var/lib/spanflow/queue"
+        max_bytes = "2GiB"
+        fsync_interval = "250ms"
+
+        [[processors]]
+        type = "filter"
+        name = "no-health"
+        match_type = "glob"
+        span_names = ["GET /health*"]
+        kinds = ["server"]
+        min_duration_ms = 0.5
+        attributes = [{ key = "http.status_code", value = 200 }, { key = "ok", value = true }]
+
+        [[processors]]
+        type = "attributes"
+        actions = [
+          { key = "env", action = "insert", value = "prod", scope = "resource" },
+          { key = "ratio", action = "upsert", value = 0.25 },
+          { pattern = '^secret\.', action = "delete" },
+        ]
+
+        [[processors]]
+        type = "redact"
+        allowed_keys = ["http.method"]
+        blocked_values = ['\d{16}']
+
+        [[processors]]
+        type = "probabilistic_sampler"
+        ratio = 0.5
+
+        [[processors]]
+        type = "span_stats"
+
+        [[exporters]]
+        name = "primary"
+        sink = { type = "otlp", protocol = "http/protobuf", endpoint = "http://127.0.0.1:4318/v1/traces", headers = { "api-key" = "k" }, timeout = "2500ms", compression = "gzip" }
+        backend = { queue = 8, policy = "drop_oldest", timeout = "3s", retry = { initial_backoff = "100ms", max_elapsed = "1m" } }
+
+        [[exporters]]
+        name = "spill"
+        role = "fallback"
+        sink = { type = "file", path = "spans.jsonl", max_bytes = 1024 }
+
+        [[exporters]]
+        name = "out"
+        sink = { type = "stdout" }
+    "#;
+
+    #[test]
+    fn the_defaults_round_trip_and_print_every_value() {
+        let config = PipelineConfig::default();
+        assert_round_trips(&config);
+        let text = toml::to_string(&config).unwrap();
+        for key in [
+            "max_spans = 2048",
+            "budget_bytes = 268435456",
+            "max_wait_ms = 1000",
+            "free_spans_on = \"application\"",
+            "timeout_ms = 10000",
+            "nice = 10",
+            "type = \"memory\"",
+        ] {
+            assert!(text.contains(key), "{key} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_full_config_round_trips_with_human_durations_and_sizes() {
+        let config: PipelineConfig = toml::from_str(FULL).unwrap();
+        assert_round_trips(&config);
+        let text = toml::to_string(&config).unwrap();
+        for key in [
+            "max_bytes = \"2GiB\"",
+            "fsync_interval = \"250ms\"",
+            "timeout = \"2500ms\"",
+            "timeout = \"3s\"",
+            "max_elapsed = \"60s\"",
+        ] {
+            assert!(text.contains(key), "{key} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn generated_configs_round_trip() {
+        // A small deterministic generator (xorshift) instead of a property-testing crate.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        let base: PipelineConfig = toml::from_str(FULL).unwrap();
+        for _ in 0..200 {
+            let mut config = base.clone();
+            config.batch.max_spans = next(1 << 20) as usize + 1;
+            config.batch.max_bytes = next(1 << 30) as usize + 1;
+            config.batch.max_age_ms = next(1 << 40);
+            config.memory.budget_bytes = next(1 << 40) as usize;
+            config.memory.overflow = if next(2) == 0 {
+                OverflowPolicy::Drop
+            } else {
+                OverflowPolicy::Block {
+                    max_wait_ms: next(100_000),
+                }
+            };
+            config.export.concurrency = next(64) as usize;
+            config.export.timeout_ms = next(1 << 40);
+            config.processing.nice = next(40) as i32 - 20;
+            if let Some(backend) = config.exporters[0].backend.as_mut() {
+                backend.timeout = Duration::from_nanos(next(1 << 45));
+                backend.retry.initial_backoff = Duration::from_millis(next(1 << 30));
+                backend.retry.multiplier = 1.0 + next(1000) as f64 / 7.0;
+            }
+            if let QueueSettings::Disk(spool) = &mut config.queue {
+                spool.max_bytes = spanflow_spool::ByteSize(next(1 << 50));
+                spool.fsync_interval =
+                    spanflow_spool::HumanDuration(Duration::from_micros(next(1 << 40)));
+            }
+            if next(3) == 0 {
+                config.queue = QueueSettings::Memory;
+            }
+            assert_round_trips(&config);
         }
     }
 

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -36,7 +36,7 @@ use queue::{Item, Parcel, QueueState};
 use settle::{DropReason, Fate, SettledCounters, Ticket};
 
 /// What a backend's queue does when a batch arrives.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueuePolicy {
     /// Keep every batch: the queue is not limited by `queue`, so nothing is ever dropped here.
@@ -60,7 +60,7 @@ pub enum QueuePolicy {
 ///         "retry": {"initial_backoff": "100ms", "max_elapsed": "30s"}}"#).unwrap();
 /// assert_eq!((c.queue, c.concurrency, c.policy), (512, 8, QueuePolicy::DropOldest));
 /// ```
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendConfig {
     /// Batches that may wait for this backend under a drop policy (its own queue, not shared);

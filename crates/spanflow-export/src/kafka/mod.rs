@@ -40,7 +40,7 @@ mod split;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use exporter::{KafkaExporter, KafkaLog};
 
@@ -54,7 +54,7 @@ pub const DEFAULT_TOPIC: &str = "otlp_spans";
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000 - 16 * 1024;
 
 /// How record values are encoded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KafkaEncoding {
     /// `ExportTraceServiceRequest` protobuf bytes (the Collector's `otlp_proto`).
@@ -65,7 +65,7 @@ pub enum KafkaEncoding {
 }
 
 /// Kafka-level compression of record batches (`compression.type`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KafkaCompression {
     /// No compression.
@@ -95,7 +95,7 @@ impl KafkaCompression {
 }
 
 /// How records are keyed and so partitioned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Partitioning {
     /// One record per trace, keyed by the trace id: a trace's spans share a partition (the
@@ -119,7 +119,7 @@ pub enum Partitioning {
 /// assert_eq!(c.encoding, KafkaEncoding::OtlpJson);
 /// assert!(serde_json::from_str::<KafkaConfig>(r#"{"brokers": "b:9092", "topik": "x"}"#).is_err());
 /// ```
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port[,host:port…]` (`bootstrap.servers`).

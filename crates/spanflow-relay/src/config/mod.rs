@@ -10,7 +10,7 @@
 //! fallback), embedded as is.
 //!
 //! ```
-//! use spanflow_relay::config::RelayConfig;
+//! use spanflow_relay::RelayConfig;
 //! let cfg = RelayConfig::from_toml_str("[receivers.grpc]\nendpoint = \"127.0.0.1:0\"\n").unwrap();
 //! assert_eq!(cfg.receivers.grpc.endpoint.port(), 0);
 //! assert_eq!(cfg.receivers.http.endpoint.port(), 4318);
@@ -22,11 +22,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use spanflow::PipelineConfig;
 use spanflow::export::env::EnvError;
+use spanflow::export::{FileConfig, SinkConfig};
+use spanflow::{ExporterSpec, PipelineConfig};
 
 /// The configuration embedded in the binary: what `serve` runs with when nothing is given.
-pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+pub(crate) const DEFAULT_TOML: &str = include_str!("../default.toml");
 
 /// An invalid configuration; the message names the file key, variable or flag at fault.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +75,8 @@ mod overrides;
 mod receivers;
 mod redact;
 
-pub use overrides::{OtelExporterEnv, Overrides};
+pub(crate) use overrides::OtelExporterEnv;
+pub use overrides::Overrides;
 use receivers::validate_kafka;
 pub use receivers::{
     AuthConfig, AuthScheme, GrpcReceiverConfig, HttpReceiverConfig, KafkaReceiverConfig,
@@ -97,24 +99,13 @@ pub struct RelayConfig {
     /// exits and reports what it could not deliver. Default 30 s.
     pub shutdown_timeout: HumanDuration,
     /// `[pipeline]`: the facade's configuration (batch, memory, export, processing,
-    /// processors, exporters).
-    #[serde(skip_serializing)]
+    /// processors, exporters). Overrides are applied to it as typed values, and it is printed
+    /// by serializing it, every default included.
     pub pipeline: PipelineConfig,
-    /// The `[pipeline]` table as written plus overrides, for printing (the facade's types are
-    /// not serializable).
-    #[serde(skip)]
-    pipeline_table: toml::Table,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        let mut pipeline_table = toml::Table::new();
-        let mut memory = toml::Table::new();
-        memory.insert(
-            "budget_bytes".into(),
-            toml::Value::Integer(DEFAULT_MEMORY_BUDGET as i64),
-        );
-        pipeline_table.insert("memory".into(), toml::Value::Table(memory));
         let mut pipeline = PipelineConfig::default();
         pipeline.memory.budget_bytes = DEFAULT_MEMORY_BUDGET;
         Self {
@@ -123,7 +114,6 @@ impl Default for RelayConfig {
             receivers: ReceiversConfig::default(),
             telemetry: TelemetryConfig::default(),
             pipeline,
-            pipeline_table,
         }
     }
 }
@@ -149,13 +139,17 @@ fn merge_tables(base: &mut toml::Table, over: toml::Table) {
 }
 
 /// How long a signal waits for the flush by default.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The relay's default memory budget: 64 MiB of accepted, not yet exported requests.
-pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
+pub(crate) const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
 
 /// The file the default exporter writes in `data_dir` (rotated files get `.1`, `.2`, …).
-pub const DEFAULT_DATA_FILE: &str = "spans.jsonl";
+pub(crate) const DEFAULT_DATA_FILE: &str = "spans.jsonl";
+
+/// The name of the exporter the relay adds when none is configured, and the one
+/// `OTEL_EXPORTER_OTLP_*` configure.
+pub(crate) const DEFAULT_EXPORTER_NAME: &str = "default";
 
 /// `[telemetry]`: the relay's own metrics and logs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,12 +202,7 @@ impl RelayConfig {
         // out, or a key it leaves out of a table, keeps the relay's documented default.
         let mut table = default_table();
         merge_tables(&mut table, written);
-        let mut cfg: RelayConfig = toml::Value::Table(table.clone()).try_into().map_err(err)?;
-        cfg.pipeline_table = match table.remove("pipeline") {
-            Some(toml::Value::Table(t)) => t,
-            _ => toml::Table::new(),
-        };
-        Ok(cfg)
+        toml::Value::Table(table).try_into().map_err(err)
     }
 
     /// Reads a TOML file, without resolving it.
@@ -244,75 +233,27 @@ impl RelayConfig {
         Ok(cfg)
     }
 
-    fn pipeline_value_mut(&mut self, path: &[&str]) -> Option<&mut toml::Table> {
-        let mut table = &mut self.pipeline_table;
-        for key in path {
-            let entry = table
-                .entry((*key).to_owned())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            table = entry.as_table_mut()?;
-        }
-        Some(table)
-    }
-
-    /// Sets `pipeline.<path>` in the table form (applied to the typed form by `resolve`).
-    fn set_pipeline_value(&mut self, path: &[&str], value: toml::Value) {
-        let Some((last, parents)) = path.split_last() else {
-            return;
-        };
-        if let Some(t) = self.pipeline_value_mut(parents) {
-            t.insert((*last).to_owned(), value);
+    /// The default exporter: rotated OTLP/JSON files in `data_dir`.
+    fn default_exporter(&self) -> ExporterSpec {
+        ExporterSpec {
+            name: DEFAULT_EXPORTER_NAME.to_owned(),
+            role: spanflow::BackendRole::Primary,
+            sink: SinkConfig::File(FileConfig {
+                path: self.data_dir.join(DEFAULT_DATA_FILE),
+                max_bytes: 16 << 20,
+                max_files: 10_000,
+            }),
+            backend: None,
         }
     }
 
-    fn exporters_mut(&mut self) -> &mut Vec<toml::Value> {
-        let entry = self
-            .pipeline_table
-            .entry("exporters")
-            .or_insert_with(|| toml::Value::Array(Vec::new()));
-        if !entry.is_array() {
-            *entry = toml::Value::Array(Vec::new());
-        }
-        match entry {
-            toml::Value::Array(a) => a,
-            // Made an array just above.
-            _ => unreachable!("exporters is an array"),
-        }
-    }
-
-    /// The default exporter's table: rotated OTLP/JSON files in `data_dir`.
-    fn default_exporter(&self) -> toml::Value {
-        let mut sink = toml::Table::new();
-        sink.insert("type".into(), "file".into());
-        sink.insert(
-            "path".into(),
-            self.data_dir
-                .join(DEFAULT_DATA_FILE)
-                .display()
-                .to_string()
-                .into(),
-        );
-        sink.insert("max_bytes".into(), toml::Value::Integer(16 << 20));
-        sink.insert("max_files".into(), toml::Value::Integer(10_000));
-        let mut entry = toml::Table::new();
-        entry.insert("name".into(), "default".into());
-        entry.insert("sink".into(), toml::Value::Table(sink));
-        toml::Value::Table(entry)
-    }
-
-    /// Fills in the default exporter, rebuilds the typed `[pipeline]` from the table and checks
-    /// the settings fit together.
+    /// Fills in the default exporter when none is configured and checks the settings fit
+    /// together.
     pub fn resolve(&mut self) -> Result<(), ConfigError> {
-        if self.exporters_mut().is_empty() {
+        if self.pipeline.exporters.is_empty() {
             let default = self.default_exporter();
-            self.exporters_mut().push(default);
+            self.pipeline.exporters.push(default);
         }
-        self.pipeline = toml::Value::Table(self.pipeline_table.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
-                origin: None,
-                message: format!("in [pipeline]: {}", e.to_string().trim_end()),
-            })?;
         self.validate()
     }
 
@@ -436,8 +377,10 @@ impl RelayConfig {
         Ok(())
     }
 
-    /// The configuration as TOML, as `check-config` prints it: exporter header values (API
-    /// keys, `Authorization`, from the file or `OTEL_EXPORTER_OTLP_HEADERS`) are printed as
+    /// The effective configuration as TOML, as `check-config` prints it: every value, the
+    /// defaults of `[pipeline]` included, serialized from the typed configuration, so it reads
+    /// back to the same configuration. Exporter header values (API keys, `Authorization`, from
+    /// the file or `OTEL_EXPORTER_OTLP_HEADERS`) and librdkafka secrets are printed as
     /// [`REDACTED`], so the output can be pasted into a ticket.
     pub fn to_toml(&self) -> String {
         let mut table = match toml::Table::try_from(self) {
@@ -452,9 +395,12 @@ impl RelayConfig {
                 .and_then(toml::Value::as_table_mut)
                 .and_then(|k| k.get_mut("properties")),
         );
-        let mut pipeline = self.pipeline_table.clone();
-        redact_exporter_headers(&mut pipeline);
-        table.insert("pipeline".into(), toml::Value::Table(pipeline));
+        if let Some(pipeline) = table
+            .get_mut("pipeline")
+            .and_then(toml::Value::as_table_mut)
+        {
+            redact_exporter_headers(pipeline);
+        }
         toml::to_string_pretty(&table).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }

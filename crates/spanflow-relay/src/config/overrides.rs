@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use spanflow::ExporterSpec;
+use spanflow::export::SinkConfig;
 use spanflow::export::env::OtlpEnv;
 
-use super::{ByteSize, ConfigError, HumanDuration, RelayConfig};
+use super::{ByteSize, ConfigError, DEFAULT_EXPORTER_NAME, HumanDuration, RelayConfig};
 
 /// Overrides from the environment or the command line; `None` leaves the value alone.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -67,16 +69,18 @@ impl Overrides {
         set(&mut cfg.data_dir, o.data_dir);
         set(&mut cfg.telemetry.log_level, o.log_level);
         set(&mut cfg.shutdown_timeout, o.shutdown_timeout);
-        let int = |n: u64| toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
-        if let Some(b) = o.memory_budget {
-            cfg.set_pipeline_value(&["memory", "budget_bytes"], int(b.0));
-        }
-        if let Some(n) = o.batch_max_spans {
-            cfg.set_pipeline_value(&["batch", "max_spans"], int(n as u64));
-        }
-        if let Some(d) = o.batch_max_age {
-            cfg.set_pipeline_value(&["batch", "max_age_ms"], int(d.0.as_millis() as u64));
-        }
+        let pipeline = &mut cfg.pipeline;
+        set(
+            &mut pipeline.memory.budget_bytes,
+            o.memory_budget
+                .map(|b| usize::try_from(b.0).unwrap_or(usize::MAX)),
+        );
+        set(&mut pipeline.batch.max_spans, o.batch_max_spans);
+        set(
+            &mut pipeline.batch.max_age_ms,
+            o.batch_max_age
+                .map(|d| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX)),
+        );
     }
 }
 
@@ -109,47 +113,13 @@ where
 ///
 /// The relay is not an SDK: `OTEL_SDK_DISABLED` and `OTEL_TRACES_EXPORTER` are not read.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct OtelExporterEnv(pub OtlpEnv);
+pub(crate) struct OtelExporterEnv(pub OtlpEnv);
 
 impl OtelExporterEnv {
     /// Reads the variables through `get`; a bad value is [`ConfigError::Environment`], with
     /// the same message the facade gives for it.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Self(OtlpEnv::from_env(get)?))
-    }
-
-    /// The `sink = { type = "otlp", ... }` table these settings describe.
-    fn sink_table(&self) -> toml::Table {
-        let e = self.0.exporter_config();
-        let mut sink = toml::Table::new();
-        sink.insert("type".into(), "otlp".into());
-        sink.insert("protocol".into(), e.protocol.as_str().into());
-        if let Some(endpoint) = e.endpoint {
-            sink.insert("endpoint".into(), endpoint.into());
-        }
-        if !e.headers.is_empty() {
-            let headers: toml::Table = e
-                .headers
-                .into_iter()
-                .map(|(k, v)| (k, toml::Value::from(v)))
-                .collect();
-            sink.insert("headers".into(), toml::Value::Table(headers));
-        }
-        sink.insert("compression".into(), e.compression.as_str().into());
-        sink.insert(
-            "timeout".into(),
-            format!("{}ms", e.timeout.as_millis()).into(),
-        );
-        for (key, path) in [
-            ("ca_file", e.ca_file),
-            ("client_certificate", e.client_certificate),
-            ("client_key", e.client_key),
-        ] {
-            if let Some(path) = path {
-                sink.insert(key.into(), path.display().to_string().into());
-            }
-        }
-        sink
     }
 
     /// Makes the exporter named `default` (or, when the file configures no exporter, a new one
@@ -158,19 +128,20 @@ impl OtelExporterEnv {
         if !self.0.names_a_backend() {
             return;
         }
-        let sink = toml::Value::Table(self.sink_table());
-        let exporters = cfg.exporters_mut();
+        let sink = SinkConfig::Otlp(self.0.exporter_config());
+        let exporters = &mut cfg.pipeline.exporters;
         if let Some(default) = exporters
             .iter_mut()
-            .filter_map(toml::Value::as_table_mut)
-            .find(|t| t.get("name").and_then(toml::Value::as_str) == Some("default"))
+            .find(|e| e.name == DEFAULT_EXPORTER_NAME)
         {
-            default.insert("sink".into(), sink);
+            default.sink = sink;
         } else if exporters.is_empty() {
-            let mut entry = toml::Table::new();
-            entry.insert("name".into(), "default".into());
-            entry.insert("sink".into(), sink);
-            exporters.push(toml::Value::Table(entry));
+            exporters.push(ExporterSpec {
+                name: DEFAULT_EXPORTER_NAME.to_owned(),
+                role: spanflow::BackendRole::Primary,
+                sink,
+                backend: None,
+            });
         }
     }
 }

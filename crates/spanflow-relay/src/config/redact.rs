@@ -19,7 +19,7 @@ pub(super) fn redact_properties(properties: Option<&mut toml::Value>) {
     }
 }
 
-/// What [`RelayConfig::to_toml`] prints instead of a secret.
+/// What [`RelayConfig::to_toml`](super::RelayConfig::to_toml) prints instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 
 /// Replaces every `pipeline.exporters[].sink.headers` value with [`REDACTED`].

@@ -404,3 +404,34 @@ topik = \"x\"\n"
         .is_err()
     );
 }
+
+#[test]
+fn the_printed_config_holds_every_pipeline_default_and_reads_back() {
+    let cli = Overrides {
+        batch_max_age: Some(HumanDuration(Duration::from_millis(75))),
+        ..Overrides::default()
+    };
+    let cfg = RelayConfig::load(None, no_env, &cli).unwrap();
+    let text = cfg.to_toml();
+    let defaults = spanflow::PipelineConfig::default();
+    for line in [
+        format!("max_spans = {}", defaults.batch.max_spans),
+        format!("max_bytes = {}", defaults.batch.max_bytes),
+        "max_age_ms = 75".to_owned(),
+        format!("budget_bytes = {DEFAULT_MEMORY_BUDGET}"),
+        format!("concurrency = {}", defaults.export.concurrency),
+        format!("timeout_ms = {}", defaults.export.timeout_ms),
+        format!("runtime_threads = {}", defaults.export.runtime_threads),
+        format!("threads = {}", defaults.processing.threads),
+        format!("nice = {}", defaults.processing.nice),
+        "free_spans_on = \"application\"".to_owned(),
+        "max_wait_ms = 1000".to_owned(),
+        "type = \"memory\"".to_owned(),
+        format!("name = \"{DEFAULT_EXPORTER_NAME}\""),
+    ] {
+        assert!(text.contains(&line), "`{line}` missing from\n{text}");
+    }
+    let again = RelayConfig::from_toml_str(&text).unwrap();
+    assert_eq!(again, cfg, "{text}");
+    assert_eq!(again.pipeline.batch.max_age_ms, 75);
+}

@@ -7,9 +7,13 @@
 mod render;
 mod server;
 
-pub use server::{describe, router};
+pub(crate) use server::{describe, router};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::receiver::admission::Admission;
+pub use crate::receiver::admission::InFlightBytes;
 
 /// The receiving protocol of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +97,8 @@ pub struct RelayMetrics {
     spans_refused_closed: AtomicU64,
     spans_refused_invalid: AtomicU64,
     ready: AtomicBool,
-    in_flight: InFlightGauges,
+    /// The receivers' in-flight allowance, read for reporting only.
+    in_flight: OnceLock<Arc<Admission>>,
     connections_open: [AtomicU64; 3],
     connections_closed: [[AtomicU64; 7]; 3],
     kafka: KafkaMetrics,
@@ -234,31 +239,7 @@ impl Closed {
     }
 }
 
-/// Request bytes the receivers are reading or decoding right now (see
-/// [`RelayMetrics::in_flight`]). Plain relaxed counters: each is read only for reporting, and
-/// the receivers' reservations need only `used`'s own value.
-#[derive(Debug, Default)]
-pub(crate) struct InFlightGauges {
-    /// Bytes reserved now.
-    pub(crate) used: AtomicU64,
-    /// The most ever reserved at once.
-    pub(crate) peak: AtomicU64,
-    /// The most that may be reserved at once (one request alone may exceed it).
-    pub(crate) limit: AtomicU64,
-}
-
-/// A copy of the in-flight request bytes gauges.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct InFlightBytes {
-    /// Bytes of request bodies reserved now.
-    pub used: u64,
-    /// The most reserved at once since the relay started.
-    pub peak: u64,
-    /// The bound: a request that would take more is told to retry.
-    pub limit: u64,
-}
-
-/// A point-in-time copy of [`RelayMetrics`].
+/// A point-in-time copy of the relay's request and span counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RelayCounts {
     /// Requests received, any outcome.
@@ -333,16 +314,18 @@ impl RelayMetrics {
         }
     }
     /// The request bytes being read or decoded across every receiver, with their peak and
-    /// bound.
+    /// bound (zeros before the receivers are set up).
     pub fn in_flight(&self) -> InFlightBytes {
-        InFlightBytes {
-            used: self.in_flight.used.load(Ordering::Relaxed),
-            peak: self.in_flight.peak.load(Ordering::Relaxed),
-            limit: self.in_flight.limit.load(Ordering::Relaxed),
-        }
+        self.in_flight
+            .get()
+            .map(|admission| admission.in_flight())
+            .unwrap_or_default()
     }
-    pub(crate) fn in_flight_gauges(&self) -> &InFlightGauges {
-        &self.in_flight
+    /// Reports the gauges of `admission`, the receivers' allowance, from now on (the first
+    /// one given: one relay, one allowance).
+    pub(crate) fn report_in_flight(&self, admission: &Arc<Admission>) {
+        // A second allowance for the same metrics is a test's; the first stays reported.
+        let _ = self.in_flight.set(Arc::clone(admission));
     }
     /// Counts a connection opened on `listener`.
     pub fn connection_opened(&self, listener: Listener) {

@@ -19,7 +19,7 @@ struct MetricsState {
 }
 
 /// The router of the self-metrics server: `GET /metrics` and `GET /healthz`.
-pub fn router(metrics: Arc<RelayMetrics>, sink: Arc<dyn Sink>) -> Router {
+pub(crate) fn router(metrics: Arc<RelayMetrics>, sink: Arc<dyn Sink>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
@@ -46,7 +46,7 @@ async fn healthz(State(state): State<MetricsState>) -> impl IntoResponse {
 }
 
 /// The URL of a metrics server's page, for logs.
-pub fn describe(addr: SocketAddr, tls: bool) -> String {
+pub(crate) fn describe(addr: SocketAddr, tls: bool) -> String {
     let scheme = if tls { "https" } else { "http" };
     format!("{scheme}://{addr}/metrics")
 }

@@ -39,7 +39,7 @@ pub use spanflow::export::grpc::BytesCodec;
 
 /// The `TraceService` server: a tower service for tonic's router.
 #[derive(Debug, Clone)]
-pub struct TraceServiceServer {
+pub(crate) struct TraceServiceServer {
     shared: Shared,
     max_message_size: usize,
 }
@@ -47,7 +47,7 @@ pub struct TraceServiceServer {
 impl TraceServiceServer {
     /// A server feeding `shared`'s sink, refusing messages larger than `max_message_size`
     /// (after decompression) with `RESOURCE_EXHAUSTED`.
-    pub fn new(shared: Shared, max_message_size: usize) -> Self {
+    pub(crate) fn new(shared: Shared, max_message_size: usize) -> Self {
         Self {
             shared,
             max_message_size,

@@ -27,7 +27,7 @@ use crate::metrics::{Outcome, ReceiverProtocol};
 use crate::wire::{TraceRequest, json};
 
 /// The path of the traces endpoint.
-pub const TRACES_PATH: &str = "/v1/traces";
+pub(crate) const TRACES_PATH: &str = "/v1/traces";
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
@@ -40,7 +40,7 @@ struct HttpState {
 
 /// The OTLP/HTTP router: `POST /v1/traces` feeding `shared`'s sink, refusing bodies larger than
 /// `max_body_size` bytes (before or after decompression) with 413.
-pub fn router(shared: Shared, max_body_size: usize) -> Router {
+pub(crate) fn router(shared: Shared, max_body_size: usize) -> Router {
     Router::new()
         .route(TRACES_PATH, post(export))
         .with_state(HttpState {

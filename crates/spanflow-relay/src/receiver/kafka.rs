@@ -67,7 +67,7 @@ pub struct KafkaStartError(String);
 
 /// A running Kafka receiver; stop it with [`KafkaReceiver::stop`] and [`KafkaReceiver::join`].
 #[derive(Debug)]
-pub struct KafkaReceiver {
+pub(crate) struct KafkaReceiver {
     stop: Arc<StopSignal>,
     thread: Option<JoinHandle<()>>,
 }
@@ -81,7 +81,7 @@ struct StopSignal {
 impl KafkaReceiver {
     /// Creates the consumer, subscribes to the topic and starts the consumer thread. Nothing
     /// waits for the brokers here: librdkafka connects in the background.
-    pub fn start(
+    pub(crate) fn start(
         cfg: &KafkaReceiverConfig,
         sink: Arc<dyn Sink>,
         metrics: Arc<RelayMetrics>,
@@ -156,13 +156,13 @@ impl KafkaReceiver {
     /// Stops reading records: the partitions are paused, held records released (they are read
     /// again by whoever owns the partition next), and the thread commits what settles until
     /// `deadline`, then leaves the group.
-    pub fn stop(&self, deadline: Instant) {
+    pub(crate) fn stop(&self, deadline: Instant) {
         *self.stop.deadline.lock() = Some(deadline);
         self.stop.requested.store(true, Ordering::Release);
     }
 
     /// Waits for the consumer thread to finish (after [`KafkaReceiver::stop`]).
-    pub fn join(mut self) {
+    pub(crate) fn join(mut self) {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

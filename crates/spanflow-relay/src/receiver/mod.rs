@@ -6,100 +6,38 @@
 //! What guards them on an open network lives beside them: the server loop with connection
 //! limits, idle timeouts and the shutdown drain (`server`, `limits`), TLS with reload
 //! (`tls`, [`reload`]) and bearer/basic authentication ([`auth`]). Request bytes in flight
-//! are admitted here (`Shared::reserve`) as they arrive, never by what a client declares.
+//! are admitted here ([`admission`], through `Shared::reserve`) as they arrive, never by what a
+//! client declares; the metrics only report the allowance's gauges.
 
-pub mod auth;
-pub mod grpc;
-pub mod http;
+pub(crate) mod admission;
+pub(crate) mod auth;
+pub(crate) mod grpc;
+pub(crate) mod http;
 #[cfg(feature = "kafka")]
-pub mod kafka;
+pub(crate) mod kafka;
 pub(crate) mod limits;
-pub mod reload;
+pub(crate) mod reload;
 pub(crate) mod server;
 pub(crate) mod tls;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::metrics::{Outcome, ReceiverProtocol, RelayMetrics};
+use crate::receiver::admission::{Admission, Reservation};
 use crate::sink::{Accepted, Refused, Sink};
 use crate::wire::{self, TraceRequest};
 
 /// State shared by every receiver of one relay.
 #[derive(Clone)]
-pub struct Shared {
+pub(crate) struct Shared {
     sink: Arc<dyn Sink>,
     metrics: Arc<RelayMetrics>,
+    admission: Arc<Admission>,
     accepting: Arc<AtomicBool>,
     auth: Option<auth::Authenticator>,
     body_read_timeout: Duration,
-}
-
-/// A reservation of request bytes in flight (bodies being read, decompressed or indexed),
-/// released on drop. Every receiver draws from one allowance (the metrics' in-flight gauges),
-/// so a flood of large concurrent requests cannot take memory beyond it: a request that does
-/// not fit is answered with "retry later" instead of being read.
-#[derive(Debug)]
-pub(crate) struct Reservation {
-    metrics: Arc<RelayMetrics>,
-    /// Bytes held; only the request that owns the reservation grows it.
-    bytes: AtomicU64,
-}
-
-impl Reservation {
-    /// Grows the reservation to at least `total` bytes; false (and unchanged) when the
-    /// allowance cannot cover it. A request holding all that is reserved may grow alone past
-    /// the limit (its size is already bounded by the receiver's own limit).
-    pub(crate) fn grow_to(&self, total: u64) -> bool {
-        // Relaxed: `bytes` is only written by the one task that owns this request.
-        let mine = self.bytes.load(Ordering::Relaxed);
-        if total <= mine {
-            return true;
-        }
-        if !take(&self.metrics, total - mine, mine) {
-            return false;
-        }
-        self.bytes.store(total, Ordering::Relaxed);
-        true
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        // Relaxed: a counter whose only readers are other reservations' CAS loops and reports.
-        let bytes = self.bytes.load(Ordering::Relaxed);
-        self.metrics
-            .in_flight_gauges()
-            .used
-            .fetch_sub(bytes, Ordering::Relaxed);
-    }
-}
-
-/// Adds `bytes` to the in-flight allowance's use, for a request already holding `mine` of it;
-/// refused when that would pass the limit, unless the request holds everything in use.
-fn take(metrics: &RelayMetrics, bytes: u64, mine: u64) -> bool {
-    let gauges = metrics.in_flight_gauges();
-    let limit = gauges.limit.load(Ordering::Relaxed);
-    let mut used = gauges.used.load(Ordering::Relaxed);
-    loop {
-        if used > mine && used + bytes > limit {
-            return false;
-        }
-        // Relaxed: the counter guards no other memory; only its value matters.
-        match gauges.used.compare_exchange_weak(
-            used,
-            used + bytes,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => {
-                gauges.peak.fetch_max(used + bytes, Ordering::Relaxed);
-                return true;
-            }
-            Err(now) => used = now,
-        }
-    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -113,14 +51,17 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     /// Receivers feeding `sink`, counting into `metrics`, holding at most `in_flight_limit`
     /// bytes of request bodies at once (see [`RelayMetrics::in_flight`]).
-    pub fn new(sink: Arc<dyn Sink>, metrics: Arc<RelayMetrics>, in_flight_limit: u64) -> Self {
-        metrics
-            .in_flight_gauges()
-            .limit
-            .store(in_flight_limit, Ordering::Relaxed);
+    pub(crate) fn new(
+        sink: Arc<dyn Sink>,
+        metrics: Arc<RelayMetrics>,
+        in_flight_limit: u64,
+    ) -> Self {
+        let admission = Arc::new(Admission::new(in_flight_limit));
+        metrics.report_in_flight(&admission);
         Self {
             sink,
             metrics,
+            admission,
             accepting: Arc::new(AtomicBool::new(true)),
             auth: None,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
@@ -134,7 +75,7 @@ impl Shared {
     }
 
     /// Bounds the time a request's body may take to arrive after its headers.
-    pub fn with_body_read_timeout(mut self, timeout: Duration) -> Self {
+    pub(crate) fn with_body_read_timeout(mut self, timeout: Duration) -> Self {
         self.body_read_timeout = timeout;
         self
     }
@@ -169,17 +110,14 @@ impl Shared {
     /// request larger than the whole allowance is let through alone (its size is already
     /// bounded by the receiver's own limit).
     pub(crate) fn reserve(&self, bytes: u64) -> Option<Reservation> {
-        take(&self.metrics, bytes, 0).then(|| Reservation {
-            metrics: self.metrics.clone(),
-            bytes: AtomicU64::new(bytes),
-        })
+        self.admission.reserve(bytes)
     }
     /// From now on every request is answered with "retry later" (shutdown).
-    pub fn stop_accepting(&self) {
+    pub(crate) fn stop_accepting(&self) {
         self.accepting.store(false, Ordering::Relaxed);
     }
     /// The counters.
-    pub fn metrics(&self) -> &Arc<RelayMetrics> {
+    pub(crate) fn metrics(&self) -> &Arc<RelayMetrics> {
         &self.metrics
     }
 }
@@ -274,44 +212,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn in_flight_reservations_stay_within_the_limit() {
+    fn the_metrics_report_the_receivers_allowance() {
         let sink = Arc::new(crate::sink::MemorySink::new(1 << 20));
         let shared = Shared::new(sink, Arc::new(RelayMetrics::default()), 100);
         let a = shared.reserve(60).expect("fits");
         assert!(shared.reserve(60).is_none());
-        let b = shared.reserve(40).expect("fits exactly");
-        drop(a);
-        let c = shared.reserve(60).expect("room again");
-        drop((b, c));
-        // One oversized request alone is let through; a second is not.
-        let big = shared.reserve(500).expect("alone");
-        assert!(shared.reserve(1).is_none());
-        drop(big);
-        assert!(shared.reserve(100).is_some());
-        assert_eq!(shared.metrics().in_flight().peak, 500);
-        assert_eq!(shared.metrics().in_flight().used, 0);
-    }
-
-    #[test]
-    fn a_reservation_grows_within_the_limit_or_alone() {
-        let sink = Arc::new(crate::sink::MemorySink::new(1 << 20));
-        let shared = Shared::new(sink, Arc::new(RelayMetrics::default()), 100);
-        let a = shared.reserve(0).expect("empty");
-        assert!(a.grow_to(70));
-        assert!(a.grow_to(50), "shrinking is a no-op");
-        assert_eq!(shared.metrics().in_flight().used, 70);
-        let b = shared.reserve(20).expect("fits");
-        assert!(!a.grow_to(90), "90 + 20 > 100");
-        assert_eq!(shared.metrics().in_flight().used, 90);
-        assert!(a.grow_to(80));
-        drop(b);
-        // Alone, a request may grow past the limit.
-        assert!(a.grow_to(150));
-        assert_eq!(shared.metrics().in_flight().used, 150);
-        assert!(shared.reserve(1).is_none());
+        let in_flight = shared.metrics().in_flight();
+        assert_eq!(
+            (in_flight.used, in_flight.peak, in_flight.limit),
+            (60, 60, 100)
+        );
         drop(a);
         assert_eq!(shared.metrics().in_flight().used, 0);
-        assert_eq!(shared.metrics().in_flight().peak, 150);
     }
 
     #[test]

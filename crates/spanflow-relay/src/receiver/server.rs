@@ -35,6 +35,45 @@ use crate::metrics::{Closed, Listener, RelayMetrics};
 /// Boxed errors of response bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What a server serves: a cloneable tower service answering HTTP requests (the receivers'
+/// and the metrics endpoint's routers). One name for the bounds every step of the loop needs.
+pub(crate) trait HttpService<B>:
+    tower::Service<
+        http::Request<Incoming>,
+        Response = http::Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S, B> HttpService<B> for S where
+    S: tower::Service<
+            http::Request<Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A response body hyper can send.
+pub(crate) trait ResponseBody:
+    http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static
+{
+}
+
 /// How long a new connection at the connection limit waits for a slot before it is closed.
 const ADMIT_WAIT: Duration = Duration::from_secs(1);
 
@@ -94,17 +133,8 @@ impl Server {
         metrics: Arc<RelayMetrics>,
     ) -> Self
     where
-        S: tower::Service<
-                http::Request<Incoming>,
-                Response = http::Response<B>,
-                Error = Infallible,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
+        S: HttpService<B>,
+        B: ResponseBody,
     {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         if settings.versions == Versions::Http2 {
@@ -147,14 +177,8 @@ async fn accept_loop<S, B>(
     shared: Arc<Shared<S>>,
     mut stop: watch::Receiver<Option<Instant>>,
 ) where
-    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let what = shared.settings.listener;
     let mut connections = JoinSet::new();
@@ -231,14 +255,8 @@ impl Drop for Ending {
 
 async fn serve_connection<S, B>(tcp: TcpStream, admitted: Admitted, shared: Arc<Shared<S>>)
 where
-    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let mut ending = Ending {
         metrics: shared.metrics.clone(),
@@ -285,14 +303,8 @@ async fn handshake(
 async fn drive<I, S, B>(io: I, connection: &Arc<Connection>, shared: &Shared<S>) -> Closed
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let service = TowerToHyperService::new(Tracked {
         inner: shared.service.clone(),

@@ -11,11 +11,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use spanflow_relay::config::{ByteSize, RelayConfig};
-use spanflow_relay::relay::RunningRelay;
-use spanflow_relay::sink::MemorySink;
+use spanflow_relay::MemorySink;
+use spanflow_relay::RunningRelay;
 use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
 use spanflow_relay::tools::traffic::{Payload, demo_traces};
+use spanflow_relay::{ByteSize, RelayConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -162,7 +162,7 @@ pub fn grpc_headers_block(path: &str, content_type: &str, authorization: Option<
 }
 
 /// The export method's path.
-pub const EXPORT: &str = spanflow_relay::receiver::grpc::EXPORT_PATH;
+pub const EXPORT: &str = spanflow_relay::EXPORT_PATH;
 
 /// A gRPC message: prefix and body.
 pub fn grpc_message(compressed: bool, body: &[u8]) -> Vec<u8> {

@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use spanflow_relay::wire::TraceRequest;
+use spanflow_relay::TraceRequest;
 
 /// The trace id of trace `t`.
 pub(crate) fn trace_id(t: u64) -> [u8; 16] {
