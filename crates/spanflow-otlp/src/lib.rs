@@ -43,6 +43,19 @@
 
 pub use opentelemetry_proto::tonic as proto;
 
+// Code map, one job per file:
+// - `request/`: `TraceRequest`. `mod.rs` the type and its API (parse, conversions, counts,
+//   views), `index.rs` the validating pass that builds the `Index` (and `SpanFields`, the
+//   span field reader of the hot paths), `plan.rs` writing a request from byte ranges of
+//   others (`Plan`), `reshape.rs` `select`, `split` and `merge`.
+// - `view/`: the views. `span.rs` `SpanView`, `headers.rs` `ResourceView` and `ScopeView`,
+//   `attributes.rs` `Attributes` and `KeyValueView` (and the stored variants), `value.rs`
+//   `AnyValueView` and its parts and `AnyValueBuf`, `fields.rs` the field readers they share.
+// - `events.rs` and `head.rs`: more views of a span (events and links; `SpanHead`).
+// - `rewrite.rs`: splices and edits (`SpanPatch`, `ResourcePatch`, `edit_spans`).
+// - `encode.rs`: `Encoder`, `SpanData` straight to request bytes.
+// - `schema.rs`: the OTLP message schema and the validator; `wire.rs`: wire primitives.
+// - `json.rs`: OTLP/JSON; `error.rs`: error types; `testing.rs`: fixtures.
 mod encode;
 mod error;
 mod events;
