@@ -43,12 +43,14 @@ mod exporter;
 mod fanout;
 pub mod file;
 pub mod grpc;
+#[cfg(feature = "http")]
 pub mod http;
 pub mod json;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 mod retry;
 mod stats;
+mod tls;
 
 pub use batch::{ExportBatch, ExportOutcome};
 pub use config::{
@@ -62,7 +64,9 @@ pub use fanout::{
     Settled,
 };
 pub use file::{FileExporter, StdoutExporter};
+#[cfg(feature = "grpc")]
 pub use grpc::OtlpGrpcExporter;
+#[cfg(feature = "http")]
 pub use http::{HttpEncoding, OtlpHttpExporter};
 pub use retry::RetryConfig;
 pub use stats::{

@@ -43,6 +43,15 @@ pub enum ProcessorConfigError {
     /// Two processors in one chain have the same name.
     #[error("duplicate processor name `{0}`")]
     DuplicateName(String),
+    /// The configuration asks for something this build left out: enable the named cargo
+    /// feature (of `spanflow-process`, or the same-named one of the `spanflow` facade).
+    #[error("{what} needs the `{feature}` cargo feature, which this build does not enable")]
+    FeatureDisabled {
+        /// What was asked for.
+        what: &'static str,
+        /// The cargo feature that provides it.
+        feature: &'static str,
+    },
 }
 
 impl ProcessorConfigError {
