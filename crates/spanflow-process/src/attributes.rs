@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use spanflow_otlp::{AnyValueView, KeyValueView, SpanView, TraceRequest};
 
 use crate::error::{ProcessError, ProcessorConfigError};
-use crate::matching::{Value, compile_regex};
+use crate::matching::{Regex, Value, compile_regex};
 use crate::processor::{Context, Processor};
 use crate::wire_edit::{Edit, Edits, NewValue, apply_edits};
 
@@ -165,7 +165,7 @@ impl AttributesConfig {
 #[derive(Debug, Clone)]
 enum Target {
     Key(String),
-    Pattern(regex::Regex),
+    Pattern(Regex),
 }
 
 #[derive(Debug, Clone)]

@@ -10,7 +10,8 @@ use spanflow_otlp::TraceRequest;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProcessorConfigError {
-    /// A glob pattern did not compile.
+    /// A glob pattern did not compile (cargo feature `regex`).
+    #[cfg(feature = "regex")]
     #[error("processor `{processor}`: invalid glob `{pattern}`")]
     Glob {
         /// Name of the processor whose configuration holds the pattern.
@@ -21,7 +22,8 @@ pub enum ProcessorConfigError {
         #[source]
         source: globset::Error,
     },
-    /// A regular expression did not compile.
+    /// A regular expression did not compile (cargo feature `regex`).
+    #[cfg(feature = "regex")]
     #[error("processor `{processor}`: invalid regex `{pattern}`")]
     Regex {
         /// Name of the processor whose configuration holds the pattern.
