@@ -686,6 +686,64 @@ mod tests {
         );
     }
 
+    /// A configuration asking for a left-out capability fails to build with an error naming
+    /// the feature; with the feature on, the same check passes. (Each half runs in the builds
+    /// that leave the feature out or in.)
+    #[test]
+    fn left_out_capabilities_are_typed_errors_naming_the_feature() {
+        let disabled = |c: ExporterConfig, feature: &str| match c.build() {
+            Err(ExportBuildError::FeatureDisabled { feature: f, what }) => {
+                assert_eq!(f, feature, "{what}");
+                let e = c.check_features().unwrap_err();
+                assert!(
+                    e.to_string()
+                        .contains(&format!("`{feature}` cargo feature")),
+                    "{e}"
+                );
+            }
+            other => panic!("expected FeatureDisabled({feature}), got {other:?}"),
+        };
+        let grpc = ExporterConfig::default();
+        let http = ExporterConfig {
+            protocol: Protocol::HttpProtobuf,
+            ..ExporterConfig::default()
+        };
+        for (c, on, feature) in [
+            (grpc.clone(), cfg!(feature = "grpc"), "grpc"),
+            (http.clone(), cfg!(feature = "http"), "http"),
+        ] {
+            if on {
+                assert!(c.check_features().is_ok());
+            } else {
+                disabled(c, feature);
+            }
+        }
+        let transport = if cfg!(feature = "grpc") { grpc } else { http };
+        if !cfg!(any(feature = "grpc", feature = "http")) {
+            return;
+        }
+        for (compression, feature) in [(Compression::Gzip, "gzip"), (Compression::Zstd, "zstd")] {
+            let c = ExporterConfig {
+                compression,
+                ..transport.clone()
+            };
+            if compression.is_available() {
+                assert!(c.check_features().is_ok());
+            } else {
+                disabled(c, feature);
+            }
+        }
+        let https = ExporterConfig {
+            endpoint: Some("https://collector:4317".into()),
+            ..transport
+        };
+        if cfg!(feature = "tls") {
+            assert!(https.check_features().is_ok());
+        } else {
+            disabled(https, "tls");
+        }
+    }
+
     #[test]
     fn unknown_fields_are_rejected() {
         assert!(serde_json::from_str::<ExporterConfig>(r#"{"endpont": "x"}"#).is_err());

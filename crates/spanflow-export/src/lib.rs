@@ -18,6 +18,13 @@
 //!   `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED`), shared by the `spanflow` facade and the
 //!   relay: unset or empty means unset, a bad value is an [`env::EnvError`] naming the variable.
 //!
+//!
+//! Cargo features (all but `kafka` on by default): `grpc` ([`OtlpGrpcExporter`]), `http`
+//! ([`OtlpHttpExporter`]), `tls` (`https` endpoints, CA files, client certificates), `gzip` and
+//! `zstd` ([`Compression`]), `kafka`. The file and stdout exporters, the fan-out and the
+//! configuration types are in every build; a configuration naming something left out fails to
+//! build with [`ExportBuildError::FeatureDisabled`], naming the feature.
+//!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use spanflow_export::{BackendConfig, ExportBatch, FanOut, OtlpGrpcExporter, RetryConfig};
