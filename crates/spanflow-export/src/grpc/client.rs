@@ -215,32 +215,36 @@ async fn read_response(
     decode_message(data.freeze(), &parts.headers).map_err(status_to_error)
 }
 
+/// Whether `e` is a rustls error (a failed handshake); never without the `tls` feature.
+fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    #[cfg(feature = "tls")]
+    return e.downcast_ref::<rustls::Error>().is_some();
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = e;
+        false
+    }
+}
+
 /// Whether `e` failed while connecting, before any byte of the request was sent: the
 /// connection was refused, the address could not be resolved or reached, or the TLS
 /// handshake failed.
 fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        #[cfg(feature = "tls")]
-        if err.downcast_ref::<rustls::Error>().is_some() {
+        if is_tls_error(err) {
             return true;
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if matches!(
+            let refused = matches!(
                 io.kind(),
                 std::io::ErrorKind::ConnectionRefused
                     | std::io::ErrorKind::AddrNotAvailable
                     | std::io::ErrorKind::NetworkUnreachable
                     | std::io::ErrorKind::HostUnreachable
-            ) {
-                return true;
-            }
+            );
             // rustls reports a failed handshake as an I/O error wrapping its own.
-            #[cfg(feature = "tls")]
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
+            if refused || io.get_ref().is_some_and(|inner| is_tls_error(inner)) {
                 return true;
             }
         }
