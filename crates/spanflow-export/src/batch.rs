@@ -206,7 +206,8 @@ impl ExportOutcome {
     }
 }
 
-#[cfg(test)]
+// Every test compresses both ways.
+#[cfg(all(test, feature = "gzip", feature = "zstd"))]
 mod tests {
     use super::*;
     use std::io::Read;

@@ -638,6 +638,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tls")]
     fn https_endpoint_turns_tls_on() {
         let e = OtlpGrpcExporter::builder()
             .endpoint("https://collector:4317")
@@ -647,6 +648,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tls")]
     fn a_ca_without_certificates_is_a_build_error() {
         for pem in [
             &b"not a pem"[..],
