@@ -50,7 +50,8 @@ pub(crate) struct TestArgs {
     /// Skip `cargo fmt --check` (step 1).
     #[arg(long)]
     pub(crate) skip_fmt: bool,
-    /// Skip `cargo clippy` (step 2).
+    /// Skip `cargo clippy` (step 2): of the workspace, and of the `spanflow` facade with its
+    /// minimal, HTTP-only and full feature sets.
     #[arg(long)]
     pub(crate) skip_clippy: bool,
 }

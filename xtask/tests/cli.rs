@@ -200,6 +200,18 @@ fn test_runs_every_step_in_order() {
         [
             format!("cargo fmt --all -- --check {plain}"),
             format!("cargo clippy --workspace --all-targets --locked -- -D warnings {plain}"),
+            format!(
+                "cargo clippy --locked -p spanflow --no-default-features --features grpc \
+                 -- -D warnings {plain}"
+            ),
+            format!(
+                "cargo clippy --locked -p spanflow --no-default-features --features http \
+                 -- -D warnings {plain}"
+            ),
+            format!(
+                "cargo clippy --locked -p spanflow --no-default-features --features full \
+                 -- -D warnings {plain}"
+            ),
             format!("cargo test --workspace --all-targets --locked {plain}"),
             format!("cargo test --workspace --doc --locked {plain}"),
             format!("cargo metadata --format-version 1 --no-deps {plain}"),

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ExportBuildError;
 use crate::file::{FileExporter, StdoutExporter};
+#[cfg(feature = "grpc")]
 use crate::grpc::OtlpGrpcExporter;
+#[cfg(feature = "http")]
 use crate::http::{HttpEncoding, OtlpHttpExporter};
 use crate::{BackendConfig, ExportBatch, ExportError, ExportOutcome, Exporter, FanOut};
 
@@ -40,6 +42,42 @@ impl Compression {
             Self::None => "none",
             Self::Gzip => "gzip",
             Self::Zstd => "zstd",
+        }
+    }
+
+    /// The cargo feature this compression needs (`None` for [`Compression::None`]).
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::Gzip => Some("gzip"),
+            Self::Zstd => Some("zstd"),
+        }
+    }
+
+    /// Whether this build can compress this way (its cargo feature is enabled).
+    ///
+    /// ```
+    /// use spanflow_export::Compression;
+    /// assert!(Compression::None.is_available());
+    /// assert_eq!(Compression::Zstd.is_available(), cfg!(feature = "zstd"));
+    /// ```
+    pub fn is_available(self) -> bool {
+        match self {
+            Self::None => true,
+            Self::Gzip => cfg!(feature = "gzip"),
+            Self::Zstd => cfg!(feature = "zstd"),
+        }
+    }
+
+    /// `Ok` when [`Compression::is_available`], else [`ExportBuildError::FeatureDisabled`]
+    /// naming the feature.
+    pub(crate) fn check_available(self) -> Result<(), ExportBuildError> {
+        match self.feature() {
+            Some(feature) if !self.is_available() => Err(ExportBuildError::feature_disabled(
+                format!("compression {}", self.as_str()),
+                feature,
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -76,6 +114,27 @@ impl Protocol {
             Self::Grpc => "grpc",
             Self::HttpProtobuf => "http/protobuf",
             Self::HttpJson => "http/json",
+        }
+    }
+
+    /// The cargo feature whose exporter speaks this protocol: `grpc` or `http`.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::HttpProtobuf | Self::HttpJson => "http",
+        }
+    }
+
+    /// Whether this build has the exporter for this protocol (its cargo feature is enabled).
+    ///
+    /// ```
+    /// use spanflow_export::Protocol;
+    /// assert_eq!(Protocol::Grpc.is_available(), cfg!(feature = "grpc"));
+    /// ```
+    pub fn is_available(self) -> bool {
+        match self {
+            Self::Grpc => cfg!(feature = "grpc"),
+            Self::HttpProtobuf | Self::HttpJson => cfg!(feature = "http"),
         }
     }
 
@@ -192,7 +251,13 @@ impl ExporterConfig {
     }
 
     /// Build the exporter this configuration describes (reading its certificate files).
+    ///
+    /// A protocol, compression or `https` endpoint this build left out is
+    /// [`ExportBuildError::FeatureDisabled`], naming the cargo feature to enable; nothing is
+    /// read or built then.
+    #[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(unused_variables))]
     pub fn build(&self) -> Result<AnyExporter, ExportBuildError> {
+        self.check_features()?;
         let read = |path: &PathBuf| {
             std::fs::read(path).map_err(|source| ExportBuildError::File {
                 path: path.display().to_string(),
@@ -210,7 +275,8 @@ impl ExporterConfig {
             }
         };
         let endpoint = self.resolved_endpoint();
-        Ok(match self.protocol {
+        match self.protocol {
+            #[cfg(feature = "grpc")]
             Protocol::Grpc => {
                 let mut b = OtlpGrpcExporter::builder()
                     .endpoint(endpoint)
@@ -223,8 +289,9 @@ impl ExporterConfig {
                 if let Some((cert, key)) = identity {
                     b = b.client_identity_pem(cert, key);
                 }
-                AnyExporter::Grpc(Box::new(b.build()?))
+                Ok(AnyExporter::Grpc(Box::new(b.build()?)))
             }
+            #[cfg(feature = "http")]
             Protocol::HttpProtobuf | Protocol::HttpJson => {
                 let mut b = OtlpHttpExporter::builder()
                     .endpoint(endpoint)
@@ -242,9 +309,55 @@ impl ExporterConfig {
                 if let Some((cert, key)) = identity {
                     b = b.client_identity_pem(cert, key);
                 }
-                AnyExporter::Http(Box::new(b.build()?))
+                Ok(AnyExporter::Http(Box::new(b.build()?)))
             }
-        })
+            // Refused by `check_features` above.
+            #[allow(unreachable_patterns)]
+            other => Err(ExportBuildError::feature_disabled(
+                format!("protocol {}", other.as_str()),
+                other.feature(),
+            )),
+        }
+    }
+
+    /// Whether this build has what the configuration asks for: the protocol's exporter, the
+    /// compression, and TLS for an `https` endpoint or a client certificate.
+    ///
+    /// ```
+    /// use spanflow_export::{Compression, ExporterConfig};
+    /// let c = ExporterConfig { compression: Compression::Zstd, ..ExporterConfig::default() };
+    /// match c.check_features() {
+    ///     Ok(()) => assert!(cfg!(feature = "zstd")),
+    ///     Err(e) => assert!(e.to_string().contains("`zstd` cargo feature")),
+    /// }
+    /// ```
+    pub fn check_features(&self) -> Result<(), ExportBuildError> {
+        if !self.protocol.is_available() {
+            return Err(ExportBuildError::feature_disabled(
+                format!("protocol {}", self.protocol.as_str()),
+                self.protocol.feature(),
+            ));
+        }
+        self.compression.check_available()?;
+        if !cfg!(feature = "tls") {
+            let endpoint = self.resolved_endpoint();
+            let https = endpoint
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+            if https {
+                return Err(ExportBuildError::feature_disabled(
+                    format!("the https endpoint {endpoint}"),
+                    "tls",
+                ));
+            }
+            if self.client_certificate.is_some() || self.client_key.is_some() {
+                return Err(ExportBuildError::feature_disabled(
+                    "a client certificate (mTLS)",
+                    "tls",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -385,9 +498,11 @@ fn default_max_files() -> usize {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum AnyExporter {
-    /// OTLP/gRPC.
+    /// OTLP/gRPC (cargo feature `grpc`).
+    #[cfg(feature = "grpc")]
     Grpc(Box<OtlpGrpcExporter>),
-    /// OTLP/HTTP.
+    /// OTLP/HTTP (cargo feature `http`).
+    #[cfg(feature = "http")]
     Http(Box<OtlpHttpExporter>),
     /// OTLP/JSON lines file.
     File(FileExporter),
@@ -401,7 +516,9 @@ pub enum AnyExporter {
 impl Exporter for AnyExporter {
     async fn export(&self, batch: ExportBatch) -> Result<ExportOutcome, ExportError> {
         match self {
+            #[cfg(feature = "grpc")]
             AnyExporter::Grpc(e) => e.export(batch).await,
+            #[cfg(feature = "http")]
             AnyExporter::Http(e) => e.export(batch).await,
             AnyExporter::File(e) => e.export(batch).await,
             AnyExporter::Stdout(e) => e.export(batch).await,
@@ -412,7 +529,9 @@ impl Exporter for AnyExporter {
 
     fn name(&self) -> &str {
         match self {
+            #[cfg(feature = "grpc")]
             AnyExporter::Grpc(e) => e.name(),
+            #[cfg(feature = "http")]
             AnyExporter::Http(e) => e.name(),
             AnyExporter::File(e) => e.name(),
             AnyExporter::Stdout(e) => e.name(),
@@ -423,7 +542,9 @@ impl Exporter for AnyExporter {
 
     async fn shutdown(&self) -> Result<(), ExportError> {
         match self {
+            #[cfg(feature = "grpc")]
             AnyExporter::Grpc(e) => e.shutdown().await,
+            #[cfg(feature = "http")]
             AnyExporter::Http(e) => e.shutdown().await,
             AnyExporter::File(e) => e.shutdown().await,
             AnyExporter::Stdout(e) => e.shutdown().await,
@@ -605,6 +726,64 @@ mod tests {
             ExporterConfig::from_env_with(env(&[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]))
                 .is_err()
         );
+    }
+
+    /// A configuration asking for a left-out capability fails to build with an error naming
+    /// the feature; with the feature on, the same check passes. (Each half runs in the builds
+    /// that leave the feature out or in.)
+    #[test]
+    fn left_out_capabilities_are_typed_errors_naming_the_feature() {
+        let disabled = |c: ExporterConfig, feature: &str| match c.build() {
+            Err(ExportBuildError::FeatureDisabled { feature: f, what }) => {
+                assert_eq!(f, feature, "{what}");
+                let e = c.check_features().unwrap_err();
+                assert!(
+                    e.to_string()
+                        .contains(&format!("`{feature}` cargo feature")),
+                    "{e}"
+                );
+            }
+            other => panic!("expected FeatureDisabled({feature}), got {other:?}"),
+        };
+        let grpc = ExporterConfig::default();
+        let http = ExporterConfig {
+            protocol: Protocol::HttpProtobuf,
+            ..ExporterConfig::default()
+        };
+        for (c, on, feature) in [
+            (grpc.clone(), cfg!(feature = "grpc"), "grpc"),
+            (http.clone(), cfg!(feature = "http"), "http"),
+        ] {
+            if on {
+                assert!(c.check_features().is_ok());
+            } else {
+                disabled(c, feature);
+            }
+        }
+        let transport = if cfg!(feature = "grpc") { grpc } else { http };
+        if !cfg!(any(feature = "grpc", feature = "http")) {
+            return;
+        }
+        for (compression, feature) in [(Compression::Gzip, "gzip"), (Compression::Zstd, "zstd")] {
+            let c = ExporterConfig {
+                compression,
+                ..transport.clone()
+            };
+            if compression.is_available() {
+                assert!(c.check_features().is_ok());
+            } else {
+                disabled(c, feature);
+            }
+        }
+        let https = ExporterConfig {
+            endpoint: Some("https://collector:4317".into()),
+            ..transport
+        };
+        if cfg!(feature = "tls") {
+            assert!(https.check_features().is_ok());
+        } else {
+            disabled(https, "tls");
+        }
     }
 
     #[test]

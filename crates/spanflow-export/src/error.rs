@@ -166,4 +166,27 @@ pub enum ExportBuildError {
     /// The fan-out configuration is inconsistent (no backend, duplicate names, zero sizes).
     #[error("invalid fan-out configuration: {0}")]
     FanOut(String),
+    /// The configuration asks for something this build left out: a protocol, a compression or
+    /// TLS whose cargo feature (of `spanflow-export`, or the same-named one of the `spanflow`
+    /// facade) is not enabled.
+    #[error("{what} needs the `{feature}` cargo feature, which this build does not enable")]
+    FeatureDisabled {
+        /// What was asked for (`"protocol http/protobuf"`, `"compression zstd"`,
+        /// `"an https endpoint"`).
+        what: String,
+        /// The cargo feature to enable.
+        feature: &'static str,
+    },
+}
+
+impl ExportBuildError {
+    /// [`ExportBuildError::FeatureDisabled`] for `what`, provided by `feature`.
+    // Unused when every feature is on.
+    #[allow(dead_code)]
+    pub(crate) fn feature_disabled(what: impl Into<String>, feature: &'static str) -> Self {
+        ExportBuildError::FeatureDisabled {
+            what: what.into(),
+            feature,
+        }
+    }
 }

@@ -11,6 +11,7 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, Hea
 use crate::config::{Compression, DEFAULT_HTTP_ENDPOINT, DEFAULT_TIMEOUT, append_traces_path};
 use crate::error::ExportBuildError;
 use crate::grpc::{error_chain, rpc_status_message};
+use crate::tls::ClientIdentity;
 use crate::{ExportBatch, ExportError, ExportOutcome, Exporter};
 
 /// Body encoding of OTLP/HTTP requests.
@@ -185,54 +186,6 @@ fn parse_retry_after_at(v: &str, now: SystemTime) -> Option<Duration> {
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// The certificates of a PEM CA bundle; an error when it holds none (both exporters check
-/// this, so a CA file that is not PEM is refused instead of silently trusting nothing more).
-pub(crate) fn ca_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, ExportBuildError> {
-    let certs = reqwest::Certificate::from_pem_bundle(pem)
-        .map_err(|e| ExportBuildError::Tls(error_chain(&e)))?;
-    if certs.is_empty() {
-        return Err(ExportBuildError::Tls(
-            "no certificate in the given PEM".into(),
-        ));
-    }
-    Ok(certs)
-}
-
-/// A client certificate and its private key, both PEM, for mutual TLS (both exporters).
-#[derive(Clone)]
-pub(crate) struct ClientIdentity {
-    pub(crate) certificate: Vec<u8>,
-    pub(crate) key: Vec<u8>,
-}
-
-impl std::fmt::Debug for ClientIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The key is a secret: never in logs.
-        f.debug_struct("ClientIdentity").finish_non_exhaustive()
-    }
-}
-
-impl ClientIdentity {
-    /// Refuses PEMs without a certificate or without a private key (tonic would only find out
-    /// at the first handshake), and gives reqwest's form of the identity.
-    pub(crate) fn check(&self) -> Result<reqwest::Identity, ExportBuildError> {
-        if reqwest::Certificate::from_pem_bundle(&self.certificate)
-            .map_err(|e| ExportBuildError::Tls(error_chain(&e)))?
-            .is_empty()
-        {
-            return Err(ExportBuildError::Tls(
-                "no certificate in the client certificate PEM".into(),
-            ));
-        }
-        // reqwest (rustls) takes the key and the chain as one PEM.
-        let mut pem = self.key.clone();
-        pem.push(b'\n');
-        pem.extend_from_slice(&self.certificate);
-        reqwest::Identity::from_pem(&pem)
-            .map_err(|e| ExportBuildError::Tls(format!("client key: {}", error_chain(&e))))
-    }
-}
-
 /// Builder of [`OtlpHttpExporter`].
 #[derive(Debug)]
 pub struct OtlpHttpExporterBuilder {
@@ -335,7 +288,11 @@ impl OtlpHttpExporterBuilder {
     }
 
     /// Validate everything and build the exporter.
+    ///
+    /// A compression or an `https` endpoint that this build left out (cargo features `gzip`,
+    /// `zstd`, `tls`) is [`ExportBuildError::FeatureDisabled`].
     pub fn build(self) -> Result<OtlpHttpExporter, ExportBuildError> {
+        self.compression.check_available()?;
         let url = reqwest::Url::parse(self.endpoint.trim()).map_err(|e| {
             ExportBuildError::InvalidEndpoint {
                 endpoint: self.endpoint.clone(),
@@ -372,24 +329,24 @@ impl OtlpHttpExporterBuilder {
                 headers.insert(CONTENT_ENCODING, HeaderValue::from_static("zstd"));
             }
         }
-        let mut client = reqwest::Client::builder()
-            .use_rustls_tls()
+        let client = reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
-        if let Some(pem) = &self.ca_pem {
-            for cert in ca_certificates(pem)? {
-                client = client.add_root_certificate(cert);
-            }
+        if self.identity.is_some() && url.scheme() != "https" {
+            return Err(ExportBuildError::InvalidEndpoint {
+                endpoint: self.endpoint.clone(),
+                reason: "a client certificate (mTLS) needs an https endpoint".into(),
+            });
         }
-        if let Some(identity) = &self.identity {
-            if url.scheme() != "https" {
-                return Err(ExportBuildError::InvalidEndpoint {
-                    endpoint: self.endpoint.clone(),
-                    reason: "a client certificate (mTLS) needs an https endpoint".into(),
-                });
-            }
-            client = client.identity(identity.check()?);
+        #[cfg(feature = "tls")]
+        let client = with_tls(client, self.ca_pem.as_deref(), self.identity.as_ref())?;
+        #[cfg(not(feature = "tls"))]
+        if url.scheme() == "https" {
+            return Err(ExportBuildError::feature_disabled(
+                "an https endpoint",
+                "tls",
+            ));
         }
         let client = client
             .build()
@@ -404,6 +361,36 @@ impl OtlpHttpExporterBuilder {
             timeout: self.timeout,
         })
     }
+}
+
+/// rustls for `client`, trusting the system roots plus the CA `ca_pem`, and presenting
+/// `identity` (mutual TLS) if given.
+#[cfg(feature = "tls")]
+fn with_tls(
+    client: reqwest::ClientBuilder,
+    ca_pem: Option<&[u8]>,
+    identity: Option<&ClientIdentity>,
+) -> Result<reqwest::ClientBuilder, ExportBuildError> {
+    let mut client = client.use_rustls_tls();
+    if let Some(pem) = ca_pem {
+        crate::tls::ca_certificates(pem)?;
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| ExportBuildError::Tls(error_chain(&e)))?;
+        for cert in certs {
+            client = client.add_root_certificate(cert);
+        }
+    }
+    if let Some(identity) = identity {
+        identity.check()?;
+        // reqwest (rustls) takes the key and the chain as one PEM.
+        let mut pem = identity.key.clone();
+        pem.push(b'\n');
+        pem.extend_from_slice(&identity.certificate);
+        let identity = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| ExportBuildError::Tls(format!("client key: {}", error_chain(&e))))?;
+        client = client.identity(identity);
+    }
+    Ok(client)
 }
 
 #[cfg(test)]

@@ -18,6 +18,13 @@
 //!   `OTEL_TRACES_EXPORTER`, `OTEL_SDK_DISABLED`), shared by the `spanflow` facade and the
 //!   relay: unset or empty means unset, a bad value is an [`env::EnvError`] naming the variable.
 //!
+//!
+//! Cargo features (all but `kafka` on by default): `grpc` ([`OtlpGrpcExporter`]), `http`
+//! ([`OtlpHttpExporter`]), `tls` (`https` endpoints, CA files, client certificates), `gzip` and
+//! `zstd` ([`Compression`]), `kafka`. The file and stdout exporters, the fan-out and the
+//! configuration types are in every build; a configuration naming something left out fails to
+//! build with [`ExportBuildError::FeatureDisabled`], naming the feature.
+//!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use spanflow_export::{BackendConfig, ExportBatch, FanOut, OtlpGrpcExporter, RetryConfig};
@@ -43,12 +50,14 @@ mod exporter;
 mod fanout;
 pub mod file;
 pub mod grpc;
+#[cfg(feature = "http")]
 pub mod http;
 pub mod json;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 mod retry;
 mod stats;
+mod tls;
 
 pub use batch::{ExportBatch, ExportOutcome};
 pub use config::{
@@ -62,7 +71,9 @@ pub use fanout::{
     Settled,
 };
 pub use file::{FileExporter, StdoutExporter};
+#[cfg(feature = "grpc")]
 pub use grpc::OtlpGrpcExporter;
+#[cfg(feature = "http")]
 pub use http::{HttpEncoding, OtlpHttpExporter};
 pub use retry::RetryConfig;
 pub use stats::{

@@ -3,11 +3,12 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "hash")]
 use sha2::{Digest, Sha256};
 use spanflow_otlp::{AnyValueView, KeyValueView, SpanView, TraceRequest};
 
 use crate::error::{ProcessError, ProcessorConfigError};
-use crate::matching::{Value, compile_regex};
+use crate::matching::{Regex, Value, compile_regex};
 use crate::processor::{Context, Processor};
 use crate::wire_edit::{Edit, Edits, NewValue, apply_edits};
 
@@ -165,7 +166,7 @@ impl AttributesConfig {
 #[derive(Debug, Clone)]
 enum Target {
     Key(String),
-    Pattern(regex::Regex),
+    Pattern(Regex),
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +235,12 @@ impl AttributesProcessor {
         for (i, a) in config.actions.iter().enumerate() {
             let bad =
                 |msg: &str| ProcessorConfigError::invalid(&name, format!("action {i}: {msg}"));
+            if a.action == ActionKind::Hash && !cfg!(feature = "hash") {
+                return Err(ProcessorConfigError::FeatureDisabled {
+                    what: "the attributes action `hash` (SHA-256)",
+                    feature: "hash",
+                });
+            }
             let target = match (&a.key, &a.pattern) {
                 (Some(k), None) => Target::Key(k.clone()),
                 (None, Some(p)) => {
@@ -284,6 +291,7 @@ fn literal_view(v: &Value) -> AnyValueView<'_> {
 }
 
 /// The SHA-256 hex of a value, `None` for values that are not hashed.
+#[cfg(feature = "hash")]
 pub(crate) fn hash_value(v: &AnyValueView<'_>) -> Option<String> {
     let digest = match v {
         AnyValueView::String(s) => Sha256::digest(s.as_bytes()),
@@ -294,6 +302,12 @@ pub(crate) fn hash_value(v: &AnyValueView<'_>) -> Option<String> {
         AnyValueView::Empty | AnyValueView::Array(_) | AnyValueView::KvList(_) => return None,
     };
     Some(hex::encode(digest))
+}
+
+/// Without the `hash` feature no `hash` action is ever built, so nothing is hashed.
+#[cfg(not(feature = "hash"))]
+pub(crate) fn hash_value(_v: &AnyValueView<'_>) -> Option<String> {
+    None
 }
 
 fn hashed<'a>(v: &AnyValueView<'_>) -> Option<NewValue<'a>> {

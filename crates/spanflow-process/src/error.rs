@@ -10,7 +10,8 @@ use spanflow_otlp::TraceRequest;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProcessorConfigError {
-    /// A glob pattern did not compile.
+    /// A glob pattern did not compile (cargo feature `regex`).
+    #[cfg(feature = "regex")]
     #[error("processor `{processor}`: invalid glob `{pattern}`")]
     Glob {
         /// Name of the processor whose configuration holds the pattern.
@@ -21,7 +22,8 @@ pub enum ProcessorConfigError {
         #[source]
         source: globset::Error,
     },
-    /// A regular expression did not compile.
+    /// A regular expression did not compile (cargo feature `regex`).
+    #[cfg(feature = "regex")]
     #[error("processor `{processor}`: invalid regex `{pattern}`")]
     Regex {
         /// Name of the processor whose configuration holds the pattern.
@@ -43,6 +45,15 @@ pub enum ProcessorConfigError {
     /// Two processors in one chain have the same name.
     #[error("duplicate processor name `{0}`")]
     DuplicateName(String),
+    /// The configuration asks for something this build left out: enable the named cargo
+    /// feature (of `spanflow-process`, or the same-named one of the `spanflow` facade).
+    #[error("{what} needs the `{feature}` cargo feature, which this build does not enable")]
+    FeatureDisabled {
+        /// What was asked for.
+        what: &'static str,
+        /// The cargo feature that provides it.
+        feature: &'static str,
+    },
 }
 
 impl ProcessorConfigError {

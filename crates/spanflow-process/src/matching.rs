@@ -36,8 +36,49 @@ pub(crate) enum StringSet {
     /// Globs that are a literal with `*` only at the start and/or end
     /// (`GET /health*`, `*.internal`, `*cache*`), matched without globset.
     Simple(Vec<SimpleGlob>),
-    Glob(globset::GlobSet),
-    Regex(regex::RegexSet),
+    Glob(GlobSet),
+    Regex(RegexSet),
+}
+
+#[cfg(feature = "regex")]
+use globset::GlobSet;
+#[cfg(feature = "regex")]
+pub(crate) use regex::{Regex, RegexSet};
+
+/// Without the `regex` feature no glob engine exists: only simple globs ([`SimpleGlob`]) match.
+#[cfg(not(feature = "regex"))]
+#[derive(Debug, Clone)]
+pub(crate) enum GlobSet {}
+
+/// Without the `regex` feature no regex exists: configurations asking for one are refused.
+#[cfg(not(feature = "regex"))]
+#[derive(Debug, Clone)]
+pub(crate) enum Regex {}
+
+/// Without the `regex` feature no regex set exists either.
+#[cfg(not(feature = "regex"))]
+#[derive(Debug, Clone)]
+pub(crate) enum RegexSet {}
+
+#[cfg(not(feature = "regex"))]
+impl GlobSet {
+    fn is_match(&self, _s: &str) -> bool {
+        match *self {}
+    }
+}
+
+#[cfg(not(feature = "regex"))]
+impl Regex {
+    pub(crate) fn is_match(&self, _s: &str) -> bool {
+        match *self {}
+    }
+}
+
+#[cfg(not(feature = "regex"))]
+impl RegexSet {
+    pub(crate) fn is_match(&self, _s: &str) -> bool {
+        match *self {}
+    }
 }
 
 /// A glob made of one literal and leading/trailing `*`.
@@ -89,6 +130,7 @@ impl StringSet {
             MatchType::Glob => {
                 // Validate with globset first, so errors are reported the same
                 // way whichever matcher runs.
+                #[cfg(feature = "regex")]
                 for pattern in patterns {
                     compile_glob(processor, pattern)?;
                 }
@@ -99,32 +141,9 @@ impl StringSet {
                 {
                     return Ok(StringSet::Simple(simple));
                 }
-                let mut builder = globset::GlobSetBuilder::new();
-                for pattern in patterns {
-                    builder.add(compile_glob(processor, pattern)?);
-                }
-                builder
-                    .build()
-                    .map_err(|source| ProcessorConfigError::Glob {
-                        processor: processor.to_owned(),
-                        pattern: patterns.join(", "),
-                        source,
-                    })
-                    .map(StringSet::Glob)
+                glob_set(processor, patterns).map(StringSet::Glob)
             }
-            MatchType::Regex => {
-                // Compile one by one first so an error names the bad pattern.
-                for pattern in patterns {
-                    compile_regex(processor, pattern)?;
-                }
-                regex::RegexSet::new(patterns)
-                    .map_err(|source| ProcessorConfigError::Regex {
-                        processor: processor.to_owned(),
-                        pattern: patterns.join(", "),
-                        source: Box::new(source),
-                    })
-                    .map(StringSet::Regex)
-            }
+            MatchType::Regex => regex_set(processor, patterns).map(StringSet::Regex),
         }
     }
 
@@ -138,6 +157,56 @@ impl StringSet {
     }
 }
 
+#[cfg(feature = "regex")]
+fn glob_set(processor: &str, patterns: &[String]) -> Result<GlobSet, ProcessorConfigError> {
+    let mut builder = globset::GlobSetBuilder::new();
+    for pattern in patterns {
+        builder.add(compile_glob(processor, pattern)?);
+    }
+    builder
+        .build()
+        .map_err(|source| ProcessorConfigError::Glob {
+            processor: processor.to_owned(),
+            pattern: patterns.join(", "),
+            source,
+        })
+}
+
+#[cfg(not(feature = "regex"))]
+fn glob_set(processor: &str, patterns: &[String]) -> Result<GlobSet, ProcessorConfigError> {
+    let _ = (processor, patterns);
+    Err(ProcessorConfigError::FeatureDisabled {
+        what: "a glob pattern beyond a literal with leading or trailing `*`",
+        feature: "regex",
+    })
+}
+
+#[cfg(feature = "regex")]
+pub(crate) fn regex_set(
+    processor: &str,
+    patterns: &[String],
+) -> Result<RegexSet, ProcessorConfigError> {
+    // Compile one by one first so an error names the bad pattern.
+    for pattern in patterns {
+        compile_regex(processor, pattern)?;
+    }
+    RegexSet::new(patterns).map_err(|source| ProcessorConfigError::Regex {
+        processor: processor.to_owned(),
+        pattern: patterns.join(", "),
+        source: Box::new(source),
+    })
+}
+
+#[cfg(not(feature = "regex"))]
+pub(crate) fn regex_set(
+    processor: &str,
+    patterns: &[String],
+) -> Result<RegexSet, ProcessorConfigError> {
+    let _ = patterns;
+    compile_regex(processor, "").map(|never| match never {})
+}
+
+#[cfg(feature = "regex")]
 pub(crate) fn compile_glob(
     processor: &str,
     pattern: &str,
@@ -153,14 +222,42 @@ pub(crate) fn compile_glob(
         })
 }
 
-pub(crate) fn compile_regex(
-    processor: &str,
-    pattern: &str,
-) -> Result<regex::Regex, ProcessorConfigError> {
-    regex::Regex::new(pattern).map_err(|source| ProcessorConfigError::Regex {
+#[cfg(feature = "regex")]
+pub(crate) fn compile_regex(processor: &str, pattern: &str) -> Result<Regex, ProcessorConfigError> {
+    Regex::new(pattern).map_err(|source| ProcessorConfigError::Regex {
         processor: processor.to_owned(),
         pattern: pattern.to_owned(),
         source: Box::new(source),
+    })
+}
+
+/// `s` with every match of `re` replaced by `mask`, taken literally (no `$` expansion).
+#[cfg(feature = "regex")]
+pub(crate) fn replace_all_literal<'a>(
+    re: &Regex,
+    s: &'a str,
+    mask: &str,
+) -> std::borrow::Cow<'a, str> {
+    re.replace_all(s, regex::NoExpand(mask))
+}
+
+/// No regex exists without the `regex` feature.
+#[cfg(not(feature = "regex"))]
+pub(crate) fn replace_all_literal<'a>(
+    re: &Regex,
+    _s: &'a str,
+    _mask: &str,
+) -> std::borrow::Cow<'a, str> {
+    match *re {}
+}
+
+/// Without the `regex` feature every regex is refused, naming the feature.
+#[cfg(not(feature = "regex"))]
+pub(crate) fn compile_regex(processor: &str, pattern: &str) -> Result<Regex, ProcessorConfigError> {
+    let _ = (processor, pattern);
+    Err(ProcessorConfigError::FeatureDisabled {
+        what: "a regular expression",
+        feature: "regex",
     })
 }
 

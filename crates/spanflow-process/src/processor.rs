@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(feature = "rayon")]
 use rayon::prelude::*;
 use spanflow_otlp::{SpanHead, SpanView, TraceRequest};
 
@@ -157,6 +158,7 @@ where
 pub const DEFAULT_PARALLEL_CUTOFF: usize = 2048;
 
 /// Spans handed to one rayon task; large enough that task overhead is noise.
+#[cfg(feature = "rayon")]
 const CHUNK_SPANS: usize = 1024;
 
 /// Data parallelism inside one batch: a dedicated, named rayon pool and the
@@ -167,17 +169,22 @@ const CHUNK_SPANS: usize = 1024;
 /// pool's panic handler, which logs it and counts it in
 /// [`Parallelism::escaped_panics`] instead of aborting the process.
 ///
+/// Without the `rayon` cargo feature there is no pool: [`Parallelism::new`] is an error naming
+/// the feature, and [`Parallelism::shared`] is [`Parallelism::sequential`].
+///
 /// ```
 /// use spanflow_process::Parallelism;
 ///
+/// # #[cfg(feature = "rayon")] {
 /// let par = Parallelism::new(2, 2048)?;
 /// assert_eq!(par.threads(), 2);
 /// assert_eq!(par.cutoff(), 2048);
+/// # }
 /// # Ok::<(), spanflow_process::ProcessorConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Parallelism {
-    pool: Option<Arc<rayon::ThreadPool>>,
+    pool: Option<Arc<Pool>>,
     cutoff: usize,
     escaped_panics: Arc<AtomicU64>,
 }
@@ -207,21 +214,7 @@ impl Parallelism {
             ));
         }
         let escaped_panics = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&escaped_panics);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("spanflow-par-{i}"))
-            .panic_handler(move |payload| {
-                counter.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    panic = %crate::error::panic_message(payload.as_ref()),
-                    "panic escaped a spanflow-process rayon task"
-                );
-            })
-            .build()
-            .map_err(|e| {
-                ProcessorConfigError::invalid("parallelism", format!("cannot build pool: {e}"))
-            })?;
+        let pool = Pool::build(threads, Arc::clone(&escaped_panics))?;
         Ok(Parallelism {
             pool: Some(Arc::new(pool)),
             cutoff: cutoff.max(1),
@@ -231,8 +224,12 @@ impl Parallelism {
 
     /// The process-wide default: one shared pool with a thread per available
     /// core, and [`DEFAULT_PARALLEL_CUTOFF`]. Built on first use; falls back to
-    /// sequential if the pool cannot be built.
+    /// sequential if the pool cannot be built, and is sequential without the
+    /// `rayon` cargo feature.
     pub fn shared() -> Self {
+        if !cfg!(feature = "rayon") {
+            return Parallelism::sequential();
+        }
         static SHARED: OnceLock<Parallelism> = OnceLock::new();
         SHARED
             .get_or_init(|| {
@@ -284,12 +281,90 @@ impl Parallelism {
         F: Fn(usize, &mut [T]) + Sync,
     {
         match &self.pool {
-            Some(pool) if out.len() >= self.cutoff => pool.install(|| {
-                out.par_chunks_mut(CHUNK_SPANS)
-                    .enumerate()
-                    .for_each(|(i, chunk)| f(i * CHUNK_SPANS, chunk));
-            }),
+            Some(pool) if out.len() >= self.cutoff => pool.for_each_chunk(out, f),
             _ => f(0, out),
         }
+    }
+}
+
+/// The rayon pool behind [`Parallelism`].
+#[cfg(feature = "rayon")]
+#[derive(Debug)]
+struct Pool(rayon::ThreadPool);
+
+#[cfg(feature = "rayon")]
+impl Pool {
+    /// A pool of `threads` threads named `spanflow-par-<i>` whose escaped panics are logged and
+    /// counted in `escaped_panics`.
+    fn build(threads: usize, escaped_panics: Arc<AtomicU64>) -> Result<Self, ProcessorConfigError> {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("spanflow-par-{i}"))
+            .panic_handler(move |payload| {
+                escaped_panics.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    panic = %crate::error::panic_message(payload.as_ref()),
+                    "panic escaped a spanflow-process rayon task"
+                );
+            })
+            .build()
+            .map(Pool)
+            .map_err(|e| {
+                ProcessorConfigError::invalid("parallelism", format!("cannot build pool: {e}"))
+            })
+    }
+
+    fn current_num_threads(&self) -> usize {
+        self.0.current_num_threads()
+    }
+
+    fn install<R: Send>(&self, op: impl FnOnce() -> R + Send) -> R {
+        self.0.install(op)
+    }
+
+    fn for_each_chunk<T, F>(&self, out: &mut [T], f: F)
+    where
+        T: Send,
+        F: Fn(usize, &mut [T]) + Sync,
+    {
+        self.0.install(|| {
+            out.par_chunks_mut(CHUNK_SPANS)
+                .enumerate()
+                .for_each(|(i, chunk)| f(i * CHUNK_SPANS, chunk));
+        });
+    }
+}
+
+/// Without the `rayon` feature there is no pool: this type has no values.
+#[cfg(not(feature = "rayon"))]
+#[derive(Debug)]
+enum Pool {}
+
+#[cfg(not(feature = "rayon"))]
+impl Pool {
+    fn build(
+        _threads: usize,
+        _escaped_panics: Arc<AtomicU64>,
+    ) -> Result<Self, ProcessorConfigError> {
+        Err(ProcessorConfigError::FeatureDisabled {
+            what: "a parallelism pool (Parallelism::new)",
+            feature: "rayon",
+        })
+    }
+
+    fn current_num_threads(&self) -> usize {
+        match *self {}
+    }
+
+    fn install<R: Send>(&self, _op: impl FnOnce() -> R + Send) -> R {
+        match *self {}
+    }
+
+    fn for_each_chunk<T, F>(&self, _out: &mut [T], _f: F)
+    where
+        T: Send,
+        F: Fn(usize, &mut [T]) + Sync,
+    {
+        match *self {}
     }
 }

@@ -13,7 +13,7 @@ use spanflow_otlp::{
 };
 
 use crate::error::{ProcessError, ProcessorConfigError};
-use crate::matching::compile_regex;
+use crate::matching::{Regex, RegexSet, compile_regex, regex_set, replace_all_literal};
 use crate::processor::{Context, Processor};
 use crate::wire_edit::{Edits, NewValue, apply_edits};
 
@@ -199,8 +199,8 @@ pub struct Redact {
     name: String,
     allowed: Option<HashSet<String>>,
     ignored: HashSet<String>,
-    blocked: Vec<regex::Regex>,
-    any_blocked: Option<regex::RegexSet>,
+    blocked: Vec<Regex>,
+    any_blocked: Option<RegexSet>,
     mask: String,
     summary: bool,
     counts: Arc<Counts>,
@@ -236,15 +236,7 @@ impl Redact {
         let any_blocked = if blocked.is_empty() {
             None
         } else {
-            Some(
-                regex::RegexSet::new(&config.blocked_values).map_err(|source| {
-                    ProcessorConfigError::Regex {
-                        processor: name.clone(),
-                        pattern: config.blocked_values.join(", "),
-                        source: Box::new(source),
-                    }
-                })?,
-            )
+            Some(regex_set(&name, &config.blocked_values)?)
         };
         Ok(Redact {
             allowed: config
@@ -278,7 +270,7 @@ impl Redact {
         }
         let mut out = Cow::Borrowed(s);
         for re in &self.blocked {
-            if let Cow::Owned(replaced) = re.replace_all(&out, regex::NoExpand(&self.mask)) {
+            if let Cow::Owned(replaced) = replace_all_literal(re, &out, &self.mask) {
                 out = Cow::Owned(replaced);
             }
         }
