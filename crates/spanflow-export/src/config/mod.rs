@@ -1,4 +1,6 @@
-//! Exporter configuration: serde (TOML) and the `OTEL_EXPORTER_OTLP_*` environment variables.
+//! OTLP exporter configuration ([`ExporterConfig`], [`Protocol`], [`Compression`]): serde (TOML)
+//! and the `OTEL_EXPORTER_OTLP_*` environment variables. `sinks` holds which exporter to build
+//! ([`SinkConfig`], [`FanOutConfig`], [`AnyExporter`]); `duration_serde` the duration format.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -6,13 +8,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod duration_serde;
+mod sinks;
+
+pub use sinks::{AnyExporter, BackendSpec, FallbackSpec, FanOutConfig, FileConfig, SinkConfig};
+
 use crate::error::ExportBuildError;
-use crate::file::{FileExporter, StdoutExporter};
 #[cfg(feature = "grpc")]
 use crate::grpc::OtlpGrpcExporter;
 #[cfg(feature = "http")]
 use crate::http::{HttpEncoding, OtlpHttpExporter};
-use crate::{BackendConfig, ExportBatch, ExportError, ExportOutcome, Exporter, FanOut};
 
 /// Default OTLP/gRPC endpoint.
 pub const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
@@ -364,281 +369,6 @@ impl ExporterConfig {
 /// `base` + `v1/traces`, with exactly one `/` between them (OTLP/HTTP endpoint rule).
 pub fn append_traces_path(base: &str) -> String {
     format!("{}/v1/traces", base.trim_end_matches('/'))
-}
-
-/// Configuration of any exporter this crate provides, tagged by `type` (for TOML files).
-///
-/// ```
-/// use spanflow_export::SinkConfig;
-/// let c: SinkConfig = serde_json::from_str(r#"{"type": "file", "path": "spans.jsonl"}"#).unwrap();
-/// assert!(matches!(c, SinkConfig::File(_)));
-/// assert!(serde_json::from_str::<SinkConfig>(r#"{"type": "otlp", "endpont": "x"}"#).is_err());
-/// ```
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum SinkConfig {
-    /// An OTLP/gRPC or OTLP/HTTP backend.
-    Otlp(ExporterConfig),
-    /// OTLP/JSON lines in a size-rotated file.
-    File(FileConfig),
-    /// OTLP/JSON lines on standard output.
-    Stdout,
-    /// OTLP records on a Kafka topic (cargo feature `kafka`).
-    #[cfg(feature = "kafka")]
-    Kafka(crate::kafka::KafkaConfig),
-}
-
-impl SinkConfig {
-    /// Build the exporter.
-    pub fn build(&self) -> Result<AnyExporter, ExportBuildError> {
-        match self {
-            SinkConfig::Otlp(c) => c.build(),
-            SinkConfig::File(c) => Ok(AnyExporter::File(
-                FileExporter::builder(&c.path)
-                    .max_bytes(c.max_bytes)
-                    .max_files(c.max_files)
-                    .build()?,
-            )),
-            SinkConfig::Stdout => Ok(AnyExporter::Stdout(StdoutExporter::new())),
-            #[cfg(feature = "kafka")]
-            SinkConfig::Kafka(c) => Ok(AnyExporter::Kafka(Box::new(
-                crate::kafka::KafkaExporter::from_config(c)?,
-            ))),
-        }
-    }
-}
-
-/// One backend of a [`FanOutConfig`]: what to export to, how to deliver, and an optional
-/// fallback for the batches that finally fail there.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendSpec {
-    /// Unique backend name (stats, health, logs).
-    pub name: String,
-    /// The exporter.
-    pub sink: SinkConfig,
-    /// Queue, concurrency, overflow policy, retry and timeout.
-    #[serde(default)]
-    pub delivery: BackendConfig,
-    /// Where batches go that finally fail on (or overflow) this backend.
-    #[serde(default)]
-    pub fallback: Option<FallbackSpec>,
-}
-
-/// The fallback of a [`BackendSpec`].
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FallbackSpec {
-    /// Unique backend name.
-    pub name: String,
-    /// The exporter.
-    pub sink: SinkConfig,
-    /// Queue, concurrency, overflow policy, retry and timeout.
-    #[serde(default)]
-    pub delivery: BackendConfig,
-}
-
-/// A whole fan-out from configuration (for example the relay's TOML file).
-///
-/// ```
-/// use spanflow_export::FanOutConfig;
-/// let config: FanOutConfig = serde_json::from_str(r#"{"backends": [
-///     {"name": "collector",
-///      "sink": {"type": "otlp", "protocol": "grpc", "endpoint": "http://127.0.0.1:4317"},
-///      "delivery": {"queue": 512, "concurrency": 8},
-///      "fallback": {"name": "spool", "sink": {"type": "stdout"}}}
-/// ]}"#).unwrap();
-/// let rt = tokio::runtime::Runtime::new().unwrap();
-/// let fan = config.build(rt.handle()).unwrap();
-/// assert_eq!(fan.stats().backends.len(), 2);
-/// ```
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FanOutConfig {
-    /// The primary backends, each with its optional fallback.
-    pub backends: Vec<BackendSpec>,
-}
-
-impl FanOutConfig {
-    /// Build every exporter and start the fan-out on `handle`.
-    pub fn build(&self, handle: &tokio::runtime::Handle) -> Result<FanOut, ExportBuildError> {
-        let mut builder = FanOut::builder();
-        for b in &self.backends {
-            builder = builder.backend(b.name.clone(), b.sink.build()?, b.delivery.clone());
-            if let Some(f) = &b.fallback {
-                builder = builder.fallback(f.name.clone(), f.sink.build()?, f.delivery.clone());
-            }
-        }
-        builder.build(handle)
-    }
-}
-
-/// Configuration of a [`FileExporter`].
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// The file written; rotated files get `.1`, `.2`, … appended.
-    pub path: PathBuf,
-    /// Rotate before a write would make the file larger than this.
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: u64,
-    /// Rotated files kept.
-    #[serde(default = "default_max_files")]
-    pub max_files: usize,
-}
-
-fn default_max_bytes() -> u64 {
-    crate::file::DEFAULT_MAX_BYTES
-}
-fn default_max_files() -> usize {
-    crate::file::DEFAULT_MAX_FILES
-}
-
-/// Any exporter of this crate, as built from configuration.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum AnyExporter {
-    /// OTLP/gRPC (cargo feature `grpc`).
-    #[cfg(feature = "grpc")]
-    Grpc(Box<OtlpGrpcExporter>),
-    /// OTLP/HTTP (cargo feature `http`).
-    #[cfg(feature = "http")]
-    Http(Box<OtlpHttpExporter>),
-    /// OTLP/JSON lines file.
-    File(FileExporter),
-    /// OTLP/JSON lines on stdout.
-    Stdout(StdoutExporter),
-    /// Kafka (cargo feature `kafka`).
-    #[cfg(feature = "kafka")]
-    Kafka(Box<crate::kafka::KafkaExporter>),
-}
-
-impl Exporter for AnyExporter {
-    async fn export(&self, batch: ExportBatch) -> Result<ExportOutcome, ExportError> {
-        match self {
-            #[cfg(feature = "grpc")]
-            AnyExporter::Grpc(e) => e.export(batch).await,
-            #[cfg(feature = "http")]
-            AnyExporter::Http(e) => e.export(batch).await,
-            AnyExporter::File(e) => e.export(batch).await,
-            AnyExporter::Stdout(e) => e.export(batch).await,
-            #[cfg(feature = "kafka")]
-            AnyExporter::Kafka(e) => e.export(batch).await,
-        }
-    }
-
-    fn name(&self) -> &str {
-        match self {
-            #[cfg(feature = "grpc")]
-            AnyExporter::Grpc(e) => e.name(),
-            #[cfg(feature = "http")]
-            AnyExporter::Http(e) => e.name(),
-            AnyExporter::File(e) => e.name(),
-            AnyExporter::Stdout(e) => e.name(),
-            #[cfg(feature = "kafka")]
-            AnyExporter::Kafka(e) => e.name(),
-        }
-    }
-
-    async fn shutdown(&self) -> Result<(), ExportError> {
-        match self {
-            #[cfg(feature = "grpc")]
-            AnyExporter::Grpc(e) => e.shutdown().await,
-            #[cfg(feature = "http")]
-            AnyExporter::Http(e) => e.shutdown().await,
-            AnyExporter::File(e) => e.shutdown().await,
-            AnyExporter::Stdout(e) => e.shutdown().await,
-            #[cfg(feature = "kafka")]
-            AnyExporter::Kafka(e) => e.shutdown().await,
-        }
-    }
-}
-
-/// Serde helper: a [`Duration`] written as integer milliseconds or a string with a unit
-/// (`"250ms"`, `"10s"`, `"2m"`, `"1h"`); serialized in that same form ([`format`]), so a
-/// configuration printed from its typed form reads back to the same value.
-pub mod duration_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Serialize a duration as [`format`] spells it.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*d))
-    }
-
-    /// The form [`parse`] reads back to the same duration: whole seconds as `"10s"`, whole
-    /// milliseconds as `"250ms"`, anything finer as decimal seconds (`"0.000250001s"`).
-    pub fn format(d: Duration) -> String {
-        let nanos = d.subsec_nanos();
-        if nanos == 0 {
-            format!("{}s", d.as_secs())
-        } else if nanos.is_multiple_of(1_000_000) {
-            format!("{}ms", d.as_millis())
-        } else {
-            let fraction = format!("{nanos:09}");
-            format!("{}.{}s", d.as_secs(), fraction.trim_end_matches('0'))
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Millis(u64),
-        Text(String),
-    }
-
-    /// Deserialize a duration.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Raw::deserialize(d)? {
-            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-            Raw::Text(s) => parse(&s).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {s:?}: expected a number with unit ms, s, m or h"
-                ))
-            }),
-        }
-    }
-
-    /// Parse `"250ms"`, `"1.5s"`, `"2m"`, `"1h"` or a bare number of milliseconds, exactly to
-    /// the nanosecond (decimals are read as decimals, not through a float).
-    pub fn parse(s: &str) -> Option<Duration> {
-        let s = s.trim();
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let unit_nanos: u128 = match unit.trim() {
-            "" | "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        let (whole, fraction) = num.split_once('.').unwrap_or((num, ""));
-        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
-            return None;
-        }
-        let whole: u128 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().ok()?
-        };
-        // Digits past the 18th cannot move the result by a nanosecond.
-        let fraction = &fraction[..fraction.len().min(18)];
-        let scale = 10u128.pow(u32::try_from(fraction.len()).ok()?);
-        let fraction: u128 = if fraction.is_empty() {
-            0
-        } else {
-            fraction.parse().ok()?
-        };
-        let nanos = whole
-            .checked_mul(unit_nanos)?
-            .checked_add(fraction * unit_nanos / scale)?;
-        let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
-        let subsec = u32::try_from(nanos % 1_000_000_000).ok()?;
-        Some(Duration::new(secs, subsec))
-    }
 }
 
 #[cfg(test)]
