@@ -217,11 +217,8 @@ impl Default for OtlpHttpExporterBuilder {
 }
 
 impl OtlpHttpExporterBuilder {
-    /// Exporter name for logs and stats (default: `otlp-http <url>`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
+    crate::client_setters::client_setters!();
+
     /// The full traces URL, used as it is (like `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = url.into();
@@ -237,53 +234,9 @@ impl OtlpHttpExporterBuilder {
         self.encoding = encoding;
         self
     }
-    /// Request body compression.
-    pub fn compression(mut self, compression: Compression) -> Self {
-        self.compression = compression;
-        self
-    }
-    /// Add headers sent with every request.
-    pub fn headers<K: Into<String>, V: Into<String>>(
-        mut self,
-        headers: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        self.headers
-            .extend(headers.into_iter().map(|(k, v)| (k.into(), v.into())));
-        self
-    }
-    /// Add one header sent with every request.
-    pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers([(name, value)])
-    }
     /// Per-request timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
-        self
-    }
-    /// TCP connect timeout.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-    /// Trust these PEM CA certificate(s) in addition to the system roots (if the system has
-    /// any); [`build`](Self::build) fails when the PEM holds no certificate.
-    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.ca_pem = Some(pem.into());
-        self
-    }
-    /// Present this client certificate (PEM, the leaf first, then its chain) and private key
-    /// (PEM) to the server: mutual TLS (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
-    /// `OTEL_EXPORTER_OTLP_CLIENT_KEY`). [`build`](Self::build) fails when the endpoint is not
-    /// `https` or the PEMs hold no certificate or no key.
-    pub fn client_identity_pem(
-        mut self,
-        certificate: impl Into<Vec<u8>>,
-        key: impl Into<Vec<u8>>,
-    ) -> Self {
-        self.identity = Some(ClientIdentity {
-            certificate: certificate.into(),
-            key: key.into(),
-        });
         self
     }
 

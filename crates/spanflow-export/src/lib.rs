@@ -43,6 +43,8 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod batch;
+#[cfg(any(feature = "grpc", feature = "http"))]
+mod client_setters;
 pub mod config;
 pub mod env;
 mod error;

@@ -1,12 +1,12 @@
 //! Serde helper: a [`Duration`] written as integer milliseconds or a string with a unit
-//! (`"250ms"`, `"10s"`, `"2m"`, `"1h"`); serialized in that same form ([`format`]), so a
+//! (`"250ms"`, `"10s"`, `"2m"`, `"1h"`); serialized in that same form ([`format()`]), so a
 //! configuration printed from its typed form reads back to the same value.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
 
-/// Serialize a duration as [`format`] spells it.
+/// Serialize a duration as [`format()`] spells it.
 pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format(*d))
 }

@@ -379,64 +379,16 @@ impl Default for OtlpGrpcExporterBuilder {
 }
 
 impl OtlpGrpcExporterBuilder {
-    /// Exporter name for logs and stats (default: `otlp-grpc <endpoint>`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
+    crate::client_setters::client_setters!();
+
     /// Endpoint URL; `https` turns TLS on, a missing scheme means `http`.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = endpoint.into();
         self
     }
-    /// Request compression.
-    pub fn compression(mut self, compression: Compression) -> Self {
-        self.compression = compression;
-        self
-    }
-    /// Add metadata entries sent with every request.
-    pub fn headers<K: Into<String>, V: Into<String>>(
-        mut self,
-        headers: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        self.headers
-            .extend(headers.into_iter().map(|(k, v)| (k.into(), v.into())));
-        self
-    }
-    /// Add one metadata entry sent with every request.
-    pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers([(name, value)])
-    }
     /// Per-request deadline, sent as `grpc-timeout` and enforced by the channel.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
-        self
-    }
-    /// TCP connect timeout.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-    /// Trust these PEM CA certificate(s) (for `https` endpoints) in addition to the system
-    /// roots; when the system has no root certificates, only these. [`build`](Self::build)
-    /// fails when the PEM holds no certificate.
-    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.ca_pem = Some(pem.into());
-        self
-    }
-    /// Present this client certificate (PEM, the leaf first, then its chain) and private key
-    /// (PEM) to the server: mutual TLS (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
-    /// `OTEL_EXPORTER_OTLP_CLIENT_KEY`). [`build`](Self::build) fails when the endpoint is not
-    /// `https` or the PEMs hold no certificate or no key.
-    pub fn client_identity_pem(
-        mut self,
-        certificate: impl Into<Vec<u8>>,
-        key: impl Into<Vec<u8>>,
-    ) -> Self {
-        self.identity = Some(ClientIdentity {
-            certificate: certificate.into(),
-            key: key.into(),
-        });
         self
     }
 
