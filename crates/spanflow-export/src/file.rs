@@ -10,10 +10,7 @@ use parking_lot::Mutex;
 use crate::error::ExportBuildError;
 use crate::{ExportBatch, ExportError, ExportOutcome, Exporter};
 
-/// Default size at which the file exporter rotates (64 MiB).
-pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
-/// Default number of rotated files kept.
-pub const DEFAULT_MAX_FILES: usize = 4;
+pub use crate::config::{DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES};
 
 /// Writes each batch as one OTLP/JSON line (`ExportTraceServiceRequest`) to a file.
 ///

@@ -43,6 +43,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod batch;
+mod cancel;
 #[cfg(any(feature = "grpc", feature = "http"))]
 mod client_setters;
 pub mod config;
@@ -50,10 +51,12 @@ pub mod env;
 mod error;
 mod exporter;
 mod fanout;
+#[cfg(feature = "json")]
 pub mod file;
 pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "json")]
 pub mod json;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -72,6 +75,7 @@ pub use fanout::{
     BackendConfig, FanOut, FanOutBuilder, FanOutFlushError, QueuePolicy, SendError, SettleHook,
     Settled,
 };
+#[cfg(feature = "json")]
 pub use file::{FileExporter, StdoutExporter};
 #[cfg(feature = "grpc")]
 pub use grpc::OtlpGrpcExporter;

@@ -6,6 +6,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::cancel::unless_cancelled;
 use crate::config::duration_serde;
 use crate::exporter::DynExporter;
 use crate::{ExportBatch, ExportError, ExportOutcome};
@@ -116,15 +117,16 @@ pub(crate) async fn export_with_retry(
     let mut in_doubt = false;
     loop {
         let started = Instant::now();
-        let result = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                return RetryEnd { result: Err(ExportError::Cancelled), in_doubt: true };
+        let attempt = tokio::time::timeout(timeout, exporter.export_boxed(batch.clone()));
+        let result = match unless_cancelled(cancel, attempt).await {
+            None => {
+                return RetryEnd {
+                    result: Err(ExportError::Cancelled),
+                    in_doubt: true,
+                };
             }
-            r = tokio::time::timeout(timeout, exporter.export_boxed(batch.clone())) => match r {
-                Ok(r) => r,
-                Err(_) => Err(ExportError::Timeout(timeout)),
-            },
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(ExportError::Timeout(timeout)),
         };
         observer.attempt(started.elapsed(), &result);
         let error = match result {
@@ -157,12 +159,14 @@ pub(crate) async fn export_with_retry(
         }
         observer.retry(&error, delay);
         tracing::debug!(exporter = exporter.dyn_name(), %error, ?delay, "retrying export");
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                return RetryEnd { result: Err(ExportError::Cancelled), in_doubt };
-            }
-            _ = tokio::time::sleep(delay) => {}
+        if unless_cancelled(cancel, tokio::time::sleep(delay))
+            .await
+            .is_none()
+        {
+            return RetryEnd {
+                result: Err(ExportError::Cancelled),
+                in_doubt,
+            };
         }
         retries = retries.saturating_add(1);
     }

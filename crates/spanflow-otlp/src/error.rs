@@ -143,6 +143,7 @@ pub enum EditError {
 }
 
 /// Why an OTLP/JSON body could not be read.
+#[cfg(feature = "json")]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JsonError {

@@ -188,8 +188,14 @@ impl<'a> LinkView<'a> {
 impl fmt::Debug for LinkView<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LinkView")
-            .field("trace_id", &hex::encode(self.trace_id()))
-            .field("span_id", &hex::encode(self.span_id()))
+            .field(
+                "trace_id",
+                &format_args!("{:032x}", u128::from_be_bytes(self.trace_id())),
+            )
+            .field(
+                "span_id",
+                &format_args!("{:016x}", u64::from_be_bytes(self.span_id())),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -20,7 +20,7 @@
 //!   requests by copying byte ranges; [`SpanPatch`] sets attributes to borrowed values or
 //!   computed ones ([`AnyValueBuf`]), and [`TraceRequest::edit_spans`] decodes only the
 //!   spans it changes.
-//! - [`json`] converts to and from the OTLP/JSON mapping.
+//! - [`json`] converts to and from the OTLP/JSON mapping (feature `json`, on by default).
 //!
 //! ```
 //! use spanflow_otlp::{Encoder, TraceRequest};
@@ -60,6 +60,7 @@ mod encode;
 mod error;
 mod events;
 mod head;
+#[cfg(feature = "json")]
 pub mod json;
 mod request;
 mod rewrite;
@@ -70,7 +71,9 @@ mod view;
 mod wire;
 
 pub use encode::Encoder;
-pub use error::{DecodeError, EditError, JsonError};
+#[cfg(feature = "json")]
+pub use error::JsonError;
+pub use error::{DecodeError, EditError};
 pub use events::{EventView, Events, LinkView, Links};
 pub use head::SpanHead;
 pub use request::TraceRequest;

@@ -1,5 +1,5 @@
 //! OTLP/JSON round trips and the specification's example.
-#![cfg(not(loom))]
+#![cfg(all(not(loom), feature = "json"))]
 
 mod common;
 

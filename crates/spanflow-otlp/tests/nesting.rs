@@ -138,6 +138,7 @@ fn the_reader_refuses_exactly_what_prost_refuses() {
     }
 }
 
+#[cfg(feature = "json")]
 #[test]
 fn the_deepest_accepted_request_converts_to_json() {
     for place in PLACES {

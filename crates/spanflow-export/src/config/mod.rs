@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 pub mod duration_serde;
 mod sinks;
 
-pub use sinks::{AnyExporter, BackendSpec, FallbackSpec, FanOutConfig, FileConfig, SinkConfig};
+pub use sinks::{
+    AnyExporter, BackendSpec, DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, FallbackSpec, FanOutConfig,
+    FileConfig, SinkConfig,
+};
 
 use crate::error::ExportBuildError;
 #[cfg(feature = "grpc")]
@@ -514,6 +517,33 @@ mod tests {
         } else {
             disabled(https, "tls");
         }
+    }
+
+    /// The file and stdout exporters write OTLP/JSON: without `json` they are typed errors.
+    #[test]
+    fn json_sinks_need_the_json_feature() {
+        let path = std::env::temp_dir().join(format!(
+            "spanflow-json-sink-{}-{:?}.jsonl",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let file = SinkConfig::File(FileConfig {
+            path: path.clone(),
+            max_bytes: 1 << 20,
+            max_files: 1,
+        });
+        let json = cfg!(feature = "json");
+        for sink in [file, SinkConfig::Stdout] {
+            match sink.build() {
+                Ok(_) => assert!(json, "{sink:?} built without json"),
+                Err(ExportBuildError::FeatureDisabled { feature, what }) => {
+                    assert!(!json, "{what}");
+                    assert_eq!(feature, "json", "{what}");
+                }
+                Err(e) => panic!("{sink:?}: {e}"),
+            }
+        }
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ExporterConfig;
 use crate::error::ExportBuildError;
+#[cfg(feature = "json")]
 use crate::file::{FileExporter, StdoutExporter};
 #[cfg(feature = "grpc")]
 use crate::grpc::OtlpGrpcExporter;
@@ -41,13 +42,25 @@ impl SinkConfig {
     pub fn build(&self) -> Result<AnyExporter, ExportBuildError> {
         match self {
             SinkConfig::Otlp(c) => c.build(),
+            #[cfg(feature = "json")]
             SinkConfig::File(c) => Ok(AnyExporter::File(
                 FileExporter::builder(&c.path)
                     .max_bytes(c.max_bytes)
                     .max_files(c.max_files)
                     .build()?,
             )),
+            #[cfg(feature = "json")]
             SinkConfig::Stdout => Ok(AnyExporter::Stdout(StdoutExporter::new())),
+            #[cfg(not(feature = "json"))]
+            SinkConfig::File(_) => Err(ExportBuildError::feature_disabled(
+                "the file exporter",
+                "json",
+            )),
+            #[cfg(not(feature = "json"))]
+            SinkConfig::Stdout => Err(ExportBuildError::feature_disabled(
+                "the stdout exporter",
+                "json",
+            )),
             #[cfg(feature = "kafka")]
             SinkConfig::Kafka(c) => Ok(AnyExporter::Kafka(Box::new(
                 crate::kafka::KafkaExporter::from_config(c)?,
@@ -121,7 +134,7 @@ impl FanOutConfig {
     }
 }
 
-/// Configuration of a [`FileExporter`].
+/// Configuration of a `FileExporter` (cargo feature `json`).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -135,11 +148,16 @@ pub struct FileConfig {
     pub max_files: usize,
 }
 
+/// Default size at which the file exporter rotates (64 MiB).
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+/// Default number of rotated files kept.
+pub const DEFAULT_MAX_FILES: usize = 4;
+
 fn default_max_bytes() -> u64 {
-    crate::file::DEFAULT_MAX_BYTES
+    DEFAULT_MAX_BYTES
 }
 fn default_max_files() -> usize {
-    crate::file::DEFAULT_MAX_FILES
+    DEFAULT_MAX_FILES
 }
 
 /// Any exporter of this crate, as built from configuration.
@@ -152,9 +170,11 @@ pub enum AnyExporter {
     /// OTLP/HTTP (cargo feature `http`).
     #[cfg(feature = "http")]
     Http(Box<OtlpHttpExporter>),
-    /// OTLP/JSON lines file.
+    /// OTLP/JSON lines file (cargo feature `json`).
+    #[cfg(feature = "json")]
     File(FileExporter),
-    /// OTLP/JSON lines on stdout.
+    /// OTLP/JSON lines on stdout (cargo feature `json`).
+    #[cfg(feature = "json")]
     Stdout(StdoutExporter),
     /// Kafka (cargo feature `kafka`).
     #[cfg(feature = "kafka")]
@@ -162,42 +182,58 @@ pub enum AnyExporter {
 }
 
 impl Exporter for AnyExporter {
+    // With no exporter compiled in, `AnyExporter` has no variants and `batch` goes unused.
+    #[cfg_attr(
+        not(any(
+            feature = "grpc",
+            feature = "http",
+            feature = "json",
+            feature = "kafka"
+        )),
+        allow(unused_variables)
+    )]
     async fn export(&self, batch: ExportBatch) -> Result<ExportOutcome, ExportError> {
-        match self {
+        match *self {
             #[cfg(feature = "grpc")]
-            AnyExporter::Grpc(e) => e.export(batch).await,
+            AnyExporter::Grpc(ref e) => e.export(batch).await,
             #[cfg(feature = "http")]
-            AnyExporter::Http(e) => e.export(batch).await,
-            AnyExporter::File(e) => e.export(batch).await,
-            AnyExporter::Stdout(e) => e.export(batch).await,
+            AnyExporter::Http(ref e) => e.export(batch).await,
+            #[cfg(feature = "json")]
+            AnyExporter::File(ref e) => e.export(batch).await,
+            #[cfg(feature = "json")]
+            AnyExporter::Stdout(ref e) => e.export(batch).await,
             #[cfg(feature = "kafka")]
-            AnyExporter::Kafka(e) => e.export(batch).await,
+            AnyExporter::Kafka(ref e) => e.export(batch).await,
         }
     }
 
     fn name(&self) -> &str {
-        match self {
+        match *self {
             #[cfg(feature = "grpc")]
-            AnyExporter::Grpc(e) => e.name(),
+            AnyExporter::Grpc(ref e) => e.name(),
             #[cfg(feature = "http")]
-            AnyExporter::Http(e) => e.name(),
-            AnyExporter::File(e) => e.name(),
-            AnyExporter::Stdout(e) => e.name(),
+            AnyExporter::Http(ref e) => e.name(),
+            #[cfg(feature = "json")]
+            AnyExporter::File(ref e) => e.name(),
+            #[cfg(feature = "json")]
+            AnyExporter::Stdout(ref e) => e.name(),
             #[cfg(feature = "kafka")]
-            AnyExporter::Kafka(e) => e.name(),
+            AnyExporter::Kafka(ref e) => e.name(),
         }
     }
 
     async fn shutdown(&self) -> Result<(), ExportError> {
-        match self {
+        match *self {
             #[cfg(feature = "grpc")]
-            AnyExporter::Grpc(e) => e.shutdown().await,
+            AnyExporter::Grpc(ref e) => e.shutdown().await,
             #[cfg(feature = "http")]
-            AnyExporter::Http(e) => e.shutdown().await,
-            AnyExporter::File(e) => e.shutdown().await,
-            AnyExporter::Stdout(e) => e.shutdown().await,
+            AnyExporter::Http(ref e) => e.shutdown().await,
+            #[cfg(feature = "json")]
+            AnyExporter::File(ref e) => e.shutdown().await,
+            #[cfg(feature = "json")]
+            AnyExporter::Stdout(ref e) => e.shutdown().await,
             #[cfg(feature = "kafka")]
-            AnyExporter::Kafka(e) => e.shutdown().await,
+            AnyExporter::Kafka(ref e) => e.shutdown().await,
         }
     }
 }

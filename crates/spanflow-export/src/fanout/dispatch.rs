@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::queue::{Item, Parcel};
 use super::settle::{DropReason, Fate};
 use super::{Backend, Shared};
+use crate::cancel::unless_cancelled;
 use crate::retry::{AttemptObserver, RetryEnd, export_with_retry};
 use crate::stats::{Counters, Health};
 use crate::{ExportError, ExportOutcome};
@@ -18,13 +19,10 @@ use crate::{ExportError, ExportOutcome};
 pub(super) async fn dispatch(shared: Arc<Shared>, index: usize) {
     let b = &shared.backends[index];
     loop {
-        let permit = tokio::select! {
-            biased;
-            _ = shared.cancel.cancelled() => break,
-            p = Arc::clone(&b.semaphore).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+        let Some(Ok(permit)) =
+            unless_cancelled(&shared.cancel, Arc::clone(&b.semaphore).acquire_owned()).await
+        else {
+            break;
         };
         let item = loop {
             {
@@ -38,10 +36,11 @@ pub(super) async fn dispatch(shared: Arc<Shared>, index: usize) {
             }
             // `notify_one` stores a permit when nobody waits, so a push between the check
             // above and this await is not missed.
-            tokio::select! {
-                biased;
-                _ = shared.cancel.cancelled() => break None,
-                _ = b.available.notified() => {}
+            if unless_cancelled(&shared.cancel, b.available.notified())
+                .await
+                .is_none()
+            {
+                break None;
             }
         };
         let Some(item) = item else { break };
@@ -72,24 +71,18 @@ pub(super) async fn dispatch_spool(shared: Arc<Shared>, index: usize) {
         return;
     };
     loop {
-        let permit = tokio::select! {
-            biased;
-            _ = shared.cancel.cancelled() => break,
-            p = Arc::clone(&b.semaphore).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+        let Some(Ok(permit)) =
+            unless_cancelled(&shared.cancel, Arc::clone(&b.semaphore).acquire_owned()).await
+        else {
+            break;
         };
-        let records = tokio::select! {
-            biased;
-            _ = shared.cancel.cancelled() => break,
-            r = reader.read(1, usize::MAX) => match r {
-                Ok(records) => records,
-                Err(e) => {
-                    tracing::debug!(backend = %b.name, error = %e, "spool reader stopped");
-                    break;
-                }
-            },
+        let records = match unless_cancelled(&shared.cancel, reader.read(1, usize::MAX)).await {
+            None => break,
+            Some(Ok(records)) => records,
+            Some(Err(e)) => {
+                tracing::debug!(backend = %b.name, error = %e, "spool reader stopped");
+                break;
+            }
         };
         let Some(record) = records.into_iter().next() else {
             continue;

@@ -257,7 +257,10 @@ impl fmt::Debug for SpanView<'_> {
         f.debug_struct("SpanView")
             .field("index", &self.i)
             .field("name", &self.name())
-            .field("span_id", &hex::encode(self.span_id()))
+            .field(
+                "span_id",
+                &format_args!("{:016x}", u64::from_be_bytes(self.span_id())),
+            )
             .finish_non_exhaustive()
     }
 }
