@@ -1,6 +1,5 @@
 //! OTLP/HTTP exporter (reqwest with rustls): protobuf or JSON bodies, gzip/zstd, headers.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -8,9 +7,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse
 use prost::Message;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
+use crate::client_options::ClientOptions;
 use crate::config::{Compression, DEFAULT_HTTP_ENDPOINT, DEFAULT_TIMEOUT, append_traces_path};
 use crate::error::ExportBuildError;
 use crate::grpc::{error_chain, rpc_status_message};
+#[cfg(feature = "tls")]
 use crate::tls::ClientIdentity;
 use crate::{ExportBatch, ExportError, ExportOutcome, Exporter};
 
@@ -189,35 +190,25 @@ fn parse_retry_after_at(v: &str, now: SystemTime) -> Option<Duration> {
 /// Builder of [`OtlpHttpExporter`].
 #[derive(Debug)]
 pub struct OtlpHttpExporterBuilder {
-    name: Option<String>,
     endpoint: String,
     encoding: HttpEncoding,
-    compression: Compression,
-    headers: BTreeMap<String, String>,
     timeout: Duration,
-    connect_timeout: Duration,
-    ca_pem: Option<Vec<u8>>,
-    identity: Option<ClientIdentity>,
+    client: ClientOptions,
 }
 
 impl Default for OtlpHttpExporterBuilder {
     fn default() -> Self {
         Self {
-            name: None,
             endpoint: DEFAULT_HTTP_ENDPOINT.to_string(),
             encoding: HttpEncoding::Protobuf,
-            compression: Compression::None,
-            headers: BTreeMap::new(),
             timeout: DEFAULT_TIMEOUT,
-            connect_timeout: Duration::from_secs(5),
-            ca_pem: None,
-            identity: None,
+            client: ClientOptions::default(),
         }
     }
 }
 
 impl OtlpHttpExporterBuilder {
-    crate::client_setters::client_setters!();
+    crate::client_options::client_setters!();
 
     /// The full traces URL, used as it is (like `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
@@ -245,7 +236,7 @@ impl OtlpHttpExporterBuilder {
     /// A compression or an `https` endpoint that this build left out (cargo features `gzip`,
     /// `zstd`, `tls`) is [`ExportBuildError::FeatureDisabled`].
     pub fn build(self) -> Result<OtlpHttpExporter, ExportBuildError> {
-        self.compression.check_available()?;
+        self.client.compression.check_available()?;
         let url = reqwest::Url::parse(self.endpoint.trim()).map_err(|e| {
             ExportBuildError::InvalidEndpoint {
                 endpoint: self.endpoint.clone(),
@@ -259,7 +250,7 @@ impl OtlpHttpExporterBuilder {
             });
         }
         let mut headers = HeaderMap::new();
-        for (k, v) in &self.headers {
+        for (k, v) in &self.client.headers {
             let invalid = |reason: String| ExportBuildError::InvalidHeader {
                 name: k.clone(),
                 reason,
@@ -273,7 +264,7 @@ impl OtlpHttpExporterBuilder {
             HttpEncoding::Json => "application/json",
         };
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        match self.compression {
+        match self.client.compression {
             Compression::None => {}
             Compression::Gzip => {
                 headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -284,16 +275,20 @@ impl OtlpHttpExporterBuilder {
         }
         let client = reqwest::Client::builder()
             .timeout(self.timeout)
-            .connect_timeout(self.connect_timeout)
+            .connect_timeout(self.client.connect_timeout)
             .tcp_nodelay(true);
-        if self.identity.is_some() && url.scheme() != "https" {
+        if self.client.identity.is_some() && url.scheme() != "https" {
             return Err(ExportBuildError::InvalidEndpoint {
                 endpoint: self.endpoint.clone(),
                 reason: "a client certificate (mTLS) needs an https endpoint".into(),
             });
         }
         #[cfg(feature = "tls")]
-        let client = with_tls(client, self.ca_pem.as_deref(), self.identity.as_ref())?;
+        let client = with_tls(
+            client,
+            self.client.ca_pem.as_deref(),
+            self.client.identity.as_ref(),
+        )?;
         #[cfg(not(feature = "tls"))]
         if url.scheme() == "https" {
             return Err(ExportBuildError::feature_disabled(
@@ -305,12 +300,15 @@ impl OtlpHttpExporterBuilder {
             .build()
             .map_err(|e| ExportBuildError::Tls(error_chain(&e)))?;
         Ok(OtlpHttpExporter {
-            name: self.name.unwrap_or_else(|| format!("otlp-http {url}")),
+            name: self
+                .client
+                .name
+                .unwrap_or_else(|| format!("otlp-http {url}")),
             client,
             url,
             headers,
             encoding: self.encoding,
-            compression: self.compression,
+            compression: self.client.compression,
             timeout: self.timeout,
         })
     }

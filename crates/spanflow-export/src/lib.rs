@@ -45,7 +45,7 @@
 mod batch;
 mod cancel;
 #[cfg(any(feature = "grpc", feature = "http"))]
-mod client_setters;
+mod client_options;
 pub mod config;
 pub mod env;
 mod error;

@@ -272,9 +272,11 @@ impl ExporterConfig {
                 source,
             })
         };
-        let ca = self.ca_file.as_ref().map(read).transpose()?;
         let identity = match (&self.client_certificate, &self.client_key) {
-            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            (Some(cert), Some(key)) => Some(crate::tls::ClientIdentity {
+                certificate: read(cert)?,
+                key: read(key)?,
+            }),
             (None, None) => None,
             _ => {
                 return Err(ExportBuildError::Tls(
@@ -282,43 +284,37 @@ impl ExporterConfig {
                 ));
             }
         };
+        #[cfg(any(feature = "grpc", feature = "http"))]
+        let client = crate::client_options::ClientOptions {
+            compression: self.compression,
+            headers: self.headers.clone(),
+            ca_pem: self.ca_file.as_ref().map(read).transpose()?,
+            identity,
+            ..Default::default()
+        };
         let endpoint = self.resolved_endpoint();
         match self.protocol {
             #[cfg(feature = "grpc")]
-            Protocol::Grpc => {
-                let mut b = OtlpGrpcExporter::builder()
+            Protocol::Grpc => Ok(AnyExporter::Grpc(Box::new(
+                OtlpGrpcExporter::builder()
                     .endpoint(endpoint)
-                    .compression(self.compression)
                     .timeout(self.timeout)
-                    .headers(self.headers.clone());
-                if let Some(pem) = ca {
-                    b = b.ca_certificate_pem(pem);
-                }
-                if let Some((cert, key)) = identity {
-                    b = b.client_identity_pem(cert, key);
-                }
-                Ok(AnyExporter::Grpc(Box::new(b.build()?)))
-            }
+                    .client(client)
+                    .build()?,
+            ))),
             #[cfg(feature = "http")]
-            Protocol::HttpProtobuf | Protocol::HttpJson => {
-                let mut b = OtlpHttpExporter::builder()
+            Protocol::HttpProtobuf | Protocol::HttpJson => Ok(AnyExporter::Http(Box::new(
+                OtlpHttpExporter::builder()
                     .endpoint(endpoint)
                     .encoding(if self.protocol == Protocol::HttpJson {
                         HttpEncoding::Json
                     } else {
                         HttpEncoding::Protobuf
                     })
-                    .compression(self.compression)
                     .timeout(self.timeout)
-                    .headers(self.headers.clone());
-                if let Some(pem) = ca {
-                    b = b.ca_certificate_pem(pem);
-                }
-                if let Some((cert, key)) = identity {
-                    b = b.client_identity_pem(cert, key);
-                }
-                Ok(AnyExporter::Http(Box::new(b.build()?)))
-            }
+                    .client(client)
+                    .build()?,
+            ))),
             // Refused by `check_features` above.
             #[allow(unreachable_patterns)]
             other => Err(ExportBuildError::feature_disabled(

@@ -1,6 +1,5 @@
 //! The OTLP/gRPC exporter (cargo feature `grpc`).
 
-use std::collections::BTreeMap;
 #[cfg(any(feature = "gzip", feature = "zstd"))]
 use std::io::Read;
 use std::pin::Pin;
@@ -20,6 +19,7 @@ use tonic::{Code, Status};
 
 use super::{TRACE_EXPORT_PATH, error_chain, status_to_error};
 use crate::batch::grpc_prefix;
+use crate::client_options::ClientOptions;
 use crate::config::{Compression, DEFAULT_GRPC_ENDPOINT, DEFAULT_TIMEOUT};
 use crate::error::ExportBuildError;
 use crate::tls::ClientIdentity;
@@ -353,33 +353,23 @@ fn grpc_timeout(timeout: Duration) -> String {
 /// Builder of [`OtlpGrpcExporter`].
 #[derive(Debug)]
 pub struct OtlpGrpcExporterBuilder {
-    name: Option<String>,
     endpoint: String,
-    compression: Compression,
-    headers: BTreeMap<String, String>,
     timeout: Duration,
-    connect_timeout: Duration,
-    ca_pem: Option<Vec<u8>>,
-    identity: Option<ClientIdentity>,
+    client: ClientOptions,
 }
 
 impl Default for OtlpGrpcExporterBuilder {
     fn default() -> Self {
         Self {
-            name: None,
             endpoint: DEFAULT_GRPC_ENDPOINT.to_string(),
-            compression: Compression::None,
-            headers: BTreeMap::new(),
             timeout: DEFAULT_TIMEOUT,
-            connect_timeout: Duration::from_secs(5),
-            ca_pem: None,
-            identity: None,
+            client: ClientOptions::default(),
         }
     }
 }
 
 impl OtlpGrpcExporterBuilder {
-    crate::client_setters::client_setters!();
+    crate::client_options::client_setters!();
 
     /// Endpoint URL; `https` turns TLS on, a missing scheme means `http`.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
@@ -397,7 +387,7 @@ impl OtlpGrpcExporterBuilder {
     /// A compression or an `https` endpoint that this build left out (cargo features `gzip`,
     /// `zstd`, `tls`) is [`ExportBuildError::FeatureDisabled`].
     pub fn build(self) -> Result<OtlpGrpcExporter, ExportBuildError> {
-        self.compression.check_available()?;
+        self.client.compression.check_available()?;
         let raw = self.endpoint.trim();
         let uri = if raw.contains("://") {
             raw.to_string()
@@ -411,17 +401,21 @@ impl OtlpGrpcExporterBuilder {
         let mut endpoint = Endpoint::from_shared(uri.clone())
             .map_err(|e| bad(error_chain(&e)))?
             .timeout(self.timeout)
-            .connect_timeout(self.connect_timeout)
+            .connect_timeout(self.client.connect_timeout)
             .tcp_nodelay(true);
         match endpoint.uri().scheme_str() {
-            Some("http") if self.identity.is_some() => {
+            Some("http") if self.client.identity.is_some() => {
                 return Err(bad(
                     "a client certificate (mTLS) needs an https endpoint".into()
                 ));
             }
             Some("http") => {}
             Some("https") => {
-                endpoint = with_tls(endpoint, self.ca_pem.as_deref(), self.identity.as_ref())?;
+                endpoint = with_tls(
+                    endpoint,
+                    self.client.ca_pem.as_deref(),
+                    self.client.identity.as_ref(),
+                )?;
             }
             other => return Err(bad(format!("unsupported scheme {other:?}"))),
         }
@@ -436,7 +430,7 @@ impl OtlpGrpcExporterBuilder {
             "grpc-message",
             "grpc-status",
         ];
-        for (k, v) in &self.headers {
+        for (k, v) in &self.client.headers {
             let invalid = |reason: String| ExportBuildError::InvalidHeader {
                 name: k.clone(),
                 reason,
@@ -456,7 +450,7 @@ impl OtlpGrpcExporterBuilder {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        match self.compression {
+        match self.client.compression {
             Compression::None => {}
             Compression::Gzip => {
                 headers.insert("grpc-encoding", HeaderValue::from_static("gzip"));
@@ -469,10 +463,13 @@ impl OtlpGrpcExporterBuilder {
             .map_err(|e| bad(format!("invalid timeout: {e}")))?;
         headers.insert("grpc-timeout", timeout);
         Ok(OtlpGrpcExporter {
-            name: self.name.unwrap_or_else(|| format!("otlp-grpc {uri}")),
+            name: self
+                .client
+                .name
+                .unwrap_or_else(|| format!("otlp-grpc {uri}")),
             endpoint,
             channel: OnceLock::new(),
-            compression: self.compression,
+            compression: self.client.compression,
             headers,
         })
     }
