@@ -21,8 +21,8 @@
 //!
 //! Cargo features (all but `kafka` on by default): `grpc` ([`OtlpGrpcExporter`]), `http`
 //! ([`OtlpHttpExporter`]), `tls` (`https` endpoints, CA files, client certificates), `gzip` and
-//! `zstd` ([`Compression`]), `kafka`. The file and stdout exporters, the fan-out and the
-//! configuration types are in every build; a configuration naming something left out fails to
+//! `zstd` ([`Compression`]), `json` (the file and stdout exporters, OTLP/JSON; `http` turns it
+//! on), `kafka`. The fan-out and the configuration types are in every build; a configuration naming something left out fails to
 //! build with [`ExportBuildError::FeatureDisabled`], naming the feature.
 //!
 //! ```
