@@ -8,7 +8,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use spanflow_otlp::TraceRequest;
+use spanflow_otlp::{DecodeError, TraceRequest};
 
 use super::split::{self, TraceRecord};
 use super::{KafkaConfig, KafkaEncoding, Partitioning};
@@ -109,31 +109,30 @@ impl KafkaExporter {
     }
 
     /// The batch as records, each with its encoded value.
-    fn records(&self, batch: &ExportBatch) -> Result<Vec<KeyedValue>, ExportError> {
-        let request = TraceRequest::parse(batch.body.clone())
-            .map_err(|e| ExportError::InvalidBatch(e.to_string()))?;
-        let records: Vec<TraceRecord> = match self.partitioning {
-            Partitioning::TraceId => split::by_trace(&request, self.max_record_bytes),
-            Partitioning::None => split::unkeyed(&request, self.max_record_bytes),
-        };
-        records
-            .into_iter()
-            .map(|r| {
-                let value = match self.encoding {
-                    KafkaEncoding::OtlpProto => r.request.into_bytes(),
-                    KafkaEncoding::OtlpJson => Bytes::from(
-                        spanflow_otlp::json::to_json(&r.request)
-                            .map_err(|e| ExportError::InvalidBatch(e.to_string()))?,
-                    ),
-                };
-                Ok((r.key, value))
-            })
-            .collect()
+    fn records(&self, batch: &ExportBatch) -> Result<Vec<TraceRecord>, ExportError> {
+        let invalid = |e: DecodeError| ExportError::InvalidBatch(e.to_string());
+        let records = match self.partitioning {
+            Partitioning::TraceId => split::by_trace(&batch.body, self.max_record_bytes),
+            Partitioning::None => split::unkeyed(&batch.body, self.max_record_bytes),
+        }
+        .map_err(invalid)?;
+        match self.encoding {
+            KafkaEncoding::OtlpProto => Ok(records),
+            KafkaEncoding::OtlpJson => records
+                .into_iter()
+                .map(|r| {
+                    let request = TraceRequest::parse(r.value).map_err(invalid)?;
+                    let json = spanflow_otlp::json::to_json(&request)
+                        .map_err(|e| ExportError::InvalidBatch(e.to_string()))?;
+                    Ok(TraceRecord {
+                        key: r.key,
+                        value: Bytes::from(json),
+                    })
+                })
+                .collect(),
+        }
     }
 }
-
-/// A record's key (a trace id, when partitioning by trace) and encoded value.
-type KeyedValue = (Option<[u8; 16]>, Bytes);
 
 /// A delivery error that certainly left the record unwritten: the broker refused it, or it
 /// never left this process.
@@ -173,7 +172,7 @@ impl Exporter for KafkaExporter {
         let mut deliveries = Vec::with_capacity(total);
         let mut refused: Option<KafkaError> = None;
         let queue_deadline = Instant::now() + QUEUE_WAIT;
-        'records: for (key, value) in &records {
+        'records: for TraceRecord { key, value } in &records {
             loop {
                 let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&value[..]);
                 if let Some(key) = key {

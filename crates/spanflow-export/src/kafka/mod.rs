@@ -10,7 +10,8 @@
 //! `encoding: otlp_proto` and `partition_traces_by_id: true`:
 //!
 //! - record value: an `ExportTraceServiceRequest` in protobuf (or OTLP/JSON with
-//!   `encoding = "otlp_json"`), made from the batch's bytes by byte ranges, never decoded;
+//!   `encoding = "otlp_json"`), made from the batch's bytes by byte ranges, never decoded
+//!   ([`spanflow_otlp::group_by_trace`] reads only the framing and each span's trace id);
 //! - record key: the 16 raw bytes of the trace id; a batch is cut into one record per trace,
 //!   so every span of a trace goes to one partition (a trace larger than `max_record_bytes` is
 //!   cut into several records with the same key);
