@@ -60,7 +60,7 @@ proptest! {
         for (group, (id, members)) in groups.iter().zip(&order) {
             prop_assert_eq!(group.trace_id, *id);
             prop_assert_eq!(group.spans, members.len());
-            prop_assert_eq!(&group.request, request.select_indices(members).as_bytes());
+            prop_assert_eq!(&group.request, &request.select_indices(members).into_bytes());
             // And the model: the original with every other trace's spans left out.
             let keep: Vec<bool> = request.spans().map(|s| s.trace_id() == *id).collect();
             let decoded = ExportTraceServiceRequest::decode(&group.request[..]).unwrap();
