@@ -19,13 +19,14 @@
 //!
 //! **Delivery.** The producer is idempotent with `acks=all`: librdkafka's own retries never
 //! duplicate a record. One [`crate::Exporter::export`] call is one attempt: it hands every
-//! record of the batch to librdkafka and waits for every delivery report, and reports the batch
-//! exported only when all of them are acknowledged. Otherwise the batch fails as a whole and
-//! the fan-out retries it like any backend's. The contract is **at least once**: when an
-//! attempt fails after some of its records were acknowledged (or may have been: a record that
-//! timed out after it was sent), the error says the batch may have arrived
-//! ([`crate::ExportError::Interrupted`]), and a retry writes those records again; consumers see
-//! them twice. An attempt that put nothing on the wire fails with
+//! record of the batch to librdkafka and waits for every delivery report (counted per attempt
+//! as librdkafka delivers them; the attempt is woken once, by its last report), and reports
+//! the batch exported only when all of them are acknowledged. Otherwise the batch fails as a
+//! whole and the fan-out retries it like any backend's. The contract is **at least once**:
+//! when an attempt fails after some of its records were acknowledged (or may have been: a
+//! record that timed out after it was sent), the error says the batch may have arrived
+//! ([`crate::ExportError::Interrupted`]), and a retry writes those records again; consumers
+//! see them twice. An attempt that put nothing on the wire fails with
 //! [`crate::ExportError::Transport`].
 //!
 //! ```no_run
@@ -37,6 +38,7 @@
 
 mod exporter;
 mod split;
+mod tally;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
