@@ -3,6 +3,9 @@
 //! Groups: `otlp/encode_512`, `otlp/read_512`, `otlp/split_512_into_4` (of an indexed
 //! request), `otlp/parse_split_512_into_4` (from bytes), `otlp/rewrite_512` (parse +
 //! remove one attribute + set one, per span). Function `spanflow` is ours; the others are the peers.
+//! `otlp/by_trace_512` compares two ways of ours to cut bytes into a request per trace (64
+//! traces of 8 spans, a Kafka record each): `group_by_trace`, and a parse followed by one
+//! `select_indices` per trace.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -15,7 +18,7 @@ use prost::Message;
 use spanflow_otlp::proto::collector::trace::v1::ExportTraceServiceRequest;
 use spanflow_otlp::proto::common::v1::{AnyValue, KeyValue, any_value};
 use spanflow_otlp::proto::trace::v1::{ResourceSpans, ScopeSpans};
-use spanflow_otlp::{AnyValueView, Encoder, TraceRequest};
+use spanflow_otlp::{AnyValueView, Encoder, TraceRequest, group_by_trace};
 
 const SPANS: usize = 512;
 
@@ -276,5 +279,53 @@ fn rewrite(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode, read, split, rewrite);
+fn by_trace(c: &mut Criterion) {
+    const PER_TRACE: usize = 8;
+    let (mut spans, resource, _) = fixture();
+    for (i, span) in spans.iter_mut().enumerate() {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(1 + (i / PER_TRACE) as u64).to_be_bytes());
+        span.span_context = opentelemetry::trace::SpanContext::new(
+            opentelemetry::trace::TraceId::from_bytes(id),
+            span.span_context.span_id(),
+            span.span_context.trace_flags(),
+            false,
+            span.span_context.trace_state().clone(),
+        );
+    }
+    let bytes = Encoder::new().encode(&spans, &resource).into_bytes();
+    let traces = SPANS / PER_TRACE;
+    let mut group = c.benchmark_group("otlp/by_trace_512");
+    configure(&mut group);
+    group.bench_function("group_by_trace", |b| {
+        b.iter(|| {
+            let groups = group_by_trace(black_box(&bytes)).expect("valid");
+            assert_eq!(groups.len(), traces);
+            black_box(groups)
+        });
+    });
+    group.bench_function("parse_select_indices", |b| {
+        b.iter(|| {
+            let request = TraceRequest::parse(black_box(&bytes).clone()).expect("valid");
+            let mut members: Vec<([u8; 16], Vec<u32>)> = Vec::new();
+            let mut group_of = std::collections::HashMap::new();
+            for span in request.spans() {
+                let g = *group_of.entry(span.trace_id()).or_insert_with(|| {
+                    members.push((span.trace_id(), Vec::new()));
+                    members.len() - 1
+                });
+                members[g].1.push(span.index() as u32);
+            }
+            let parts: Vec<TraceRequest> = members
+                .iter()
+                .map(|(_, m)| request.select_indices(m))
+                .collect();
+            assert_eq!(parts.len(), traces);
+            black_box(parts)
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, encode, read, split, rewrite, by_trace);
 criterion_main!(benches);

@@ -20,6 +20,8 @@
 //!   requests by copying byte ranges; [`SpanPatch`] sets attributes to borrowed values or
 //!   computed ones ([`AnyValueBuf`]), and [`TraceRequest::edit_spans`] decodes only the
 //!   spans it changes.
+//! - [`group_by_trace`] cuts request bytes into one request per trace id, reading only the
+//!   framing and each span's trace id (a Kafka record per trace).
 //! - [`json`] converts to and from the OTLP/JSON mapping (feature `json`, on by default).
 //!
 //! ```
@@ -53,12 +55,14 @@ pub use opentelemetry_proto::tonic as proto;
 //   `AnyValueView` and its parts and `AnyValueBuf`, `fields.rs` the field readers they share.
 // - `events.rs` and `head.rs`: more views of a span (events and links; `SpanHead`).
 // - `rewrite.rs`: splices and edits (`SpanPatch`, `ResourcePatch`, `edit_spans`).
+// - `group.rs`: `group_by_trace`, request bytes cut per trace id without an index.
 // - `encode.rs`: `Encoder`, `SpanData` straight to request bytes.
 // - `schema.rs`: the OTLP message schema and the validator; `wire.rs`: wire primitives.
 // - `json.rs`: OTLP/JSON; `error.rs`: error types; `testing.rs`: fixtures.
 mod encode;
 mod error;
 mod events;
+mod group;
 mod head;
 #[cfg(feature = "json")]
 pub mod json;
@@ -75,6 +79,7 @@ pub use encode::Encoder;
 pub use error::JsonError;
 pub use error::{DecodeError, EditError};
 pub use events::{EventView, Events, LinkView, Links};
+pub use group::{TraceGroup, group_by_trace};
 pub use head::SpanHead;
 pub use request::TraceRequest;
 pub use rewrite::{ResourcePatch, SpanPatch};

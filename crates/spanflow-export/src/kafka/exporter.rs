@@ -1,5 +1,6 @@
 //! [`KafkaExporter`]: one export attempt = every record of a batch produced and acknowledged.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -7,10 +8,11 @@ use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use spanflow_otlp::TraceRequest;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use spanflow_otlp::{DecodeError, TraceRequest};
 
 use super::split::{self, TraceRecord};
+use super::tally::Tally;
 use super::{KafkaConfig, KafkaEncoding, Partitioning};
 use crate::{ExportBatch, ExportBuildError, ExportError, ExportOutcome, Exporter};
 
@@ -29,7 +31,7 @@ const QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// Writes OTLP trace batches to a Kafka topic; see [the module](super) for the record format
 /// and the delivery contract.
 pub struct KafkaExporter {
-    producer: FutureProducer<KafkaLog>,
+    producer: ThreadedProducer<Deliveries>,
     topic: String,
     encoding: KafkaEncoding,
     partitioning: Partitioning,
@@ -96,7 +98,7 @@ impl KafkaExporter {
         }
         client.set_log_level(RDKafkaLogLevel::Warning);
         let producer = client
-            .create_with_context(KafkaLog)
+            .create_with_context(Deliveries)
             .map_err(|e| invalid("properties", "", &e.to_string()))?;
         Ok(Self {
             producer,
@@ -109,88 +111,62 @@ impl KafkaExporter {
     }
 
     /// The batch as records, each with its encoded value.
-    fn records(&self, batch: &ExportBatch) -> Result<Vec<KeyedValue>, ExportError> {
-        let request = TraceRequest::parse(batch.body.clone())
-            .map_err(|e| ExportError::InvalidBatch(e.to_string()))?;
-        let records: Vec<TraceRecord> = match self.partitioning {
-            Partitioning::TraceId => split::by_trace(&request, self.max_record_bytes),
-            Partitioning::None => split::unkeyed(&request, self.max_record_bytes),
-        };
-        records
-            .into_iter()
-            .map(|r| {
-                let value = match self.encoding {
-                    KafkaEncoding::OtlpProto => r.request.into_bytes(),
-                    KafkaEncoding::OtlpJson => Bytes::from(
-                        spanflow_otlp::json::to_json(&r.request)
-                            .map_err(|e| ExportError::InvalidBatch(e.to_string()))?,
-                    ),
-                };
-                Ok((r.key, value))
-            })
-            .collect()
+    fn records(&self, batch: &ExportBatch) -> Result<Vec<TraceRecord>, ExportError> {
+        let invalid = |e: DecodeError| ExportError::InvalidBatch(e.to_string());
+        let records = match self.partitioning {
+            Partitioning::TraceId => split::by_trace(&batch.body, self.max_record_bytes),
+            Partitioning::None => split::unkeyed(&batch.body, self.max_record_bytes),
+        }
+        .map_err(invalid)?;
+        match self.encoding {
+            KafkaEncoding::OtlpProto => Ok(records),
+            KafkaEncoding::OtlpJson => records
+                .into_iter()
+                .map(|r| {
+                    let request = TraceRequest::parse(r.value).map_err(invalid)?;
+                    let json = spanflow_otlp::json::to_json(&request)
+                        .map_err(|e| ExportError::InvalidBatch(e.to_string()))?;
+                    Ok(TraceRecord {
+                        key: r.key,
+                        value: Bytes::from(json),
+                    })
+                })
+                .collect(),
+        }
     }
-}
-
-/// A record's key (a trace id, when partitioning by trace) and encoded value.
-type KeyedValue = (Option<[u8; 16]>, Bytes);
-
-/// A delivery error that certainly left the record unwritten: the broker refused it, or it
-/// never left this process.
-fn certainly_not_written(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::MessageSizeTooLarge
-            | RDKafkaErrorCode::InvalidMessage
-            | RDKafkaErrorCode::InvalidRecord
-            | RDKafkaErrorCode::UnknownTopicOrPartition
-            | RDKafkaErrorCode::UnknownTopic
-            | RDKafkaErrorCode::UnknownPartition
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::ClusterAuthorizationFailed
-            | RDKafkaErrorCode::InvalidRequiredAcks
-            | RDKafkaErrorCode::PurgeQueue
-            | RDKafkaErrorCode::QueueFull
-    )
-}
-
-/// A refusal no retry will overcome.
-fn permanent(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::MessageSizeTooLarge
-            | RDKafkaErrorCode::InvalidMessage
-            | RDKafkaErrorCode::InvalidRecord
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::ClusterAuthorizationFailed
-    )
 }
 
 impl Exporter for KafkaExporter {
     async fn export(&self, batch: ExportBatch) -> Result<ExportOutcome, ExportError> {
         let records = self.records(&batch)?;
         let total = records.len();
-        let mut deliveries = Vec::with_capacity(total);
+        // Every record carries the attempt's tally; the attempt wakes once, when its last
+        // record is reported.
+        let tally = Arc::new(Tally::default());
         let mut refused: Option<KafkaError> = None;
         let queue_deadline = Instant::now() + QUEUE_WAIT;
-        'records: for (key, value) in &records {
+        'records: for TraceRecord { key, value } in &records {
             loop {
-                let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&value[..]);
+                tally.expect();
+                let mut record =
+                    BaseRecord::<[u8], [u8], _>::with_opaque_to(&self.topic, Arc::clone(&tally))
+                        .payload(&value[..]);
                 if let Some(key) = key {
                     record = record.key(&key[..]);
                 }
-                match self.producer.send_result(record) {
-                    Ok(delivery) => {
-                        deliveries.push(delivery);
-                        break;
-                    }
+                let Err((error, _)) = self.producer.send(record) else {
+                    break;
+                };
+                // Refused: no report will come for this record.
+                tally.withdraw();
+                match error {
                     // librdkafka's local queue is full: wait for it to drain, boundedly.
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
                         if Instant::now() < queue_deadline =>
                     {
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
-                    Err((e, _)) => {
+                    e => {
                         refused = Some(e);
                         break 'records;
                     }
@@ -198,47 +174,9 @@ impl Exporter for KafkaExporter {
             }
         }
         drop(records);
-        let mut acknowledged = 0usize;
-        let mut unknown = 0usize;
-        let mut first_error: Option<String> = None;
-        let mut all_permanent = true;
-        for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => acknowledged += 1,
-                Ok(Err((e, _))) => {
-                    let code = e.rdkafka_error_code();
-                    if !code.is_some_and(certainly_not_written) {
-                        unknown += 1;
-                    }
-                    all_permanent &= code.is_some_and(permanent);
-                    first_error.get_or_insert_with(|| e.to_string());
-                }
-                // The producer went away with the record queued: its fate is unknown.
-                Err(_) => {
-                    unknown += 1;
-                    all_permanent = false;
-                    first_error.get_or_insert_with(|| "delivery report lost".to_owned());
-                }
-            }
-        }
-        if acknowledged == total {
-            return Ok(ExportOutcome::all_accepted(batch.spans));
-        }
-        if let Some(e) = &refused {
-            let code = e.rdkafka_error_code();
-            all_permanent &= code.is_some_and(permanent);
-            first_error.get_or_insert_with(|| e.to_string());
-        }
-        let error = first_error.unwrap_or_default();
-        let summary = format!("{acknowledged} of {total} records acknowledged: {error}");
-        if acknowledged > 0 || unknown > 0 {
-            // Some records are (or may be) in the topic: a retry writes them again.
-            Err(ExportError::Interrupted(summary))
-        } else if all_permanent {
-            Err(ExportError::InvalidBatch(summary))
-        } else {
-            Err(ExportError::Transport(summary))
-        }
+        tally.seal();
+        tally.settled().await;
+        tally.verdict(total, batch.spans, refused.as_ref())
     }
 
     fn name(&self) -> &str {
@@ -253,6 +191,29 @@ impl Exporter for KafkaExporter {
             .await
             .map_err(|e| ExportError::Transport(e.to_string()))?
             .map_err(|e| ExportError::Transport(e.to_string()))
+    }
+}
+
+/// The producer's context: logs like [`KafkaLog`] and counts each delivery report into the
+/// [`Tally`] of the attempt its record belongs to.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Deliveries;
+
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        KafkaLog.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        KafkaLog.error(error, reason);
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Arc<Tally>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tally: Arc<Tally>) {
+        tally.report(result.as_ref().map(|_| ()).map_err(|(e, _)| e));
     }
 }
 

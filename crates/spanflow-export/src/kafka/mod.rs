@@ -10,7 +10,8 @@
 //! `encoding: otlp_proto` and `partition_traces_by_id: true`:
 //!
 //! - record value: an `ExportTraceServiceRequest` in protobuf (or OTLP/JSON with
-//!   `encoding = "otlp_json"`), made from the batch's bytes by byte ranges, never decoded;
+//!   `encoding = "otlp_json"`), made from the batch's bytes by byte ranges, never decoded
+//!   ([`spanflow_otlp::group_by_trace`] reads only the framing and each span's trace id);
 //! - record key: the 16 raw bytes of the trace id; a batch is cut into one record per trace,
 //!   so every span of a trace goes to one partition (a trace larger than `max_record_bytes` is
 //!   cut into several records with the same key);
@@ -18,13 +19,14 @@
 //!
 //! **Delivery.** The producer is idempotent with `acks=all`: librdkafka's own retries never
 //! duplicate a record. One [`crate::Exporter::export`] call is one attempt: it hands every
-//! record of the batch to librdkafka and waits for every delivery report, and reports the batch
-//! exported only when all of them are acknowledged. Otherwise the batch fails as a whole and
-//! the fan-out retries it like any backend's. The contract is **at least once**: when an
-//! attempt fails after some of its records were acknowledged (or may have been: a record that
-//! timed out after it was sent), the error says the batch may have arrived
-//! ([`crate::ExportError::Interrupted`]), and a retry writes those records again; consumers see
-//! them twice. An attempt that put nothing on the wire fails with
+//! record of the batch to librdkafka and waits for every delivery report (counted per attempt
+//! as librdkafka delivers them; the attempt is woken once, by its last report), and reports
+//! the batch exported only when all of them are acknowledged. Otherwise the batch fails as a
+//! whole and the fan-out retries it like any backend's. The contract is **at least once**:
+//! when an attempt fails after some of its records were acknowledged (or may have been: a
+//! record that timed out after it was sent), the error says the batch may have arrived
+//! ([`crate::ExportError::Interrupted`]), and a retry writes those records again; consumers
+//! see them twice. An attempt that put nothing on the wire fails with
 //! [`crate::ExportError::Transport`].
 //!
 //! ```no_run
@@ -36,6 +38,7 @@
 
 mod exporter;
 mod split;
+mod tally;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,13 +1,12 @@
 //! Cutting a batch into Kafka records by trace id, on the wire model (byte ranges, no decode).
 //!
-//! spanflow-otlp has no "group by trace" operation, so this is built here from its public
-//! API: one indexing pass (`TraceRequest::parse`), the trace id of each span read in place
-//! (`SpanView::trace_id`), and one `select_indices` per trace, which copies the trace's span
-//! bytes under their own `ResourceSpans`/`ScopeSpans` headers.
+//! [`spanflow_otlp::group_by_trace`] cuts the batch's bytes into one request per trace: it
+//! reads only the framing and each span's trace id, builds no index and leaves the contents of
+//! the spans unread (a pipeline's batches were validated when they entered it). A trace larger
+//! than a record is then parsed and cut further with [`TraceRequest::split`].
 
-use std::collections::HashMap;
-
-use spanflow_otlp::TraceRequest;
+use bytes::Bytes;
+use spanflow_otlp::{DecodeError, TraceRequest, group_by_trace};
 
 /// One Kafka record's worth of spans: every span in it has the trace id `key` (when records
 /// are partitioned by trace), and the request is at most the record size limit unless a
@@ -16,55 +15,43 @@ use spanflow_otlp::TraceRequest;
 pub(crate) struct TraceRecord {
     /// The record key: the 16-byte trace id, or none for unkeyed records.
     pub(crate) key: Option<[u8; 16]>,
-    /// The spans, as an `ExportTraceServiceRequest`.
-    pub(crate) request: TraceRequest,
+    /// The spans, as an `ExportTraceServiceRequest` in protobuf.
+    pub(crate) value: Bytes,
 }
 
-/// Cuts `request` into one record per trace id, in order of first appearance, each cut
-/// further into records of at most `max_bytes` (same key, so the same partition) when a
+/// Cuts the request `body` into one record per trace id, in order of first appearance, each
+/// cut further into records of at most `max_bytes` (same key, so the same partition) when a
 /// trace is larger than that.
-pub(crate) fn by_trace(request: &TraceRequest, max_bytes: usize) -> Vec<TraceRecord> {
-    let n = request.span_count();
-    if n == 0 {
-        return Vec::new();
-    }
-    // Span indices of each trace, traces in order of first appearance.
-    let mut group_of: HashMap<[u8; 16], usize> = HashMap::new();
-    let mut groups: Vec<([u8; 16], Vec<u32>)> = Vec::new();
-    for span in request.spans() {
-        let id = span.trace_id();
-        let g = *group_of.entry(id).or_insert_with(|| {
-            groups.push((id, Vec::new()));
-            groups.len() - 1
-        });
-        groups[g].1.push(span.index() as u32);
-    }
+pub(crate) fn by_trace(body: &Bytes, max_bytes: usize) -> Result<Vec<TraceRecord>, DecodeError> {
+    let groups = group_by_trace(body)?;
     let mut out = Vec::with_capacity(groups.len());
-    if groups.len() == 1 {
-        push_bounded(&mut out, Some(groups[0].0), request.clone(), max_bytes);
-        return out;
+    for group in groups {
+        let key = Some(group.trace_id);
+        if group.request.len() <= max_bytes || group.spans <= 1 {
+            out.push(TraceRecord {
+                key,
+                value: group.request,
+            });
+        } else {
+            push_bounded(
+                &mut out,
+                key,
+                TraceRequest::parse(group.request)?,
+                max_bytes,
+            );
+        }
     }
-    // By indices, not by a mask: a mask per trace would walk the whole batch once per trace
-    // (quadratic: a 2048-span batch of 10-span traces walked 205 times). Members are
-    // ascending: spans are visited in order.
-    for (id, members) in &groups {
-        push_bounded(
-            &mut out,
-            Some(*id),
-            request.select_indices(members),
-            max_bytes,
-        );
-    }
-    out
+    Ok(out)
 }
 
-/// `request` as unkeyed records of at most `max_bytes` each.
-pub(crate) fn unkeyed(request: &TraceRequest, max_bytes: usize) -> Vec<TraceRecord> {
+/// The request `body` as unkeyed records of at most `max_bytes` each.
+pub(crate) fn unkeyed(body: &Bytes, max_bytes: usize) -> Result<Vec<TraceRecord>, DecodeError> {
+    let request = TraceRequest::parse(body.clone())?;
     let mut out = Vec::new();
     if request.span_count() > 0 {
-        push_bounded(&mut out, None, request.clone(), max_bytes);
+        push_bounded(&mut out, None, request, max_bytes);
     }
-    out
+    Ok(out)
 }
 
 fn push_bounded(
@@ -74,13 +61,19 @@ fn push_bounded(
     max_bytes: usize,
 ) {
     if request.encoded_len() <= max_bytes || request.span_count() <= 1 {
-        out.push(TraceRecord { key, request });
+        out.push(TraceRecord {
+            key,
+            value: request.into_bytes(),
+        });
     } else {
         out.extend(
             request
                 .split(0, max_bytes)
                 .into_iter()
-                .map(|request| TraceRecord { key, request }),
+                .map(|request| TraceRecord {
+                    key,
+                    value: request.into_bytes(),
+                }),
         );
     }
 }
@@ -137,15 +130,19 @@ mod tests {
         }
     }
 
+    fn parsed(record: &TraceRecord) -> TraceRequest {
+        TraceRequest::parse(record.value.clone()).unwrap()
+    }
+
     #[test]
     fn every_span_lands_once_in_the_record_of_its_trace() {
         let req = TraceRequest::from_proto(&request());
-        let records = by_trace(&req, usize::MAX);
+        let records = by_trace(req.as_bytes(), usize::MAX).unwrap();
         assert_eq!(records.len(), 3);
         let mut seen = Vec::new();
         for r in &records {
             let key = r.key.unwrap();
-            for s in r.request.spans() {
+            for s in parsed(r).spans() {
                 assert_eq!(s.trace_id(), key);
                 seen.push(s.span_id()[0]);
             }
@@ -153,7 +150,7 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, vec![1, 2, 3, 4, 5, 6]);
         // Trace 1 keeps both of its resources, decoded as the original spans.
-        let one = records[0].request.to_proto().unwrap();
+        let one = parsed(&records[0]).to_proto().unwrap();
         assert_eq!(one.resource_spans.len(), 2);
         assert_eq!(
             one.resource_spans[1].scope_spans[0].spans[0],
@@ -164,18 +161,19 @@ mod tests {
     #[test]
     fn a_trace_larger_than_a_record_is_cut_under_the_same_key() {
         let req = TraceRequest::from_proto(&request());
-        let records = by_trace(&req, 120);
+        let records = by_trace(req.as_bytes(), 120).unwrap();
         assert!(records.len() > 3);
         assert_eq!(
             records
                 .iter()
-                .map(|r| r.request.span_count())
+                .map(|r| parsed(r).span_count())
                 .sum::<usize>(),
             6
         );
         for r in &records {
-            assert!(r.request.encoded_len() <= 120 || r.request.span_count() == 1);
-            assert!(r.request.spans().all(|s| s.trace_id() == r.key.unwrap()));
+            let request = parsed(r);
+            assert!(request.encoded_len() <= 120 || request.span_count() == 1);
+            assert!(request.spans().all(|s| s.trace_id() == r.key.unwrap()));
         }
     }
 
@@ -188,10 +186,19 @@ mod tests {
             }
         }
         let req = TraceRequest::from_proto(&one);
-        let records = by_trace(&req, usize::MAX);
+        let records = by_trace(req.as_bytes(), usize::MAX).unwrap();
         assert_eq!(records.len(), 1);
-        assert_eq!(records[0].request.as_bytes(), req.as_bytes());
-        assert!(by_trace(&TraceRequest::empty(), 10).is_empty());
-        assert_eq!(unkeyed(&req, usize::MAX).len(), 1);
+        assert_eq!(&records[0].value, req.as_bytes());
+        assert!(by_trace(&Bytes::new(), 10).unwrap().is_empty());
+        assert_eq!(unkeyed(req.as_bytes(), usize::MAX).unwrap().len(), 1);
+        assert!(unkeyed(&Bytes::new(), 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_batch_that_does_not_frame_is_refused() {
+        let req = TraceRequest::from_proto(&request());
+        let cut = req.as_bytes().slice(..req.encoded_len() - 3);
+        assert!(by_trace(&cut, usize::MAX).is_err());
+        assert!(unkeyed(&cut, usize::MAX).is_err());
     }
 }
