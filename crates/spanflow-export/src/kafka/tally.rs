@@ -55,6 +55,8 @@ impl Tally {
     /// A record is about to be handed to librdkafka: its report is awaited. Called before
     /// the hand-over, since the report may arrive before the hand-over returns.
     pub(crate) fn expect(&self) {
+        // Relaxed: the count is above zero (the attempt's own share) until `seal`, whose AcqRel
+        // release orders this increment before any thread can see the count reach zero.
         self.outstanding.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -72,6 +74,7 @@ impl Tally {
     pub(crate) fn report(&self, result: Result<(), &KafkaError>) {
         match result {
             Ok(()) => {
+                // Relaxed: published by the AcqRel decrement in `release` just below.
                 self.acknowledged.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
@@ -123,6 +126,8 @@ impl Tally {
         spans: usize,
         refused: Option<&KafkaError>,
     ) -> Result<ExportOutcome, ExportError> {
+        // Acquire: pairs with nothing by itself (the increments are Relaxed); the Acquire load
+        // in `settled` that saw the count at zero already made every report visible.
         let acknowledged = self.acknowledged.load(Ordering::Acquire);
         if acknowledged == total && refused.is_none() {
             return Ok(ExportOutcome::all_accepted(spans));
