@@ -331,6 +331,28 @@ pub fn exercise_reader(data: &[u8]) {
     let merged = TraceRequest::merge(&parts);
     assert_eq!(merged.span_count(), n);
     check(&merged, "merge");
+    // What the parser accepts, the trace grouping accepts: every span lands in exactly one
+    // group, each a valid request of that trace alone.
+    let groups = match crate::group_by_trace(request.as_bytes()) {
+        Ok(groups) => groups,
+        Err(e) => panic!("group_by_trace refused a request parse accepted: {e}"),
+    };
+    assert_eq!(
+        groups.iter().map(|g| g.spans).sum::<usize>(),
+        n,
+        "group_by_trace"
+    );
+    for group in &groups {
+        let trace = match TraceRequest::parse(group.request.clone()) {
+            Ok(trace) => trace,
+            Err(e) => panic!("group_by_trace produced an invalid request: {e}"),
+        };
+        assert_eq!(trace.span_count(), group.spans, "group_by_trace");
+        assert!(
+            trace.spans().all(|s| s.trace_id() == group.trace_id),
+            "group_by_trace mixed traces"
+        );
+    }
     let rewritten = request.rewrite(|span, patch| {
         if span.index() % 4 == 1 {
             patch.drop_span();
