@@ -13,11 +13,6 @@ use crate::error::DecodeError;
 use crate::schema::{self, Msg};
 use crate::wire::{self, Value};
 
-/// Tag byte of `ExportTraceServiceRequest.resource_spans` (field 1, length-delimited).
-const TAG_RESOURCE_SPANS: u8 = 0x0a;
-/// Tag byte of `ResourceSpans.scope_spans` (field 2, length-delimited).
-const TAG_SCOPE_SPANS: u8 = 0x12;
-
 /// The spans of one trace, as an `ExportTraceServiceRequest` of their own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceGroup {
@@ -295,7 +290,7 @@ impl Layout {
                 if scope != Some(span.scope) {
                     let res = self.scopes[span.scope as usize].resource;
                     if resource != Some(res) {
-                        out.push(TAG_RESOURCE_SPANS);
+                        out.push(wire::TAG_RESOURCE_SPANS);
                         wire::put_varint(&mut out, resource_bodies[r] as u64);
                         r += 1;
                         for range in self.resource_header(res) {
@@ -303,7 +298,7 @@ impl Layout {
                         }
                         resource = Some(res);
                     }
-                    out.push(TAG_SCOPE_SPANS);
+                    out.push(wire::TAG_SCOPE_SPANS);
                     wire::put_varint(&mut out, scope_bodies[s] as u64);
                     s += 1;
                     for range in self.scope_header(span.scope) {

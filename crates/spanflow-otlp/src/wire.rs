@@ -16,6 +16,11 @@ pub(crate) const EGROUP: u8 = 4;
 /// Wire type of a fixed 32-bit field.
 pub(crate) const I32: u8 = 5;
 
+/// Tag byte of `ExportTraceServiceRequest.resource_spans` (field 1, length-delimited).
+pub(crate) const TAG_RESOURCE_SPANS: u8 = 0x0a;
+/// Tag byte of `ResourceSpans.scope_spans` (field 2, length-delimited).
+pub(crate) const TAG_SCOPE_SPANS: u8 = 0x12;
+
 /// Deepest nesting of messages and groups accepted, like prost's recursion limit.
 pub(crate) const MAX_DEPTH: u32 = 100;
 

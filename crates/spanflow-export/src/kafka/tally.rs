@@ -126,9 +126,9 @@ impl Tally {
         spans: usize,
         refused: Option<&KafkaError>,
     ) -> Result<ExportOutcome, ExportError> {
-        // Acquire: pairs with nothing by itself (the increments are Relaxed); the Acquire load
-        // in `settled` that saw the count at zero already made every report visible.
-        let acknowledged = self.acknowledged.load(Ordering::Acquire);
+        // Relaxed: read only after `settled`, whose Acquire load of the count at zero ordered
+        // every report's increment before it.
+        let acknowledged = self.acknowledged.load(Ordering::Relaxed);
         if acknowledged == total && refused.is_none() {
             return Ok(ExportOutcome::all_accepted(spans));
         }

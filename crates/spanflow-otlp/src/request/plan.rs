@@ -8,11 +8,6 @@ use super::TraceRequest;
 use super::index::{Index, ResourceEntry, ScopeEntry, SpanEntry, SpanMeta};
 use crate::wire;
 
-/// Tag byte of `ExportTraceServiceRequest.resource_spans` (field 1, length-delimited).
-const TAG_RESOURCE_SPANS: u8 = 0x0a;
-/// Tag byte of `ResourceSpans.scope_spans` (field 2, length-delimited).
-const TAG_SCOPE_SPANS: u8 = 0x12;
-
 impl TraceRequest {
     /// Byte ranges of resource `r`'s header (every field but `scope_spans`).
     pub(crate) fn resource_header(&self, r: usize) -> impl Iterator<Item = Piece> + '_ {
@@ -179,7 +174,7 @@ impl Plan {
             scope_extras: Vec::with_capacity(self.scopes.len()),
         };
         for (r, res) in self.resources.iter().enumerate() {
-            out.push(TAG_RESOURCE_SPANS);
+            out.push(wire::TAG_RESOURCE_SPANS);
             wire::put_varint(&mut out, resource_bodies[r] as u64);
             let extras_first = index.resource_extras.len() as u32;
             let header_start = out.len();
@@ -199,7 +194,7 @@ impl Plan {
             for (s, (scope, &scope_body)) in
                 (range.clone()).zip(self.scopes[range.clone()].iter().zip(&scope_bodies[range]))
             {
-                out.push(TAG_SCOPE_SPANS);
+                out.push(wire::TAG_SCOPE_SPANS);
                 wire::put_varint(&mut out, scope_body as u64);
                 let extras_first = index.scope_extras.len() as u32;
                 let header_start = out.len();
