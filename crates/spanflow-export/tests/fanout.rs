@@ -416,8 +416,13 @@ async fn shutdown_deadline_cancels_retries_and_counts_them() {
                 attempts: Default::default(),
             },
             BackendConfig {
+                // A real 30 s backoff (quick_retry's 5 ms cap would keep attempts running, and
+                // an attempt cut off mid-flight is rightly unconfirmed, not dropped): at the
+                // deadline every batch is in its backoff or still queued.
                 retry: RetryConfig {
                     initial_backoff: Duration::from_secs(30),
+                    max_backoff: Duration::from_secs(30),
+                    max_elapsed: Duration::from_secs(120),
                     ..quick_retry()
                 },
                 ..cfg(64, 2)
