@@ -115,6 +115,7 @@ mod budget;
 mod clock;
 mod config;
 mod consumer;
+mod countdown;
 mod error;
 mod intake;
 mod prefetch;
@@ -132,6 +133,7 @@ pub use config::{
     DEFAULT_MAX_ITEMS, DropSite, Policy, Weigh,
 };
 pub use consumer::Receiver;
+pub use countdown::{Countdown, Settled};
 pub use error::{
     BatcherBuildError, RecvTimeoutError, SendError, Timeout, TryRecvError, TrySendError,
 };

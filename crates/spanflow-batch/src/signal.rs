@@ -48,7 +48,6 @@ impl Signal {
 
     /// Consumes a pending notification, or registers `waker` for the next one.
     /// Returns whether a notification was pending.
-    #[cfg(feature = "tokio")]
     pub(crate) fn take_or_register(&self, waker: &Waker) -> bool {
         let mut s = self.state.lock();
         if s.signalled {

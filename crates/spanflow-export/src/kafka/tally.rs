@@ -3,27 +3,25 @@
 //!
 //! Every record of an attempt carries the attempt's `Arc<Tally>` as its delivery opaque;
 //! [`super::exporter::Deliveries`] counts each report into it. The attempt is woken once,
-//! when its last record is reported, not once per record.
+//! when its last record is reported, not once per record: the wake-up protocol is
+//! [`spanflow_batch::Countdown`]'s, which has its loom models there.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use tokio::sync::Notify;
+use spanflow_batch::Countdown;
 
 use crate::{ExportError, ExportOutcome};
 
-/// The delivery reports of one attempt: a countdown of the records not yet reported, the
-/// acknowledged ones, and what the failed ones said.
-#[derive(Debug)]
+/// The delivery reports of one attempt: the records not yet reported (a [`Countdown`] the
+/// attempt seals once it has handed over its last record), the acknowledged ones, and what
+/// the failed ones said.
+#[derive(Debug, Default)]
 pub(crate) struct Tally {
-    /// Records handed to librdkafka and not yet reported, plus one held by the attempt until
-    /// it has handed over its last record ([`Tally::sealed`]): the count reaches zero only
-    /// once both are done.
-    outstanding: AtomicUsize,
+    reports: Countdown,
     acknowledged: AtomicUsize,
     failures: Mutex<Failures>,
-    settled: Notify,
 }
 
 /// What the records that failed said.
@@ -36,17 +34,12 @@ struct Failures {
     first_error: Option<String>,
 }
 
-impl Default for Tally {
+impl Default for Failures {
     fn default() -> Self {
         Self {
-            outstanding: AtomicUsize::new(1),
-            acknowledged: AtomicUsize::new(0),
-            failures: Mutex::new(Failures {
-                unknown: 0,
-                all_permanent: true,
-                first_error: None,
-            }),
-            settled: Notify::new(),
+            unknown: 0,
+            all_permanent: true,
+            first_error: None,
         }
     }
 }
@@ -55,26 +48,24 @@ impl Tally {
     /// A record is about to be handed to librdkafka: its report is awaited. Called before
     /// the hand-over, since the report may arrive before the hand-over returns.
     pub(crate) fn expect(&self) {
-        // Relaxed: the count is above zero (the attempt's own share) until `seal`, whose AcqRel
-        // release orders this increment before any thread can see the count reach zero.
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.reports.expect();
     }
 
     /// librdkafka refused the record [`Tally::expect`] announced: no report will come.
     pub(crate) fn withdraw(&self) {
-        self.release();
+        self.reports.complete();
     }
 
     /// The attempt has handed over every record it will.
     pub(crate) fn seal(&self) {
-        self.release();
+        self.reports.seal();
     }
 
     /// A delivery report: acknowledged, or failed with `error`.
     pub(crate) fn report(&self, result: Result<(), &KafkaError>) {
         match result {
             Ok(()) => {
-                // Relaxed: published by the AcqRel decrement in `release` just below.
+                // Relaxed: published by the countdown's release just below.
                 self.acknowledged.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
@@ -89,28 +80,12 @@ impl Tally {
                     .get_or_insert_with(|| error.to_string());
             }
         }
-        self.release();
-    }
-
-    fn release(&self) {
-        // AcqRel: whoever brings the count to zero sees every report's counts, and the
-        // waiter's Acquire load sees them too.
-        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // A stored permit if the attempt is not waiting yet: never a lost wake-up.
-            self.settled.notify_one();
-        }
-    }
-
-    /// Whether the attempt is sealed and every record it handed over is reported.
-    fn is_settled(&self) -> bool {
-        self.outstanding.load(Ordering::Acquire) == 0
+        self.reports.complete();
     }
 
     /// Waits until the attempt is sealed and every record it handed over is reported.
     pub(crate) async fn settled(&self) {
-        while !self.is_settled() {
-            self.settled.notified().await;
-        }
+        self.reports.settled().await;
     }
 
     /// The attempt's verdict, once [`settled`](Tally::settled): exported when all `total`
@@ -127,7 +102,7 @@ impl Tally {
         refused: Option<&KafkaError>,
     ) -> Result<ExportOutcome, ExportError> {
         // Relaxed: read only after `settled`, whose Acquire load of the count at zero ordered
-        // every report's increment before it.
+        // every report's increment before it (the countdown's loom models check this).
         let acknowledged = self.acknowledged.load(Ordering::Relaxed);
         if acknowledged == total && refused.is_none() {
             return Ok(ExportOutcome::all_accepted(spans));
@@ -203,9 +178,9 @@ mod tests {
         for _ in 0..3 {
             tally.report(Ok(()));
         }
-        assert!(!tally.is_settled(), "not sealed yet");
+        assert!(!tally.reports.is_settled(), "not sealed yet");
         tally.seal();
-        assert!(tally.is_settled());
+        assert!(tally.reports.is_settled());
         assert_eq!(
             tally.verdict(3, 30, None).unwrap(),
             ExportOutcome::all_accepted(30)
@@ -216,7 +191,7 @@ mod tests {
     fn no_record_is_exported() {
         let tally = Tally::default();
         tally.seal();
-        assert!(tally.is_settled());
+        assert!(tally.reports.is_settled());
         assert_eq!(tally.verdict(0, 0, None).unwrap().accepted, 0);
     }
 
@@ -270,7 +245,7 @@ mod tests {
         tally.expect();
         tally.withdraw();
         tally.seal();
-        assert!(tally.is_settled());
+        assert!(tally.reports.is_settled());
         let err = tally
             .verdict(2, 20, Some(&failed(RDKafkaErrorCode::QueueFull)))
             .unwrap_err();
