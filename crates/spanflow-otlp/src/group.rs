@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use crate::error::DecodeError;
+use crate::request::{Piece, Plan, PlanSpan, Recorder, SpanMeta};
 use crate::schema::{self, Msg};
 use crate::wire::{self, Value};
 
@@ -204,23 +205,25 @@ impl Layout {
         g
     }
 
-    fn header_len(ranges: &[[u32; 2]]) -> usize {
-        ranges.iter().map(|r| (r[1] - r[0]) as usize).sum()
-    }
-
-    fn resource_header(&self, r: u32) -> &[[u32; 2]] {
+    /// Header pieces of resource `r` (all in the one source buffer).
+    fn resource_header(&self, r: u32) -> impl Iterator<Item = Piece> + '_ {
         let h = self.resources[r as usize].header;
-        &self.resource_headers[h[0] as usize..h[1] as usize]
+        self.resource_headers[h[0] as usize..h[1] as usize]
+            .iter()
+            .map(|x| Piece::src(0, x[0], x[1]))
     }
 
-    fn scope_header(&self, s: u32) -> &[[u32; 2]] {
+    /// Header pieces of scope `s`.
+    fn scope_header(&self, s: u32) -> impl Iterator<Item = Piece> + '_ {
         let h = self.scopes[s as usize].header;
-        &self.scope_headers[h[0] as usize..h[1] as usize]
+        self.scope_headers[h[0] as usize..h[1] as usize]
+            .iter()
+            .map(|x| Piece::src(0, x[0], x[1]))
     }
 
-    /// Writes every group into one buffer: the body sizes of its resources and scopes first
-    /// (the length prefixes come before the bodies), then the bytes.
-    fn write(&self, buf: &[u8]) -> Vec<TraceGroup> {
+    /// Writes every group into one buffer: one [`Plan`] holding each group's resources,
+    /// scopes and spans one group after the other, written without an index.
+    fn write(&self, buf: &Bytes) -> Vec<TraceGroup> {
         // Span indices ordered by group, each group's in wire order (a counting sort).
         let mut starts: Vec<u32> = Vec::with_capacity(self.groups.len() + 1);
         let mut at = 0u32;
@@ -236,87 +239,49 @@ impl Layout {
             order[*slot as usize] = i as u32;
             *slot += 1;
         }
-        let members = |g: usize| &order[starts[g] as usize..starts[g + 1] as usize];
 
-        // Pass 1: body sizes of every resource and scope opened, in the order they open. A
-        // scope's field adds to its resource's body when the scope closes.
-        let mut resource_bodies: Vec<usize> = Vec::new();
-        let mut scope_bodies: Vec<usize> = Vec::new();
-        let close_scope = |resource_bodies: &mut Vec<usize>, scope_bodies: &[usize]| {
-            if let (Some(r), Some(&s)) = (resource_bodies.last_mut(), scope_bodies.last()) {
-                *r += wire::len_field_size(s);
-            }
-        };
+        // Each group opens its own resources and scopes: a new one whenever its next span
+        // belongs to another. `last_resource[g]` is the plan's last resource of group g.
+        let mut plan = Plan::default();
+        let mut last_resource = Vec::with_capacity(self.groups.len());
+        let mut resources = 0usize;
         for g in 0..self.groups.len() {
             let mut scope: Option<u32> = None;
             let mut resource: Option<u32> = None;
-            for &i in members(g) {
+            for &i in &order[starts[g] as usize..starts[g + 1] as usize] {
                 let span = self.spans[i as usize];
                 if scope != Some(span.scope) {
-                    if scope.is_some() {
-                        close_scope(&mut resource_bodies, &scope_bodies);
-                    }
                     let r = self.scopes[span.scope as usize].resource;
                     if resource != Some(r) {
-                        resource_bodies.push(Self::header_len(self.resource_header(r)));
+                        plan.open_resource(self.resource_header(r));
+                        resources += 1;
                         resource = Some(r);
                     }
-                    scope_bodies.push(Self::header_len(self.scope_header(span.scope)));
+                    plan.open_scope(self.scope_header(span.scope));
                     scope = Some(span.scope);
                 }
-                if let Some(body) = scope_bodies.last_mut() {
-                    *body += (span.end - span.start) as usize;
-                }
+                // Copied whole: the body offset and meta only serve an index, built by no one.
+                plan.push_span(PlanSpan {
+                    piece: Piece::src(0, span.start, span.end),
+                    body: 0,
+                    meta: SpanMeta::default(),
+                });
             }
-            if scope.is_some() {
-                close_scope(&mut resource_bodies, &scope_bodies);
-            }
+            last_resource.push(resources);
         }
-        let total: usize = resource_bodies
-            .iter()
-            .map(|&b| wire::len_field_size(b))
-            .sum();
-
-        // Pass 2: the bytes.
-        let piece = |range: &[u32; 2]| buf.get(range[0] as usize..range[1] as usize);
-        let mut out: Vec<u8> = Vec::with_capacity(total);
-        let mut ends = Vec::with_capacity(self.groups.len());
-        let (mut r, mut s) = (0, 0);
-        for g in 0..self.groups.len() {
-            let mut scope: Option<u32> = None;
-            let mut resource: Option<u32> = None;
-            for &i in members(g) {
-                let span = self.spans[i as usize];
-                if scope != Some(span.scope) {
-                    let res = self.scopes[span.scope as usize].resource;
-                    if resource != Some(res) {
-                        out.push(wire::TAG_RESOURCE_SPANS);
-                        wire::put_varint(&mut out, resource_bodies[r] as u64);
-                        r += 1;
-                        for range in self.resource_header(res) {
-                            out.extend_from_slice(piece(range).unwrap_or_default());
-                        }
-                        resource = Some(res);
-                    }
-                    out.push(wire::TAG_SCOPE_SPANS);
-                    wire::put_varint(&mut out, scope_bodies[s] as u64);
-                    s += 1;
-                    for range in self.scope_header(span.scope) {
-                        out.extend_from_slice(piece(range).unwrap_or_default());
-                    }
-                    scope = Some(span.scope);
-                }
-                out.extend_from_slice(piece(&[span.start, span.end]).unwrap_or_default());
-            }
-            ends.push(out.len());
-        }
-        debug_assert_eq!(out.len(), total);
-        let out = Bytes::from(out);
+        let mut ends = ResourceEnds(Vec::with_capacity(resources));
+        let out = Bytes::from(plan.write(&[buf], &mut ends));
         let mut start = 0;
         self.groups
             .iter()
-            .zip(ends)
-            .map(|(group, end)| {
+            .zip(last_resource)
+            .map(|(group, resources)| {
+                // Every group has a span, so at least one resource of its own.
+                let end = ends
+                    .0
+                    .get(resources.wrapping_sub(1))
+                    .copied()
+                    .unwrap_or(start);
                 let request = out.slice(start..end);
                 start = end;
                 TraceGroup {
@@ -326,6 +291,15 @@ impl Layout {
                 }
             })
             .collect()
+    }
+}
+
+/// Where each resource written by the plan ends.
+struct ResourceEnds(Vec<usize>);
+
+impl Recorder for ResourceEnds {
+    fn resource_end(&mut self, end: usize) {
+        self.0.push(end);
     }
 }
 

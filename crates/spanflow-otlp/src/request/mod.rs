@@ -22,7 +22,7 @@ mod plan;
 mod reshape;
 
 pub(crate) use index::{Index, ResourceEntry, ScopeEntry, SpanEntry, SpanFields, SpanMeta};
-pub(crate) use plan::{Piece, Plan, PlanSpan};
+pub(crate) use plan::{Piece, Plan, PlanSpan, Recorder};
 
 /// An OTLP `ExportTraceServiceRequest` kept as its protobuf bytes plus an index of every
 /// `ResourceSpans`, `ScopeSpans` and `Span` in it. Cloning is cheap (two reference counts).

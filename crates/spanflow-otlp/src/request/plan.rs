@@ -131,8 +131,9 @@ impl Plan {
             .sum()
     }
 
-    /// Writes the planned request and builds its index on the way.
-    pub(crate) fn assemble(&self, bufs: &[&[u8]]) -> TraceRequest {
+    /// The body sizes of every scope and resource, and the size of the whole request: the
+    /// length prefixes come before the bodies, so they are known before anything is written.
+    fn sizes(&self) -> Sizes {
         let scope_bodies: Vec<usize> = self
             .scopes
             .iter()
@@ -155,76 +156,144 @@ impl Plan {
                         .sum::<usize>()
             })
             .collect();
-        let total: usize = resource_bodies
+        let total = resource_bodies
             .iter()
             .map(|&b| wire::len_field_size(b))
             .sum();
-        if total > u32::MAX as usize {
-            // The index addresses bytes with u32 offsets; a request this large cannot be
-            // indexed, so it is not built (only reachable by merging > 4 GiB of parts).
-            return TraceRequest::empty();
+        Sizes {
+            scope_bodies,
+            resource_bodies,
+            total,
         }
+    }
 
-        let mut out = Vec::with_capacity(total);
-        let mut index = Index {
-            resources: Vec::with_capacity(self.resources.len()),
-            scopes: Vec::with_capacity(self.scopes.len()),
-            spans: Vec::with_capacity(self.spans.len()),
-            resource_extras: Vec::with_capacity(self.resources.len()),
-            scope_extras: Vec::with_capacity(self.scopes.len()),
-        };
-        for (r, res) in self.resources.iter().enumerate() {
+    /// Writes the planned request's bytes, telling `recorder` where each part landed.
+    pub(crate) fn write(&self, bufs: &[&[u8]], recorder: &mut impl Recorder) -> Vec<u8> {
+        self.write_sized(&self.sizes(), bufs, recorder)
+    }
+
+    fn write_sized(&self, sizes: &Sizes, bufs: &[&[u8]], recorder: &mut impl Recorder) -> Vec<u8> {
+        let mut out = Vec::with_capacity(sizes.total);
+        for (res, &resource_body) in self.resources.iter().zip(&sizes.resource_bodies) {
             out.push(wire::TAG_RESOURCE_SPANS);
-            wire::put_varint(&mut out, resource_bodies[r] as u64);
-            let extras_first = index.resource_extras.len() as u32;
+            wire::put_varint(&mut out, resource_body as u64);
             let header_start = out.len();
             for p in &self.headers[res.header[0] as usize..res.header[1] as usize] {
                 out.extend_from_slice(p.bytes(bufs));
             }
-            if out.len() > header_start {
-                index
-                    .resource_extras
-                    .push([header_start as u32, out.len() as u32]);
-            }
-            index.resources.push(ResourceEntry {
-                extras: [extras_first, index.resource_extras.len() as u32],
-                scopes: res.scopes,
-            });
+            recorder.resource(res.scopes, [header_start, out.len()]);
             let range = res.scopes[0] as usize..res.scopes[1] as usize;
-            for (s, (scope, &scope_body)) in
-                (range.clone()).zip(self.scopes[range.clone()].iter().zip(&scope_bodies[range]))
-            {
+            for (s, (scope, &scope_body)) in (range.clone()).zip(
+                self.scopes[range.clone()]
+                    .iter()
+                    .zip(&sizes.scope_bodies[range]),
+            ) {
                 out.push(wire::TAG_SCOPE_SPANS);
                 wire::put_varint(&mut out, scope_body as u64);
-                let extras_first = index.scope_extras.len() as u32;
                 let header_start = out.len();
                 for p in &self.headers[scope.header[0] as usize..scope.header[1] as usize] {
                     out.extend_from_slice(p.bytes(bufs));
                 }
-                if out.len() > header_start {
-                    index
-                        .scope_extras
-                        .push([header_start as u32, out.len() as u32]);
-                }
-                index.scopes.push(ScopeEntry {
-                    extras: [extras_first, index.scope_extras.len() as u32],
-                    resource: r as u32,
-                    spans: scope.spans,
-                });
+                recorder.scope(scope.spans, [header_start, out.len()]);
                 for span in &self.spans[scope.spans[0] as usize..scope.spans[1] as usize] {
-                    let start = out.len() as u32;
+                    let start = out.len();
                     out.extend_from_slice(span.piece.bytes(bufs));
-                    index.spans.push(SpanEntry {
-                        start,
-                        body: start + span.body,
-                        end: out.len() as u32,
-                        scope: s as u32,
-                        meta: span.meta,
-                    });
+                    recorder.span(span, s as u32, [start, out.len()]);
                 }
             }
+            recorder.resource_end(out.len());
         }
-        debug_assert_eq!(out.len(), total);
-        TraceRequest::from_parts(Bytes::from(out), index)
+        debug_assert_eq!(out.len(), sizes.total);
+        out
+    }
+
+    /// Writes the planned request and builds its index on the way.
+    pub(crate) fn assemble(&self, bufs: &[&[u8]]) -> TraceRequest {
+        let sizes = self.sizes();
+        if sizes.total > u32::MAX as usize {
+            // The index addresses bytes with u32 offsets; a request this large cannot be
+            // indexed, so it is not built (only reachable by merging > 4 GiB of parts).
+            return TraceRequest::empty();
+        }
+        let mut indexer = Indexer {
+            index: Index {
+                resources: Vec::with_capacity(self.resources.len()),
+                scopes: Vec::with_capacity(self.scopes.len()),
+                spans: Vec::with_capacity(self.spans.len()),
+                resource_extras: Vec::with_capacity(self.resources.len()),
+                scope_extras: Vec::with_capacity(self.scopes.len()),
+            },
+        };
+        let out = self.write_sized(&sizes, bufs, &mut indexer);
+        TraceRequest::from_parts(Bytes::from(out), indexer.index)
+    }
+}
+
+/// Body sizes computed before writing ([`Plan::sizes`]).
+struct Sizes {
+    scope_bodies: Vec<usize>,
+    resource_bodies: Vec<usize>,
+    total: usize,
+}
+
+/// Told by [`Plan::write`] where each part of the request landed, in writing order: a
+/// resource (after its header), each of its scopes (after their headers) with their spans,
+/// then the resource's end. Offsets are into the written bytes.
+pub(crate) trait Recorder {
+    /// A resource whose scopes are `scopes` (plan numbering); its header fields span `header`.
+    fn resource(&mut self, _scopes: [u32; 2], _header: [usize; 2]) {}
+    /// A scope of the resource last reported, whose spans are `spans` (plan numbering); its
+    /// header fields span `header`.
+    fn scope(&mut self, _spans: [u32; 2], _header: [usize; 2]) {}
+    /// A whole `Span` field of scope `scope`, written at `at`.
+    fn span(&mut self, _span: &PlanSpan, _scope: u32, _at: [usize; 2]) {}
+    /// The resource last reported ends at `end`.
+    fn resource_end(&mut self, _end: usize) {}
+}
+
+/// Builds the written request's index ([`Plan::assemble`]).
+struct Indexer {
+    index: Index,
+}
+
+impl Recorder for Indexer {
+    fn resource(&mut self, scopes: [u32; 2], header: [usize; 2]) {
+        let index = &mut self.index;
+        let first = index.resource_extras.len() as u32;
+        if header[1] > header[0] {
+            index
+                .resource_extras
+                .push([header[0] as u32, header[1] as u32]);
+        }
+        index.resources.push(ResourceEntry {
+            extras: [first, index.resource_extras.len() as u32],
+            scopes,
+        });
+    }
+
+    fn scope(&mut self, spans: [u32; 2], header: [usize; 2]) {
+        let index = &mut self.index;
+        let first = index.scope_extras.len() as u32;
+        if header[1] > header[0] {
+            index
+                .scope_extras
+                .push([header[0] as u32, header[1] as u32]);
+        }
+        index.scopes.push(ScopeEntry {
+            extras: [first, index.scope_extras.len() as u32],
+            resource: index.resources.len() as u32 - 1,
+            spans,
+        });
+    }
+
+    fn span(&mut self, span: &PlanSpan, scope: u32, at: [usize; 2]) {
+        let start = at[0] as u32;
+        self.index.spans.push(SpanEntry {
+            start,
+            body: start + span.body,
+            end: at[1] as u32,
+            scope,
+            meta: span.meta,
+        });
     }
 }
