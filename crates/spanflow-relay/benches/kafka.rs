@@ -27,90 +27,29 @@ mod proc;
 mod broker;
 #[path = "common/cpu.rs"]
 mod cpu;
+#[path = "common/sink.rs"]
+mod sink;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use spanflow_relay::BytesCodec;
 use spanflow_relay::PipelineSink;
 use spanflow_relay::RelayConfig;
 use spanflow_relay::RunningRelay;
-use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
+use spanflow_relay::tools::client::{OtlpClient, Transport};
 use spanflow_relay::tools::traffic::{AttributeMix, Payload, load_request};
-use tonic::server::{Grpc, NamedService, UnaryService};
 
 use cpu::{Threads, process_cpu_ns, runtime};
+use sink::{Counting, send_all, serve};
 
 const SPANS_PER_REQUEST: usize = 100;
 const SPANS_PER_TRACE: usize = 10;
 const REQUESTS: usize = 200;
 const SPANS: u64 = (SPANS_PER_REQUEST * REQUESTS) as u64;
 const SENDERS: usize = 4;
-
-/// A counting OTLP/gRPC sink (indexes each request, answers OK).
-#[derive(Clone)]
-struct Counting {
-    spans: Arc<AtomicU64>,
-}
-
-impl NamedService for Counting {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-}
-
-impl UnaryService<Bytes> for Counting {
-    type Response = Bytes;
-    type Future = std::future::Ready<Result<tonic::Response<Bytes>, tonic::Status>>;
-    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let n =
-            spanflow_relay::TraceRequest::parse(request.into_inner()).map_or(0, |r| r.span_count());
-        self.spans.fetch_add(n as u64, Ordering::Relaxed);
-        std::future::ready(Ok(tonic::Response::new(Bytes::new())))
-    }
-}
-
-impl<B> tower::Service<http::Request<B>> for Counting
-where
-    B: http_body::Body + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
-    >;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let svc = self.clone();
-        Box::pin(async move {
-            let mut grpc = Grpc::new(BytesCodec).max_decoding_message_size(64 << 20);
-            Ok(grpc.unary(svc, req).await)
-        })
-    }
-}
-
-async fn serve(service: Counting) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(incoming)
-            .await;
-    });
-    addr
-}
 
 /// CPU of everything in the process but `harness` (load generator, sink, this thread).
 fn relay_cpu_ns(harness: &Threads) -> u64 {
@@ -163,30 +102,6 @@ fn relay(
             .expect("relay");
         (relay, sink)
     })
-}
-
-async fn push(clients: &[OtlpClient], payloads: &Arc<Vec<Payload>>) {
-    let mut tasks = Vec::new();
-    for (s, client) in clients.iter().enumerate() {
-        let client = client.clone();
-        let payloads = payloads.clone();
-        tasks.push(tokio::spawn(async move {
-            for p in payloads.iter().skip(s).step_by(SENDERS) {
-                loop {
-                    match client.send(p, Duration::from_secs(30)).await {
-                        Answer::Accepted { .. } => break,
-                        Answer::RetryLater { .. } => {
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                        Answer::Failed { message } => panic!("relay failed: {message}"),
-                    }
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("sender");
-    }
 }
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
@@ -261,7 +176,7 @@ fn kafka(c: &mut Criterion) {
                     let started = Instant::now();
                     for _ in 0..iters {
                         let target = sink.pipeline().stats().exported + SPANS;
-                        push(&clients, &payloads).await;
+                        send_all(&clients, &payloads).await;
                         wait_for("the spans exported", || {
                             sink.pipeline().stats().exported >= target
                         })

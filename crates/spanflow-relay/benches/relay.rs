@@ -26,6 +26,8 @@
 
 #[path = "common/cpu.rs"]
 mod cpu;
+#[path = "common/sink.rs"]
+mod sink;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -36,22 +38,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::uri::PathAndQuery;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use spanflow_relay::EXPORT_PATH;
 use spanflow_relay::PipelineSink;
 use spanflow_relay::RelayConfig;
 use spanflow_relay::RunningRelay;
-use spanflow_relay::tools::client::{Answer, OtlpClient, Transport};
+use spanflow_relay::tools::client::{OtlpClient, Transport};
 use spanflow_relay::tools::traffic::{AttributeMix, Payload, load_request};
-use spanflow_relay::{BytesCodec, EXPORT_PATH};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::Channel;
 
 use cpu::{Threads, process_cpu_ns, runtime};
+use sink::{Counting, send_all, serve};
 
 const SPANS_PER_REQUEST: usize = 100;
 const REQUESTS: usize = 200;
@@ -68,43 +70,6 @@ struct Service<H> {
 
 impl<H> NamedService for Service<H> {
     const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-}
-
-/// Counts the spans it receives (indexing only) and answers OK.
-#[derive(Clone)]
-struct Counting {
-    spans: Arc<AtomicU64>,
-}
-
-impl UnaryService<Bytes> for Counting {
-    type Response = Bytes;
-    type Future = std::future::Ready<Result<tonic::Response<Bytes>, tonic::Status>>;
-    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let n =
-            spanflow_otlp::TraceRequest::parse(request.into_inner()).map_or(0, |r| r.span_count());
-        self.spans.fetch_add(n as u64, Ordering::Relaxed);
-        std::future::ready(Ok(tonic::Response::new(Bytes::new())))
-    }
-}
-
-impl<B> tower::Service<http::Request<B>> for Service<Counting>
-where
-    B: http_body::Body + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let handler = self.handler.clone();
-        Box::pin(async move {
-            let mut grpc = Grpc::new(BytesCodec).max_decoding_message_size(64 << 20);
-            Ok(grpc.unary(handler, req).await)
-        })
-    }
 }
 
 /// The peer: decodes every request with prost, re-encodes it and forwards it.
@@ -165,33 +130,6 @@ where
     }
 }
 
-async fn serve<S>(service: S) -> SocketAddr
-where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(incoming)
-            .await;
-    });
-    addr
-}
-
 /// CPU time so far: the registered non-relay threads, the peer relay, the whole process.
 #[derive(Clone, Copy)]
 struct CpuReading {
@@ -249,29 +187,7 @@ impl CpuSpent {
 /// Sends every payload through `clients` (one task each), then waits until the sink counted
 /// `target` spans.
 async fn push(clients: &[OtlpClient], payloads: &Arc<Vec<Payload>>, sink: &AtomicU64, target: u64) {
-    let mut tasks = Vec::new();
-    let senders = clients.len();
-    for (s, client) in clients.iter().enumerate() {
-        let client = client.clone();
-        let payloads = payloads.clone();
-        tasks.push(tokio::spawn(async move {
-            for p in payloads.iter().skip(s).step_by(senders) {
-                // Bounded retries: the relays answer "retry" only under backpressure.
-                for _ in 0..10_000 {
-                    match client.send(p, Duration::from_secs(30)).await {
-                        Answer::Accepted { .. } => break,
-                        Answer::RetryLater { .. } => {
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                        Answer::Failed { message } => panic!("relay failed: {message}"),
-                    }
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("sender");
-    }
+    send_all(clients, payloads).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while sink.load(Ordering::Relaxed) < target && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_micros(200)).await;
@@ -360,16 +276,12 @@ fn relay_passthrough(c: &mut Criterion) {
     let ours_count = Arc::new(AtomicU64::new(0));
     let peer_count = Arc::new(AtomicU64::new(0));
     let (ours_sink, peer_sink) = sink_rt.block_on(async {
-        let ours = serve(Service {
-            handler: Counting {
-                spans: ours_count.clone(),
-            },
+        let ours = serve(Counting {
+            spans: ours_count.clone(),
         })
         .await;
-        let peer = serve(Service {
-            handler: Counting {
-                spans: peer_count.clone(),
-            },
+        let peer = serve(Counting {
+            spans: peer_count.clone(),
         })
         .await;
         (ours, peer)
@@ -552,10 +464,8 @@ fn relay_queue(c: &mut Criterion) {
         .expect("runtime");
     let payloads = payloads();
     let count = Arc::new(AtomicU64::new(0));
-    let sink_addr = sink_rt.block_on(serve(Service {
-        handler: Counting {
-            spans: count.clone(),
-        },
+    let sink_addr = sink_rt.block_on(serve(Counting {
+        spans: count.clone(),
     }));
 
     let mut group = c.benchmark_group("relay/queue");
