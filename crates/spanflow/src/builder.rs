@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
@@ -63,6 +64,8 @@ pub struct PipelineBuilder {
     env_error: Option<EnvError>,
     /// Where the pipeline reports its own health (see [`PipelineBuilder::meter`]).
     meter: Option<Meter>,
+    /// Added to every self-metric observation ([`PipelineBuilder::meter_attributes`]).
+    meter_attributes: Vec<KeyValue>,
 }
 
 impl std::fmt::Debug for PipelineBuilder {
@@ -214,8 +217,10 @@ impl PipelineBuilder {
     /// The instruments are asynchronous: their callbacks read the same books as
     /// [`Pipeline::stats`] when your metric reader collects, so spans pay nothing for them.
     /// They hold no strong reference to the pipeline: a meter provider that outlives it keeps
-    /// nothing alive and, once it is gone, reports nothing for it. Give each pipeline its own
-    /// meter (a different scope name) when several report to one provider.
+    /// nothing alive and, once it is gone, reports nothing for it. When several pipelines
+    /// report to one provider, tell their series apart with
+    /// [`meter_attributes`](Self::meter_attributes) or give each its own meter (a different
+    /// scope name).
     ///
     /// ```
     /// use std::time::Duration;
@@ -234,6 +239,35 @@ impl PipelineBuilder {
     /// ```
     pub fn meter(mut self, meter: Meter) -> Self {
         self.meter = Some(meter);
+        self
+    }
+
+    /// Attributes added to every observation of the self-metrics ([`meter`](Self::meter)),
+    /// after the instrument's own (`spanflow.reason`, `spanflow.backend`): what tells two
+    /// pipelines on one meter apart.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use opentelemetry::KeyValue;
+    /// use opentelemetry::metrics::MeterProvider as _;
+    /// use opentelemetry_sdk::metrics::SdkMeterProvider;
+    /// use spanflow::{NullExporter, Pipeline};
+    ///
+    /// let meter = SdkMeterProvider::builder().build().meter("spanflow");
+    /// let pipelines = ["checkout", "audit"].map(|name| {
+    ///     Pipeline::builder()
+    ///         .exporter("backend", NullExporter::default())
+    ///         .meter(meter.clone())
+    ///         .meter_attributes([KeyValue::new("spanflow.pipeline", name)])
+    ///         .build()
+    /// });
+    /// for pipeline in pipelines {
+    ///     pipeline?.shutdown(Duration::from_secs(5))?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn meter_attributes(mut self, attributes: impl IntoIterator<Item = KeyValue>) -> Self {
+        self.meter_attributes.extend(attributes);
         self
     }
 
@@ -459,9 +493,11 @@ impl PipelineBuilder {
         }));
         if let Some(meter) = &self.meter {
             // Set once, here, before any handle exists: `set` cannot find it taken.
-            let _ = shared
-                .self_metrics
-                .set(SelfMetrics::register(meter, &shared));
+            let _ = shared.self_metrics.set(SelfMetrics::register(
+                meter,
+                &self.meter_attributes,
+                &shared,
+            ));
         }
         let mut workers = Vec::with_capacity(2);
         for (name, work) in [

@@ -33,12 +33,14 @@ pub(crate) struct SelfMetrics {
 }
 
 /// Wraps `observe` into a callback that takes one snapshot of the books per call, or observes
-/// nothing once the pipeline is gone.
+/// nothing once the pipeline is gone. Every observation gets `extra` after its own attributes.
 fn reading<T: 'static>(
     shared: &Weak<Shared>,
+    extra: &Arc<[KeyValue]>,
     observe: impl Fn(&PipelineStats, &dyn AsyncInstrument<T>) + Send + Sync + 'static,
 ) -> impl Fn(&dyn AsyncInstrument<T>) + Send + Sync + 'static {
     let shared = Weak::clone(shared);
+    let extra = Arc::clone(extra);
     move |instrument| {
         let Some(pipeline) = shared.upgrade() else {
             return;
@@ -46,7 +48,30 @@ fn reading<T: 'static>(
         let stats = pipeline.stats();
         // Not held while observing: the SDK's aggregation is not the pipeline's business.
         drop(pipeline);
-        observe(&stats, instrument);
+        if extra.is_empty() {
+            observe(&stats, instrument);
+        } else {
+            observe(
+                &stats,
+                &Tagged {
+                    instrument,
+                    extra: &extra,
+                },
+            );
+        }
+    }
+}
+
+/// An instrument that adds the pipeline's own attributes to every observation.
+struct Tagged<'a, T> {
+    instrument: &'a dyn AsyncInstrument<T>,
+    extra: &'a [KeyValue],
+}
+
+impl<T> AsyncInstrument<T> for Tagged<'_, T> {
+    fn observe(&self, measurement: T, attributes: &[KeyValue]) {
+        let all: Vec<KeyValue> = attributes.iter().chain(self.extra).cloned().collect();
+        self.instrument.observe(measurement, &all);
     }
 }
 
@@ -63,9 +88,11 @@ fn signed(value: u64) -> i64 {
 }
 
 impl SelfMetrics {
-    /// Registers every instrument on `meter`, reading the pipeline behind `shared`.
-    pub(crate) fn register(meter: &Meter, shared: &Arc<Shared>) -> Self {
+    /// Registers every instrument on `meter`, reading the pipeline behind `shared`; every
+    /// observation carries `attributes` too.
+    pub(crate) fn register(meter: &Meter, attributes: &[KeyValue], shared: &Arc<Shared>) -> Self {
         let weak = Arc::downgrade(shared);
+        let extra: Arc<[KeyValue]> = attributes.into();
         let gauge = |name: &'static str,
                      unit: &'static str,
                      description: &'static str,
@@ -74,7 +101,7 @@ impl SelfMetrics {
                 .i64_observable_up_down_counter(name)
                 .with_unit(unit)
                 .with_description(description)
-                .with_callback(reading(&weak, move |stats, instrument| {
+                .with_callback(reading(&weak, &extra, move |stats, instrument| {
                     instrument.observe(signed(read(stats)), &[]);
                 }))
                 .build()
@@ -110,7 +137,7 @@ impl SelfMetrics {
                     .u64_observable_counter(name)
                     .with_unit(unit)
                     .with_description(description)
-                    .with_callback(reading(&weak, observe))
+                    .with_callback(reading(&weak, &extra, observe))
                     .build()
             };
         let counters = vec![
@@ -211,7 +238,7 @@ impl SelfMetrics {
                 "Time spent in finished export attempts, per backend; divided by the increase \
                  of spanflow.export.attempts it is the mean export latency",
             )
-            .with_callback(reading(&weak, |stats, instrument| {
+            .with_callback(reading(&weak, &extra, |stats, instrument| {
                 for backend in &stats.backends {
                     let seconds = backend.latency.sum_micros as f64 / 1e6;
                     instrument.observe(seconds, &[KeyValue::new(BACKEND, backend.name.clone())]);

@@ -181,6 +181,60 @@ fn counters_read_the_books_exported_and_dropped_by_reason() {
     });
 }
 
+/// Two pipelines on one meter: `meter_attributes` keeps their series apart, every observation
+/// carrying the pipeline's attribute after the instrument's own.
+#[test]
+fn meter_attributes_tell_pipelines_on_one_meter_apart() {
+    watchdog(LIMIT, "self_metrics", || {
+        let (meter_provider, metrics) = meters();
+        let meter = meter_provider.meter("spanflow");
+        let mut pipelines = Vec::new();
+        for (name, spans) in [("checkout", 30u64), ("audit", 12)] {
+            let processor = SpanProcessor::builder()
+                .pipeline(|p| {
+                    p.exporter("null", NullExporter::default())
+                        .meter_attributes([opentelemetry::KeyValue::new("spanflow.pipeline", name)])
+                })
+                .meter(meter.clone())
+                .build()
+                .expect("processor");
+            let pipeline = processor.pipeline().clone();
+            let provider = support::provider(processor, "self-metrics");
+            support::end_spans(&provider, spans);
+            pipeline.flush(Duration::from_secs(10)).expect("flush");
+            pipelines.push((name, spans, provider));
+        }
+        let exported = collect(&meter_provider, &metrics, "spanflow.spans.exported");
+        let attempts = collect(&meter_provider, &metrics, "spanflow.export.attempts");
+        for (name, spans, _) in &pipelines {
+            assert_eq!(
+                value(&exported, &[("spanflow.pipeline", name)]),
+                Some(*spans as f64),
+                "{exported:?}"
+            );
+            assert!(
+                value(
+                    &attempts,
+                    &[("spanflow.backend", "null"), ("spanflow.pipeline", name)]
+                )
+                .is_some_and(|a| a >= 1.0),
+                "{attempts:?}"
+            );
+        }
+        assert_eq!(
+            value(&exported, &[]),
+            None,
+            "no series without the attribute"
+        );
+        for (_, _, provider) in pipelines {
+            provider
+                .shutdown_with_timeout(Duration::from_secs(10))
+                .expect("shutdown");
+        }
+        meter_provider.shutdown().expect("meter provider shutdown");
+    });
+}
+
 /// A [`NullExporter`] that also holds `token`, so a test can see when the pipeline that owns
 /// the exporter is gone.
 struct Holding {
