@@ -241,9 +241,10 @@ impl Layout {
         }
 
         // Each group opens its own resources and scopes: a new one whenever its next span
-        // belongs to another. `last_resource[g]` is the plan's last resource of group g.
+        // belongs to another. `resources_through[g]`: how many resources the plan holds once
+        // group g is in, so group g's bytes end where resource `resources_through[g] - 1` does.
         let mut plan = Plan::default();
-        let mut last_resource = Vec::with_capacity(self.groups.len());
+        let mut resources_through = Vec::with_capacity(self.groups.len());
         let mut resources = 0usize;
         for g in 0..self.groups.len() {
             let mut scope: Option<u32> = None;
@@ -267,14 +268,14 @@ impl Layout {
                     meta: SpanMeta::default(),
                 });
             }
-            last_resource.push(resources);
+            resources_through.push(resources);
         }
         let mut ends = ResourceEnds(Vec::with_capacity(resources));
         let out = Bytes::from(plan.write(&[buf], &mut ends));
         let mut start = 0;
         self.groups
             .iter()
-            .zip(last_resource)
+            .zip(resources_through)
             .map(|(group, resources)| {
                 // Every group has a span, so at least one resource of its own.
                 let end = ends
