@@ -210,6 +210,16 @@ impl SpanProcessorBuilder {
         self
     }
 
+    /// Attributes added to every self-metric observation (see
+    /// [`PipelineBuilder::meter_attributes`]).
+    pub fn meter_attributes(
+        mut self,
+        attributes: impl IntoIterator<Item = opentelemetry::KeyValue>,
+    ) -> Self {
+        self.pipeline = self.pipeline.meter_attributes(attributes);
+        self
+    }
+
     /// The timeout `force_flush()` (which takes none) uses.
     pub fn force_flush_timeout(mut self, timeout: Duration) -> Self {
         self.force_flush_timeout = timeout;

@@ -191,11 +191,9 @@ fn meter_attributes_tell_pipelines_on_one_meter_apart() {
         let mut pipelines = Vec::new();
         for (name, spans) in [("checkout", 30u64), ("audit", 12)] {
             let processor = SpanProcessor::builder()
-                .pipeline(|p| {
-                    p.exporter("null", NullExporter::default())
-                        .meter_attributes([opentelemetry::KeyValue::new("spanflow.pipeline", name)])
-                })
+                .pipeline(|p| p.exporter("null", NullExporter::default()))
                 .meter(meter.clone())
+                .meter_attributes([opentelemetry::KeyValue::new("spanflow.pipeline", name)])
                 .build()
                 .expect("processor");
             let pipeline = processor.pipeline().clone();
