@@ -258,30 +258,16 @@ struct Indexer {
 
 impl Recorder for Indexer {
     fn resource(&mut self, scopes: [u32; 2], header: [usize; 2]) {
-        let index = &mut self.index;
-        let first = index.resource_extras.len() as u32;
-        if header[1] > header[0] {
-            index
-                .resource_extras
-                .push([header[0] as u32, header[1] as u32]);
-        }
-        index.resources.push(ResourceEntry {
-            extras: [first, index.resource_extras.len() as u32],
-            scopes,
-        });
+        let extras = push_header(&mut self.index.resource_extras, header);
+        self.index.resources.push(ResourceEntry { extras, scopes });
     }
 
     fn scope(&mut self, spans: [u32; 2], header: [usize; 2]) {
-        let index = &mut self.index;
-        let first = index.scope_extras.len() as u32;
-        if header[1] > header[0] {
-            index
-                .scope_extras
-                .push([header[0] as u32, header[1] as u32]);
-        }
-        index.scopes.push(ScopeEntry {
-            extras: [first, index.scope_extras.len() as u32],
-            resource: index.resources.len() as u32 - 1,
+        let extras = push_header(&mut self.index.scope_extras, header);
+        let resource = self.index.resources.len() as u32 - 1;
+        self.index.scopes.push(ScopeEntry {
+            extras,
+            resource,
             spans,
         });
     }
@@ -296,4 +282,14 @@ impl Recorder for Indexer {
             meta: span.meta,
         });
     }
+}
+
+/// Records a header's bytes (all its fields, one range) in `extras` unless it is empty;
+/// returns the header's range of `extras` entries.
+fn push_header(extras: &mut Vec<[u32; 2]>, header: [usize; 2]) -> [u32; 2] {
+    let first = extras.len() as u32;
+    if header[1] > header[0] {
+        extras.push([header[0] as u32, header[1] as u32]);
+    }
+    [first, extras.len() as u32]
 }
